@@ -1,0 +1,1 @@
+"""cloudburst package."""

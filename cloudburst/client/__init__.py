@@ -1,0 +1,1 @@
+"""cloudburst/client package."""

@@ -1,0 +1,192 @@
+"""Local-mode launcher: ``python -m cloudburst.local start|stop|status``.
+
+``start`` writes the effective configuration to ``<run_dir>/config.yml``, starts the
+KVS (``anna.local``), one scheduler (``scheduler.server``) and one executor node
+(``executor.node``: its cache and workers) as background processes, records their
+PIDs in ``<run_dir>/cluster.json``, waits until the cluster answers a real request,
+and prints how to connect. ``stop`` stops them by recorded PID and removes the
+run directory's sockets and state files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from cloudburst.shared.config import Config, load_config, replace
+from cloudburst.shared.processes import SERVER_ENV, port_open, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _state_file(cfg: Config) -> Path:
+    return Path(cfg.run_dir) / "cluster.json"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _spawn(name: str, module: str, cfg_path: Path, log_dir: Path, *args: str) -> int:
+    import subprocess
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / f"{name}.log", "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module, "--config", str(cfg_path), *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **SERVER_ENV},
+            start_new_session=True,
+        )
+    return proc.pid
+
+
+def start(cfg: Config, timeout: float) -> int:
+    run_dir = Path(cfg.run_dir)
+    state_path = _state_file(cfg)
+    if state_path.exists():
+        state = json.loads(state_path.read_text())
+        if any(_pid_alive(p["pid"]) for p in state["processes"]):
+            print(f"a local cluster is already running (see {state_path}); stop it first with "
+                  "./scripts/stop-cloudburst-local.sh", file=sys.stderr)
+            return 1
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg_path = run_dir / "config.yml"
+    cfg_path.write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    log_dir = run_dir / "logs"
+    processes = []
+    for name, module in (("kvs", "anna.local"), ("scheduler", "scheduler.server"),
+                         ("executor", "executor.node")):
+        pid = _spawn(name, module, cfg_path, log_dir)
+        processes.append({"name": name, "pid": pid})
+        state_path.write_text(json.dumps({"processes": processes}, indent=2))
+    try:
+        wait_until(lambda: port_open(cfg.ip, cfg.kvs.routing_port), timeout, "KVS routing")
+        wait_until(lambda: port_open(cfg.ip, cfg.scheduler.port), timeout, "scheduler")
+        _wait_ready(cfg, timeout)
+    except Exception as exc:
+        print(f"the local cluster did not come up: {exc}", file=sys.stderr)
+        for proc in processes:
+            if not _pid_alive(proc["pid"]):
+                print(f"  {proc['name']} exited; see {log_dir / proc['name']}.log", file=sys.stderr)
+        stop(cfg)
+        return 1
+    print(f"Cloudburst is running locally (logs in {log_dir}).")
+    print("Connect from Python (.venv/bin/python):")
+    print("    from cloudburst.client.client import CloudburstConnection")
+    print(f"    local_cloud = CloudburstConnection('{cfg.ip}', '{cfg.ip}', local=True)")
+    print("Stop it with ./scripts/stop-cloudburst-local.sh")
+    return 0
+
+
+def _wait_ready(cfg: Config, timeout: float) -> None:
+    """Wait until the scheduler sees at least one live executor."""
+    from cloudburst.client.client import CloudburstConnection
+
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            conn = CloudburstConnection(cfg.ip, cfg.ip, local=True, timeout=2.0)
+            try:
+                if conn.status().get("executors", 0) > 0:
+                    return
+            finally:
+                conn.close()
+        except Exception as exc:  # not up yet
+            last = exc
+        time.sleep(0.2)
+    raise TimeoutError(f"no executor registered with the scheduler within {timeout}s ({last})")
+
+
+def stop(cfg: Config) -> int:
+    state_path = _state_file(cfg)
+    if not state_path.exists():
+        print("no local cluster recorded; nothing to stop")
+        return 0
+    state = json.loads(state_path.read_text())
+    pids = [p["pid"] for p in state["processes"]]
+    for pid in pids:
+        _signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_pid_alive(p) for p in pids):
+        time.sleep(0.05)
+    for pid in pids:
+        _signal_group(pid, signal.SIGKILL)
+    for pid in pids:
+        try:
+            os.waitpid(pid, 0)
+        except (ChildProcessError, OSError):
+            pass
+    state_path.unlink(missing_ok=True)
+    ipc_dir = Path(cfg.cache.ipc_dir)
+    if ipc_dir.exists():
+        for sock in ipc_dir.iterdir():
+            sock.unlink(missing_ok=True)
+    print(f"stopped {len(pids)} process group(s)")
+    return 0
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def status(cfg: Config) -> int:
+    state_path = _state_file(cfg)
+    if not state_path.exists():
+        print("not running")
+        return 1
+    state = json.loads(state_path.read_text())
+    ok = True
+    for proc in state["processes"]:
+        alive = _pid_alive(proc["pid"])
+        ok &= alive
+        print(f"{proc['name']:10s} pid {proc['pid']:7d} {'running' if alive else 'DEAD'}")
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cloudburst.local")
+    parser.add_argument("command", choices=("start", "stop", "status"))
+    parser.add_argument("--config", help="YAML config file (defaults + env overrides apply)")
+    parser.add_argument("--executors", type=int, help="executor worker processes")
+    parser.add_argument("--shards", type=int, help="KVS storage shards")
+    parser.add_argument("--timeout", type=float, default=60.0, help="readiness timeout (s)")
+    args = parser.parse_args(argv)
+    os.chdir(ROOT)
+    cfg = load_config(args.config)
+    if args.executors is not None:
+        cfg = replace(cfg, executor={"workers": args.executors})
+    if args.shards is not None:
+        cfg = replace(cfg, kvs={"shards": args.shards})
+    if args.command == "start":
+        return start(cfg, args.timeout)
+    if args.command == "stop":
+        return stop(cfg)
+    return status(cfg)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""cloudburst/shared package."""

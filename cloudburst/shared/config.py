@@ -1,0 +1,211 @@
+"""Typed configuration: defaults, then a YAML file, then environment overrides.
+
+Environment overrides are ``CLOUDBURST_<SECTION>__<FIELD>``, e.g.
+``CLOUDBURST_KVS__SHARDS=2`` or ``CLOUDBURST_EXECUTOR__WORKERS=4``; top-level fields
+use ``CLOUDBURST_<FIELD>`` (``CLOUDBURST_IP=127.0.0.2``). A bad value raises
+:class:`ConfigError` naming the field and what was expected.
+
+Example::
+
+    cfg = load_config("conf/local.yml")
+    cfg.kvs.routing_port   # 6450
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cloudburst.shared.errors import ConfigError
+
+ENV_PREFIX = "CLOUDBURST_"
+
+
+@dataclass(frozen=True)
+class KvsConfig:
+    routing_port: int = 6450
+    shard_base_port: int = 6200
+    gossip_base_port: int = 6250
+    shards: int = 1
+    routing_threads: int = 1
+    replication_global: int = 1
+    replication_local: int = 1
+    virtual_nodes: int = 128
+    gossip_period_s: float = 0.5
+    heartbeat_period_s: float = 0.5
+    failure_timeout_s: float = 3.0
+    wal_fsync: str = "always"  # always | interval | never
+    wal_fsync_interval_ms: int = 10
+    data_dir: str = ".local/kvs"
+    request_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    port: int = 5000
+    threads: int = 1
+    heartbeat_timeout_s: float = 3.0
+    call_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    workers: int = 3
+    heartbeat_period_s: float = 0.5
+    base_port: int = 5100
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    enabled: bool = True
+    capacity_bytes: int = 512 * 1024 * 1024
+    push_period_ms: int = 50
+    ipc_dir: str = ".local/ipc"
+
+
+@dataclass(frozen=True)
+class DdtConfig:
+    batch_bytes: int = 64 * 1024
+    batch_ms: int = 10
+    buffer_max_bytes: int = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Config:
+    ip: str = "127.0.0.1"
+    log_level: str = "INFO"
+    run_dir: str = ".local"
+    kvs: KvsConfig = field(default_factory=KvsConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    ddt: DdtConfig = field(default_factory=DdtConfig)
+
+
+_CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("kvs", "wal_fsync"): ("always", "interval", "never"),
+    ("", "log_level"): ("DEBUG", "INFO", "WARNING", "ERROR"),
+}
+
+
+def _coerce(where: str, value: Any, typ: type) -> Any:
+    """Convert ``value`` (from YAML or a string from the environment) to ``typ``."""
+    try:
+        if typ is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if typ is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(str(value).replace("_", ""))
+        if typ is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        if typ is str:
+            if not isinstance(value, str | int | float):
+                raise ValueError(value)
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"config {where}: expected {typ.__name__}, got {value!r}") from None
+    raise ConfigError(f"config {where}: unsupported type {typ}")
+
+
+def _build(cls: type, section: str, values: Mapping[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise ConfigError(
+            f"config {section or 'top level'}: unknown field(s) {sorted(unknown)}; "
+            f"known: {sorted(known)}"
+        )
+    kwargs: dict[str, Any] = {}
+    for name, raw in values.items():
+        typ = hints[name]
+        where = f"{section}.{name}" if section else name
+        if dataclasses.is_dataclass(typ):
+            if not isinstance(raw, Mapping):
+                raise ConfigError(f"config {where}: expected a mapping, got {raw!r}")
+            kwargs[name] = _build(typ, name, raw)  # type: ignore[arg-type]
+            continue
+        val = _coerce(where, raw, typ)
+        choices = _CHOICES.get((section, name))
+        if choices and val not in choices:
+            raise ConfigError(f"config {where}: expected one of {choices}, got {val!r}")
+        if typ in (int, float) and val < 0:
+            raise ConfigError(f"config {where}: must not be negative, got {val!r}")
+        kwargs[name] = val
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, val in extra.items():
+        if isinstance(val, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(dict(out[key]), val)
+        else:
+            out[key] = val
+    return out
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, val in env.items():
+        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+            continue
+        path = key[len(ENV_PREFIX) :].lower().split("__")
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = val
+    return out
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Config:
+    """Load the configuration.
+
+    ``path`` defaults to ``$CLOUDBURST_CONFIG`` if set; ``overrides`` (section
+    mappings or top-level values) win over everything else.
+    """
+    env = os.environ if env is None else env
+    path = path or env.get(ENV_PREFIX + "CONFIG")
+    data: dict[str, Any] = {}
+    if path:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        try:
+            loaded = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, Mapping):
+            raise ConfigError(f"config file {path}: top level must be a mapping")
+        data = _merge(data, loaded)
+    data = _merge(data, _env_overrides(env))
+    data = _merge(data, overrides)
+    return _build(Config, "", data)  # type: ignore[no-any-return]
+
+
+def replace(cfg: Config, **sections: Mapping[str, Any] | Any) -> Config:
+    """A copy of ``cfg`` with some fields changed (``replace(cfg, kvs={'shards': 2})``)."""
+    data = dataclasses.asdict(cfg)
+    return _build(Config, "", _merge(data, sections))  # type: ignore[no-any-return]

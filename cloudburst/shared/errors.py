@@ -1,0 +1,68 @@
+"""The exception hierarchy users of Cloudburst see.
+
+Every error raised to a user derives from :class:`CloudburstException`; low-level
+errors (zmq timeouts, protobuf decode failures, unpickling errors) are translated
+into these at the boundary so the message says what went wrong in our terms.
+"""
+
+from __future__ import annotations
+
+
+class CloudburstException(Exception):
+    """Base class of every Cloudburst error."""
+
+
+class ConfigError(CloudburstException, ValueError):
+    """A configuration file or environment override has a bad value."""
+
+
+class SerializationError(CloudburstException, ValueError):
+    """A value could not be serialized or a payload could not be decoded."""
+
+
+class WireError(CloudburstException, ValueError):
+    """A message on the wire is malformed (garbage bytes, wrong message type)."""
+
+
+class CloudburstTimeoutError(CloudburstException, TimeoutError):
+    """A call did not answer within its deadline."""
+
+
+class ConnectionFailed(CloudburstException, ConnectionError):
+    """A server the client needs could not be reached."""
+
+
+class FunctionNotFound(CloudburstException, KeyError):
+    """The named function is not registered."""
+
+
+class DagNotFound(CloudburstException, KeyError):
+    """The named DAG is not registered."""
+
+
+class DagAlreadyExists(CloudburstException):
+    """A DAG with that name is already registered."""
+
+
+class InvalidArgument(CloudburstException, ValueError):
+    """A request is malformed (bad arguments, bad DAG, bad name)."""
+
+
+class ExecutorFailed(CloudburstException):
+    """The executor running a call died and the call could not be completed."""
+
+
+class RemoteExecutionError(CloudburstException):
+    """A user function raised; carries the remote type, message and traceback."""
+
+    def __init__(self, exc_type: str, message: str, remote_traceback: str = "") -> None:
+        super().__init__(f"{exc_type}: {message}")
+        self.exc_type = exc_type
+        self.remote_message = message
+        self.remote_traceback = remote_traceback
+
+    def __str__(self) -> str:
+        base = f"{self.exc_type}: {self.remote_message}"
+        if self.remote_traceback:
+            return f"{base}\n\nRemote traceback:\n{self.remote_traceback}"
+        return base

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Sourced by the other scripts: makes sure .venv exists and holds the project with
+# its test extras, reinstalling only when pyproject.toml changed. Prints what it does.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+PY="$VENV/bin/python"
+EXTRAS="${CLOUDBURST_EXTRAS:-test}"
+
+if [ ! -x "$PY" ]; then
+  echo "[setup] creating virtual environment in $VENV"
+  python3 -m venv "$VENV" || { echo "[setup] python3 -m venv failed: install python3-venv (Python >= 3.11)" >&2; exit 1; }
+fi
+"$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' \
+  || { echo "[setup] Python >= 3.11 is required, found $("$PY" --version)" >&2; exit 1; }
+
+stamp="$VENV/.cloudburst-installed"
+want="$(cat "$ROOT/pyproject.toml" "$ROOT/setup.py" | sha256sum | cut -d' ' -f1)-$EXTRAS"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "[setup] installing cloudburst-py[$EXTRAS] into $VENV (first run takes a minute)"
+  "$PY" -m pip install -q --disable-pip-version-check -U pip >/dev/null
+  "$PY" -m pip install -q --disable-pip-version-check -e "$ROOT[$EXTRAS]"
+  echo "$want" > "$stamp"
+fi
+
+# redis-server is the baseline of the benchmarks and of a few tests.
+ensure_redis() {
+  if command -v redis-server >/dev/null 2>&1; then return 0; fi
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] installing redis-server with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null && apt-get install -y -qq redis-server >/dev/null
+    # Debian starts the service on install; we run our own instances on free ports.
+    (service redis-server stop || true) >/dev/null 2>&1
+  elif command -v sudo >/dev/null 2>&1; then
+    echo "[setup] installing redis-server with sudo apt-get"
+    sudo apt-get update -qq >/dev/null && sudo apt-get install -y -qq redis-server >/dev/null
+  else
+    echo "[setup] redis-server is missing and cannot be installed here" >&2
+    return 1
+  fi
+}

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs what is missing, then runs ruff, mypy (strict on lattices/) and the whole
+# pytest suite. Extra arguments go to pytest (e.g. scripts/run-tests.sh -k lattice).
+set -euo pipefail
+source "$(dirname "$0")/ensure-env.sh"
+ensure_redis
+cd "$ROOT"
+echo "[tests] ruff"
+"$VENV/bin/ruff" check .
+"$VENV/bin/ruff" format --check . >/dev/null || { "$VENV/bin/ruff" format --diff . | head -50; echo "[tests] ruff format: run .venv/bin/ruff format ." >&2; exit 1; }
+echo "[tests] mypy --strict lattices"
+"$VENV/bin/mypy" --strict lattices
+echo "[tests] pytest"
+exec "$PY" -m pytest "$@"
