@@ -33,7 +33,8 @@ _NP_HEAD = struct.Struct("<4sHB")
 
 
 def _encode_array(arr: np.ndarray) -> bytes:
-    arr = np.ascontiguousarray(arr)
+    if not arr.flags.c_contiguous:
+        arr = arr.copy(order="C")  # ascontiguousarray would turn 0-d into 1-d
     dtype = arr.dtype.str.encode()
     shape = struct.pack(f"<{arr.ndim}q", *arr.shape)
     return b"".join((_NP_HEAD.pack(_NP_MAGIC, len(dtype), arr.ndim), dtype, shape, arr.data))
