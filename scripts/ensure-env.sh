@@ -19,7 +19,12 @@ want="$(cat "$ROOT/pyproject.toml" "$ROOT/setup.py" | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "[setup] installing cloudburst-py[$EXTRAS] into $VENV (first run takes a minute)"
   "$PY" -m pip install -q --disable-pip-version-check -U pip >/dev/null
-  "$PY" -m pip install -q --disable-pip-version-check -e "$ROOT[$EXTRAS]"
+  log="$(mktemp)"
+  if ! "$PY" -m pip install -q --disable-pip-version-check -e "$ROOT[$EXTRAS]" >"$log" 2>&1; then
+    cat "$log" >&2; rm -f "$log"
+    echo "[setup] pip install failed (see above)" >&2; exit 1
+  fi
+  rm -f "$log"
   echo "$want" > "$stamp"
 fi
 
