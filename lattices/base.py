@@ -26,6 +26,9 @@ class LatticeTypeMismatch(LatticeError):
 
 
 class Lattice(ABC, Generic[T]):
+    # Empty slots so that subclasses declaring ``__slots__`` carry no ``__dict__``.
+    __slots__ = ()
+
     #: The ``LatticeType`` enum value (anna_pb2) this lattice travels as; 0 (NONE)
     #: for lattices that have no Anna payload of their own (Max, Bool, Map, VectorClock).
     lattice_type: ClassVar[int] = 0
