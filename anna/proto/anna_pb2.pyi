@@ -183,3 +183,81 @@ class PriorityValue(_message.Message):
     priority: float
     value: bytes
     def __init__(self, priority: _Optional[float] = ..., value: _Optional[bytes] = ...) -> None: ...
+
+class CacheSubscription(_message.Message):
+    __slots__ = ("cache_address", "keys", "unsubscribe")
+    CACHE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    UNSUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
+    cache_address: str
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    unsubscribe: bool
+    def __init__(self, cache_address: _Optional[str] = ..., keys: _Optional[_Iterable[str]] = ..., unsubscribe: _Optional[bool] = ...) -> None: ...
+
+class StorageNode(_message.Message):
+    __slots__ = ("node_id", "epoch", "departed", "shard_addresses", "gossip_addresses", "routing_address")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    DEPARTED_FIELD_NUMBER: _ClassVar[int]
+    SHARD_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    GOSSIP_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    ROUTING_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    epoch: int
+    departed: bool
+    shard_addresses: _containers.RepeatedScalarFieldContainer[str]
+    gossip_addresses: _containers.RepeatedScalarFieldContainer[str]
+    routing_address: str
+    def __init__(self, node_id: _Optional[str] = ..., epoch: _Optional[int] = ..., departed: _Optional[bool] = ..., shard_addresses: _Optional[_Iterable[str]] = ..., gossip_addresses: _Optional[_Iterable[str]] = ..., routing_address: _Optional[str] = ...) -> None: ...
+
+class ReplicationFactor(_message.Message):
+    __slots__ = ("key", "global_replication", "local_replication", "timestamp")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    GLOBAL_REPLICATION_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_REPLICATION_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    global_replication: int
+    local_replication: int
+    timestamp: int
+    def __init__(self, key: _Optional[str] = ..., global_replication: _Optional[int] = ..., local_replication: _Optional[int] = ..., timestamp: _Optional[int] = ...) -> None: ...
+
+class Membership(_message.Message):
+    __slots__ = ("nodes", "replication", "routing_addresses")
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    REPLICATION_FIELD_NUMBER: _ClassVar[int]
+    ROUTING_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.RepeatedCompositeFieldContainer[StorageNode]
+    replication: _containers.RepeatedCompositeFieldContainer[ReplicationFactor]
+    routing_addresses: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, nodes: _Optional[_Iterable[_Union[StorageNode, _Mapping]]] = ..., replication: _Optional[_Iterable[_Union[ReplicationFactor, _Mapping]]] = ..., routing_addresses: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Heartbeat(_message.Message):
+    __slots__ = ("node_id", "epoch", "shard", "gossip_address", "membership_digest")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    GOSSIP_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    MEMBERSHIP_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    epoch: int
+    shard: int
+    gossip_address: str
+    membership_digest: bytes
+    def __init__(self, node_id: _Optional[str] = ..., epoch: _Optional[int] = ..., shard: _Optional[int] = ..., gossip_address: _Optional[str] = ..., membership_digest: _Optional[bytes] = ...) -> None: ...
+
+class Gossip(_message.Message):
+    __slots__ = ("tuples", "sender")
+    TUPLES_FIELD_NUMBER: _ClassVar[int]
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    tuples: _containers.RepeatedCompositeFieldContainer[KeyTuple]
+    sender: str
+    def __init__(self, tuples: _Optional[_Iterable[_Union[KeyTuple, _Mapping]]] = ..., sender: _Optional[str] = ...) -> None: ...
+
+class Depart(_message.Message):
+    __slots__ = ("node_id", "epoch")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    epoch: int
+    def __init__(self, node_id: _Optional[str] = ..., epoch: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,445 @@
+"""Python client of the KVS: :class:`AnnaTcpClient`.
+
+Same surface as Anna's Python client::
+
+    from anna.client import AnnaTcpClient
+    from lattices import LWWPairLattice, make_timestamp
+
+    kvs = AnnaTcpClient("127.0.0.1", local=True)            # routing at :6450
+    kvs.put("k", LWWPairLattice(make_timestamp(), b"v"))    # True
+    kvs.get(["k"])["k"].reveal()                            # b"v"
+    kvs.close()
+
+Response sockets: by default the client binds two PULL sockets on random free ports
+of ``ip`` (so many clients share a host); with ``anna_ports=True`` it binds Anna's
+fixed ports instead, ``6460 + offset`` (KeyResponse) and ``6760 + offset``
+(KeyAddressResponse), as Anna's own client does. The routing address is
+``elb_addr`` (``'host'``, ``'host:port'`` or ``'tcp://host:port'``) with the port
+defaulting to ``routing_port`` or 6450.
+
+Not thread-safe: use one client per thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import random
+import socket as _socket
+import time
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import zmq
+
+from anna import wire
+from anna.errors import AnnaError, AnnaTimeoutError, NoServersError
+from anna.proto import anna_pb2 as pb
+from lattices import codec
+from lattices.base import Lattice, LatticeError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ROUTING_PORT = 6450
+ANNA_RESPONSE_BASE = 6460
+ANNA_ADDRESS_BASE = 6760
+DEFAULT_TIMEOUT_S = 5.0
+MAX_CACHED_KEYS = 1_000_000
+COPY_THRESHOLD = 64 * 1024
+
+_GET = pb.GET
+_PUT = pb.PUT
+_NO_ERROR = pb.NO_ERROR
+_KEY_DNE = pb.KEY_DNE
+_WRONG_THREAD = pb.WRONG_THREAD
+_from_payload = codec.from_payload
+_to_payload = codec.to_payload
+
+_ids = itertools.count()
+
+
+def _parse_elb(elb_addr: str, routing_port: int | None) -> tuple[str, int]:
+    addr = elb_addr[6:] if elb_addr.startswith("tcp://") else elb_addr
+    host, sep, port = addr.rpartition(":")
+    if sep and port.isdigit():
+        return host, routing_port or int(port)
+    return addr, routing_port or DEFAULT_ROUTING_PORT
+
+
+def _local_ip_for(host: str) -> str:
+    """The local address the kernel would use to reach ``host``."""
+    if host.startswith("127.") or host == "localhost":
+        return "127.0.0.1"
+    try:
+        with _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM) as s:
+            s.connect((host, 9))
+            return str(s.getsockname()[0])
+    except OSError:
+        return "127.0.0.1"
+
+
+class AnnaTcpClient:
+    """A KVS client: address cache, batched GET/PUT, timeouts on every call.
+
+    ``timeout`` (seconds) bounds every call; a server that does not answer raises
+    :class:`anna.errors.AnnaTimeoutError` naming its address.
+    """
+
+    def __init__(
+        self,
+        elb_addr: str,
+        ip: str | None = None,
+        local: bool = False,
+        offset: int = 0,
+        routing_port: int | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        anna_ports: bool = False,
+        context: zmq.Context[Any] | None = None,
+    ) -> None:
+        host, port = _parse_elb(elb_addr, routing_port)
+        self.local = local
+        self.offset = offset
+        self.timeout = timeout
+        self.routing_address = f"tcp://{host}:{port}"
+        self.ip = ip or _local_ip_for(host)
+        self.ctx = context or zmq.Context.instance()
+        self._closed = False
+        self._resp = self.ctx.socket(zmq.PULL)
+        self._addr = self.ctx.socket(zmq.PULL)
+        for s in (self._resp, self._addr):
+            s.setsockopt(zmq.LINGER, 0)
+            s.setsockopt(zmq.RCVHWM, 0)
+        try:
+            if anna_ports:
+                self._resp.bind(f"tcp://{self.ip}:{ANNA_RESPONSE_BASE + offset}")
+                self._addr.bind(f"tcp://{self.ip}:{ANNA_ADDRESS_BASE + offset}")
+                rport, aport = ANNA_RESPONSE_BASE + offset, ANNA_ADDRESS_BASE + offset
+            else:
+                rport = self._resp.bind_to_random_port(f"tcp://{self.ip}")
+                aport = self._addr.bind_to_random_port(f"tcp://{self.ip}")
+        except zmq.ZMQError:
+            self._resp.close(0)
+            self._addr.close(0)
+            raise
+        self.response_address = f"tcp://{self.ip}:{rport}"
+        self.address_response_address = f"tcp://{self.ip}:{aport}"
+        self._push: dict[str, zmq.Socket[Any]] = {}
+        self._cache: dict[str, list[str]] = {}
+        self._id_prefix = f"{os.getpid()}-{next(_ids)}-"
+        self._seq = itertools.count()
+        self._seed = random.randrange(1 << 30)
+        self._req = pb.KeyRequest()
+
+    # ---- plumbing ---------------------------------------------------------------------
+
+    def _sock(self, addr: str) -> zmq.Socket[Any]:
+        sock = self._push.get(addr)
+        if sock is None:
+            sock = self.ctx.socket(zmq.PUSH)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(addr)
+            self._push[addr] = sock
+        return sock
+
+    def _next_id(self) -> str:
+        return self._id_prefix + str(next(self._seq))
+
+    def _deadline(self, timeout: float | None) -> float:
+        return time.monotonic() + (self.timeout if timeout is None else timeout)
+
+    # ---- routing ----------------------------------------------------------------------
+
+    def get_addresses(
+        self, keys: Iterable[str], timeout: float | None = None, refresh: bool = False
+    ) -> dict[str, list[str]]:
+        """Every replica address of each key (from the cache, else asking routing)."""
+        keys = list(keys)
+        cache = self._cache
+        missing = keys if refresh else [k for k in keys if k not in cache]
+        if missing:
+            self._ask_routing(missing, self._deadline(timeout))
+        return {k: cache.get(k, []) for k in keys}
+
+    def _ask_routing(self, keys: Sequence[str], deadline: float) -> None:
+        rid = self._next_id()
+        req = pb.KeyAddressRequest(
+            response_address=self.address_response_address,
+            keys=list(dict.fromkeys(keys)),
+            request_id=rid,
+        )
+        self._sock(self.routing_address).send(req.SerializeToString())
+        sock = self._addr
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not sock.poll(max(1, int(remaining * 1000))):
+                raise AnnaTimeoutError(
+                    f"timed out after {self.timeout:.1f}s waiting for a KeyAddressResponse "
+                    f"from routing {self.routing_address} (keys {list(keys)[:5]})",
+                    self.routing_address,
+                )
+            try:
+                resp = wire.decode_address_response(sock.recv(zmq.NOBLOCK))
+            except (zmq.Again, AnnaError, ValueError):
+                continue
+            if resp.response_id != rid:
+                continue  # a late answer to an earlier, timed-out request
+            if resp.error == pb.NO_SERVERS:
+                raise NoServersError(
+                    f"routing {self.routing_address} knows no storage node (NO_SERVERS)"
+                )
+            if len(self._cache) > MAX_CACHED_KEYS:
+                self._cache.clear()
+            for ka in resp.addresses:
+                self._cache[ka.key] = list(ka.ips)
+            return
+
+    def invalidate(self, key: str) -> None:
+        """Forget the cached addresses of ``key``."""
+        self._cache.pop(key, None)
+
+    def _pick(self, key: str, addrs: list[str]) -> str:
+        if len(addrs) == 1:
+            return addrs[0]
+        # Sticky per client and key: a client reads its own writes with replication.
+        return addrs[(self._seed + zlib.crc32(key.encode())) % len(addrs)]
+
+    # ---- requests ------------------------------------------------------------------------
+
+    def _execute(
+        self,
+        rtype: int,
+        keys: list[str],
+        payloads: Mapping[str, tuple[int, bytes]] | None,
+        all_replicas: bool,
+        timeout: float | None,
+    ) -> dict[str, list[pb.KeyTuple]]:
+        """Send one KeyRequest per shard; the answer tuples per key (one per replica)."""
+        deadline = self._deadline(timeout)
+        results: dict[str, list[pb.KeyTuple]] = {}
+        pending = list(dict.fromkeys(keys))
+        attempt = 0
+        while pending:
+            addrs = self.get_addresses(pending, deadline - time.monotonic())
+            groups: dict[str, list[str]] = {}
+            for key in pending:
+                reps = addrs[key]
+                if not reps:
+                    raise NoServersError(
+                        f"routing {self.routing_address} gave no address for {key!r}"
+                    )
+                for a in reps if all_replicas else (self._pick(key, reps),):
+                    groups.setdefault(a, []).append(key)
+            outstanding: dict[str, str] = {}
+            for addr, gkeys in groups.items():
+                rid = self._next_id()
+                req = self._req
+                req.Clear()
+                req.type = rtype  # type: ignore[assignment]
+                req.response_address = self.response_address
+                req.request_id = rid
+                tuples = req.tuples
+                for key in gkeys:
+                    if payloads is None:
+                        tuples.add(key=key, address_cache_size=len(addrs[key]))
+                    else:
+                        lt, payload = payloads[key]
+                        tuples.add(
+                            key=key,
+                            lattice_type=lt,  # type: ignore[arg-type]
+                            payload=payload,
+                            address_cache_size=len(addrs[key]),
+                        )
+                data = req.SerializeToString()
+                self._sock(addr).send(data, copy=len(data) < COPY_THRESHOLD)
+                outstanding[rid] = addr
+            retry: list[str] = []
+            partial: dict[str, list[pb.KeyTuple]] = {}
+            self._collect(outstanding, deadline, partial, retry)
+            for key, tl in partial.items():
+                results.setdefault(key, []).extend(tl)
+            if not retry:
+                break
+            pending = list(dict.fromkeys(retry))
+            for key in pending:
+                results.pop(key, None)
+                self._cache.pop(key, None)
+            attempt += 1
+            if time.monotonic() + 0.01 * attempt >= deadline:
+                raise AnnaTimeoutError(
+                    f"keys {pending[:5]} still answered WRONG_THREAD after {attempt} attempts "
+                    f"(routing {self.routing_address})",
+                    self.routing_address,
+                )
+            time.sleep(min(0.2, 0.01 * attempt))
+        return results
+
+    def _collect(
+        self,
+        outstanding: dict[str, str],
+        deadline: float,
+        results: dict[str, list[pb.KeyTuple]],
+        retry: list[str],
+    ) -> None:
+        sock = self._resp
+        resp = pb.KeyResponse()
+        while outstanding:
+            try:
+                data = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not sock.poll(max(1, int(remaining * 1000))):
+                    waiting = sorted(set(outstanding.values()))
+                    raise AnnaTimeoutError(
+                        f"timed out after {self.timeout:.1f}s waiting for a KeyResponse from "
+                        f"{', '.join(waiting)}",
+                        waiting[0],
+                    ) from None
+                continue
+            try:
+                resp.ParseFromString(data)
+            except Exception:
+                continue
+            if outstanding.pop(resp.response_id, None) is None:
+                continue  # late answer to an earlier request
+            for t in resp.tuples:
+                if t.error == _WRONG_THREAD:
+                    retry.append(t.key)
+                    continue
+                if t.invalidate:
+                    self._cache.pop(t.key, None)
+                results.setdefault(t.key, []).append(t)
+            resp = pb.KeyResponse()
+
+    # ---- public API --------------------------------------------------------------------
+
+    def get(
+        self, keys: str | Iterable[str], timeout: float | None = None
+    ) -> dict[str, Lattice[Any] | None]:
+        """``{key: lattice or None}`` (None: never written)."""
+        klist = [keys] if isinstance(keys, str) else list(keys)
+        answers = self._execute(_GET, klist, None, False, timeout)
+        out: dict[str, Lattice[Any] | None] = {}
+        for key in klist:
+            out[key] = _decode(answers.get(key, ()))
+        return out
+
+    def get_all(
+        self, keys: str | Iterable[str], timeout: float | None = None
+    ) -> dict[str, Lattice[Any] | None]:
+        """Like :meth:`get` but reads every replica and merges what they hold."""
+        klist = [keys] if isinstance(keys, str) else list(keys)
+        answers = self._execute(_GET, klist, None, True, timeout)
+        return {key: _decode(answers.get(key, ())) for key in klist}
+
+    def put(
+        self,
+        keys: str | Sequence[str],
+        values: Lattice[Any] | Sequence[Lattice[Any]],
+        timeout: float | None = None,
+    ) -> bool | dict[str, bool]:
+        """PUT one key (-> bool) or several (-> ``{key: bool}``), acked by one replica."""
+        return self._put(keys, values, False, timeout)
+
+    def put_all(
+        self,
+        keys: str | Sequence[str],
+        values: Lattice[Any] | Sequence[Lattice[Any]],
+        timeout: float | None = None,
+    ) -> bool | dict[str, bool]:
+        """Like :meth:`put` but True only once every replica acknowledged."""
+        return self._put(keys, values, True, timeout)
+
+    def _put(
+        self,
+        keys: str | Sequence[str],
+        values: Lattice[Any] | Sequence[Lattice[Any]],
+        all_replicas: bool,
+        timeout: float | None,
+    ) -> bool | dict[str, bool]:
+        single = isinstance(keys, str)
+        if single:
+            klist = [keys]  # type: ignore[list-item]
+            vlist = [values]
+        else:
+            klist = list(keys)
+            vlist = list(values)  # type: ignore[arg-type]
+            if len(klist) != len(vlist):
+                raise ValueError(f"{len(klist)} keys but {len(vlist)} values")
+        payloads: dict[str, tuple[int, bytes]] = {}
+        for k, v in zip(klist, vlist, strict=True):
+            if not isinstance(k, str):
+                raise TypeError(f"keys must be str, not {type(k).__name__}")
+            try:
+                lt, payload = _to_payload(v)  # type: ignore[arg-type]
+            except LatticeError as exc:
+                raise AnnaError(f"cannot PUT {k!r}: {exc}") from None
+            if k in payloads:
+                # The same key twice in one batch: send the merge.
+                prev = _from_payload(*payloads[k])
+                lt, payload = _to_payload(prev.merge(v))  # type: ignore[arg-type]
+            payloads[k] = (lt, payload)
+        answers = self._execute(_PUT, list(payloads), payloads, all_replicas, timeout)
+        out: dict[str, bool] = {}
+        for k in payloads:
+            tl = answers.get(k, [])
+            ok = bool(tl) and all(t.error == _NO_ERROR for t in tl)
+            if all_replicas and ok:
+                ok = len(tl) >= len(self._cache.get(k, tl))
+            out[k] = ok
+        if single:
+            return out[klist[0]]
+        return out
+
+    def set_replication(
+        self, key: str, global_replication: int, local_replication: int = 1
+    ) -> None:
+        """Ask routing to replicate ``key`` on that many nodes x shards per node."""
+        rep = pb.ReplicationFactor(
+            key=key,
+            global_replication=global_replication,
+            local_replication=local_replication,
+            timestamp=time.time_ns(),
+        )
+        msg = pb.Membership(replication=[rep])
+        self._sock(self.routing_address).send_multipart(wire.encode_internal(wire.KIND_JOIN, msg))
+        self._cache.pop(key, None)
+
+    def close(self) -> None:
+        """Close every socket (the zmq context is shared and stays)."""
+        if self._closed:
+            return
+        self._closed = True
+        for s in self._push.values():
+            s.close(0)
+        self._push.clear()
+        self._resp.close(0)
+        self._addr.close(0)
+
+    def __enter__(self) -> AnnaTcpClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def _decode(tuples: Iterable[pb.KeyTuple]) -> Lattice[Any] | None:
+    merged: Lattice[Any] | None = None
+    for t in tuples:
+        if t.error != _NO_ERROR:
+            continue
+        try:
+            lat = _from_payload(t.lattice_type, t.payload)
+        except LatticeError as exc:
+            raise AnnaError(
+                f"server returned an undecodable payload for {t.key!r}: {exc}"
+            ) from None
+        merged = lat if merged is None else merged.merge(lat)
+    return merged

@@ -1,0 +1,68 @@
+"""Cached outgoing PUSH sockets, one per peer address (used by every server shell)."""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+from typing import Any
+
+import zmq
+
+from anna import wire
+
+MAX_OUT_SOCKETS = 2048
+COPY_THRESHOLD = 64 * 1024
+
+
+class Outbox:
+    """Cached PUSH sockets by address (bounded, least recently used closed first)."""
+
+    def __init__(self, ctx: zmq.Context[Any], stats: Counter[str]) -> None:
+        self.ctx = ctx
+        self.socks: OrderedDict[str, zmq.Socket[Any]] = OrderedDict()
+        self.stats = stats
+
+    def _sock(self, addr: str) -> zmq.Socket[Any] | None:
+        sock = self.socks.get(addr)
+        if sock is not None:
+            self.socks.move_to_end(addr)
+            return sock
+        if not wire.valid_address(addr):
+            self.stats["bad_address"] += 1
+            return None
+        sock = self.ctx.socket(zmq.PUSH)
+        sock.setsockopt(zmq.LINGER, 500)
+        sock.setsockopt(zmq.SNDHWM, 10000)
+        try:
+            sock.connect(addr)
+        except zmq.ZMQError:
+            sock.close(0)
+            self.stats["bad_address"] += 1
+            return None
+        self.socks[addr] = sock
+        if len(self.socks) > MAX_OUT_SOCKETS:
+            _, old = self.socks.popitem(last=False)
+            old.close(0)
+        return sock
+
+    def send(self, addr: str, data: bytes) -> None:
+        sock = self._sock(addr)
+        if sock is None:
+            return
+        try:
+            sock.send(data, zmq.NOBLOCK, copy=len(data) < COPY_THRESHOLD)
+        except zmq.ZMQError:
+            self.stats["send_dropped"] += 1
+
+    def send_multipart(self, addr: str, frames: list[bytes]) -> None:
+        sock = self._sock(addr)
+        if sock is None:
+            return
+        try:
+            sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+        except zmq.ZMQError:
+            self.stats["send_dropped"] += 1
+
+    def close(self) -> None:
+        for sock in self.socks.values():
+            sock.close(200)
+        self.socks.clear()

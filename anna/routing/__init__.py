@@ -1,0 +1,1 @@
+"""Routing tier: which shards own a key, membership and failure detection."""

@@ -1,0 +1,5 @@
+import sys
+
+from anna.routing.server import main
+
+sys.exit(main())

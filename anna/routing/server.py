@@ -1,0 +1,171 @@
+"""Routing process (the shell): ``python -m anna.routing --config c.yml [--seed ADDR]``.
+
+Binds one PULL on ``cfg.ip`` at ``routing_port + r`` for each routing thread r. A
+one-frame message is an Anna ``KeyAddressRequest``; two frames are internal
+(membership from peers, heartbeats from shards, departs). Logic lives in
+:mod:`anna.routing.logic`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import zmq
+
+from anna import wire
+from anna.membership import make_node
+from anna.outbox import Outbox
+from anna.routing.logic import RoutingState, Send
+from anna.shard.server import die_with_parent
+from cloudburst.shared.config import Config, load_config
+from cloudburst.shared.errors import WireError
+
+log = logging.getLogger(__name__)
+
+DRAIN = 512
+
+
+def normalize_address(addr: str, default_port: int = 6450) -> str:
+    """'host', 'host:port' or 'tcp://host:port' -> 'tcp://host:port'."""
+    if addr.startswith("tcp://"):
+        addr = addr[6:]
+    host, sep, port = addr.rpartition(":")
+    if not sep:
+        return f"tcp://{addr}:{default_port}"
+    return f"tcp://{host}:{port}"
+
+
+class RoutingServer:
+    def __init__(self, cfg: Config, seeds: list[str], storage: bool = True) -> None:
+        self.cfg = cfg
+        kvs = cfg.kvs
+        self.address = f"tcp://{cfg.ip}:{kvs.routing_port}"
+        own = None
+        if storage:
+            own = make_node(
+                cfg.ip,
+                kvs.shard_base_port,
+                kvs.gossip_base_port,
+                kvs.shards,
+                time.time_ns(),
+                self.address,
+            )
+        self.state = RoutingState(
+            self.address,
+            own,
+            kvs.failure_timeout_s,
+            kvs.virtual_nodes,
+            kvs.replication_global,
+            kvs.replication_local,
+            [normalize_address(s, kvs.routing_port) for s in seeds],
+        )
+        self.ctx: zmq.Context[Any] = zmq.Context()
+        self.outbox = Outbox(self.ctx, self.state.stats)
+        self.running = True
+
+    def bind(self) -> None:
+        self.sock = self.ctx.socket(zmq.PULL)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.MAXMSGSIZE, 64 * 1024 * 1024)
+        self.sock.setsockopt(zmq.RCVHWM, 100000)
+        for r in range(max(1, self.cfg.kvs.routing_threads)):
+            self.sock.bind(f"tcp://{self.cfg.ip}:{self.cfg.kvs.routing_port + r}")
+
+    def perform(self, sends: list[Send]) -> None:
+        for s in sends:
+            if len(s.frames) == 1:
+                self.outbox.send(s.address, s.frames[0])
+            else:
+                self.outbox.send_multipart(s.address, s.frames)
+
+    def run(self) -> None:
+        st = self.state
+        sock = self.sock
+        period = max(0.01, self.cfg.kvs.heartbeat_period_s)
+        self.perform(st.start(time.monotonic()))
+        next_tick = time.monotonic() + period
+        next_stats = time.monotonic() + 60
+        while self.running:
+            timeout = max(0, int((next_tick - time.monotonic()) * 1000) + 1)
+            if not sock.poll(timeout):
+                pass
+            sends: list[Send] = []
+            for _ in range(DRAIN):
+                try:
+                    frames = sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                try:
+                    if len(frames) == 1:
+                        req = wire.decode_address_request(frames[0])
+                        sends.extend(st.handle_address_request(req))
+                        continue
+                    kind, msg = wire.decode_internal(frames)
+                    now = time.monotonic()
+                    if kind == wire.KIND_HEARTBEAT:
+                        sends.extend(st.handle_heartbeat(msg, now, time.time_ns()))  # type: ignore[arg-type]
+                    elif kind == wire.KIND_JOIN:
+                        sends.extend(st.handle_peer_membership(msg, now))  # type: ignore[arg-type]
+                    elif kind == wire.KIND_DEPART:
+                        sends.extend(st.handle_depart(msg, now))  # type: ignore[arg-type]
+                    else:
+                        st.stats["unexpected_internal"] += 1
+                except WireError:
+                    st.stats["malformed"] += 1
+                except Exception:  # never let one message stop routing
+                    st.stats["errors"] += 1
+                    log.exception("routing: message failed")
+            now = time.monotonic()
+            if now >= next_tick:
+                sends.extend(st.tick(now))
+                next_tick = now + period
+            if sends:
+                self.perform(sends)
+            if now >= next_stats:
+                log.info("routing stats: %s", dict(st.stats))
+                next_stats = now + 60
+
+    def close(self) -> None:
+        self.outbox.close()
+        self.sock.close(0)
+        self.ctx.term()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m anna.routing")
+    parser.add_argument("--config", help="YAML config (cloudburst.shared.config)")
+    parser.add_argument("--seed", action="append", default=[], help="routing address to join")
+    parser.add_argument("--no-storage", action="store_true", help="no storage node beside us")
+    parser.add_argument("--die-with-parent", action="store_true")
+    args = parser.parse_args(argv)
+    if args.die_with_parent:
+        die_with_parent()
+    cfg = load_config(args.config)
+    logging.basicConfig(
+        level=cfg.log_level,
+        format=f"%(asctime)s %(levelname)s routing@{cfg.ip} %(name)s: %(message)s",
+    )
+    server = RoutingServer(cfg, args.seed, storage=not args.no_storage)
+
+    def stop(signum: int, frame: object) -> None:
+        server.running = False
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    server.bind()
+    log.info("routing for %s serving on %s (pid %d)", cfg.ip, server.address, os.getpid())
+    try:
+        server.run()
+    finally:
+        server.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from anna.shard.server import main
+
+sys.exit(main())

@@ -1,0 +1,375 @@
+"""Storage shard state machine: requests in, actions out (no sockets, clock or disk).
+
+The shell (:mod:`anna.shard.server`) decodes messages, feeds them here and carries out
+the returned actions: :class:`Reply` (PUSH a KeyResponse), :class:`Append` (write to
+the WAL before any reply of the same batch is sent), :class:`SendInternal` (gossip and
+hand-off to other shards).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from anna.membership import METADATA_PREFIX, Placement, merge_membership
+from anna.proto import anna_pb2 as pb
+from anna.wire import KIND_GOSSIP
+from lattices import codec
+from lattices.base import Lattice, LatticeError
+
+log = logging.getLogger(__name__)
+
+GET = pb.GET
+PUT = pb.PUT
+NONE = pb.NONE
+NO_ERROR = pb.NO_ERROR
+KEY_DNE = pb.KEY_DNE
+WRONG_THREAD = pb.WRONG_THREAD
+LATTICE = pb.LATTICE
+
+#: Gossip messages carry at most this many payload bytes (several messages otherwise).
+GOSSIP_BATCH_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """PUSH ``response`` to ``address``."""
+
+    address: str
+    response: pb.KeyResponse
+
+
+@dataclass(frozen=True, slots=True)
+class Append:
+    """Append these tuples (key, lattice_type, payload; NONE = drop) to the WAL."""
+
+    tuples: list[pb.KeyTuple]
+
+
+@dataclass(frozen=True, slots=True)
+class SendInternal:
+    """PUSH an internal two-frame message to another shard's gossip port."""
+
+    address: str
+    kind: bytes
+    message: pb.Gossip
+
+
+Action = Reply | Append | SendInternal
+
+
+class Entry:
+    """A stored value: its lattice and, once asked for, its serialized payload."""
+
+    __slots__ = ("lattice_type", "lattice", "payload")
+
+    def __init__(self, lattice_type: int, lattice: Lattice, payload: bytes | None) -> None:  # type: ignore[type-arg]
+        self.lattice_type = lattice_type
+        self.lattice = lattice
+        self.payload = payload
+
+    def get_payload(self) -> bytes:
+        if self.payload is None:
+            self.payload = self.lattice.serialize()
+        return self.payload
+
+
+@dataclass
+class ShardState:
+    """Everything one shard knows: its data, the membership, pending gossip and pushes.
+
+    ``node_id``/``index`` identify this shard in the membership; ``placement_args`` are
+    passed to :class:`Placement` whenever the membership changes.
+    """
+
+    node_id: str
+    index: int
+    membership: pb.Membership
+    virtual_nodes: int = 128
+    default_global: int = 1
+    default_local: int = 1
+    store: dict[str, Entry] = field(default_factory=dict)
+    stats: Counter[str] = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        self.placement = self._placement()
+        self.dirty: set[str] = set()  # changed by a client PUT: gossip to other replicas
+        self.handoff: set[str] = set()  # stored here but owned elsewhere: send and drop
+        self.subscribers: dict[str, set[str]] = {}
+        self.changed: set[str] = set()  # subscribed keys changed since the last push
+        self.my_gossip = ""
+        for node in self.membership.nodes:
+            if node.node_id == self.node_id and self.index < len(node.gossip_addresses):
+                self.my_gossip = node.gossip_addresses[self.index]
+
+    def _placement(self) -> Placement:
+        return Placement(
+            self.membership, self.virtual_nodes, self.default_global, self.default_local
+        )
+
+    # ---- ownership -------------------------------------------------------------------
+
+    def owns(self, key: str) -> bool:
+        for ref in self.placement.replicas(key):
+            if ref.index == self.index and ref.node_id == self.node_id:
+                return True
+        return False
+
+    def departed(self) -> bool:
+        return self.node_id not in self.placement.nodes
+
+    # ---- client requests ---------------------------------------------------------------
+
+    def handle_request(self, req: pb.KeyRequest) -> list[Action]:
+        """A KeyRequest from a client: the reply (if wanted) and the WAL appends."""
+        rtype = req.type
+        if rtype == GET:
+            self.stats["get"] += 1
+            resp = self._get(req)
+            actions: list[Action] = []
+        elif rtype == PUT:
+            self.stats["put"] += 1
+            resp, appended = self._put(req)
+            actions = [Append(appended)] if appended else []
+        else:
+            self.stats["bad_request_type"] += 1
+            return []
+        if req.response_address:
+            resp.response_id = req.request_id
+            actions.append(Reply(req.response_address, resp))
+        return actions
+
+    def _get(self, req: pb.KeyRequest) -> pb.KeyResponse:
+        resp = pb.KeyResponse(type=GET)
+        out = resp.tuples
+        store = self.store
+        for t in req.tuples:
+            key = t.key
+            rt = out.add(key=key)
+            replicas = self.placement.replicas(key)
+            if not any(r.index == self.index and r.node_id == self.node_id for r in replicas):
+                rt.error = WRONG_THREAD
+                continue
+            if t.address_cache_size and t.address_cache_size != len(replicas):
+                rt.invalidate = True
+            entry = store.get(key)
+            if entry is None:
+                rt.error = KEY_DNE
+            else:
+                rt.lattice_type = entry.lattice_type  # type: ignore[assignment]
+                rt.payload = entry.get_payload()
+        return resp
+
+    def _put(self, req: pb.KeyRequest) -> tuple[pb.KeyResponse, list[pb.KeyTuple]]:
+        resp = pb.KeyResponse(type=PUT)
+        out = resp.tuples
+        appended: list[pb.KeyTuple] = []
+        for t in req.tuples:
+            key = t.key
+            rt = out.add(key=key, lattice_type=t.lattice_type)
+            replicas = self.placement.replicas(key)
+            if not any(r.index == self.index and r.node_id == self.node_id for r in replicas):
+                rt.error = WRONG_THREAD
+                continue
+            if t.address_cache_size and t.address_cache_size != len(replicas):
+                rt.invalidate = True
+            if key.startswith(METADATA_PREFIX) or not self._merge(key, t.lattice_type, t.payload):
+                rt.error = LATTICE
+                self.stats["put_lattice_error"] += 1
+                continue
+            appended.append(t)
+            self.dirty.add(key)
+        return resp, appended
+
+    def _merge(self, key: str, lattice_type: int, payload: bytes) -> bool:
+        """Merge a payload into the store; False (nothing stored) if it is not valid."""
+        if lattice_type == NONE:
+            return False
+        entry = self.store.get(key)
+        if entry is not None and entry.lattice_type != lattice_type:
+            return False
+        try:
+            incoming = codec.from_payload(lattice_type, payload)
+        except (LatticeError, ValueError, TypeError):
+            return False
+        if entry is None:
+            self.store[key] = Entry(lattice_type, incoming, None)
+        else:
+            try:
+                merged = entry.lattice.merge(incoming)
+            except (LatticeError, ValueError, TypeError):
+                return False
+            if merged is not entry.lattice:
+                entry.lattice = merged
+                entry.payload = None
+        if key in self.subscribers:
+            self.changed.add(key)
+        return True
+
+    # ---- replication ---------------------------------------------------------------------
+
+    def handle_gossip(self, msg: pb.Gossip) -> list[Action]:
+        """Lattices from another replica (or a hand-off): merge and log them."""
+        self.stats["gossip_in"] += 1
+        appended: list[pb.KeyTuple] = []
+        for t in msg.tuples:
+            key = t.key
+            if key.startswith(METADATA_PREFIX):
+                continue
+            if self._merge(key, t.lattice_type, t.payload):
+                appended.append(t)
+                if not self.owns(key):
+                    self.handoff.add(key)
+            else:
+                self.stats["gossip_rejected"] += 1
+        return [Append(appended)] if appended else []
+
+    def gossip_tick(self) -> list[Action]:
+        """Send changed keys to the other replicas, and keys owned elsewhere away."""
+        per_addr: dict[str, list[pb.KeyTuple]] = {}
+        for key in self.dirty:
+            entry = self.store.get(key)
+            if entry is None:
+                continue
+            for ref in self.placement.replicas(key):
+                if ref.index == self.index and ref.node_id == self.node_id:
+                    continue
+                per_addr.setdefault(ref.gossip_address, []).append(
+                    pb.KeyTuple(
+                        key=key, lattice_type=entry.lattice_type, payload=entry.get_payload()
+                    )  # type: ignore[arg-type]
+                )
+        self.dirty.clear()
+        drops: list[pb.KeyTuple] = []
+        for key in self.handoff:
+            entry = self.store.get(key)
+            if entry is None:
+                continue
+            replicas = self.placement.replicas(key)
+            if not replicas:
+                continue  # nowhere to send it: keep it
+            for ref in replicas:
+                if ref.index == self.index and ref.node_id == self.node_id:
+                    continue
+                per_addr.setdefault(ref.gossip_address, []).append(
+                    pb.KeyTuple(
+                        key=key, lattice_type=entry.lattice_type, payload=entry.get_payload()
+                    )  # type: ignore[arg-type]
+                )
+            if not self.owns(key):
+                del self.store[key]
+                drops.append(pb.KeyTuple(key=key, lattice_type=NONE))
+                self.stats["handed_off"] += 1
+        self.handoff.clear()
+        actions: list[Action] = []
+        if drops:
+            actions.append(Append(drops))
+        for addr, tuples in per_addr.items():
+            for batch in _batches(tuples):
+                actions.append(
+                    SendInternal(addr, KIND_GOSSIP, pb.Gossip(tuples=batch, sender=self.my_gossip))
+                )
+        self.stats["gossip_out"] += len(per_addr)
+        return actions
+
+    def handle_membership(self, msg: pb.Membership) -> list[Action]:
+        """A membership table from routing: if it changed, re-place every stored key."""
+        if not merge_membership(self.membership, msg):
+            return []
+        old = self.placement
+        self.placement = self._placement()
+        for node in self.membership.nodes:
+            if node.node_id == self.node_id and self.index < len(node.gossip_addresses):
+                self.my_gossip = node.gossip_addresses[self.index]
+        moved = 0
+        for key in self.store:
+            before = old.replicas(key)
+            after = self.placement.replicas(key)
+            if before != after:
+                # New replicas need the value; if we no longer own it, it leaves.
+                self.handoff.add(key)
+                moved += 1
+        log.info(
+            "shard %s/%d: membership now %d live node(s); %d key(s) to re-place",
+            self.node_id,
+            self.index,
+            len(self.placement.live),
+            moved,
+        )
+        return []
+
+    # ---- cache push ----------------------------------------------------------------------
+
+    def handle_subscription(self, msg: pb.CacheSubscription) -> None:
+        """A cache (un)subscribes to keys; a new subscriber gets the current value first."""
+        addr = msg.cache_address
+        if not addr:
+            self.stats["bad_subscription"] += 1
+            return
+        for key in msg.keys:
+            if msg.unsubscribe:
+                subs = self.subscribers.get(key)
+                if subs:
+                    subs.discard(addr)
+                    if not subs:
+                        del self.subscribers[key]
+            else:
+                self.subscribers.setdefault(key, set()).add(addr)
+                if key in self.store:
+                    self.changed.add(key)
+
+    def push_tick(self) -> list[Action]:
+        """KeyResponses (type PUT, full merged payload) for changed subscribed keys."""
+        if not self.changed:
+            return []
+        per_addr: dict[str, pb.KeyResponse] = {}
+        for key in self.changed:
+            entry = self.store.get(key)
+            subs = self.subscribers.get(key)
+            if entry is None or not subs:
+                continue
+            payload = entry.get_payload()
+            for addr in subs:
+                resp = per_addr.get(addr)
+                if resp is None:
+                    resp = per_addr[addr] = pb.KeyResponse(type=PUT)
+                resp.tuples.add(key=key, lattice_type=entry.lattice_type, payload=payload)  # type: ignore[arg-type]
+        self.changed.clear()
+        return [Reply(addr, resp) for addr, resp in per_addr.items()]
+
+    # ---- durability ------------------------------------------------------------------------
+
+    def replay(self, tuples: Iterable[pb.KeyTuple]) -> int:
+        """Rebuild state from snapshot + WAL records; returns how many were applied."""
+        n = 0
+        for t in tuples:
+            if t.lattice_type == NONE:
+                self.store.pop(t.key, None)
+            elif self._merge(t.key, t.lattice_type, t.payload):
+                n += 1
+            else:
+                self.stats["replay_rejected"] += 1
+        for key in self.store:
+            if not self.owns(key):
+                self.handoff.add(key)
+        return n
+
+    def snapshot(self) -> Iterator[pb.KeyTuple]:
+        """The whole state as tuples (written to a snapshot file)."""
+        for key, entry in self.store.items():
+            yield pb.KeyTuple(key=key, lattice_type=entry.lattice_type, payload=entry.get_payload())  # type: ignore[arg-type]
+
+
+def _batches(tuples: list[pb.KeyTuple]) -> Iterator[list[pb.KeyTuple]]:
+    batch: list[pb.KeyTuple] = []
+    size = 0
+    for t in tuples:
+        batch.append(t)
+        size += len(t.payload) + len(t.key)
+        if size >= GOSSIP_BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch

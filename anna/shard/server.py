@@ -1,0 +1,283 @@
+"""Storage shard process (the shell): ``python -m anna.shard --config c.yml --shard T``.
+
+Binds, on ``cfg.ip``: the request PULL ``shard_base_port+T`` (Anna ``KeyRequest``), the
+gossip PULL ``gossip_base_port+T`` (internal two-frame messages) and the cache
+PULL ``shard_base_port+T+100`` (``CacheSubscription``). Everything else is
+:class:`anna.shard.logic.ShardState`; this module only moves bytes, keeps time and
+touches the disk (:mod:`anna.shard.wal`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from anna import wire
+from anna.membership import digest, make_node, node_id_for
+from anna.outbox import Outbox
+from anna.proto import anna_pb2 as pb
+from anna.shard.logic import Append, Reply, SendInternal, ShardState
+from anna.shard.wal import WriteAheadLog
+from cloudburst.shared.config import Config, load_config
+from cloudburst.shared.errors import WireError
+
+log = logging.getLogger(__name__)
+
+CACHE_PORT_OFFSET = 100
+DRAIN = 256  # messages taken from one socket before looking at the others
+COMPACT_BYTES = 64 * 1024 * 1024
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when its parent dies (no orphans)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class ShardServer:
+    """The poll loop of one shard."""
+
+    def __init__(self, cfg: Config, index: int, data_dir: Path | None = None) -> None:
+        self.cfg = cfg
+        kvs = cfg.kvs
+        self.index = index
+        self.node_id = node_id_for(cfg.ip, kvs.shard_base_port)
+        self.routing_address = f"tcp://{cfg.ip}:{kvs.routing_port}"
+        me = make_node(
+            cfg.ip, kvs.shard_base_port, kvs.gossip_base_port, kvs.shards, 0, self.routing_address
+        )
+        membership = pb.Membership(nodes=[me], routing_addresses=[self.routing_address])
+        self.state = ShardState(
+            self.node_id,
+            index,
+            membership,
+            kvs.virtual_nodes,
+            kvs.replication_global,
+            kvs.replication_local,
+        )
+        base = Path(data_dir or kvs.data_dir)
+        self.wal = WriteAheadLog(
+            base / f"{cfg.ip}_{kvs.shard_base_port}" / f"shard{index}",
+            kvs.wal_fsync,
+            kvs.wal_fsync_interval_ms,
+        )
+        self.ctx: zmq.Context[Any] = zmq.Context()
+        self.outbox = Outbox(self.ctx, self.state.stats)
+        self.running = True
+
+    def recover(self) -> None:
+        start = time.monotonic()
+        n = self.state.replay(self.wal.recover())
+        self.wal.open()
+        if self.wal.size > COMPACT_BYTES:
+            self.wal.compact(self.state.snapshot())
+        log.info(
+            "shard %d: recovered %d record(s), %d key(s) in %.2fs",
+            self.index,
+            n,
+            len(self.state.store),
+            time.monotonic() - start,
+        )
+
+    def bind(self) -> None:
+        kvs, ip = self.cfg.kvs, self.cfg.ip
+        self.req = self.ctx.socket(zmq.PULL)
+        self.req.setsockopt(zmq.RCVHWM, 100000)
+        self.req.bind(f"tcp://{ip}:{kvs.shard_base_port + self.index}")
+        self.gossip = self.ctx.socket(zmq.PULL)
+        self.gossip.bind(f"tcp://{ip}:{kvs.gossip_base_port + self.index}")
+        self.cache = self.ctx.socket(zmq.PULL)
+        self.cache.bind(f"tcp://{ip}:{kvs.shard_base_port + self.index + CACHE_PORT_OFFSET}")
+        for sock in (self.req, self.gossip, self.cache):
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.MAXMSGSIZE, 256 * 1024 * 1024)
+
+    def perform(self, actions: list[Any]) -> None:
+        """Carry out actions: WAL appends first, one commit, then the messages."""
+        appended = False
+        for a in actions:
+            if type(a) is Append:
+                self.wal.append(a.tuples)
+                appended = True
+        if appended:
+            self.wal.commit(time.monotonic())
+        for a in actions:
+            ta = type(a)
+            if ta is Reply:
+                self.outbox.send(a.address, a.response.SerializeToString())
+            elif ta is SendInternal:
+                self.outbox.send_multipart(a.address, wire.encode_internal(a.kind, a.message))
+
+    def heartbeat(self) -> None:
+        st = self.state
+        node = st.placement.nodes.get(self.node_id)
+        hb = pb.Heartbeat(
+            node_id=self.node_id,
+            epoch=node.epoch if node else 0,
+            shard=self.index,
+            gossip_address=st.my_gossip,
+            membership_digest=digest(st.membership),
+        )
+        frames = wire.encode_internal(wire.KIND_HEARTBEAT, hb)
+        targets = set(st.membership.routing_addresses)
+        for n in st.placement.live:
+            if n.routing_address:
+                targets.add(n.routing_address)
+        targets.add(self.routing_address)
+        for addr in targets:
+            self.outbox.send_multipart(addr, frames)
+
+    def run(self) -> None:
+        kvs = self.cfg.kvs
+        poller = zmq.Poller()
+        poller.register(self.req, zmq.POLLIN)
+        poller.register(self.gossip, zmq.POLLIN)
+        poller.register(self.cache, zmq.POLLIN)
+        st = self.state
+        req, gossip, cache = self.req, self.gossip, self.cache
+        handle_request = st.handle_request
+        decode_request = wire.decode_key_request
+        gossip_period = max(0.01, kvs.gossip_period_s)
+        hb_period = max(0.01, kvs.heartbeat_period_s)
+        push_period = max(0.001, self.cfg.cache.push_period_ms / 1000.0)
+        now = time.monotonic()
+        next_gossip = now + gossip_period
+        next_hb = now
+        next_push = now + push_period
+        next_stats = now + 60
+        while self.running:
+            now = time.monotonic()
+            wake = min(next_gossip, next_hb, next_push)
+            if self.wal.unsynced and self.wal.fsync_policy == "interval":
+                wake = min(wake, self.wal.last_sync + self.wal.interval_s)
+            timeout = max(0, int((wake - now) * 1000) + 1)
+            try:
+                events = dict(poller.poll(timeout))
+            except zmq.ZMQError:
+                if not self.running:
+                    break
+                raise
+            actions: list[Any] = []
+            if req in events:
+                for _ in range(DRAIN):
+                    try:
+                        data = req.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    try:
+                        msg = decode_request(data)
+                    except WireError:
+                        st.stats["malformed"] += 1
+                        continue
+                    try:
+                        actions.extend(handle_request(msg))
+                    except Exception:  # never let one request stop the shard
+                        st.stats["request_errors"] += 1
+                        log.exception("shard %d: request failed", self.index)
+            if gossip in events:
+                for _ in range(DRAIN):
+                    try:
+                        frames = gossip.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    try:
+                        kind, imsg = wire.decode_internal(frames)
+                        if kind == wire.KIND_GOSSIP:
+                            actions.extend(st.handle_gossip(imsg))  # type: ignore[arg-type]
+                        elif kind == wire.KIND_MEMBERSHIP:
+                            actions.extend(st.handle_membership(imsg))  # type: ignore[arg-type]
+                        else:
+                            st.stats["unexpected_internal"] += 1
+                    except WireError:
+                        st.stats["malformed"] += 1
+                    except Exception:
+                        st.stats["internal_errors"] += 1
+                        log.exception("shard %d: internal message failed", self.index)
+            if cache in events:
+                for _ in range(DRAIN):
+                    try:
+                        data = cache.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    try:
+                        st.handle_subscription(wire.decode_subscription(data))
+                    except WireError:
+                        st.stats["malformed"] += 1
+            now = time.monotonic()
+            if now >= next_gossip:
+                actions.extend(st.gossip_tick())
+                next_gossip = now + gossip_period
+            if now >= next_push:
+                actions.extend(st.push_tick())
+                next_push = now + push_period
+            if actions:
+                self.perform(actions)
+            if self.wal.unsynced and self.wal.fsync_policy == "interval":
+                self.wal.flush(now) if now - self.wal.last_sync >= self.wal.interval_s else None
+            if now >= next_hb:
+                self.heartbeat()
+                next_hb = now + hb_period
+                if self.wal.size > COMPACT_BYTES:
+                    self.wal.compact(st.snapshot())
+            if now >= next_stats:
+                log.info("shard %d stats: %s", self.index, dict(st.stats))
+                next_stats = now + 60
+
+    def close(self) -> None:
+        try:
+            # Ship pending gossip and hand-offs before leaving.
+            self.perform(self.state.gossip_tick())
+            self.wal.flush(time.monotonic())
+            self.wal.close()
+        finally:
+            self.outbox.close()
+            for sock in (self.req, self.gossip, self.cache):
+                sock.close(0)
+            self.ctx.term()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m anna.shard")
+    parser.add_argument("--config", help="YAML config (cloudburst.shared.config)")
+    parser.add_argument("--shard", type=int, default=0, help="shard index t (port base+t)")
+    parser.add_argument("--die-with-parent", action="store_true")
+    args = parser.parse_args(argv)
+    if args.die_with_parent:
+        die_with_parent()
+    cfg = load_config(args.config)
+    logging.basicConfig(
+        level=cfg.log_level,
+        format=f"%(asctime)s %(levelname)s shard{args.shard}@{cfg.ip} %(name)s: %(message)s",
+    )
+    server = ShardServer(cfg, args.shard)
+
+    def stop(signum: int, frame: object) -> None:
+        server.running = False
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    server.recover()
+    server.bind()
+    log.info("shard %d of node %s serving (pid %d)", args.shard, server.node_id, os.getpid())
+    try:
+        server.run()
+    finally:
+        server.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

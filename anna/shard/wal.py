@@ -1,0 +1,163 @@
+"""Write-ahead log and snapshot of one shard.
+
+Record format (both files): ``<u32 length><u32 crc32>`` little-endian, then a
+serialized ``KeyTuple`` (key, lattice_type, payload; lattice_type NONE = key dropped).
+A torn or corrupt tail (a crash mid-write) ends the replay and is truncated away.
+
+``fsync`` policy: ``always`` (every :meth:`WriteAheadLog.commit` fsyncs before the
+shard acknowledges; one fsync covers a whole batch), ``interval`` (at most every
+``interval_ms``), ``never`` (left to the OS: survives a process crash, not a power cut).
+
+Compaction writes ``snapshot.tmp``, fsyncs it, renames it over ``snapshot`` and
+starts an empty log; recovery reads ``snapshot`` then ``wal.log``. Replaying a record
+twice is harmless because lattice merge is idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import zlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from google.protobuf.message import DecodeError
+
+from anna.proto import anna_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+_HEADER = struct.Struct("<II")
+MAX_RECORD = 1 << 30
+
+
+def encode_record(body: bytes) -> bytes:
+    return _HEADER.pack(len(body), zlib.crc32(body)) + body
+
+
+def read_records(path: Path) -> tuple[list[pb.KeyTuple], int]:
+    """All intact records of ``path`` and the byte offset where intact data ends."""
+    out: list[pb.KeyTuple] = []
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return out, 0
+    pos = 0
+    n = len(data)
+    while pos + _HEADER.size <= n:
+        length, crc = _HEADER.unpack_from(data, pos)
+        end = pos + _HEADER.size + length
+        if length > MAX_RECORD or end > n:
+            break
+        body = data[pos + _HEADER.size : end]
+        if zlib.crc32(body) != crc:
+            break
+        t = pb.KeyTuple()
+        try:
+            t.ParseFromString(body)
+        except DecodeError:
+            break
+        out.append(t)
+        pos = end
+    if pos != n:
+        log.warning("%s: ignoring %d bytes of torn/corrupt tail", path, n - pos)
+    return out, pos
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class WriteAheadLog:
+    """The durable state of one shard under ``directory``."""
+
+    def __init__(self, directory: Path, fsync: str = "always", interval_ms: int = 10) -> None:
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.fsync_policy = fsync
+        self.interval_s = interval_ms / 1000.0
+        self.wal_path = self.dir / "wal.log"
+        self.snap_path = self.dir / "snapshot"
+        self._fd = -1
+        self.size = 0
+        self.unsynced = False
+        self.last_sync = 0.0
+
+    def recover(self) -> Iterator[pb.KeyTuple]:
+        """Records of the snapshot then of the log (truncating a torn log tail)."""
+        (self.dir / "snapshot.tmp").unlink(missing_ok=True)
+        snap, _ = read_records(self.snap_path)
+        yield from snap
+        records, good = read_records(self.wal_path)
+        yield from records
+        if self.wal_path.exists() and self.wal_path.stat().st_size != good:
+            with open(self.wal_path, "r+b") as f:
+                f.truncate(good)
+                os.fsync(f.fileno())
+
+    def open(self) -> None:
+        self._fd = os.open(self.wal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self.size = os.fstat(self._fd).st_size
+        _fsync_dir(self.dir)
+
+    def append(self, tuples: Iterable[pb.KeyTuple]) -> None:
+        """Write records (not yet durable: call :meth:`commit` before acknowledging)."""
+        buf = b"".join(encode_record(t.SerializeToString()) for t in tuples)
+        if buf:
+            written = 0
+            view = memoryview(buf)
+            while written < len(buf):
+                written += os.write(self._fd, view[written:])
+            self.size += len(buf)
+            self.unsynced = True
+
+    def commit(self, now: float) -> None:
+        """Make appended records durable as the fsync policy requires."""
+        if not self.unsynced:
+            return
+        if self.fsync_policy == "always" or (
+            self.fsync_policy == "interval" and now - self.last_sync >= self.interval_s
+        ):
+            os.fdatasync(self._fd)
+            self.unsynced = False
+            self.last_sync = now
+
+    def flush(self, now: float) -> None:
+        """Fsync whatever is pending (the interval timer and shutdown call this)."""
+        if self.unsynced and self.fsync_policy != "never":
+            os.fdatasync(self._fd)
+            self.unsynced = False
+            self.last_sync = now
+
+    def compact(self, state: Iterable[pb.KeyTuple]) -> None:
+        """Replace snapshot + log by a snapshot of ``state`` and an empty log."""
+        tmp = self.dir / "snapshot.tmp"
+        with open(tmp, "wb") as f:
+            chunk: list[bytes] = []
+            for t in state:
+                chunk.append(encode_record(t.SerializeToString()))
+                if len(chunk) >= 1024:
+                    f.write(b"".join(chunk))
+                    chunk = []
+            f.write(b"".join(chunk))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.snap_path)
+        _fsync_dir(self.dir)
+        # The snapshot holds everything the log did: start a fresh log.
+        os.ftruncate(self._fd, 0)
+        os.fsync(self._fd)
+        self.size = 0
+        self.unsynced = False
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            if self.fsync_policy != "never":
+                os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
