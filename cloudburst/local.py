@@ -63,16 +63,22 @@ def start(cfg: Config, timeout: float) -> int:
     if state_path.exists():
         state = json.loads(state_path.read_text())
         if any(_pid_alive(p["pid"]) for p in state["processes"]):
-            print(f"a local cluster is already running (see {state_path}); stop it first with "
-                  "./scripts/stop-cloudburst-local.sh", file=sys.stderr)
+            print(
+                f"a local cluster is already running (see {state_path}); stop it first with "
+                "./scripts/stop-cloudburst-local.sh",
+                file=sys.stderr,
+            )
             return 1
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = run_dir / "config.yml"
     cfg_path.write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
     log_dir = run_dir / "logs"
     processes = []
-    for name, module in (("kvs", "anna.local"), ("scheduler", "scheduler.server"),
-                         ("executor", "executor.node")):
+    for name, module in (
+        ("kvs", "anna.local"),
+        ("scheduler", "scheduler.server"),
+        ("executor", "executor.node"),
+    ):
         pid = _spawn(name, module, cfg_path, log_dir)
         processes.append({"name": name, "pid": pid})
         state_path.write_text(json.dumps({"processes": processes}, indent=2))
@@ -96,23 +102,78 @@ def start(cfg: Config, timeout: float) -> int:
 
 
 def _wait_ready(cfg: Config, timeout: float) -> None:
-    """Wait until the scheduler sees at least one live executor."""
+    wait_ready(cfg, cfg.executor.workers, timeout)
+
+
+def wait_ready(cfg: Config, workers: int, timeout: float) -> None:
+    """Wait until the scheduler at ``cfg.ip:cfg.scheduler.port`` sees ``workers`` live
+    executor workers; raises ``TimeoutError`` saying what is missing."""
     from cloudburst.client.client import CloudburstConnection
 
     deadline = time.monotonic() + timeout
-    last: Exception | None = None
+    last: object = None
     while time.monotonic() < deadline:
         try:
-            conn = CloudburstConnection(cfg.ip, cfg.ip, local=True, timeout=2.0)
+            conn = CloudburstConnection(
+                cfg.ip,
+                cfg.ip,
+                local=True,
+                timeout=2.0,
+                port=cfg.scheduler.port,
+                connect_timeout=2.0,
+            )
             try:
-                if conn.status().get("executors", 0) > 0:
+                count = conn.status().get("executors", 0)
+                if count >= workers:
                     return
+                last = f"{count} of {workers} executor workers registered"
             finally:
                 conn.close()
         except Exception as exc:  # not up yet
             last = exc
         time.sleep(0.2)
-    raise TimeoutError(f"no executor registered with the scheduler within {timeout}s ({last})")
+    raise TimeoutError(f"the cluster was not ready within {timeout}s ({last})")
+
+
+def free_port_config(
+    run_dir: str | os.PathLike[str],
+    workers: int = 3,
+    shards: int = 1,
+    ip: str = "127.0.0.1",
+    **sections: object,
+) -> Config:
+    """A configuration whose every port was free a moment ago (tests, benchmarks):
+    the same shape as local mode, never the default ports."""
+    from cloudburst.shared.processes import free_port, free_port_block
+
+    run = Path(run_dir)
+    shard_base = free_port_block(101 + shards, ip)  # requests, gossip (+50), cache (+100)
+    base = load_config(
+        None,
+        env={},
+        ip=ip,
+        run_dir=str(run),
+        kvs={
+            "routing_port": free_port(ip),
+            "shard_base_port": shard_base,
+            "gossip_base_port": shard_base + 50,  # inside the checked block
+            "shards": shards,
+            "data_dir": str(run / "kvs"),
+            "wal_fsync": "never",
+        },
+        scheduler={"port": free_port(ip)},
+        executor={"workers": workers, "base_port": 0},
+        cache={"ipc_dir": str(run / "ipc")},
+    )
+    return replace(base, **sections) if sections else base
+
+
+def write_config(cfg: Config, path: str | os.PathLike[str]) -> Path:
+    """Write ``cfg`` as YAML (what ``--config`` reads)."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    return out
 
 
 def stop(cfg: Config) -> int:

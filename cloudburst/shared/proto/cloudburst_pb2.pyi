@@ -33,6 +33,7 @@ class SerializerType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STRING: _ClassVar[SerializerType]
     NUMPY: _ClassVar[SerializerType]
     BYTES: _ClassVar[SerializerType]
+
 NO_ERROR: CloudburstError
 FUNC_NOT_FOUND: CloudburstError
 NOT_PINNED: CloudburstError
@@ -58,15 +59,24 @@ class Value(_message.Message):
     TYPE_FIELD_NUMBER: _ClassVar[int]
     body: bytes
     type: SerializerType
-    def __init__(self, body: _Optional[bytes] = ..., type: _Optional[_Union[SerializerType, str]] = ...) -> None: ...
+    def __init__(
+        self, body: _Optional[bytes] = ..., type: _Optional[_Union[SerializerType, str]] = ...
+    ) -> None: ...
 
 class Reference(_message.Message):
-    __slots__ = ("key", "deserialize")
+    __slots__ = ("key", "deserialize", "wait")
     KEY_FIELD_NUMBER: _ClassVar[int]
     DESERIALIZE_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FIELD_NUMBER: _ClassVar[int]
     key: str
     deserialize: bool
-    def __init__(self, key: _Optional[str] = ..., deserialize: _Optional[bool] = ...) -> None: ...
+    wait: bool
+    def __init__(
+        self,
+        key: _Optional[str] = ...,
+        deserialize: _Optional[bool] = ...,
+        wait: _Optional[bool] = ...,
+    ) -> None: ...
 
 class Argument(_message.Message):
     __slots__ = ("value", "reference")
@@ -74,7 +84,11 @@ class Argument(_message.Message):
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
     value: Value
     reference: Reference
-    def __init__(self, value: _Optional[_Union[Value, _Mapping]] = ..., reference: _Optional[_Union[Reference, _Mapping]] = ...) -> None: ...
+    def __init__(
+        self,
+        value: _Optional[_Union[Value, _Mapping]] = ...,
+        reference: _Optional[_Union[Reference, _Mapping]] = ...,
+    ) -> None: ...
 
 class Arguments(_message.Message):
     __slots__ = ("values",)
@@ -83,18 +97,28 @@ class Arguments(_message.Message):
     def __init__(self, values: _Optional[_Iterable[_Union[Argument, _Mapping]]] = ...) -> None: ...
 
 class RemoteError(_message.Message):
-    __slots__ = ("error", "exc_type", "message", "traceback", "pickled")
+    __slots__ = ("error", "exc_type", "message", "traceback", "pickled", "function")
     ERROR_FIELD_NUMBER: _ClassVar[int]
     EXC_TYPE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     TRACEBACK_FIELD_NUMBER: _ClassVar[int]
     PICKLED_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
     error: CloudburstError
     exc_type: str
     message: str
     traceback: str
     pickled: bytes
-    def __init__(self, error: _Optional[_Union[CloudburstError, str]] = ..., exc_type: _Optional[str] = ..., message: _Optional[str] = ..., traceback: _Optional[str] = ..., pickled: _Optional[bytes] = ...) -> None: ...
+    function: str
+    def __init__(
+        self,
+        error: _Optional[_Union[CloudburstError, str]] = ...,
+        exc_type: _Optional[str] = ...,
+        message: _Optional[str] = ...,
+        traceback: _Optional[str] = ...,
+        pickled: _Optional[bytes] = ...,
+        function: _Optional[str] = ...,
+    ) -> None: ...
 
 class Function(_message.Message):
     __slots__ = ("name", "body")
@@ -119,57 +143,87 @@ class Dag(_message.Message):
         source: str
         sink: str
         def __init__(self, source: _Optional[str] = ..., sink: _Optional[str] = ...) -> None: ...
+
     NAME_FIELD_NUMBER: _ClassVar[int]
     FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
     CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
     name: str
     functions: _containers.RepeatedScalarFieldContainer[str]
     connections: _containers.RepeatedCompositeFieldContainer[Dag.Link]
-    def __init__(self, name: _Optional[str] = ..., functions: _Optional[_Iterable[str]] = ..., connections: _Optional[_Iterable[_Union[Dag.Link, _Mapping]]] = ...) -> None: ...
+    def __init__(
+        self,
+        name: _Optional[str] = ...,
+        functions: _Optional[_Iterable[str]] = ...,
+        connections: _Optional[_Iterable[_Union[Dag.Link, _Mapping]]] = ...,
+    ) -> None: ...
 
 class FunctionCall(_message.Message):
-    __slots__ = ("name", "request_id", "arguments", "response_key", "response_address", "consistency")
+    __slots__ = ("name", "arguments", "response_key", "consistency", "exclude")
     NAME_FIELD_NUMBER: _ClassVar[int]
-    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_KEY_FIELD_NUMBER: _ClassVar[int]
-    RESPONSE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_FIELD_NUMBER: _ClassVar[int]
     name: str
-    request_id: str
     arguments: Arguments
     response_key: str
-    response_address: str
     consistency: ConsistencyType
-    def __init__(self, name: _Optional[str] = ..., request_id: _Optional[str] = ..., arguments: _Optional[_Union[Arguments, _Mapping]] = ..., response_key: _Optional[str] = ..., response_address: _Optional[str] = ..., consistency: _Optional[_Union[ConsistencyType, str]] = ...) -> None: ...
+    exclude: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(
+        self,
+        name: _Optional[str] = ...,
+        arguments: _Optional[_Union[Arguments, _Mapping]] = ...,
+        response_key: _Optional[str] = ...,
+        consistency: _Optional[_Union[ConsistencyType, str]] = ...,
+        exclude: _Optional[_Iterable[str]] = ...,
+    ) -> None: ...
 
 class DagCall(_message.Message):
-    __slots__ = ("name", "function_args", "consistency", "response_address", "output_key", "client_id", "request_id")
+    __slots__ = ("name", "function_args", "consistency", "output_key", "client_id", "exclude")
     class FunctionArgsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
         key: str
         value: Arguments
-        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Arguments, _Mapping]] = ...) -> None: ...
+        def __init__(
+            self, key: _Optional[str] = ..., value: _Optional[_Union[Arguments, _Mapping]] = ...
+        ) -> None: ...
+
     NAME_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_ARGS_FIELD_NUMBER: _ClassVar[int]
     CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
-    RESPONSE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_KEY_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
-    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_FIELD_NUMBER: _ClassVar[int]
     name: str
     function_args: _containers.MessageMap[str, Arguments]
     consistency: ConsistencyType
-    response_address: str
     output_key: str
     client_id: str
-    request_id: str
-    def __init__(self, name: _Optional[str] = ..., function_args: _Optional[_Mapping[str, Arguments]] = ..., consistency: _Optional[_Union[ConsistencyType, str]] = ..., response_address: _Optional[str] = ..., output_key: _Optional[str] = ..., client_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    exclude: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(
+        self,
+        name: _Optional[str] = ...,
+        function_args: _Optional[_Mapping[str, Arguments]] = ...,
+        consistency: _Optional[_Union[ConsistencyType, str]] = ...,
+        output_key: _Optional[str] = ...,
+        client_id: _Optional[str] = ...,
+        exclude: _Optional[_Iterable[str]] = ...,
+    ) -> None: ...
 
 class DagSchedule(_message.Message):
-    __slots__ = ("id", "dag", "locations", "arguments", "response_address", "output_key", "consistency", "client_id", "start_time")
+    __slots__ = (
+        "id",
+        "dag",
+        "locations",
+        "arguments",
+        "response_address",
+        "output_key",
+        "consistency",
+        "client_id",
+        "reply_stored",
+    )
     class LocationsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -177,13 +231,17 @@ class DagSchedule(_message.Message):
         key: str
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
     class ArgumentsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
         key: str
         value: Arguments
-        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Arguments, _Mapping]] = ...) -> None: ...
+        def __init__(
+            self, key: _Optional[str] = ..., value: _Optional[_Union[Arguments, _Mapping]] = ...
+        ) -> None: ...
+
     ID_FIELD_NUMBER: _ClassVar[int]
     DAG_FIELD_NUMBER: _ClassVar[int]
     LOCATIONS_FIELD_NUMBER: _ClassVar[int]
@@ -192,7 +250,7 @@ class DagSchedule(_message.Message):
     OUTPUT_KEY_FIELD_NUMBER: _ClassVar[int]
     CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
-    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    REPLY_STORED_FIELD_NUMBER: _ClassVar[int]
     id: str
     dag: Dag
     locations: _containers.ScalarMap[str, str]
@@ -201,45 +259,273 @@ class DagSchedule(_message.Message):
     output_key: str
     consistency: ConsistencyType
     client_id: str
-    start_time: float
-    def __init__(self, id: _Optional[str] = ..., dag: _Optional[_Union[Dag, _Mapping]] = ..., locations: _Optional[_Mapping[str, str]] = ..., arguments: _Optional[_Mapping[str, Arguments]] = ..., response_address: _Optional[str] = ..., output_key: _Optional[str] = ..., consistency: _Optional[_Union[ConsistencyType, str]] = ..., client_id: _Optional[str] = ..., start_time: _Optional[float] = ...) -> None: ...
+    reply_stored: bool
+    def __init__(
+        self,
+        id: _Optional[str] = ...,
+        dag: _Optional[_Union[Dag, _Mapping]] = ...,
+        locations: _Optional[_Mapping[str, str]] = ...,
+        arguments: _Optional[_Mapping[str, Arguments]] = ...,
+        response_address: _Optional[str] = ...,
+        output_key: _Optional[str] = ...,
+        consistency: _Optional[_Union[ConsistencyType, str]] = ...,
+        client_id: _Optional[str] = ...,
+        reply_stored: _Optional[bool] = ...,
+    ) -> None: ...
 
 class DagTrigger(_message.Message):
-    __slots__ = ("id", "source", "target_function", "arguments", "error")
-    ID_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("schedule", "source", "target_function", "arguments", "error")
+    SCHEDULE_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     TARGET_FUNCTION_FIELD_NUMBER: _ClassVar[int]
     ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
-    id: str
+    schedule: DagSchedule
     source: str
     target_function: str
     arguments: Arguments
     error: RemoteError
-    def __init__(self, id: _Optional[str] = ..., source: _Optional[str] = ..., target_function: _Optional[str] = ..., arguments: _Optional[_Union[Arguments, _Mapping]] = ..., error: _Optional[_Union[RemoteError, _Mapping]] = ...) -> None: ...
+    def __init__(
+        self,
+        schedule: _Optional[_Union[DagSchedule, _Mapping]] = ...,
+        source: _Optional[str] = ...,
+        target_function: _Optional[str] = ...,
+        arguments: _Optional[_Union[Arguments, _Mapping]] = ...,
+        error: _Optional[_Union[RemoteError, _Mapping]] = ...,
+    ) -> None: ...
+
+class ExecutorStatus(_message.Message):
+    __slots__ = (
+        "address",
+        "node_id",
+        "functions",
+        "busy",
+        "queue_length",
+        "cached_key_sizes",
+        "has_cache_summary",
+        "pid",
+        "inbox_address",
+        "completed",
+        "leaving",
+    )
+    class CachedKeySizesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
+    BUSY_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    CACHED_KEY_SIZES_FIELD_NUMBER: _ClassVar[int]
+    HAS_CACHE_SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    INBOX_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    LEAVING_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    node_id: str
+    functions: _containers.RepeatedScalarFieldContainer[str]
+    busy: int
+    queue_length: int
+    cached_key_sizes: _containers.ScalarMap[str, int]
+    has_cache_summary: bool
+    pid: int
+    inbox_address: str
+    completed: int
+    leaving: bool
+    def __init__(
+        self,
+        address: _Optional[str] = ...,
+        node_id: _Optional[str] = ...,
+        functions: _Optional[_Iterable[str]] = ...,
+        busy: _Optional[int] = ...,
+        queue_length: _Optional[int] = ...,
+        cached_key_sizes: _Optional[_Mapping[str, int]] = ...,
+        has_cache_summary: _Optional[bool] = ...,
+        pid: _Optional[int] = ...,
+        inbox_address: _Optional[str] = ...,
+        completed: _Optional[int] = ...,
+        leaving: _Optional[bool] = ...,
+    ) -> None: ...
+
+class StatusQuery(_message.Message):
+    __slots__ = ("addresses",)
+    ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    addresses: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, addresses: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ExecutorInfo(_message.Message):
+    __slots__ = ("address", "node_id", "alive", "functions", "pid", "load")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ALIVE_FIELD_NUMBER: _ClassVar[int]
+    FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    node_id: str
+    alive: bool
+    functions: _containers.RepeatedScalarFieldContainer[str]
+    pid: int
+    load: int
+    def __init__(
+        self,
+        address: _Optional[str] = ...,
+        node_id: _Optional[str] = ...,
+        alive: _Optional[bool] = ...,
+        functions: _Optional[_Iterable[str]] = ...,
+        pid: _Optional[int] = ...,
+        load: _Optional[int] = ...,
+    ) -> None: ...
+
+class ClusterStatus(_message.Message):
+    __slots__ = ("executors", "kvs_address", "scheduler_address", "dead", "functions", "dags")
+    EXECUTORS_FIELD_NUMBER: _ClassVar[int]
+    KVS_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    DEAD_FIELD_NUMBER: _ClassVar[int]
+    FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
+    DAGS_FIELD_NUMBER: _ClassVar[int]
+    executors: _containers.RepeatedCompositeFieldContainer[ExecutorInfo]
+    kvs_address: str
+    scheduler_address: str
+    dead: _containers.RepeatedScalarFieldContainer[str]
+    functions: int
+    dags: int
+    def __init__(
+        self,
+        executors: _Optional[_Iterable[_Union[ExecutorInfo, _Mapping]]] = ...,
+        kvs_address: _Optional[str] = ...,
+        scheduler_address: _Optional[str] = ...,
+        dead: _Optional[_Iterable[str]] = ...,
+        functions: _Optional[int] = ...,
+        dags: _Optional[int] = ...,
+    ) -> None: ...
+
+class SchedulerRequest(_message.Message):
+    __slots__ = (
+        "request_id",
+        "response_address",
+        "register_function",
+        "get_function",
+        "list_functions",
+        "register_dag",
+        "delete_dag",
+        "call",
+        "dag_call",
+        "status",
+        "heartbeat",
+    )
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    REGISTER_FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    GET_FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    LIST_FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
+    REGISTER_DAG_FIELD_NUMBER: _ClassVar[int]
+    DELETE_DAG_FIELD_NUMBER: _ClassVar[int]
+    CALL_FIELD_NUMBER: _ClassVar[int]
+    DAG_CALL_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    response_address: str
+    register_function: Function
+    get_function: str
+    list_functions: str
+    register_dag: Dag
+    delete_dag: str
+    call: FunctionCall
+    dag_call: DagCall
+    status: StatusQuery
+    heartbeat: ExecutorStatus
+    def __init__(
+        self,
+        request_id: _Optional[str] = ...,
+        response_address: _Optional[str] = ...,
+        register_function: _Optional[_Union[Function, _Mapping]] = ...,
+        get_function: _Optional[str] = ...,
+        list_functions: _Optional[str] = ...,
+        register_dag: _Optional[_Union[Dag, _Mapping]] = ...,
+        delete_dag: _Optional[str] = ...,
+        call: _Optional[_Union[FunctionCall, _Mapping]] = ...,
+        dag_call: _Optional[_Union[DagCall, _Mapping]] = ...,
+        status: _Optional[_Union[StatusQuery, _Mapping]] = ...,
+        heartbeat: _Optional[_Union[ExecutorStatus, _Mapping]] = ...,
+    ) -> None: ...
 
 class GenericResponse(_message.Message):
-    __slots__ = ("success", "error", "response_id", "message", "payload")
+    __slots__ = ("success", "error", "response_id", "message", "payload", "schedule", "names")
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_ID_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    NAMES_FIELD_NUMBER: _ClassVar[int]
     success: bool
     error: CloudburstError
     response_id: str
     message: str
     payload: bytes
-    def __init__(self, success: _Optional[bool] = ..., error: _Optional[_Union[CloudburstError, str]] = ..., response_id: _Optional[str] = ..., message: _Optional[str] = ..., payload: _Optional[bytes] = ...) -> None: ...
+    schedule: DagSchedule
+    names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(
+        self,
+        success: _Optional[bool] = ...,
+        error: _Optional[_Union[CloudburstError, str]] = ...,
+        response_id: _Optional[str] = ...,
+        message: _Optional[str] = ...,
+        payload: _Optional[bytes] = ...,
+        schedule: _Optional[_Union[DagSchedule, _Mapping]] = ...,
+        names: _Optional[_Iterable[str]] = ...,
+    ) -> None: ...
 
 class CallResult(_message.Message):
-    __slots__ = ("response_id", "success", "value", "error")
+    __slots__ = ("response_id", "success", "value", "error", "executor")
     RESPONSE_ID_FIELD_NUMBER: _ClassVar[int]
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    EXECUTOR_FIELD_NUMBER: _ClassVar[int]
     response_id: str
     success: bool
     value: Value
     error: RemoteError
-    def __init__(self, response_id: _Optional[str] = ..., success: _Optional[bool] = ..., value: _Optional[_Union[Value, _Mapping]] = ..., error: _Optional[_Union[RemoteError, _Mapping]] = ...) -> None: ...
+    executor: str
+    def __init__(
+        self,
+        response_id: _Optional[str] = ...,
+        success: _Optional[bool] = ...,
+        value: _Optional[_Union[Value, _Mapping]] = ...,
+        error: _Optional[_Union[RemoteError, _Mapping]] = ...,
+        executor: _Optional[str] = ...,
+    ) -> None: ...
+
+class ClientMessage(_message.Message):
+    __slots__ = ("response_id", "response", "result", "status")
+    RESPONSE_ID_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    response_id: str
+    response: GenericResponse
+    result: CallResult
+    status: ClusterStatus
+    def __init__(
+        self,
+        response_id: _Optional[str] = ...,
+        response: _Optional[_Union[GenericResponse, _Mapping]] = ...,
+        result: _Optional[_Union[CallResult, _Mapping]] = ...,
+        status: _Optional[_Union[ClusterStatus, _Mapping]] = ...,
+    ) -> None: ...
+
+class ExecutorMessage(_message.Message):
+    __slots__ = ("trigger",)
+    TRIGGER_FIELD_NUMBER: _ClassVar[int]
+    trigger: DagTrigger
+    def __init__(self, trigger: _Optional[_Union[DagTrigger, _Mapping]] = ...) -> None: ...

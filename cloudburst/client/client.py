@@ -1,0 +1,623 @@
+"""The Cloudburst client: ``CloudburstConnection``.
+
+>>> from cloudburst.client.client import CloudburstConnection       # doctest: +SKIP
+>>> cloud = CloudburstConnection('127.0.0.1', '127.0.0.1', local=True)
+>>> square = cloud.register(lambda _, x: x * x, 'square')
+>>> square(2).get()
+4
+>>> cloud.register_dag('dag', ['square'], [])
+(True, 0)
+>>> cloud.call_dag('dag', {'square': [2]}).get()
+4
+
+The client binds one PULL socket on a random port of ``ip``; the scheduler's answers
+and every result (executors reply directly) arrive there. See ``docs/client.md``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import cloudpickle
+import zmq
+
+from cloudburst.client.future import _UNSET, CloudburstFuture
+from cloudburst.shared import wire
+from cloudburst.shared.config import SchedulerConfig
+from cloudburst.shared.errors import (
+    CloudburstException,
+    CloudburstTimeoutError,
+    ConnectionFailed,
+    InvalidArgument,
+    WireError,
+)
+from cloudburst.shared.kvs import make_kvs_client, split_address
+from cloudburst.shared.processes import port_open
+from cloudburst.shared.proto import cloudburst_pb2 as pb
+from cloudburst.shared.reference import CloudburstReference
+from cloudburst.shared.values import from_lattice, to_lattice
+from scheduler.logic import sources
+
+log = logging.getLogger(__name__)
+
+NORMAL = pb.NORMAL
+
+
+class DagRegistration(tuple[bool, int]):
+    """``(success, error)`` as the original client returned it, plus ``message``.
+    Truthy iff the registration succeeded."""
+
+    message: str
+
+    def __new__(cls, success: bool, error: int, message: str = "") -> DagRegistration:
+        obj = super().__new__(cls, (success, error))
+        obj.message = message
+        return obj
+
+    @property
+    def success(self) -> bool:
+        return self[0]
+
+    @property
+    def error(self) -> int:
+        return self[1]
+
+    def __bool__(self) -> bool:
+        return self[0]
+
+
+class CloudburstFunction:
+    """A registered function; calling it runs it remotely and returns a future."""
+
+    def __init__(self, name: str, conn: CloudburstConnection) -> None:
+        self.name = name
+        self._conn = conn
+
+    def __call__(self, *args: Any) -> CloudburstFuture:
+        return self._conn.exec_func(self.name, list(args))
+
+    def __repr__(self) -> str:
+        return f"CloudburstFunction({self.name!r})"
+
+
+def _local_ip_for(host: str) -> str:
+    import socket
+
+    if host.startswith("127.") or host == "localhost":
+        return "127.0.0.1"
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((host, 9))
+            return str(s.getsockname()[0])
+    except OSError:
+        return "127.0.0.1"
+
+
+class CloudburstConnection:
+    """A connection to a Cloudburst cluster.
+
+    ``func_addr`` is the scheduler: ``'host'``, ``'host:port'`` or
+    ``'tcp://host:port'`` (the port defaults to ``port=`` or 5000, overridable with
+    ``CLOUDBURST_SCHEDULER__PORT``). ``ip`` is this machine's address the cluster
+    replies to (default: the one that routes to ``func_addr``). ``tid`` and ``local``
+    are accepted for compatibility with the original client. ``timeout`` bounds every
+    control request (register, list, ...); connecting to a scheduler that is not there
+    raises :class:`ConnectionFailed` within ``connect_timeout`` seconds.
+
+    ``direct=True`` lets the client reuse a DAG's (or function's) placement for up to
+    ``placement_lease`` seconds and trigger the executors itself (one hop less); a
+    call made while another of the same DAG is still outstanding goes through the
+    scheduler, which spreads the load.
+    """
+
+    def __init__(
+        self,
+        func_addr: str,
+        ip: str | None = None,
+        tid: int = 0,
+        local: bool = False,
+        timeout: float = 10.0,
+        *,
+        port: int | None = None,
+        connect_timeout: float = 5.0,
+        direct: bool = True,
+        placement_lease: float = 1.0,
+        liveness_interval: float = 1.0,
+    ) -> None:
+        default_port = port or _default_scheduler_port()
+        host, sched_port = split_address(func_addr, default_port)
+        if port:
+            sched_port = port
+        self.tid = tid
+        self.local = local
+        self.timeout = timeout
+        self.direct = direct
+        self.placement_lease = placement_lease
+        self.liveness_interval = liveness_interval
+        self.scheduler_address = f"tcp://{host}:{sched_port}"
+        self.ip = ip or _local_ip_for(host)
+        self._lock = threading.RLock()
+        self._ctx: zmq.Context[Any] = zmq.Context()
+        self._closed = False
+        self._pull = self._ctx.socket(zmq.PULL)
+        self._pull.setsockopt(zmq.LINGER, 0)
+        self._pull.setsockopt(zmq.RCVHWM, 0)
+        self.response_address = (
+            f"tcp://{self.ip}:{self._pull.bind_to_random_port(f'tcp://{self.ip}')}"
+        )
+        self._sched = self._ctx.socket(zmq.PUSH)
+        self._sched.setsockopt(zmq.LINGER, 0)
+        self._sched.connect(self.scheduler_address)
+        self._push: dict[str, zmq.Socket[Any]] = {}
+        self._prefix = f"{uuid.uuid4().hex[:12]}-"
+        self._seq = itertools.count()
+        self._pending: dict[str, Any] = {}  # request id -> future or control slot
+        self._replies: dict[str, pb.ClientMessage] = {}
+        self._placements: dict[str, tuple[pb.DagSchedule, float]] = {}
+        self._inflight: dict[str, int] = {}
+        self._kvs: Any = None
+        self.kvs_address = ""
+        try:
+            self._connect(min(connect_timeout, timeout))
+        except BaseException:
+            self.close()
+            raise
+
+    # --- plumbing ----------------------------------------------------------
+
+    def _connect(self, connect_timeout: float) -> None:
+        host, port = split_address(self.scheduler_address, 0)
+        if not port_open(host, port, timeout=min(1.0, connect_timeout)):
+            raise ConnectionFailed(
+                f"cannot reach the Cloudburst scheduler at {self.scheduler_address}: nothing "
+                "accepts connections there (is the cluster running? start a local one with "
+                "./scripts/start-cloudburst-local.sh)"
+            )
+        try:
+            status = self._request("status", pb.StatusQuery(), timeout=connect_timeout).status
+        except CloudburstTimeoutError:
+            raise ConnectionFailed(
+                f"the Cloudburst scheduler at {self.scheduler_address} accepted a connection "
+                f"but did not answer within {connect_timeout}s"
+            ) from None
+        self.kvs_address = status.kvs_address
+
+    def _next_id(self) -> str:
+        return self._prefix + str(next(self._seq))
+
+    def _send_scheduler(self, req: pb.SchedulerRequest) -> None:
+        try:
+            self._sched.send(req.SerializeToString(), zmq.NOBLOCK)
+        except zmq.Again:
+            raise ConnectionFailed(
+                f"cannot send to the scheduler at {self.scheduler_address}: its queue is full"
+            ) from None
+
+    def _request(self, kind: str, body: Any, timeout: float | None = None) -> pb.ClientMessage:
+        """Send a control request and wait for its answer (raising on an error)."""
+        with self._lock:
+            self._check_open()
+            rid = self._next_id()
+            req = pb.SchedulerRequest(request_id=rid, response_address=self.response_address)
+            field = getattr(req, kind)
+            if isinstance(body, str):
+                setattr(req, kind, body)
+            else:
+                field.CopyFrom(body)
+            self._pending[rid] = None
+            try:
+                self._send_scheduler(req)
+                wait = self.timeout if timeout is None else timeout
+                deadline = time.monotonic() + wait
+                while rid not in self._replies:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise CloudburstTimeoutError(
+                            f"the scheduler at {self.scheduler_address} did not answer a "
+                            f"{kind} request within {wait}s"
+                        )
+                    self._pump(remaining)
+                return self._replies.pop(rid)
+            finally:
+                self._pending.pop(rid, None)
+                self._replies.pop(rid, None)
+
+    def _control(self, kind: str, body: Any) -> pb.GenericResponse:
+        msg = self._request(kind, body)
+        resp = msg.response
+        if not resp.success:
+            raise wire.exception_for_code(resp.error, resp.message)
+        return resp
+
+    def _pump(self, wait: float) -> bool:
+        """Receive what arrives within ``wait`` seconds (at least one message, then
+        whatever is queued); returns whether anything arrived."""
+        if not self._pull.poll(max(0, int(wait * 1000))):
+            return False
+        while True:
+            try:
+                data = self._pull.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return True
+            self._dispatch(data)
+
+    def _dispatch(self, data: bytes) -> None:
+        try:
+            msg = wire.parse_client_message(data)
+        except WireError as exc:
+            log.warning("dropping a malformed message: %s", exc)
+            return
+        rid = msg.response_id
+        if rid not in self._pending:
+            return  # a late answer (an ack after its result, a retried call's first try)
+        target = self._pending[rid]
+        if target is None:
+            self._replies[rid] = msg
+            return
+        target._set_message(msg)
+        if target._value is not _UNSET or target._error is not None:
+            self._resolved(rid, target)
+
+    def _resolved(self, rid: str, fut: CloudburstFuture) -> None:
+        self._pending.pop(rid, None)
+        name = getattr(fut, "_placement_name", None)
+        if name is not None and self._inflight.get(name, 0) > 0:
+            self._inflight[name] -= 1
+            fut._placement_name = None  # type: ignore[attr-defined]
+
+    def _poll_for(self, fut: CloudburstFuture, wait: float) -> bool:
+        """Receive until ``fut`` has its result or ``wait`` seconds passed."""
+        with self._lock:
+            deadline = time.monotonic() + wait
+            while fut._value is _UNSET and fut._error is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 and wait > 0:
+                    return False
+                if not self._pump(max(remaining, 0)) and remaining <= 0:
+                    return False
+                if wait <= 0:
+                    break
+            if fut._error is not None or fut._value is not _UNSET:
+                self._resolved(fut.request_id, fut)
+                return True
+            return False
+
+    def _drop_pending(self, rid: str) -> None:
+        self._pending.pop(rid, None)
+
+    def _dead_executors(self, addresses: Sequence[str]) -> set[str]:
+        try:
+            status = self._request("status", pb.StatusQuery(addresses=list(addresses))).status
+        except CloudburstTimeoutError:
+            log.warning("the scheduler did not answer a liveness check; still waiting")
+            return set()
+        return set(status.dead)
+
+    def _forget_placement(self, dead: Iterable[str]) -> None:
+        dead = set(dead)
+        for name, (tmpl, _) in list(self._placements.items()):
+            if dead & set(tmpl.locations.values()):
+                del self._placements[name]
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise CloudburstException("this CloudburstConnection is closed")
+
+    def _encode_args(self, args: Iterable[Any], out: pb.Arguments) -> None:
+        for arg in args:
+            if isinstance(arg, CloudburstFuture):
+                if arg.done() and arg._error is None:
+                    arg = arg._value
+                elif arg.obj_id:
+                    arg = wire.PendingReference(arg.obj_id, True)
+                else:
+                    arg = arg.get()
+            wire.encode_argument(arg, out.values.add())
+
+    # --- calls -------------------------------------------------------------
+
+    def _start_call(
+        self,
+        placement_name: str,
+        kind: str,
+        body: Any,
+        arguments: dict[str, pb.Arguments],
+        output_key: str,
+        consistency: int,
+        client_id: str,
+    ) -> CloudburstFuture:
+        """Start a call: directly on a cached placement if possible, else through the
+        scheduler (waiting for its acknowledgement, so unknown names raise here)."""
+        with self._lock:
+            self._check_open()
+            fut = self._direct_call(placement_name, arguments, output_key, consistency, client_id)
+            if fut is not None:
+                return fut
+
+            def resend(exclude: list[str]) -> tuple[str, pb.DagSchedule | None]:
+                body.ClearField("exclude")
+                body.exclude.extend(exclude)
+                f = self._via_scheduler(kind, body, output_key, placement_name, cache=False)
+                return f.request_id, f._schedule
+
+            fut = self._via_scheduler(kind, body, output_key, placement_name)
+            fut._resend = resend
+            return fut
+
+    def _via_scheduler(
+        self, kind: str, body: Any, output_key: str, placement_name: str, cache: bool = True
+    ) -> CloudburstFuture:
+        rid = self._next_id()
+        req = pb.SchedulerRequest(request_id=rid, response_address=self.response_address)
+        getattr(req, kind).CopyFrom(body)
+        fut = CloudburstFuture(self, rid, output_key)
+        self._pending[rid] = fut
+        self._send_scheduler(req)
+        deadline = time.monotonic() + self.timeout
+        while fut._schedule is None and fut._error is None and fut._value is _UNSET:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._pending.pop(rid, None)
+                raise ConnectionFailed(
+                    f"the scheduler at {self.scheduler_address} did not acknowledge call {rid} "
+                    f"within {self.timeout}s"
+                )
+            self._pump(remaining)
+        if fut._error is not None and fut._schedule is None and fut._value is _UNSET:
+            self._pending.pop(rid, None)
+            raise fut._error  # rejected by the scheduler: raise at the call
+        if fut._schedule is not None and cache and self.direct:
+            self._placements[placement_name] = (
+                fut._schedule,
+                time.monotonic() + self.placement_lease,
+            )
+        if rid in self._pending:
+            fut._placement_name = placement_name  # type: ignore[attr-defined]
+            self._inflight[placement_name] = self._inflight.get(placement_name, 0) + 1
+        return fut
+
+    def _direct_call(
+        self,
+        placement_name: str,
+        arguments: dict[str, pb.Arguments],
+        output_key: str,
+        consistency: int,
+        client_id: str,
+    ) -> CloudburstFuture | None:
+        if not self.direct:
+            return None
+        cached = self._placements.get(placement_name)
+        if cached is None or self._inflight.get(placement_name, 0) > 0:
+            return None
+        tmpl, expires = cached
+        if time.monotonic() > expires:
+            del self._placements[placement_name]
+            return None
+        rid = self._next_id()
+        sched = pb.DagSchedule()
+        sched.CopyFrom(tmpl)
+        sched.id = rid
+        sched.response_address = self.response_address
+        sched.output_key = output_key
+        sched.consistency = consistency  # type: ignore[assignment]
+        sched.client_id = client_id
+        for fn, args in arguments.items():
+            sched.arguments[fn].CopyFrom(args)
+        msgs = []
+        for fn in sources(sched.dag):
+            msg = pb.ExecutorMessage()
+            msg.trigger.schedule.CopyFrom(sched)
+            msg.trigger.target_function = fn
+            msgs.append((sched.locations[fn], msg.SerializeToString()))
+        fut = CloudburstFuture(self, rid, output_key, schedule=tmpl)
+        self._pending[rid] = fut
+        for address, data in msgs:
+            sock = self._push.get(address)
+            if sock is None:
+                sock = self._push[address] = self._ctx.socket(zmq.PUSH)
+                sock.setsockopt(zmq.LINGER, 0)
+                sock.setsockopt(zmq.SNDHWM, 1000)
+                sock.connect(address)
+            try:
+                sock.send(data, zmq.NOBLOCK)
+            except zmq.Again:  # that executor is not taking messages: use the scheduler
+                self._pending.pop(rid, None)
+                del self._placements[placement_name]
+                return None
+        fut._placement_name = placement_name  # type: ignore[attr-defined]
+        self._inflight[placement_name] = self._inflight.get(placement_name, 0) + 1
+        return fut
+
+    # --- public API --------------------------------------------------------
+
+    def register(self, function: Any, name: str) -> CloudburstFunction:
+        """Register ``function`` (a function taking the user library first, a class,
+        or ``(Class, init_args)``) under ``name``; returns a callable handle."""
+        if not isinstance(name, str) or not name:
+            raise InvalidArgument(f"a function name must be a non-empty string, not {name!r}")
+        ok = callable(function) or (
+            isinstance(function, tuple)
+            and len(function) == 2
+            and isinstance(function[0], type)
+            and isinstance(function[1], tuple | list)
+        )
+        if not ok:
+            raise InvalidArgument(
+                f"register() takes a function or (Class, init_args), not {type(function).__name__}"
+            )
+        if isinstance(function, tuple):
+            function = (function[0], tuple(function[1]))
+        try:
+            body = cloudpickle.dumps(function)
+        except Exception as exc:
+            raise InvalidArgument(f"cannot pickle function {name!r}: {exc}") from exc
+        self._control("register_function", pb.Function(name=name, body=body))
+        for key in [k for k in self._placements if k == f"fn:{name}"]:
+            del self._placements[key]
+        return CloudburstFunction(name, self)
+
+    def get_function(self, name: str) -> CloudburstFunction:
+        """A handle to the registered function ``name`` (raises FunctionNotFound)."""
+        self._control("get_function", name)
+        return CloudburstFunction(name, self)
+
+    def list(self, prefix: str | None = None) -> list[str]:
+        """Names of the registered functions (starting with ``prefix``), sorted."""
+        return list(self._control("list_functions", prefix or "").names)
+
+    def register_dag(
+        self, name: str, functions: Sequence[str], connections: Iterable[Sequence[str]]
+    ) -> DagRegistration:
+        """Register a DAG: ``functions`` by name, ``connections`` as ``(source, sink)``
+        pairs. Returns ``(True, 0)`` or ``(False, error)`` like the original
+        (``DAG_ALREADY_EXISTS``, ``FUNC_NOT_FOUND``, ``INVALID_ARGUMENT``) with the
+        reason in ``.message``."""
+        if isinstance(functions, str):
+            functions = [functions]
+        try:
+            links = [(str(src), str(dst)) for src, dst in connections]
+        except (TypeError, ValueError):
+            raise InvalidArgument("connections must be (source, sink) pairs") from None
+        dag = pb.Dag(name=name, functions=list(functions))
+        for src, dst in links:
+            dag.connections.add(source=src, sink=dst)
+        resp = self._request("register_dag", dag).response
+        if not resp.success:
+            log.warning("register_dag(%r) failed: %s", name, resp.message)
+        return DagRegistration(resp.success, resp.error, resp.message)
+
+    def delete_dag(self, name: str) -> DagRegistration:
+        """Delete a DAG: ``(True, 0)`` or ``(False, NO_SUCH_DAG)``."""
+        self._placements.pop(f"dag:{name}", None)
+        resp = self._request("delete_dag", name).response
+        return DagRegistration(resp.success, resp.error, resp.message)
+
+    def exec_func(self, name: str, args: Any = ()) -> CloudburstFuture:
+        """Call function ``name`` with ``args`` (a list; a scalar is one argument).
+        The result is also stored in the KVS under ``future.obj_id``."""
+        if not isinstance(args, list | tuple):
+            args = [args]
+        call = pb.FunctionCall(name=name, response_key=f"results/{self._prefix}{uuid.uuid4().hex}")
+        self._encode_args(args, call.arguments)
+        return self._start_call(
+            f"fn:{name}", "call", call, {name: call.arguments}, call.response_key, NORMAL, ""
+        )
+
+    def call_dag(
+        self,
+        dname: str,
+        arg_map: dict[str, Any],
+        direct_response: bool = False,
+        consistency: int = NORMAL,
+        output_key: str | None = None,
+        client_id: str | None = None,
+    ) -> Any:
+        """Call DAG ``dname``; ``arg_map`` maps a function to its arguments (a list, or
+        a scalar for one argument). Returns a future, or with ``direct_response=True``
+        the result itself. With ``output_key`` the result is also stored there."""
+        if not isinstance(arg_map, dict):
+            raise InvalidArgument(
+                f"arg_map must be a dict of function -> arguments, not {arg_map!r}"
+            )
+        call = pb.DagCall(
+            name=dname,
+            consistency=consistency,  # type: ignore[arg-type]
+            output_key=output_key or "",
+            client_id=client_id or "",
+        )
+        for fname, fargs in arg_map.items():
+            if not isinstance(fargs, list | tuple):
+                fargs = [fargs]
+            self._encode_args(fargs, call.function_args[fname])
+        fut = self._start_call(
+            f"dag:{dname}",
+            "dag_call",
+            call,
+            dict(call.function_args),
+            call.output_key,
+            consistency,
+            call.client_id,
+        )
+        if direct_response:
+            return fut.get()
+        return fut
+
+    def get_object(self, key: str, deserialize: bool = True) -> Any:
+        """The value stored under ``key`` (``None`` if absent)."""
+        lattice = self._kvs_client().get([key]).get(key)
+        return from_lattice(lattice) if deserialize else lattice
+
+    def put_object(self, key: str, value: Any) -> bool:
+        """Store ``value`` under ``key``: a ``set`` as a Set lattice, anything else as
+        LWW (a lattice is stored as is)."""
+        return bool(self._kvs_client().put(key, to_lattice(value)))
+
+    def status(self) -> dict[str, Any]:
+        """What the scheduler sees: ``{'executors': live worker count, ...}``."""
+        st = self._request("status", pb.StatusQuery()).status
+        return {
+            "executors": len(st.executors),
+            "executor_list": [
+                {
+                    "address": e.address,
+                    "node_id": e.node_id,
+                    "pid": e.pid,
+                    "functions": list(e.functions),
+                    "load": e.load,
+                }
+                for e in st.executors
+            ],
+            "scheduler": st.scheduler_address,
+            "kvs": st.kvs_address,
+            "functions": st.functions,
+            "dags": st.dags,
+        }
+
+    def _kvs_client(self) -> Any:
+        self._check_open()
+        if self._kvs is None:
+            host, port = split_address(self.kvs_address, 6450)
+            if not port_open(host, port, timeout=1.0):
+                raise ConnectionFailed(f"cannot reach the KVS routing tier at tcp://{host}:{port}")
+            self._kvs = make_kvs_client(host, port, ip=self.ip, timeout=self.timeout)
+        return self._kvs
+
+    def close(self) -> None:
+        """Close the sockets; the connection cannot be used afterwards."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._kvs is not None:
+            try:
+                self._kvs.close()
+            except Exception:
+                pass
+        for sock in self._push.values():
+            sock.close(linger=0)
+        for sock in (getattr(self, "_sched", None), getattr(self, "_pull", None)):
+            if sock is not None:
+                sock.close(linger=0)
+        self._ctx.term()
+
+    def __enter__(self) -> CloudburstConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _default_scheduler_port() -> int:
+    env = os.environ.get("CLOUDBURST_SCHEDULER__PORT")
+    if env and env.isdigit():
+        return int(env)
+    return SchedulerConfig().port
+
+
+__all__ = ["CloudburstConnection", "CloudburstFunction", "CloudburstFuture", "CloudburstReference"]

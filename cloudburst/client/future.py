@@ -1,0 +1,117 @@
+"""The future a call returns: ``CloudburstFuture.get(timeout=None)``."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from cloudburst.shared import serializer, wire
+from cloudburst.shared.errors import CloudburstTimeoutError, ExecutorFailed
+from cloudburst.shared.proto import cloudburst_pb2 as pb
+
+if TYPE_CHECKING:
+    from cloudburst.client.client import CloudburstConnection
+
+_UNSET: Any = object()
+
+
+class CloudburstFuture:
+    """The result of a call, to come.
+
+    ``get()`` blocks (without polling in a loop: it waits on the client's socket) until
+    the result arrives and returns it, or raises: the remote exception as a
+    :class:`~cloudburst.shared.errors.RemoteExecutionError`, a platform error (unknown
+    function, ...), :class:`~cloudburst.shared.errors.ExecutorFailed` if the executor
+    running the call died and the retry failed too, or a
+    :class:`~cloudburst.shared.errors.CloudburstTimeoutError` when ``timeout`` seconds
+    passed. A future passed as an argument to another call stands for its result.
+
+    >>> fut = cloud_sq(3)      # doctest: +SKIP
+    >>> fut.get(timeout=5)     # doctest: +SKIP
+    9
+    """
+
+    def __init__(
+        self,
+        conn: CloudburstConnection,
+        request_id: str,
+        key: str = "",
+        schedule: pb.DagSchedule | None = None,
+        resend: Any = None,
+    ) -> None:
+        self._conn = conn
+        self.request_id = request_id
+        #: KVS key the result is stored under ('' if it is only sent to the client).
+        self.obj_id = key
+        self._schedule = schedule
+        self._resend = resend
+        self._retried = False
+        self._value: Any = _UNSET
+        self._error: BaseException | None = None
+
+    @property
+    def executors(self) -> list[str]:
+        """Addresses of the executors the call was placed on (when known)."""
+        return list(self._schedule.locations.values()) if self._schedule is not None else []
+
+    def done(self) -> bool:
+        """Whether the result (or error) is here, without blocking."""
+        if self._value is _UNSET and self._error is None:
+            self._conn._poll_for(self, 0.0)
+        return self._value is not _UNSET or self._error is not None
+
+    def _set_message(self, msg: pb.ClientMessage) -> None:
+        kind = msg.WhichOneof("kind")
+        if kind == "result":
+            res = msg.result
+            if res.success:
+                self._value = serializer.from_value(res.value)
+            else:
+                self._error = wire.exception_for(res.error)
+        elif kind == "response":
+            resp = msg.response
+            if not resp.success:
+                self._error = wire.exception_for_code(resp.error, resp.message)
+            elif resp.HasField("schedule"):
+                self._schedule = resp.schedule
+
+    def get(self, timeout: float | None = None) -> Any:
+        """The call's result; see the class docstring for what it raises."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        check_every = self._conn.liveness_interval
+        while self._value is _UNSET and self._error is None:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                raise CloudburstTimeoutError(
+                    f"call {self.request_id} did not answer within {timeout}s"
+                )
+            wait = check_every if deadline is None else min(check_every, deadline - now)
+            if self._conn._poll_for(self, wait):
+                continue
+            if self._value is _UNSET and self._error is None:
+                self._check_executors()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def _check_executors(self) -> None:
+        """No result for a while: ask the scheduler whether our executors live; if one
+        died, retry the call once elsewhere, or fail saying so."""
+        addresses = self.executors
+        if not addresses:
+            return
+        dead = self._conn._dead_executors(addresses)
+        if not dead:
+            return
+        self._conn._forget_placement(dead)
+        if self._retried or self._resend is None:
+            self._error = ExecutorFailed(
+                f"call {self.request_id}: executor(s) {sorted(dead)} died while running it"
+                + (" (after one retry)" if self._retried else "")
+            )
+            return
+        self._retried = True
+        old = self.request_id
+        self._conn._drop_pending(old)
+        self.request_id, self._schedule = self._resend(sorted(dead))
+        self._conn._pending[self.request_id] = self

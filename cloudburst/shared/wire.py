@@ -1,0 +1,194 @@
+"""Pure codec of the Cloudburst control plane (no sockets).
+
+Envelopes (``proto/cloudburst.proto``): :class:`SchedulerRequest` to a scheduler,
+:class:`ExecutorMessage` to an executor worker, :class:`ClientMessage` to a client.
+Decoding garbage raises :class:`WireError`, never a bare protobuf error.
+
+Arguments: a Python argument list <-> :class:`Arguments`. Plain objects travel as
+serialized :class:`Value` messages, :class:`CloudburstReference` as a
+:class:`Reference`; decoding gives back objects and :class:`CloudburstReference` /
+:class:`PendingReference` instances for the executor to resolve.
+
+Errors: :func:`remote_error` turns an exception into a :class:`RemoteError` (type,
+message, formatted traceback, tblib pickle); :func:`exception_for` turns an error
+code or a :class:`RemoteError` back into the exception the user sees.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import cloudpickle
+from google.protobuf.message import DecodeError, Message
+from tblib import pickling_support
+
+from cloudburst.shared import errors, serializer
+from cloudburst.shared.proto import cloudburst_pb2 as pb
+from cloudburst.shared.reference import CloudburstReference
+
+pickling_support.install()
+
+M = TypeVar("M", bound=Message)
+
+
+@dataclass(frozen=True)
+class PendingReference(CloudburstReference):
+    """A reference to the result of a call that may still be running (a future
+    passed as an argument): the executor waits for the key to appear."""
+
+
+def _parse(cls: type[M], data: bytes, what: str) -> M:
+    msg = cls()
+    try:
+        msg.ParseFromString(data)
+    except (DecodeError, RuntimeWarning, ValueError, TypeError) as exc:
+        raise errors.WireError(f"malformed {what} ({len(data)} bytes): {exc}") from None
+    return msg
+
+
+def parse_scheduler_request(data: bytes) -> pb.SchedulerRequest:
+    msg = _parse(pb.SchedulerRequest, data, "scheduler request")
+    if msg.WhichOneof("kind") is None:
+        raise errors.WireError("scheduler request without a body")
+    return msg
+
+
+def parse_executor_message(data: bytes) -> pb.ExecutorMessage:
+    msg = _parse(pb.ExecutorMessage, data, "executor message")
+    if msg.WhichOneof("kind") is None:
+        raise errors.WireError("executor message without a body")
+    return msg
+
+
+def parse_client_message(data: bytes) -> pb.ClientMessage:
+    msg = _parse(pb.ClientMessage, data, "client message")
+    if msg.WhichOneof("kind") is None:
+        raise errors.WireError("client message without a body")
+    return msg
+
+
+# --- arguments ---------------------------------------------------------------
+
+
+def encode_argument(obj: Any, out: pb.Argument) -> None:
+    if isinstance(obj, CloudburstReference):
+        out.reference.key = obj.key
+        out.reference.deserialize = obj.deserialize
+        out.reference.wait = isinstance(obj, PendingReference)
+        return
+    kind, body = serializer.dumps(obj)
+    out.value.type = kind  # type: ignore[assignment]
+    out.value.body = body
+
+
+def encode_args(args: Iterable[Any], out: pb.Arguments | None = None) -> pb.Arguments:
+    """Fill (or create) an :class:`Arguments` message from Python values."""
+    msg = pb.Arguments() if out is None else out
+    for obj in args:
+        encode_argument(obj, msg.values.add())
+    return msg
+
+
+def decode_argument(arg: pb.Argument) -> Any:
+    kind = arg.WhichOneof("kind")
+    if kind == "value":
+        return serializer.from_value(arg.value)
+    if kind == "reference":
+        ref = arg.reference
+        if not ref.key:
+            raise errors.InvalidArgument("a reference argument has an empty key")
+        cls = PendingReference if ref.wait else CloudburstReference
+        return cls(ref.key, ref.deserialize)
+    raise errors.InvalidArgument("an argument has neither a value nor a reference")
+
+
+def decode_args(msg: pb.Arguments) -> list[Any]:
+    """Python values (and unresolved references) of an :class:`Arguments` message."""
+    return [decode_argument(arg) for arg in msg.values]
+
+
+def result_values(result: Any) -> tuple[Any, ...]:
+    """A function's result as the argument tuple of its downstream functions: a tuple
+    is spread into several arguments, anything else is one argument."""
+    return result if isinstance(result, tuple) else (result,)
+
+
+# --- errors ------------------------------------------------------------------
+
+
+def remote_error(
+    exc: BaseException, function: str = "", code: int = pb.EXECUTION_ERROR
+) -> pb.RemoteError:
+    """Describe a user function's exception for the client."""
+    err = pb.RemoteError(
+        error=code,  # type: ignore[arg-type]
+        exc_type=type(exc).__name__,
+        message=str(exc),
+        traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+        function=function,
+    )
+    try:
+        err.pickled = cloudpickle.dumps(exc)
+    except Exception:  # unpicklable exception: type, message and text traceback remain
+        pass
+    return err
+
+
+def error_message(code: int, message: str, function: str = "") -> pb.RemoteError:
+    """A platform error (not raised by user code) for the client."""
+    return pb.RemoteError(
+        error=code,
+        exc_type=pb.CloudburstError.Name(code),
+        message=message,  # type: ignore[arg-type]
+        function=function,
+    )
+
+
+_CODE_EXCEPTIONS: dict[int, type[errors.CloudburstException]] = {
+    pb.FUNC_NOT_FOUND: errors.FunctionNotFound,
+    pb.NO_SUCH_DAG: errors.DagNotFound,
+    pb.DAG_ALREADY_EXISTS: errors.DagAlreadyExists,
+    pb.INVALID_ARGUMENT: errors.InvalidArgument,
+    pb.EXECUTOR_FAILED: errors.ExecutorFailed,
+    pb.NO_RESOURCES: errors.ExecutorFailed,
+    pb.TIMED_OUT: errors.CloudburstTimeoutError,
+}
+
+
+class _Message(str):
+    # KeyError subclasses print repr(args[0]); a str subclass with a plain repr keeps
+    # the message readable.
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def exception_for_code(code: int, message: str) -> errors.CloudburstException:
+    """The exception for a platform error code."""
+    cls = _CODE_EXCEPTIONS.get(code, errors.CloudburstException)
+    if issubclass(cls, KeyError):
+        return cls(_Message(message))
+    return cls(message)
+
+
+def exception_for(err: pb.RemoteError) -> errors.CloudburstException:
+    """The exception ``get()`` raises for a failed call."""
+    if err.error != pb.EXECUTION_ERROR:
+        return exception_for_code(err.error, err.message)
+    where = f" (in {err.function})" if err.function else ""
+    exc = errors.RemoteExecutionError(err.exc_type, err.message + where, err.traceback)
+    if err.pickled:
+        try:
+            original = cloudpickle.loads(err.pickled)
+        except Exception:  # the client may lack the exception's module
+            original = None
+        if isinstance(original, BaseException):
+            exc.__cause__ = original
+            exc.remote_exception = original  # type: ignore[attr-defined]
+    return exc
+
+
+def names_sorted(names: Sequence[str]) -> list[str]:
+    return sorted(set(names))

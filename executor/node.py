@@ -1,0 +1,130 @@
+"""An executor node: ``python -m executor.node --config <yaml> [--workers N]``.
+
+Starts ``cfg.executor.workers`` worker processes (``executor.worker``) as children
+that die with the node (``PR_SET_PDEATHSIG`` on Linux, and the node stops them on
+SIGTERM/SIGINT), and restarts a worker that dies (a user function that crashed the
+interpreter, a SIGKILL). A restarted worker binds a new address, so schedulers see the
+old one die and the new one appear. All workers share the node id (the node's cache
+and locality are per node).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from cloudburst.shared.config import load_config
+from cloudburst.shared.processes import SERVER_ENV
+
+log = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+class Node:
+    """Supervises the worker processes of one executor node."""
+
+    def __init__(self, config_path: str | None, workers: int, node_id: str) -> None:
+        self.config_path = config_path
+        self.count = workers
+        self.node_id = node_id
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.restarts: dict[int, list[float]] = {}
+        self.running = True
+
+    def spawn(self, index: int) -> None:
+        argv = [
+            sys.executable,
+            "-m",
+            "executor.worker",
+            "--index",
+            str(index),
+            "--node-id",
+            self.node_id,
+        ]
+        if self.config_path:
+            argv += ["--config", self.config_path]
+        self.procs[index] = subprocess.Popen(
+            argv,
+            env={**os.environ, **SERVER_ENV},
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+
+    def serve(self) -> None:
+        for i in range(self.count):
+            self.spawn(i)
+        log.info("executor node %s: %d workers started", self.node_id, self.count)
+        while self.running:
+            time.sleep(0.1)
+            for index, proc in list(self.procs.items()):
+                code = proc.poll()
+                if code is None or not self.running:
+                    continue
+                now = time.monotonic()
+                recent = [t for t in self.restarts.get(index, []) if now - t < 30.0]
+                if len(recent) >= 5:
+                    log.error("worker %d keeps dying (exit %s); not restarting it", index, code)
+                    del self.procs[index]
+                    continue
+                log.warning("worker %d exited with %s; restarting it", index, code)
+                self.restarts[index] = [*recent, now]
+                self.spawn(index)
+            if not self.procs:
+                log.error("no worker left; the node stops")
+                return
+
+    def stop(self, *_: Any) -> None:
+        self.running = False
+
+    def shutdown(self, grace: float = 3.0) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m executor.node")
+    parser.add_argument("--config", help="YAML config file (defaults + env overrides apply)")
+    parser.add_argument(
+        "--workers", type=int, help="worker processes (default cfg.executor.workers)"
+    )
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config)
+    logging.basicConfig(
+        level=cfg.log_level, format="%(asctime)s executor-node %(levelname)s: %(message)s"
+    )
+    node = Node(args.config, args.workers or cfg.executor.workers, f"{cfg.ip}/{os.getpid()}")
+    signal.signal(signal.SIGTERM, node.stop)
+    signal.signal(signal.SIGINT, node.stop)
+    try:
+        node.serve()
+    finally:
+        node.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

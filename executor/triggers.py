@@ -1,0 +1,133 @@
+"""Trigger bookkeeping of an executor worker. Pure logic: no sockets, no clock.
+
+A function of a DAG runs when a trigger has arrived from each of its upstream
+functions (a source runs on its first trigger). :class:`TriggerBook` collects the
+triggers of each ``(invocation id, function)`` and says when to run, with the
+upstream results in the order of the DAG's connections (not arrival order).
+
+>>> from cloudburst.shared.proto import cloudburst_pb2 as pb
+>>> sched = pb.DagSchedule(id="c1", dag=pb.Dag(name="d", functions=["f"]))
+>>> book = TriggerBook(ttl=30.0)
+>>> action = book.add(pb.DagTrigger(schedule=sched, target_function="f"), now=0.0)
+>>> type(action).__name__, action.function
+('Run', 'f')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from cloudburst.shared.proto import cloudburst_pb2 as pb
+
+
+class InvalidTrigger(ValueError):
+    """A trigger that does not fit its own schedule."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """Run ``function`` with its own arguments then the upstream results, in order."""
+
+    schedule: pb.DagSchedule
+    function: str
+    upstream: list[pb.Arguments]
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """An upstream failed: the call is over; tell ``function``'s downstreams."""
+
+    schedule: pb.DagSchedule
+    function: str
+    error: pb.RemoteError
+
+
+def upstreams(dag: pb.Dag, function: str) -> list[str]:
+    """Functions feeding ``function``, in connection order."""
+    return [link.source for link in dag.connections if link.sink == function]
+
+
+def downstreams(dag: pb.Dag, function: str) -> list[str]:
+    """Functions ``function`` feeds, in connection order, each once."""
+    out: list[str] = []
+    for link in dag.connections:
+        if link.source == function and link.sink not in out:
+            out.append(link.sink)
+    return out
+
+
+@dataclass
+class _Pending:
+    schedule: pb.DagSchedule
+    created: float
+    args: dict[str, pb.Arguments] = field(default_factory=dict)
+
+
+@dataclass
+class TriggerBook:
+    """Triggers waiting for the rest of their function's inputs."""
+
+    ttl: float = 60.0
+    pending: dict[tuple[str, str], _Pending] = field(default_factory=dict)
+    cancelled: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.pending)
+
+    def add(self, trigger: pb.DagTrigger, now: float) -> Run | Cancel | None:
+        """Record a trigger; returns what to do now, if anything."""
+        sched = trigger.schedule
+        fn = trigger.target_function
+        if not sched.id:
+            raise InvalidTrigger("trigger without an invocation id")
+        if fn not in sched.dag.functions:
+            raise InvalidTrigger(f"trigger for {fn!r}, not a function of DAG {sched.dag.name!r}")
+        key = (sched.id, fn)
+        if trigger.HasField("error"):
+            self.pending.pop(key, None)
+            if key in self.cancelled:
+                return None  # already cancelled through another upstream
+            self.cancelled[key] = now
+            return Cancel(sched, fn, trigger.error)
+        if key in self.cancelled:
+            return None
+        ups = upstreams(sched.dag, fn)
+        if not ups:
+            if trigger.source:
+                raise InvalidTrigger(
+                    f"{fn!r} is a source but got a trigger from {trigger.source!r}"
+                )
+            return Run(sched, fn, [])
+        if trigger.source not in ups:
+            raise InvalidTrigger(
+                f"{fn!r} got a trigger from {trigger.source!r}, which is not upstream of it ({ups})"
+            )
+        entry = self.pending.get(key)
+        if entry is None:
+            entry = self.pending[key] = _Pending(sched, now)
+        entry.args[trigger.source] = trigger.arguments
+        if len(entry.args) < len(set(ups)):
+            return None
+        del self.pending[key]
+        return Run(sched, fn, [entry.args[src] for src in ups])
+
+    def expire(self, now: float) -> list[tuple[str, str]]:
+        """Drop entries older than ``ttl`` (an upstream never came); returns their keys."""
+        old = [k for k, p in self.pending.items() if now - p.created > self.ttl]
+        for k in old:
+            del self.pending[k]
+        for k in [k for k, t in self.cancelled.items() if now - t > self.ttl]:
+            del self.cancelled[k]
+        return old
+
+
+def forward_schedule(schedule: pb.DagSchedule, done: Iterable[str]) -> pb.DagSchedule:
+    """The schedule to send downstream: without the arguments of functions that ran
+    (a large argument of a source is not copied along the whole DAG)."""
+    out = pb.DagSchedule()
+    out.CopyFrom(schedule)
+    for fn in done:
+        if fn in out.arguments:
+            del out.arguments[fn]
+    return out

@@ -1,0 +1,359 @@
+"""An executor worker process: the shell around trigger bookkeeping and invocation.
+
+``python -m executor.worker --config <yaml> --index <i> --node-id <id>`` (started by
+``executor.node``). It binds two PULL sockets on random ports of ``cfg.ip`` (or
+``cfg.executor.base_port + i`` when that is set and free): triggers, and the user
+library's inbox (``getid()``). A heartbeat thread reports an ``ExecutorStatus`` to
+every scheduler every ``cfg.executor.heartbeat_period_s`` seconds, also while a user
+function runs.
+
+Cache hook: if the state client from ``executor.state.make_state_client`` has a
+``cached_key_sizes() -> dict[str, int]`` method, heartbeats carry its result as the
+node's cache summary (it is called from the heartbeat thread).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+import zmq
+
+from cloudburst.shared import serializer, wire
+from cloudburst.shared.config import Config, load_config
+from cloudburst.shared.errors import (
+    CloudburstTimeoutError,
+    FunctionNotFound,
+    InvalidArgument,
+    SerializationError,
+    WireError,
+)
+from cloudburst.shared.kvs import make_kvs_client
+from cloudburst.shared.proto import cloudburst_pb2 as pb
+from cloudburst.shared.values import to_lattice
+from executor.invoke import FunctionLoadError, LoadedFunction, invoke, load_function, resolve_args
+from executor.state import make_state_client
+from executor.triggers import (
+    Cancel,
+    InvalidTrigger,
+    Run,
+    TriggerBook,
+    downstreams,
+    forward_schedule,
+)
+from executor.userlib import UserLibrary
+from scheduler.registry import func_key, scheduler_addresses
+
+log = logging.getLogger(__name__)
+
+
+def _bind(sock: zmq.Socket[Any], ip: str, port: int) -> int:
+    if port:
+        try:
+            sock.bind(f"tcp://{ip}:{port}")
+            return port
+        except zmq.ZMQError:
+            log.info("port %d is taken; binding a random port", port)
+    return sock.bind_to_random_port(f"tcp://{ip}")
+
+
+class Worker:
+    """One executor worker (see the module docstring)."""
+
+    def __init__(self, cfg: Config, index: int = 0, node_id: str = "") -> None:
+        self.cfg = cfg
+        self.index = index
+        self.node_id = node_id or f"{cfg.ip}/{os.getpid()}"
+        self.ctx: zmq.Context[Any] = zmq.Context()
+        self.pull = self.ctx.socket(zmq.PULL)
+        base = cfg.executor.base_port
+        port = _bind(self.pull, cfg.ip, base + index if base else 0)
+        self.address = f"tcp://{cfg.ip}:{port}"
+        self.inbox = self.ctx.socket(zmq.PULL)
+        self.inbox_address = f"tcp://{cfg.ip}:{_bind(self.inbox, cfg.ip, 0)}"
+        self.state = make_state_client(cfg)
+        self.lib = UserLibrary(self.state, self.ctx, self.inbox, self.inbox_address)
+        self.functions: dict[str, LoadedFunction] = {}
+        self.book = TriggerBook(ttl=cfg.scheduler.call_timeout_s)
+        self.push: dict[str, zmq.Socket[Any]] = {}
+        self.busy = 0
+        self.completed = 0
+        self.running = True
+        self.leaving = False
+        self._hb_thread = threading.Thread(
+            target=self._heartbeat_loop, name="heartbeat", daemon=True
+        )
+
+    # --- sockets -----------------------------------------------------------
+
+    def _send(self, address: str, data: bytes) -> None:
+        sock = self.push.get(address)
+        if sock is None:
+            sock = self.ctx.socket(zmq.PUSH)
+            sock.setsockopt(zmq.LINGER, 2000)
+            sock.setsockopt(zmq.SNDHWM, 10000)
+            sock.connect(address)
+            self.push[address] = sock
+        try:
+            sock.send(data, zmq.NOBLOCK)
+        except zmq.Again:
+            log.warning("dropping a message to %s: its queue is full (is it alive?)", address)
+
+    # --- main loop ---------------------------------------------------------
+
+    def serve(self) -> None:
+        self._hb_thread.start()
+        log.info(
+            "worker %d of node %s: triggers at %s, inbox at %s",
+            self.index,
+            self.node_id,
+            self.address,
+            self.inbox_address,
+        )
+        next_expire = time.monotonic() + 1.0
+        while self.running:
+            if self.pull.poll(100):
+                try:
+                    data = self.pull.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    continue
+                self.handle(data)
+            now = time.monotonic()
+            if now >= next_expire:
+                for call_id, fn in self.book.expire(now):
+                    log.warning("[%s] %s: dropped, an upstream result never came", call_id, fn)
+                next_expire = now + 1.0
+
+    def handle(self, data: bytes) -> None:
+        """Handle one message; never raises (a bad message is logged and dropped)."""
+        try:
+            msg = wire.parse_executor_message(data)
+            action = self.book.add(msg.trigger, time.monotonic())
+        except (WireError, InvalidTrigger) as exc:
+            log.warning("dropping a malformed message: %s", exc)
+            return
+        except Exception:
+            log.exception("dropping a message that could not be handled")
+            return
+        try:
+            if isinstance(action, Run):
+                self.run(action)
+            elif isinstance(action, Cancel):
+                self._cancel_downstream(action.schedule, action.function, action.error)
+        except Exception:  # a bug of ours must not kill the worker either
+            log.exception(
+                "[%s] internal error handling %s",
+                msg.trigger.schedule.id,
+                msg.trigger.target_function,
+            )
+
+    def get_function(self, name: str) -> LoadedFunction:
+        fn = self.functions.get(name)
+        if fn is None:
+            lattice = self.state.get([func_key(name)]).get(func_key(name))
+            if lattice is None:
+                raise FunctionNotFound(wire._Message(f"function {name!r} is not registered"))
+            body = serializer.from_bytes(lattice.reveal())
+            fn = load_function(name, body, self.lib)
+            self.functions[name] = fn
+        return fn
+
+    def run(self, action: Run) -> None:
+        sched, fn = action.schedule, action.function
+        try:
+            loaded = self.get_function(fn)
+            args = wire.decode_args(sched.arguments[fn]) if fn in sched.arguments else []
+            for upstream in action.upstream:
+                args.extend(wire.decode_args(upstream))
+            args = resolve_args(args, self.state, self.cfg.scheduler.call_timeout_s)
+        except FunctionNotFound as exc:
+            return self._fail(sched, fn, wire.error_message(pb.FUNC_NOT_FOUND, str(exc), fn))
+        except (InvalidArgument, SerializationError) as exc:
+            return self._fail(sched, fn, wire.error_message(pb.INVALID_ARGUMENT, str(exc), fn))
+        except CloudburstTimeoutError as exc:
+            return self._fail(sched, fn, wire.error_message(pb.TIMED_OUT, str(exc), fn))
+        except FunctionLoadError as exc:
+            return self._fail(sched, fn, wire.remote_error(exc, fn))
+        except Exception as exc:  # a class constructor raised
+            return self._fail(sched, fn, wire.remote_error(exc, fn))
+        self.busy = 1
+        try:
+            result = invoke(loaded, self.lib, args)
+        except (Exception, SystemExit) as exc:  # user code: never kills the worker
+            log.info("[%s] %s raised %s: %s", sched.id, fn, type(exc).__name__, exc)
+            return self._fail(sched, fn, wire.remote_error(exc, fn))
+        finally:
+            self.busy = 0
+            self.completed += 1
+        downs = downstreams(sched.dag, fn)
+        try:
+            if downs:
+                self._forward(sched, fn, downs, result)
+            else:
+                self._finish(sched, fn, result)
+        except SerializationError as exc:
+            self._fail(sched, fn, wire.remote_error(exc, fn, pb.INVALID_ARGUMENT))
+
+    def _forward(self, sched: pb.DagSchedule, fn: str, downs: list[str], result: Any) -> None:
+        msg = pb.ExecutorMessage()
+        trig = msg.trigger
+        trig.schedule.CopyFrom(forward_schedule(sched, [fn]))
+        trig.source = fn
+        wire.encode_args(wire.result_values(result), trig.arguments)
+        for down in downs:
+            trig.target_function = down
+            self._send(sched.locations[down], msg.SerializeToString())
+
+    def _finish(self, sched: pb.DagSchedule, fn: str, result: Any) -> None:
+        reply = pb.ClientMessage(response_id=sched.id)
+        res = reply.result
+        res.response_id = sched.id
+        res.executor = self.address
+        kind, body = serializer.dumps(result)
+        if sched.output_key:
+            try:
+                ok = self.state.put(sched.output_key, to_lattice(result))
+            except Exception as exc:
+                ok = False
+                log.error(
+                    "[%s] storing the result under %r failed: %s", sched.id, sched.output_key, exc
+                )
+            if ok is False:
+                return self._fail(
+                    sched,
+                    fn,
+                    wire.error_message(
+                        pb.INTERNAL_ERROR,
+                        f"could not store the result under {sched.output_key!r}",
+                        fn,
+                    ),
+                )
+        res.success = True
+        res.value.type = kind  # type: ignore[assignment]
+        res.value.body = body
+        if sched.response_address:
+            self._send(sched.response_address, reply.SerializeToString())
+
+    def _fail(self, sched: pb.DagSchedule, fn: str, err: pb.RemoteError) -> None:
+        if sched.response_address:
+            reply = pb.ClientMessage(response_id=sched.id)
+            reply.result.response_id = sched.id
+            reply.result.success = False
+            reply.result.executor = self.address
+            reply.result.error.CopyFrom(err)
+            self._send(sched.response_address, reply.SerializeToString())
+        self._cancel_downstream(sched, fn, err)
+
+    def _cancel_downstream(self, sched: pb.DagSchedule, fn: str, err: pb.RemoteError) -> None:
+        downs = downstreams(sched.dag, fn)
+        if not downs:
+            return
+        msg = pb.ExecutorMessage()
+        msg.trigger.schedule.CopyFrom(forward_schedule(sched, sched.dag.functions))
+        msg.trigger.source = fn
+        msg.trigger.error.CopyFrom(err)
+        for down in downs:
+            msg.trigger.target_function = down
+            self._send(sched.locations[down], msg.SerializeToString())
+
+    # --- heartbeats --------------------------------------------------------
+
+    def status(self) -> pb.ExecutorStatus:
+        st = pb.ExecutorStatus(
+            address=self.address,
+            node_id=self.node_id,
+            functions=list(self.functions),
+            busy=self.busy,
+            queue_length=len(self.book),
+            pid=os.getpid(),
+            inbox_address=self.inbox_address,
+            completed=self.completed,
+            leaving=self.leaving,
+        )
+        summary = getattr(self.state, "cached_key_sizes", None)
+        if callable(summary):
+            try:
+                sizes = summary()
+            except Exception:
+                log.exception("cache summary failed")
+            else:
+                if sizes is not None:
+                    st.has_cache_summary = True
+                    st.cached_key_sizes.update(sizes)
+        return st
+
+    def _heartbeat_loop(self) -> None:
+        cfg = self.cfg
+        period = cfg.executor.heartbeat_period_s
+        schedulers = {f"tcp://{cfg.ip}:{cfg.scheduler.port}"}
+        socks: dict[str, zmq.Socket[Any]] = {}
+        kvs: Any = None
+        next_discovery = 0.0
+        while True:
+            now = time.monotonic()
+            if now >= next_discovery:
+                next_discovery = now + 2.0
+                try:
+                    if kvs is None:
+                        kvs = make_kvs_client(cfg.ip, cfg.kvs.routing_port, ip=cfg.ip, timeout=1.0)
+                    schedulers |= scheduler_addresses(kvs)
+                except Exception as exc:
+                    log.debug("scheduler discovery failed: %s", exc)
+            req = pb.SchedulerRequest(request_id="", heartbeat=self.status())
+            data = req.SerializeToString()
+            for addr in schedulers:
+                sock = socks.get(addr)
+                if sock is None:
+                    sock = socks[addr] = self.ctx.socket(zmq.PUSH)
+                    sock.setsockopt(zmq.LINGER, 0)
+                    sock.setsockopt(zmq.SNDHWM, 4)
+                    sock.connect(addr)
+                try:
+                    sock.send(data, zmq.NOBLOCK)
+                except zmq.Again:
+                    pass
+            if self.leaving:
+                time.sleep(0.05)  # let the last heartbeat go out
+                return
+            time.sleep(period)
+
+    def stop(self, *_: Any) -> None:
+        self.running = False
+        self.leaving = True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m executor.worker")
+    parser.add_argument("--config")
+    parser.add_argument("--index", type=int, default=0)
+    parser.add_argument("--node-id", default="")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config)
+    logging.basicConfig(
+        level=cfg.log_level,
+        format=f"%(asctime)s executor[{args.index}] %(levelname)s %(name)s: %(message)s",
+    )
+    worker = Worker(cfg, args.index, args.node_id)
+    signal.signal(signal.SIGTERM, worker.stop)
+    signal.signal(signal.SIGINT, worker.stop)
+    worker.serve()
+    # Tell the schedulers right away instead of letting them wait for a timeout.
+    try:
+        st = worker.status()
+        st.leaving = True
+        for addr in {f"tcp://{cfg.ip}:{cfg.scheduler.port}"}:
+            worker._send(addr, pb.SchedulerRequest(heartbeat=st).SerializeToString())
+    except Exception:
+        pass
+    time.sleep(0.05)
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

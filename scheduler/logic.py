@@ -1,0 +1,244 @@
+"""Scheduler state machine: executor table, DAG validation and call planning.
+
+No sockets, no clock, no KVS: the shell (``scheduler/server.py``) passes ``now`` and the
+registered functions/DAGs in, and carries out the messages this module builds.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from cloudburst.shared.proto import cloudburst_pb2 as pb
+from scheduler.placement import ExecutorView, PlacementPolicy, place
+
+log = logging.getLogger(__name__)
+
+MAX_NAME = 512
+
+
+class PlanError(Exception):
+    """A request the scheduler refuses; carries the error code for the client."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def check_name(kind: str, name: str) -> None:
+    if not name or len(name) > MAX_NAME or any(ord(ch) < 32 for ch in name):
+        raise PlanError(pb.INVALID_ARGUMENT, f"invalid {kind} name {name!r}")
+
+
+def sources(dag: pb.Dag) -> list[str]:
+    """Functions with no incoming connection, in the DAG's function order."""
+    sinks = {link.sink for link in dag.connections}
+    return [fn for fn in dag.functions if fn not in sinks]
+
+
+def validate_dag(dag: pb.Dag, registered: Collection[str]) -> None:
+    """Raise :class:`PlanError` unless ``dag`` is a well-formed DAG over registered
+    functions: unique function names, links between its own functions, no cycle."""
+    check_name("DAG", dag.name)
+    if not dag.functions:
+        raise PlanError(pb.INVALID_ARGUMENT, f"DAG {dag.name!r} has no functions")
+    seen: set[str] = set()
+    for fn in dag.functions:
+        check_name("function", fn)
+        if fn in seen:
+            raise PlanError(pb.INVALID_ARGUMENT, f"DAG {dag.name!r} lists {fn!r} twice")
+        seen.add(fn)
+    missing = [fn for fn in dag.functions if fn not in registered]
+    if missing:
+        raise PlanError(
+            pb.FUNC_NOT_FOUND,
+            f"DAG {dag.name!r} names unregistered function(s) {missing}; register them first",
+        )
+    edges: dict[str, list[str]] = {fn: [] for fn in dag.functions}
+    pairs: set[tuple[str, str]] = set()
+    for link in dag.connections:
+        for end in (link.source, link.sink):
+            if end not in seen:
+                raise PlanError(
+                    pb.INVALID_ARGUMENT,
+                    f"DAG {dag.name!r}: connection {link.source!r} -> {link.sink!r} names "
+                    f"{end!r}, which is not one of its functions {list(dag.functions)}",
+                )
+        if (link.source, link.sink) in pairs:
+            raise PlanError(
+                pb.INVALID_ARGUMENT,
+                f"DAG {dag.name!r}: connection {link.source!r} -> {link.sink!r} given twice",
+            )
+        pairs.add((link.source, link.sink))
+        edges[link.source].append(link.sink)
+    # Cycle check: iterative DFS with colours.
+    colour: dict[str, int] = dict.fromkeys(dag.functions, 0)
+    for root in dag.functions:
+        if colour[root]:
+            continue
+        stack = [(root, iter(edges[root]))]
+        colour[root] = 1
+        while stack:
+            node, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                colour[node] = 2
+                stack.pop()
+            elif colour[child] == 1:
+                raise PlanError(
+                    pb.INVALID_ARGUMENT, f"DAG {dag.name!r} has a cycle through {child!r}"
+                )
+            elif colour[child] == 0:
+                colour[child] = 1
+                stack.append((child, iter(edges[child])))
+
+
+def build_dag(
+    name: str, functions: Iterable[str], connections: Iterable[tuple[str, str]]
+) -> pb.Dag:
+    dag = pb.Dag(name=name, functions=list(functions))
+    for src, dst in connections:
+        dag.connections.add(source=src, sink=dst)
+    return dag
+
+
+def reference_keys(arguments: Mapping[str, pb.Arguments]) -> dict[str, list[str]]:
+    """Per function, the KVS keys its arguments reference (for locality)."""
+    out: dict[str, list[str]] = {}
+    for fn, args in arguments.items():
+        keys = [a.reference.key for a in args.values if a.WhichOneof("kind") == "reference"]
+        if keys:
+            out[fn] = keys
+    return out
+
+
+@dataclass(frozen=True)
+class Send:
+    """An action: push ``message`` (an ExecutorMessage) to an executor."""
+
+    address: str
+    message: pb.ExecutorMessage
+
+
+@dataclass
+class SchedulerState:
+    """Executors known from heartbeats and the planning of calls."""
+
+    policy: PlacementPolicy = field(default_factory=PlacementPolicy)
+    executors: dict[str, ExecutorView] = field(default_factory=dict)
+    cache_summaries: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    # --- liveness ----------------------------------------------------------
+
+    def on_heartbeat(self, status: pb.ExecutorStatus, now: float) -> bool:
+        """Record a heartbeat; True if this executor is new (or came back)."""
+        if not status.address:
+            raise PlanError(pb.INVALID_ARGUMENT, "heartbeat without an address")
+        view = self.executors.get(status.address)
+        new = view is None or not view.alive(now, self.policy) or view.pid != status.pid
+        if view is None or view.pid != status.pid:
+            view = ExecutorView(status.address, status.node_id)
+            self.executors[status.address] = view
+        view.node_id = status.node_id
+        view.functions = frozenset(status.functions)
+        view.busy = status.busy
+        view.queue_length = status.queue_length
+        view.last_seen = now
+        view.pid = status.pid
+        view.inbox_address = status.inbox_address
+        view.leaving = status.leaving
+        if status.has_cache_summary:
+            self.cache_summaries[status.node_id] = dict(status.cached_key_sizes)
+        if new and not status.leaving:
+            log.info(
+                "executor %s (node %s, pid %d) is up", status.address, status.node_id, status.pid
+            )
+        return new
+
+    def expire(self, now: float) -> list[str]:
+        """Forget executors whose heartbeats stopped; returns their addresses."""
+        gone = [a for a, v in self.executors.items() if not v.alive(now, self.policy)]
+        for address in gone:
+            view = self.executors.pop(address)
+            log.warning(
+                "executor %s (node %s, pid %d) missed heartbeats: marked dead",
+                address,
+                view.node_id,
+                view.pid,
+            )
+        live_nodes = {v.node_id for v in self.executors.values()}
+        for node in list(self.cache_summaries):
+            if node not in live_nodes:
+                del self.cache_summaries[node]
+        return gone
+
+    def alive(self, now: float) -> list[ExecutorView]:
+        return [v for v in self.executors.values() if v.alive(now, self.policy)]
+
+    def is_alive(self, address: str, now: float) -> bool:
+        view = self.executors.get(address)
+        return view is not None and view.alive(now, self.policy)
+
+    # --- planning ----------------------------------------------------------
+
+    def plan(
+        self,
+        dag: pb.Dag,
+        arguments: Mapping[str, pb.Arguments],
+        now: float,
+        *,
+        request_id: str,
+        response_address: str,
+        output_key: str = "",
+        consistency: int = pb.NORMAL,
+        client_id: str = "",
+        exclude: Collection[str] = (),
+    ) -> tuple[pb.DagSchedule, list[Send]]:
+        """Place a call of ``dag``: the schedule and the triggers for its sources."""
+        unknown = [fn for fn in arguments if fn not in dag.functions]
+        if unknown:
+            raise PlanError(
+                pb.INVALID_ARGUMENT,
+                f"arguments given for {unknown}, which are not functions of DAG "
+                f"{dag.name!r} ({list(dag.functions)})",
+            )
+        locations = place(
+            self.executors,
+            dag.functions,
+            now,
+            self.policy,
+            exclude=exclude,
+            ref_keys=reference_keys(arguments),
+            cache_summaries=self.cache_summaries,
+        )
+        if locations is None:
+            raise PlanError(
+                pb.NO_RESOURCES,
+                "no live executor to run the call"
+                + (f" (excluding failed {sorted(exclude)})" if exclude else ""),
+            )
+        schedule = pb.DagSchedule(
+            id=request_id,
+            dag=dag,
+            locations=locations,
+            response_address=response_address,
+            output_key=output_key,
+            consistency=consistency,  # type: ignore[arg-type]
+            client_id=client_id,
+        )
+        for fn, args in arguments.items():
+            schedule.arguments[fn].CopyFrom(args)
+        return schedule, triggers_for_sources(schedule)
+
+
+def triggers_for_sources(schedule: pb.DagSchedule) -> list[Send]:
+    """The messages that start a planned call: one trigger per source function."""
+    out = []
+    for fn in sources(schedule.dag):
+        msg = pb.ExecutorMessage()
+        msg.trigger.schedule.CopyFrom(schedule)
+        msg.trigger.target_function = fn
+        out.append(Send(schedule.locations[fn], msg))
+    return out

@@ -1,0 +1,142 @@
+"""Placement policy: which executor runs a function. Pure logic (no sockets, no clock).
+
+The scheduler keeps one :class:`ExecutorView` per executor worker, fed by heartbeats,
+and asks :func:`choose` for each function of a call. Ranking, best first:
+
+1. alive and not excluded (dead or leaving executors are never chosen);
+2. not overloaded (load below ``PlacementPolicy.overload``) before overloaded;
+3. locality: the most bytes of the call's referenced keys in the executor's node
+   cache (per-node summaries ``node_id -> {key: bytes}``, fed by the cache);
+4. the lowest load (reported queue + busy + assignments made in the last
+   ``recent_window`` seconds, so a burst of calls spreads before the next heartbeat);
+5. executors that already hold the function (no cold load);
+6. the least recently assigned (round robin among equals).
+
+>>> views = {"a": ExecutorView("a", "n1", last_seen=0.0)}
+>>> choose(views.values(), "f", now=0.1).address
+'a'
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class PlacementPolicy:
+    """Tunables of :func:`choose`."""
+
+    heartbeat_timeout: float = 3.0
+    overload: int = 4
+    recent_window: float = 0.05
+
+
+@dataclass
+class ExecutorView:
+    """What the scheduler knows about one executor worker."""
+
+    address: str
+    node_id: str
+    functions: frozenset[str] = frozenset()
+    busy: int = 0
+    queue_length: int = 0
+    last_seen: float = 0.0
+    pid: int = 0
+    inbox_address: str = ""
+    leaving: bool = False
+    last_assigned: float = float("-inf")
+    recent: deque[float] = field(default_factory=deque)
+
+    def alive(self, now: float, policy: PlacementPolicy) -> bool:
+        return not self.leaving and now - self.last_seen <= policy.heartbeat_timeout
+
+    def load(self, now: float, policy: PlacementPolicy) -> int:
+        horizon = now - policy.recent_window
+        while self.recent and self.recent[0] < horizon:
+            self.recent.popleft()
+        return self.busy + self.queue_length + len(self.recent)
+
+    def assign(self, function: str, now: float) -> None:
+        """Record that a call was placed here (counts as load for a short window)."""
+        self.recent.append(now)
+        self.last_assigned = now
+
+
+def locality_bytes(
+    node_id: str,
+    ref_keys: Collection[str],
+    cache_summaries: Mapping[str, Mapping[str, int]],
+) -> int:
+    """Bytes of ``ref_keys`` the node's cache holds, per its last summary."""
+    if not ref_keys:
+        return 0
+    summary = cache_summaries.get(node_id)
+    if not summary:
+        return 0
+    return sum(summary.get(key, 0) for key in ref_keys)
+
+
+def choose(
+    executors: Iterable[ExecutorView],
+    function: str,
+    now: float,
+    policy: PlacementPolicy = PlacementPolicy(),
+    *,
+    exclude: Collection[str] = (),
+    ref_keys: Collection[str] = (),
+    cache_summaries: Mapping[str, Mapping[str, int]] | None = None,
+) -> ExecutorView | None:
+    """The best executor for ``function`` (see the module docstring), or ``None`` when
+    no executor is alive. Does not record the assignment (see :meth:`ExecutorView.assign`)."""
+    summaries = cache_summaries or {}
+    best: ExecutorView | None = None
+    best_key: tuple[int, int, int, int, float] | None = None
+    for ex in executors:
+        if ex.address in exclude or not ex.alive(now, policy):
+            continue
+        load = ex.load(now, policy)
+        overloaded = load >= policy.overload
+        local = 0 if overloaded else locality_bytes(ex.node_id, ref_keys, summaries)
+        key = (
+            int(overloaded),
+            -local,
+            load,
+            0 if function in ex.functions else 1,
+            ex.last_assigned,
+        )
+        if best_key is None or key < best_key:
+            best, best_key = ex, key
+    return best
+
+
+def place(
+    executors: Mapping[str, ExecutorView],
+    functions: Iterable[str],
+    now: float,
+    policy: PlacementPolicy = PlacementPolicy(),
+    *,
+    exclude: Collection[str] = (),
+    ref_keys: Mapping[str, Collection[str]] | None = None,
+    cache_summaries: Mapping[str, Mapping[str, int]] | None = None,
+) -> dict[str, str] | None:
+    """Place every function of a call: ``function -> executor address``, recording each
+    assignment so the functions of one DAG spread; ``None`` if no executor is alive."""
+    refs = ref_keys or {}
+    out: dict[str, str] = {}
+    for fn in functions:
+        ex = choose(
+            executors.values(),
+            fn,
+            now,
+            policy,
+            exclude=exclude,
+            ref_keys=refs.get(fn, ()),
+            cache_summaries=cache_summaries,
+        )
+        if ex is None:
+            return None
+        ex.assign(fn, now)
+        out[fn] = ex.address
+    return out

@@ -1,0 +1,185 @@
+"""Functions and DAGs, stored in the KVS so several schedulers share them.
+
+KVS layout (every scheduler and executor agrees on it):
+
+* ``funcs/<name>``          LWW: ``to_bytes(cloudpickled body)`` (executors load it);
+* ``cloudburst/funcs``      SET: ``to_bytes(name)`` of every registered function;
+* ``dags/<name>``           LWW: ``to_bytes(serialized Dag)``, or ``to_bytes(b"")`` once
+                            deleted (a tombstone: LWW keys cannot be removed);
+* ``cloudburst/schedulers`` SET: ``to_bytes("tcp://ip:port")`` of every scheduler
+                            (executors heartbeat to all of them).
+
+The registry caches what it read; :meth:`Registry.refresh_dags` re-reads the cached
+DAGs so a deletion made through another scheduler is seen within one refresh period.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+from cloudburst.shared import serializer
+from cloudburst.shared.proto import cloudburst_pb2 as pb
+from lattices import Lattice, LWWPairLattice, SetLattice, make_timestamp
+
+log = logging.getLogger(__name__)
+
+FUNCS_INDEX = "cloudburst/funcs"
+SCHEDULERS_KEY = "cloudburst/schedulers"
+
+
+def func_key(name: str) -> str:
+    return f"funcs/{name}"
+
+
+def dag_key(name: str) -> str:
+    return f"dags/{name}"
+
+
+class Store(Protocol):
+    def get(self, keys: list[str]) -> dict[str, Lattice[Any] | None]: ...
+
+    def put(self, key: str, lattice: Lattice[Any]) -> Any: ...
+
+
+class StoreError(Exception):
+    """The KVS did not accept or answer a request."""
+
+
+def _lww(data: bytes) -> LWWPairLattice:
+    return LWWPairLattice(make_timestamp(), serializer.to_bytes(data))
+
+
+def _lww_bytes(lattice: Lattice[Any] | None) -> bytes | None:
+    if not isinstance(lattice, LWWPairLattice):
+        return None
+    value = serializer.from_bytes(lattice.value)
+    return value if isinstance(value, bytes) else None
+
+
+def _set_strings(lattice: Lattice[Any] | None) -> set[str]:
+    if not isinstance(lattice, SetLattice):
+        return set()
+    out = set()
+    for item in lattice.reveal():
+        try:
+            name = serializer.from_bytes(item)
+        except Exception:  # not ours: ignore
+            continue
+        if isinstance(name, str):
+            out.add(name)
+    return out
+
+
+class Registry:
+    """Function and DAG registrations backed by a KVS store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.functions: set[str] = set()
+        self.dags: dict[str, pb.Dag] = {}
+
+    def _get(self, keys: list[str]) -> dict[str, Lattice[Any] | None]:
+        try:
+            return self.store.get(keys)
+        except Exception as exc:
+            raise StoreError(f"the KVS did not answer a GET of {keys}: {exc}") from exc
+
+    def _put(self, key: str, lattice: Lattice[Any]) -> None:
+        try:
+            ok = self.store.put(key, lattice)
+        except Exception as exc:
+            raise StoreError(f"the KVS did not answer a PUT of {key!r}: {exc}") from exc
+        if ok is False:
+            raise StoreError(f"the KVS refused a PUT of {key!r}")
+
+    # --- functions ---------------------------------------------------------
+
+    def register_function(self, name: str, body: bytes) -> None:
+        self._put(func_key(name), _lww(body))
+        self._put(FUNCS_INDEX, SetLattice([serializer.to_bytes(name)]))
+        self.functions.add(name)
+
+    def function_names(self) -> set[str]:
+        """Every registered function (reads the shared index)."""
+        names = _set_strings(self._get([FUNCS_INDEX]).get(FUNCS_INDEX))
+        self.functions |= names
+        return set(self.functions)
+
+    def has_functions(self, names: list[str]) -> set[str]:
+        """Which of ``names`` are registered (the cache first, then the KVS)."""
+        found = {n for n in names if n in self.functions}
+        missing = [n for n in names if n not in found]
+        if missing:
+            got = self._get([func_key(n) for n in missing])
+            for n in missing:
+                if got.get(func_key(n)) is not None:
+                    self.functions.add(n)
+                    found.add(n)
+        return found
+
+    # --- DAGs --------------------------------------------------------------
+
+    def get_dag(self, name: str) -> pb.Dag | None:
+        dag = self.dags.get(name)
+        if dag is not None:
+            return dag
+        dag = self._read_dag(name)
+        if dag is not None:
+            self.dags[name] = dag
+        return dag
+
+    def _read_dag(self, name: str) -> pb.Dag | None:
+        data = _lww_bytes(self._get([dag_key(name)]).get(dag_key(name)))
+        if not data:
+            return None
+        dag = pb.Dag()
+        try:
+            dag.ParseFromString(data)
+        except Exception:
+            log.error("stored DAG %r is corrupt; treating it as absent", name)
+            return None
+        return dag
+
+    def dag_exists(self, name: str) -> bool:
+        """Whether ``name`` is registered (always asks the KVS: another scheduler may
+        have registered it)."""
+        dag = self._read_dag(name)
+        if dag is None:
+            self.dags.pop(name, None)
+            return False
+        self.dags[name] = dag
+        return True
+
+    def register_dag(self, dag: pb.Dag) -> None:
+        self._put(dag_key(dag.name), _lww(dag.SerializeToString()))
+        self.dags[dag.name] = dag
+
+    def delete_dag(self, name: str) -> None:
+        self._put(dag_key(name), _lww(b""))
+        self.dags.pop(name, None)
+
+    def refresh_dags(self) -> None:
+        """Drop cached DAGs deleted or replaced through another scheduler."""
+        if not self.dags:
+            return
+        names = list(self.dags)
+        got = self._get([dag_key(n) for n in names])
+        for n in names:
+            data = _lww_bytes(got.get(dag_key(n)))
+            if not data:
+                self.dags.pop(n, None)
+            elif data != self.dags[n].SerializeToString():
+                dag = pb.Dag()
+                dag.ParseFromString(data)
+                self.dags[n] = dag
+
+    # --- schedulers --------------------------------------------------------
+
+    def announce_scheduler(self, address: str) -> None:
+        self._put(SCHEDULERS_KEY, SetLattice([serializer.to_bytes(address)]))
+
+
+def scheduler_addresses(store: Store) -> set[str]:
+    """Every scheduler that announced itself in the KVS."""
+    return _set_strings(store.get([SCHEDULERS_KEY]).get(SCHEDULERS_KEY))

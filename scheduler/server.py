@@ -1,0 +1,328 @@
+"""The scheduler process: ``python -m scheduler.server --config <yaml> [--port P]``.
+
+Listens (PULL) on ``tcp://cfg.ip:cfg.scheduler.port`` (default 5000) for
+``SchedulerRequest`` envelopes from clients (registrations, calls, status queries)
+and heartbeats from executor workers, and answers each request with a
+``ClientMessage`` pushed to the request's ``response_address``. Functions and DAGs
+live in the KVS (``scheduler/registry.py``), so several schedulers can run side by
+side; each announces itself under ``cloudburst/schedulers`` and executors heartbeat
+to every scheduler they find there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from typing import Any
+
+import zmq
+
+from cloudburst.shared import wire
+from cloudburst.shared.config import Config, load_config, replace
+from cloudburst.shared.errors import WireError
+from cloudburst.shared.kvs import make_kvs_client
+from cloudburst.shared.proto import cloudburst_pb2 as pb
+from scheduler.logic import PlanError, SchedulerState, check_name
+from scheduler.placement import PlacementPolicy
+from scheduler.registry import Registry, StoreError
+
+log = logging.getLogger(__name__)
+
+
+class _LazyKvs:
+    """Creates the KVS client on first use (the KVS may start after us)."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.client: Any = None
+
+    def _get_client(self) -> Any:
+        if self.client is None:
+            self.client = make_kvs_client(
+                self.cfg.ip,
+                self.cfg.kvs.routing_port,
+                ip=self.cfg.ip,
+                timeout=min(self.cfg.kvs.request_timeout_s, 2.0),
+            )
+        return self.client
+
+    def get(self, keys: list[str]) -> Any:
+        return self._get_client().get(keys)
+
+    def put(self, key: str, lattice: Any) -> Any:
+        return self._get_client().put(key, lattice)
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+
+
+class SchedulerServer:
+    """The shell: one PULL socket, a poll loop, PUSH sockets to clients/executors."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.ctx: zmq.Context[Any] = zmq.Context()
+        self.pull = self.ctx.socket(zmq.PULL)
+        self.pull.setsockopt(zmq.LINGER, 0)
+        self.pull.bind(f"tcp://{cfg.ip}:{cfg.scheduler.port}")
+        self.address = f"tcp://{cfg.ip}:{cfg.scheduler.port}"
+        self.kvs = _LazyKvs(cfg)
+        self.registry = Registry(self.kvs)
+        self.state = SchedulerState(
+            PlacementPolicy(heartbeat_timeout=cfg.scheduler.heartbeat_timeout_s)
+        )
+        self.push: dict[str, zmq.Socket[Any]] = {}
+        self.running = True
+        self.announced_at = float("-inf")
+
+    def send(self, address: str, data: bytes) -> None:
+        sock = self.push.get(address)
+        if sock is None:
+            if len(self.push) > 4096:  # many short-lived clients: forget the oldest
+                old = next(iter(self.push))
+                self.push.pop(old).close(linger=0)
+            sock = self.ctx.socket(zmq.PUSH)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.SNDHWM, 10000)
+            sock.connect(address)
+            self.push[address] = sock
+        try:
+            sock.send(data, zmq.NOBLOCK)
+        except zmq.Again:
+            log.warning("dropping a message to %s: its queue is full", address)
+
+    def serve(self) -> None:
+        log.info(
+            "scheduler listening on %s (KVS routing at %s:%d)",
+            self.address,
+            self.cfg.ip,
+            self.cfg.kvs.routing_port,
+        )
+        next_expire = next_refresh = 0.0
+        while self.running:
+            if self.pull.poll(100):
+                while True:
+                    try:
+                        data = self.pull.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self.handle(data)
+            now = time.monotonic()
+            if now >= next_expire:
+                self.state.expire(now)
+                next_expire = now + 0.2
+            if now >= next_refresh:
+                next_refresh = now + 1.0
+                self._housekeeping(now)
+
+    def _housekeeping(self, now: float) -> None:
+        try:
+            if now - self.announced_at > 10.0:
+                self.registry.announce_scheduler(self.address)
+                self.announced_at = now
+            self.registry.refresh_dags()
+        except StoreError as exc:
+            log.debug("KVS not reachable yet: %s", exc)
+
+    # --- requests ----------------------------------------------------------
+
+    def handle(self, data: bytes) -> None:
+        """Handle one request; never raises (malformed input is logged and dropped)."""
+        try:
+            req = wire.parse_scheduler_request(data)
+        except WireError as exc:
+            log.warning("dropping a malformed request: %s", exc)
+            return
+        kind = req.WhichOneof("kind")
+        if kind == "heartbeat":
+            try:
+                self.state.on_heartbeat(req.heartbeat, time.monotonic())
+            except PlanError as exc:
+                log.warning("bad heartbeat: %s", exc)
+            return
+        reply = pb.ClientMessage(response_id=req.request_id)
+        try:
+            handler = getattr(self, f"_on_{kind}")
+            handler(req, reply)
+        except PlanError as exc:
+            self._error(reply, exc.code, exc.message)
+        except StoreError as exc:
+            self._error(reply, pb.INTERNAL_ERROR, f"the KVS is not available: {exc}")
+        except Exception as exc:
+            log.exception("internal error handling %s", kind)
+            self._error(reply, pb.INTERNAL_ERROR, f"scheduler internal error: {exc!r}")
+        if req.response_address:
+            self.send(req.response_address, reply.SerializeToString())
+
+    @staticmethod
+    def _error(reply: pb.ClientMessage, code: int, message: str) -> None:
+        reply.ClearField("kind")
+        reply.response.success = False
+        reply.response.error = code  # type: ignore[assignment]
+        reply.response.message = message
+        reply.response.response_id = reply.response_id
+
+    @staticmethod
+    def _ok(reply: pb.ClientMessage) -> pb.GenericResponse:
+        reply.response.success = True
+        reply.response.response_id = reply.response_id
+        return reply.response
+
+    def _on_register_function(self, req: pb.SchedulerRequest, reply: pb.ClientMessage) -> None:
+        fn = req.register_function
+        check_name("function", fn.name)
+        if not fn.body:
+            raise PlanError(pb.INVALID_ARGUMENT, f"function {fn.name!r} has an empty body")
+        self.registry.register_function(fn.name, fn.body)
+        log.info("registered function %r", fn.name)
+        self._ok(reply)
+
+    def _on_get_function(self, req: pb.SchedulerRequest, reply: pb.ClientMessage) -> None:
+        name = req.get_function
+        if name not in self.registry.has_functions([name]):
+            raise PlanError(pb.FUNC_NOT_FOUND, f"function {name!r} is not registered")
+        self._ok(reply)
+
+    def _on_list_functions(self, req: pb.SchedulerRequest, reply: pb.ClientMessage) -> None:
+        prefix = req.list_functions
+        names = sorted(n for n in self.registry.function_names() if n.startswith(prefix))
+        self._ok(reply).names.extend(names)
+
+    def _on_register_dag(self, req: pb.SchedulerRequest, reply: pb.ClientMessage) -> None:
+        from scheduler.logic import validate_dag
+
+        dag = req.register_dag
+        check_name("DAG", dag.name)
+        if self.registry.dag_exists(dag.name):
+            raise PlanError(pb.DAG_ALREADY_EXISTS, f"a DAG named {dag.name!r} already exists")
+        registered = self.registry.has_functions(list(dag.functions))
+        validate_dag(dag, registered)
+        self.registry.register_dag(dag)
+        log.info("registered DAG %r: %s", dag.name, list(dag.functions))
+        self._ok(reply)
+
+    def _on_delete_dag(self, req: pb.SchedulerRequest, reply: pb.ClientMessage) -> None:
+        name = req.delete_dag
+        if not self.registry.dag_exists(name):
+            raise PlanError(pb.NO_SUCH_DAG, f"no DAG named {name!r}")
+        self.registry.delete_dag(name)
+        log.info("deleted DAG %r", name)
+        self._ok(reply)
+
+    def _start(
+        self,
+        req: pb.SchedulerRequest,
+        reply: pb.ClientMessage,
+        dag: pb.Dag,
+        arguments: Any,
+        output_key: str,
+        consistency: int,
+        client_id: str,
+        exclude: Any,
+    ) -> None:
+        schedule, sends = self.state.plan(
+            dag,
+            arguments,
+            time.monotonic(),
+            request_id=req.request_id,
+            response_address=req.response_address,
+            output_key=output_key,
+            consistency=consistency,
+            client_id=client_id,
+            exclude=set(exclude),
+        )
+        for send in sends:
+            self.send(send.address, send.message.SerializeToString())
+        ack = self._ok(reply)
+        ack.schedule.CopyFrom(schedule)
+        ack.schedule.ClearField("arguments")
+
+    def _on_call(self, req: pb.SchedulerRequest, reply: pb.ClientMessage) -> None:
+        call = req.call
+        check_name("function", call.name)
+        if call.name not in self.registry.has_functions([call.name]):
+            raise PlanError(pb.FUNC_NOT_FOUND, f"function {call.name!r} is not registered")
+        dag = pb.Dag(name=call.name, functions=[call.name])
+        self._start(
+            req,
+            reply,
+            dag,
+            {call.name: call.arguments},
+            call.response_key,
+            call.consistency,
+            "",
+            call.exclude,
+        )
+
+    def _on_dag_call(self, req: pb.SchedulerRequest, reply: pb.ClientMessage) -> None:
+        call = req.dag_call
+        dag = self.registry.get_dag(call.name)
+        if dag is None:
+            raise PlanError(pb.NO_SUCH_DAG, f"no DAG named {call.name!r}")
+        self._start(
+            req,
+            reply,
+            dag,
+            call.function_args,
+            call.output_key,
+            call.consistency,
+            call.client_id,
+            call.exclude,
+        )
+
+    def _on_status(self, req: pb.SchedulerRequest, reply: pb.ClientMessage) -> None:
+        now = time.monotonic()
+        st = reply.status
+        for view in self.state.alive(now):
+            st.executors.add(
+                address=view.address,
+                node_id=view.node_id,
+                alive=True,
+                functions=sorted(view.functions),
+                pid=view.pid,
+                load=view.load(now, self.state.policy),
+            )
+        st.kvs_address = f"{self.cfg.ip}:{self.cfg.kvs.routing_port}"
+        st.scheduler_address = self.address
+        st.dead.extend(a for a in req.status.addresses if not self.state.is_alive(a, now))
+        st.functions = len(self.registry.functions)
+        st.dags = len(self.registry.dags)
+
+    def stop(self, *_: Any) -> None:
+        self.running = False
+
+    def close(self) -> None:
+        for sock in self.push.values():
+            sock.close(linger=0)
+        self.pull.close(linger=0)
+        self.kvs.close()
+        self.ctx.term()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scheduler.server")
+    parser.add_argument("--config", help="YAML config file (defaults + env overrides apply)")
+    parser.add_argument("--port", type=int, help="listen port (default cfg.scheduler.port)")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config)
+    if args.port:
+        cfg = replace(cfg, scheduler={"port": args.port})
+    logging.basicConfig(
+        level=cfg.log_level, format="%(asctime)s scheduler %(levelname)s %(name)s: %(message)s"
+    )
+    server = SchedulerServer(cfg)
+    signal.signal(signal.SIGTERM, server.stop)
+    signal.signal(signal.SIGINT, server.stop)
+    try:
+        server.serve()
+    finally:
+        server.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
