@@ -36,7 +36,7 @@ class HashRing(Generic[N]):
     def __init__(
         self,
         members: Iterable[N],
-        virtual_nodes: int = 128,
+        virtual_nodes: int = 1024,
         salt: bytes = GLOBAL_SALT,
         name: dict[N, str] | None = None,
     ) -> None:

@@ -109,7 +109,7 @@ class Placement:
     def __init__(
         self,
         membership: pb.Membership,
-        virtual_nodes: int = 128,
+        virtual_nodes: int = 1024,
         default_global: int = 1,
         default_local: int = 1,
     ) -> None:

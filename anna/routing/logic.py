@@ -36,7 +36,7 @@ class RoutingState:
     own_address: str
     own_node: pb.StorageNode | None
     failure_timeout_s: float = 3.0
-    virtual_nodes: int = 128
+    virtual_nodes: int = 1024
     default_global: int = 1
     default_local: int = 1
     seeds: list[str] = field(default_factory=list)

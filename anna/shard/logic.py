@@ -87,7 +87,7 @@ class ShardState:
     node_id: str
     index: int
     membership: pb.Membership
-    virtual_nodes: int = 128
+    virtual_nodes: int = 1024
     default_global: int = 1
     default_local: int = 1
     store: dict[str, Entry] = field(default_factory=dict)
