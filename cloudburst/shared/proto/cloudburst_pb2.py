@@ -4,94 +4,97 @@
 # source: cloudburst.proto
 # Protobuf Python Version: 7.35.1
 """Generated protocol buffer code."""
-
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pool as _descriptor_pool
 from google.protobuf import runtime_version as _runtime_version
 from google.protobuf import symbol_database as _symbol_database
 from google.protobuf.internal import builder as _builder
-
 _runtime_version.ValidateProtobufRuntimeVersion(
-    _runtime_version.Domain.PUBLIC, 7, 35, 1, "", "cloudburst.proto"
+    _runtime_version.Domain.PUBLIC,
+    7,
+    35,
+    1,
+    '',
+    'cloudburst.proto'
 )
 # @@protoc_insertion_point(imports)
 
 _sym_db = _symbol_database.Default()
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(
-    b'\n\x10\x63loudburst.proto\x12\ncloudburst"?\n\x05Value\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12(\n\x04type\x18\x02 \x01(\x0e\x32\x1a.cloudburst.SerializerType";\n\tReference\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65serialize\x18\x02 \x01(\x08\x12\x0c\n\x04wait\x18\x03 \x01(\x08"b\n\x08\x41rgument\x12"\n\x05value\x18\x01 \x01(\x0b\x32\x11.cloudburst.ValueH\x00\x12*\n\treference\x18\x02 \x01(\x0b\x32\x15.cloudburst.ReferenceH\x00\x42\x06\n\x04kind"1\n\tArguments\x12$\n\x06values\x18\x01 \x03(\x0b\x32\x14.cloudburst.Argument"\x92\x01\n\x0bRemoteError\x12*\n\x05\x65rror\x18\x01 \x01(\x0e\x32\x1b.cloudburst.CloudburstError\x12\x10\n\x08\x65xc_type\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\ttraceback\x18\x04 \x01(\t\x12\x0f\n\x07pickled\x18\x05 \x01(\x0c\x12\x10\n\x08\x66unction\x18\x06 \x01(\t"&\n\x08\x46unction\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x62ody\x18\x02 \x01(\x0c"\x1d\n\x0c\x46unctionList\x12\r\n\x05names\x18\x01 \x03(\t"w\n\x03\x44\x61g\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tfunctions\x18\x02 \x03(\t\x12)\n\x0b\x63onnections\x18\x03 \x03(\x0b\x32\x14.cloudburst.Dag.Link\x1a$\n\x04Link\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0c\n\x04sink\x18\x02 \x01(\t"\x9f\x01\n\x0c\x46unctionCall\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\targuments\x18\x03 \x01(\x0b\x32\x15.cloudburst.Arguments\x12\x14\n\x0cresponse_key\x18\x04 \x01(\t\x12\x30\n\x0b\x63onsistency\x18\x06 \x01(\x0e\x32\x1b.cloudburst.ConsistencyType\x12\x0f\n\x07\x65xclude\x18\x07 \x03(\t"\x8b\x02\n\x07\x44\x61gCall\x12\x0c\n\x04name\x18\x01 \x01(\t\x12<\n\rfunction_args\x18\x02 \x03(\x0b\x32%.cloudburst.DagCall.FunctionArgsEntry\x12\x30\n\x0b\x63onsistency\x18\x03 \x01(\x0e\x32\x1b.cloudburst.ConsistencyType\x12\x12\n\noutput_key\x18\x05 \x01(\t\x12\x11\n\tclient_id\x18\x06 \x01(\t\x12\x0f\n\x07\x65xclude\x18\x08 \x03(\t\x1aJ\n\x11\x46unctionArgsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12$\n\x05value\x18\x02 \x01(\x0b\x32\x15.cloudburst.Arguments:\x02\x38\x01"\xb1\x03\n\x0b\x44\x61gSchedule\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1c\n\x03\x64\x61g\x18\x02 \x01(\x0b\x32\x0f.cloudburst.Dag\x12\x39\n\tlocations\x18\x03 \x03(\x0b\x32&.cloudburst.DagSchedule.LocationsEntry\x12\x39\n\targuments\x18\x04 \x03(\x0b\x32&.cloudburst.DagSchedule.ArgumentsEntry\x12\x18\n\x10response_address\x18\x05 \x01(\t\x12\x12\n\noutput_key\x18\x06 \x01(\t\x12\x30\n\x0b\x63onsistency\x18\x07 \x01(\x0e\x32\x1b.cloudburst.ConsistencyType\x12\x11\n\tclient_id\x18\x08 \x01(\t\x12\x14\n\x0creply_stored\x18\t \x01(\x08\x1a\x30\n\x0eLocationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1aG\n\x0e\x41rgumentsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12$\n\x05value\x18\x02 \x01(\x0b\x32\x15.cloudburst.Arguments:\x02\x38\x01"\xb2\x01\n\nDagTrigger\x12)\n\x08schedule\x18\x01 \x01(\x0b\x32\x17.cloudburst.DagSchedule\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x17\n\x0ftarget_function\x18\x03 \x01(\t\x12(\n\targuments\x18\x04 \x01(\x0b\x32\x15.cloudburst.Arguments\x12&\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x17.cloudburst.RemoteError"\xcd\x02\n\x0e\x45xecutorStatus\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x11\n\tfunctions\x18\x03 \x03(\t\x12\x0c\n\x04\x62usy\x18\x04 \x01(\r\x12\x14\n\x0cqueue_length\x18\x05 \x01(\r\x12H\n\x10\x63\x61\x63hed_key_sizes\x18\x06 \x03(\x0b\x32..cloudburst.ExecutorStatus.CachedKeySizesEntry\x12\x19\n\x11has_cache_summary\x18\x07 \x01(\x08\x12\x0b\n\x03pid\x18\x08 \x01(\r\x12\x15\n\rinbox_address\x18\t \x01(\t\x12\x11\n\tcompleted\x18\n \x01(\x04\x12\x0f\n\x07leaving\x18\x0b \x01(\x08\x1a\x35\n\x13\x43\x61\x63hedKeySizesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01" \n\x0bStatusQuery\x12\x11\n\taddresses\x18\x01 \x03(\t"m\n\x0c\x45xecutorInfo\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\r\n\x05\x61live\x18\x03 \x01(\x08\x12\x11\n\tfunctions\x18\x04 \x03(\t\x12\x0b\n\x03pid\x18\x05 \x01(\r\x12\x0c\n\x04load\x18\x06 \x01(\r"\x9b\x01\n\rClusterStatus\x12+\n\texecutors\x18\x01 \x03(\x0b\x32\x18.cloudburst.ExecutorInfo\x12\x13\n\x0bkvs_address\x18\x02 \x01(\t\x12\x19\n\x11scheduler_address\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x65\x61\x64\x18\x04 \x03(\t\x12\x11\n\tfunctions\x18\x05 \x01(\r\x12\x0c\n\x04\x64\x61gs\x18\x06 \x01(\r"\x9b\x03\n\x10SchedulerRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x18\n\x10response_address\x18\x02 \x01(\t\x12\x31\n\x11register_function\x18\n \x01(\x0b\x32\x14.cloudburst.FunctionH\x00\x12\x16\n\x0cget_function\x18\x0b \x01(\tH\x00\x12\x18\n\x0elist_functions\x18\x0c \x01(\tH\x00\x12\'\n\x0cregister_dag\x18\r \x01(\x0b\x32\x0f.cloudburst.DagH\x00\x12\x14\n\ndelete_dag\x18\x0e \x01(\tH\x00\x12(\n\x04\x63\x61ll\x18\x0f \x01(\x0b\x32\x18.cloudburst.FunctionCallH\x00\x12\'\n\x08\x64\x61g_call\x18\x10 \x01(\x0b\x32\x13.cloudburst.DagCallH\x00\x12)\n\x06status\x18\x11 \x01(\x0b\x32\x17.cloudburst.StatusQueryH\x00\x12/\n\theartbeat\x18\x12 \x01(\x0b\x32\x1a.cloudburst.ExecutorStatusH\x00\x42\x06\n\x04kind"\xbf\x01\n\x0fGenericResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12*\n\x05\x65rror\x18\x02 \x01(\x0e\x32\x1b.cloudburst.CloudburstError\x12\x13\n\x0bresponse_id\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\x12)\n\x08schedule\x18\x06 \x01(\x0b\x32\x17.cloudburst.DagSchedule\x12\r\n\x05names\x18\x07 \x03(\t"\x8e\x01\n\nCallResult\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12\x0f\n\x07success\x18\x02 \x01(\x08\x12 \n\x05value\x18\x03 \x01(\x0b\x32\x11.cloudburst.Value\x12&\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x17.cloudburst.RemoteError\x12\x10\n\x08\x65xecutor\x18\x05 \x01(\t"\xb4\x01\n\rClientMessage\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12/\n\x08response\x18\x02 \x01(\x0b\x32\x1b.cloudburst.GenericResponseH\x00\x12(\n\x06result\x18\x03 \x01(\x0b\x32\x16.cloudburst.CallResultH\x00\x12+\n\x06status\x18\x04 \x01(\x0b\x32\x19.cloudburst.ClusterStatusH\x00\x42\x06\n\x04kind"D\n\x0f\x45xecutorMessage\x12)\n\x07trigger\x18\x01 \x01(\x0b\x32\x16.cloudburst.DagTriggerH\x00\x42\x06\n\x04kind*\xe1\x01\n\x0f\x43loudburstError\x12\x0c\n\x08NO_ERROR\x10\x00\x12\x12\n\x0e\x46UNC_NOT_FOUND\x10\x01\x12\x0e\n\nNOT_PINNED\x10\x02\x12\x13\n\x0f\x45XECUTION_ERROR\x10\x03\x12\x0f\n\x0bNO_SUCH_DAG\x10\x04\x12\x10\n\x0cNO_RESOURCES\x10\x05\x12\x16\n\x12\x44\x41G_ALREADY_EXISTS\x10\x06\x12\x14\n\x10INVALID_ARGUMENT\x10\x07\x12\x13\n\x0f\x45XECUTOR_FAILED\x10\x08\x12\r\n\tTIMED_OUT\x10\t\x12\x12\n\x0eINTERNAL_ERROR\x10\n*4\n\x0f\x43onsistencyType\x12\n\n\x06NORMAL\x10\x00\x12\n\n\x06SINGLE\x10\x01\x12\t\n\x05MULTI\x10\x02*?\n\x0eSerializerType\x12\x0b\n\x07\x44\x45\x46\x41ULT\x10\x00\x12\n\n\x06STRING\x10\x01\x12\t\n\x05NUMPY\x10\x02\x12\t\n\x05\x42YTES\x10\x03\x62\x06proto3'
-)
+
+
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10\x63loudburst.proto\x12\ncloudburst\"?\n\x05Value\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12(\n\x04type\x18\x02 \x01(\x0e\x32\x1a.cloudburst.SerializerType\";\n\tReference\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65serialize\x18\x02 \x01(\x08\x12\x0c\n\x04wait\x18\x03 \x01(\x08\"b\n\x08\x41rgument\x12\"\n\x05value\x18\x01 \x01(\x0b\x32\x11.cloudburst.ValueH\x00\x12*\n\treference\x18\x02 \x01(\x0b\x32\x15.cloudburst.ReferenceH\x00\x42\x06\n\x04kind\"1\n\tArguments\x12$\n\x06values\x18\x01 \x03(\x0b\x32\x14.cloudburst.Argument\"\x92\x01\n\x0bRemoteError\x12*\n\x05\x65rror\x18\x01 \x01(\x0e\x32\x1b.cloudburst.CloudburstError\x12\x10\n\x08\x65xc_type\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\ttraceback\x18\x04 \x01(\t\x12\x0f\n\x07pickled\x18\x05 \x01(\x0c\x12\x10\n\x08\x66unction\x18\x06 \x01(\t\"&\n\x08\x46unction\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x62ody\x18\x02 \x01(\x0c\"\x1d\n\x0c\x46unctionList\x12\r\n\x05names\x18\x01 \x03(\t\"w\n\x03\x44\x61g\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tfunctions\x18\x02 \x03(\t\x12)\n\x0b\x63onnections\x18\x03 \x03(\x0b\x32\x14.cloudburst.Dag.Link\x1a$\n\x04Link\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0c\n\x04sink\x18\x02 \x01(\t\"\x9f\x01\n\x0c\x46unctionCall\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\targuments\x18\x03 \x01(\x0b\x32\x15.cloudburst.Arguments\x12\x14\n\x0cresponse_key\x18\x04 \x01(\t\x12\x30\n\x0b\x63onsistency\x18\x06 \x01(\x0e\x32\x1b.cloudburst.ConsistencyType\x12\x0f\n\x07\x65xclude\x18\x07 \x03(\t\"\x8b\x02\n\x07\x44\x61gCall\x12\x0c\n\x04name\x18\x01 \x01(\t\x12<\n\rfunction_args\x18\x02 \x03(\x0b\x32%.cloudburst.DagCall.FunctionArgsEntry\x12\x30\n\x0b\x63onsistency\x18\x03 \x01(\x0e\x32\x1b.cloudburst.ConsistencyType\x12\x12\n\noutput_key\x18\x05 \x01(\t\x12\x11\n\tclient_id\x18\x06 \x01(\t\x12\x0f\n\x07\x65xclude\x18\x08 \x03(\t\x1aJ\n\x11\x46unctionArgsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12$\n\x05value\x18\x02 \x01(\x0b\x32\x15.cloudburst.Arguments:\x02\x38\x01\"\xb1\x03\n\x0b\x44\x61gSchedule\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1c\n\x03\x64\x61g\x18\x02 \x01(\x0b\x32\x0f.cloudburst.Dag\x12\x39\n\tlocations\x18\x03 \x03(\x0b\x32&.cloudburst.DagSchedule.LocationsEntry\x12\x39\n\targuments\x18\x04 \x03(\x0b\x32&.cloudburst.DagSchedule.ArgumentsEntry\x12\x18\n\x10response_address\x18\x05 \x01(\t\x12\x12\n\noutput_key\x18\x06 \x01(\t\x12\x30\n\x0b\x63onsistency\x18\x07 \x01(\x0e\x32\x1b.cloudburst.ConsistencyType\x12\x11\n\tclient_id\x18\x08 \x01(\t\x12\x14\n\x0creply_stored\x18\t \x01(\x08\x1a\x30\n\x0eLocationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1aG\n\x0e\x41rgumentsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12$\n\x05value\x18\x02 \x01(\x0b\x32\x15.cloudburst.Arguments:\x02\x38\x01\"\xb2\x01\n\nDagTrigger\x12)\n\x08schedule\x18\x01 \x01(\x0b\x32\x17.cloudburst.DagSchedule\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x17\n\x0ftarget_function\x18\x03 \x01(\t\x12(\n\targuments\x18\x04 \x01(\x0b\x32\x15.cloudburst.Arguments\x12&\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x17.cloudburst.RemoteError\"\xcd\x02\n\x0e\x45xecutorStatus\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x11\n\tfunctions\x18\x03 \x03(\t\x12\x0c\n\x04\x62usy\x18\x04 \x01(\r\x12\x14\n\x0cqueue_length\x18\x05 \x01(\r\x12H\n\x10\x63\x61\x63hed_key_sizes\x18\x06 \x03(\x0b\x32..cloudburst.ExecutorStatus.CachedKeySizesEntry\x12\x19\n\x11has_cache_summary\x18\x07 \x01(\x08\x12\x0b\n\x03pid\x18\x08 \x01(\r\x12\x15\n\rinbox_address\x18\t \x01(\t\x12\x11\n\tcompleted\x18\n \x01(\x04\x12\x0f\n\x07leaving\x18\x0b \x01(\x08\x1a\x35\n\x13\x43\x61\x63hedKeySizesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\" \n\x0bStatusQuery\x12\x11\n\taddresses\x18\x01 \x03(\t\"m\n\x0c\x45xecutorInfo\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\r\n\x05\x61live\x18\x03 \x01(\x08\x12\x11\n\tfunctions\x18\x04 \x03(\t\x12\x0b\n\x03pid\x18\x05 \x01(\r\x12\x0c\n\x04load\x18\x06 \x01(\r\"\x9b\x01\n\rClusterStatus\x12+\n\texecutors\x18\x01 \x03(\x0b\x32\x18.cloudburst.ExecutorInfo\x12\x13\n\x0bkvs_address\x18\x02 \x01(\t\x12\x19\n\x11scheduler_address\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x65\x61\x64\x18\x04 \x03(\t\x12\x11\n\tfunctions\x18\x05 \x01(\r\x12\x0c\n\x04\x64\x61gs\x18\x06 \x01(\r\"\x9b\x03\n\x10SchedulerRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x18\n\x10response_address\x18\x02 \x01(\t\x12\x31\n\x11register_function\x18\n \x01(\x0b\x32\x14.cloudburst.FunctionH\x00\x12\x16\n\x0cget_function\x18\x0b \x01(\tH\x00\x12\x18\n\x0elist_functions\x18\x0c \x01(\tH\x00\x12\'\n\x0cregister_dag\x18\r \x01(\x0b\x32\x0f.cloudburst.DagH\x00\x12\x14\n\ndelete_dag\x18\x0e \x01(\tH\x00\x12(\n\x04\x63\x61ll\x18\x0f \x01(\x0b\x32\x18.cloudburst.FunctionCallH\x00\x12\'\n\x08\x64\x61g_call\x18\x10 \x01(\x0b\x32\x13.cloudburst.DagCallH\x00\x12)\n\x06status\x18\x11 \x01(\x0b\x32\x17.cloudburst.StatusQueryH\x00\x12/\n\theartbeat\x18\x12 \x01(\x0b\x32\x1a.cloudburst.ExecutorStatusH\x00\x42\x06\n\x04kind\"\xbf\x01\n\x0fGenericResponse\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12*\n\x05\x65rror\x18\x02 \x01(\x0e\x32\x1b.cloudburst.CloudburstError\x12\x13\n\x0bresponse_id\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\x12)\n\x08schedule\x18\x06 \x01(\x0b\x32\x17.cloudburst.DagSchedule\x12\r\n\x05names\x18\x07 \x03(\t\"\x8e\x01\n\nCallResult\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12\x0f\n\x07success\x18\x02 \x01(\x08\x12 \n\x05value\x18\x03 \x01(\x0b\x32\x11.cloudburst.Value\x12&\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x17.cloudburst.RemoteError\x12\x10\n\x08\x65xecutor\x18\x05 \x01(\t\"\xb4\x01\n\rClientMessage\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12/\n\x08response\x18\x02 \x01(\x0b\x32\x1b.cloudburst.GenericResponseH\x00\x12(\n\x06result\x18\x03 \x01(\x0b\x32\x16.cloudburst.CallResultH\x00\x12+\n\x06status\x18\x04 \x01(\x0b\x32\x19.cloudburst.ClusterStatusH\x00\x42\x06\n\x04kind\"D\n\x0f\x45xecutorMessage\x12)\n\x07trigger\x18\x01 \x01(\x0b\x32\x16.cloudburst.DagTriggerH\x00\x42\x06\n\x04kind*\xe1\x01\n\x0f\x43loudburstError\x12\x0c\n\x08NO_ERROR\x10\x00\x12\x12\n\x0e\x46UNC_NOT_FOUND\x10\x01\x12\x0e\n\nNOT_PINNED\x10\x02\x12\x13\n\x0f\x45XECUTION_ERROR\x10\x03\x12\x0f\n\x0bNO_SUCH_DAG\x10\x04\x12\x10\n\x0cNO_RESOURCES\x10\x05\x12\x16\n\x12\x44\x41G_ALREADY_EXISTS\x10\x06\x12\x14\n\x10INVALID_ARGUMENT\x10\x07\x12\x13\n\x0f\x45XECUTOR_FAILED\x10\x08\x12\r\n\tTIMED_OUT\x10\t\x12\x12\n\x0eINTERNAL_ERROR\x10\n*4\n\x0f\x43onsistencyType\x12\n\n\x06NORMAL\x10\x00\x12\n\n\x06SINGLE\x10\x01\x12\t\n\x05MULTI\x10\x02*?\n\x0eSerializerType\x12\x0b\n\x07\x44\x45\x46\x41ULT\x10\x00\x12\n\n\x06STRING\x10\x01\x12\t\n\x05NUMPY\x10\x02\x12\t\n\x05\x42YTES\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, "cloudburst_pb2", _globals)
+_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cloudburst_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-    DESCRIPTOR._loaded_options = None
-    _globals["_DAGCALL_FUNCTIONARGSENTRY"]._loaded_options = None
-    _globals["_DAGCALL_FUNCTIONARGSENTRY"]._serialized_options = b"8\001"
-    _globals["_DAGSCHEDULE_LOCATIONSENTRY"]._loaded_options = None
-    _globals["_DAGSCHEDULE_LOCATIONSENTRY"]._serialized_options = b"8\001"
-    _globals["_DAGSCHEDULE_ARGUMENTSENTRY"]._loaded_options = None
-    _globals["_DAGSCHEDULE_ARGUMENTSENTRY"]._serialized_options = b"8\001"
-    _globals["_EXECUTORSTATUS_CACHEDKEYSIZESENTRY"]._loaded_options = None
-    _globals["_EXECUTORSTATUS_CACHEDKEYSIZESENTRY"]._serialized_options = b"8\001"
-    _globals["_CLOUDBURSTERROR"]._serialized_start = 3345
-    _globals["_CLOUDBURSTERROR"]._serialized_end = 3570
-    _globals["_CONSISTENCYTYPE"]._serialized_start = 3572
-    _globals["_CONSISTENCYTYPE"]._serialized_end = 3624
-    _globals["_SERIALIZERTYPE"]._serialized_start = 3626
-    _globals["_SERIALIZERTYPE"]._serialized_end = 3689
-    _globals["_VALUE"]._serialized_start = 32
-    _globals["_VALUE"]._serialized_end = 95
-    _globals["_REFERENCE"]._serialized_start = 97
-    _globals["_REFERENCE"]._serialized_end = 156
-    _globals["_ARGUMENT"]._serialized_start = 158
-    _globals["_ARGUMENT"]._serialized_end = 256
-    _globals["_ARGUMENTS"]._serialized_start = 258
-    _globals["_ARGUMENTS"]._serialized_end = 307
-    _globals["_REMOTEERROR"]._serialized_start = 310
-    _globals["_REMOTEERROR"]._serialized_end = 456
-    _globals["_FUNCTION"]._serialized_start = 458
-    _globals["_FUNCTION"]._serialized_end = 496
-    _globals["_FUNCTIONLIST"]._serialized_start = 498
-    _globals["_FUNCTIONLIST"]._serialized_end = 527
-    _globals["_DAG"]._serialized_start = 529
-    _globals["_DAG"]._serialized_end = 648
-    _globals["_DAG_LINK"]._serialized_start = 612
-    _globals["_DAG_LINK"]._serialized_end = 648
-    _globals["_FUNCTIONCALL"]._serialized_start = 651
-    _globals["_FUNCTIONCALL"]._serialized_end = 810
-    _globals["_DAGCALL"]._serialized_start = 813
-    _globals["_DAGCALL"]._serialized_end = 1080
-    _globals["_DAGCALL_FUNCTIONARGSENTRY"]._serialized_start = 1006
-    _globals["_DAGCALL_FUNCTIONARGSENTRY"]._serialized_end = 1080
-    _globals["_DAGSCHEDULE"]._serialized_start = 1083
-    _globals["_DAGSCHEDULE"]._serialized_end = 1516
-    _globals["_DAGSCHEDULE_LOCATIONSENTRY"]._serialized_start = 1395
-    _globals["_DAGSCHEDULE_LOCATIONSENTRY"]._serialized_end = 1443
-    _globals["_DAGSCHEDULE_ARGUMENTSENTRY"]._serialized_start = 1445
-    _globals["_DAGSCHEDULE_ARGUMENTSENTRY"]._serialized_end = 1516
-    _globals["_DAGTRIGGER"]._serialized_start = 1519
-    _globals["_DAGTRIGGER"]._serialized_end = 1697
-    _globals["_EXECUTORSTATUS"]._serialized_start = 1700
-    _globals["_EXECUTORSTATUS"]._serialized_end = 2033
-    _globals["_EXECUTORSTATUS_CACHEDKEYSIZESENTRY"]._serialized_start = 1980
-    _globals["_EXECUTORSTATUS_CACHEDKEYSIZESENTRY"]._serialized_end = 2033
-    _globals["_STATUSQUERY"]._serialized_start = 2035
-    _globals["_STATUSQUERY"]._serialized_end = 2067
-    _globals["_EXECUTORINFO"]._serialized_start = 2069
-    _globals["_EXECUTORINFO"]._serialized_end = 2178
-    _globals["_CLUSTERSTATUS"]._serialized_start = 2181
-    _globals["_CLUSTERSTATUS"]._serialized_end = 2336
-    _globals["_SCHEDULERREQUEST"]._serialized_start = 2339
-    _globals["_SCHEDULERREQUEST"]._serialized_end = 2750
-    _globals["_GENERICRESPONSE"]._serialized_start = 2753
-    _globals["_GENERICRESPONSE"]._serialized_end = 2944
-    _globals["_CALLRESULT"]._serialized_start = 2947
-    _globals["_CALLRESULT"]._serialized_end = 3089
-    _globals["_CLIENTMESSAGE"]._serialized_start = 3092
-    _globals["_CLIENTMESSAGE"]._serialized_end = 3272
-    _globals["_EXECUTORMESSAGE"]._serialized_start = 3274
-    _globals["_EXECUTORMESSAGE"]._serialized_end = 3342
+  DESCRIPTOR._loaded_options = None
+  _globals['_DAGCALL_FUNCTIONARGSENTRY']._loaded_options = None
+  _globals['_DAGCALL_FUNCTIONARGSENTRY']._serialized_options = b'8\001'
+  _globals['_DAGSCHEDULE_LOCATIONSENTRY']._loaded_options = None
+  _globals['_DAGSCHEDULE_LOCATIONSENTRY']._serialized_options = b'8\001'
+  _globals['_DAGSCHEDULE_ARGUMENTSENTRY']._loaded_options = None
+  _globals['_DAGSCHEDULE_ARGUMENTSENTRY']._serialized_options = b'8\001'
+  _globals['_EXECUTORSTATUS_CACHEDKEYSIZESENTRY']._loaded_options = None
+  _globals['_EXECUTORSTATUS_CACHEDKEYSIZESENTRY']._serialized_options = b'8\001'
+  _globals['_CLOUDBURSTERROR']._serialized_start=3345
+  _globals['_CLOUDBURSTERROR']._serialized_end=3570
+  _globals['_CONSISTENCYTYPE']._serialized_start=3572
+  _globals['_CONSISTENCYTYPE']._serialized_end=3624
+  _globals['_SERIALIZERTYPE']._serialized_start=3626
+  _globals['_SERIALIZERTYPE']._serialized_end=3689
+  _globals['_VALUE']._serialized_start=32
+  _globals['_VALUE']._serialized_end=95
+  _globals['_REFERENCE']._serialized_start=97
+  _globals['_REFERENCE']._serialized_end=156
+  _globals['_ARGUMENT']._serialized_start=158
+  _globals['_ARGUMENT']._serialized_end=256
+  _globals['_ARGUMENTS']._serialized_start=258
+  _globals['_ARGUMENTS']._serialized_end=307
+  _globals['_REMOTEERROR']._serialized_start=310
+  _globals['_REMOTEERROR']._serialized_end=456
+  _globals['_FUNCTION']._serialized_start=458
+  _globals['_FUNCTION']._serialized_end=496
+  _globals['_FUNCTIONLIST']._serialized_start=498
+  _globals['_FUNCTIONLIST']._serialized_end=527
+  _globals['_DAG']._serialized_start=529
+  _globals['_DAG']._serialized_end=648
+  _globals['_DAG_LINK']._serialized_start=612
+  _globals['_DAG_LINK']._serialized_end=648
+  _globals['_FUNCTIONCALL']._serialized_start=651
+  _globals['_FUNCTIONCALL']._serialized_end=810
+  _globals['_DAGCALL']._serialized_start=813
+  _globals['_DAGCALL']._serialized_end=1080
+  _globals['_DAGCALL_FUNCTIONARGSENTRY']._serialized_start=1006
+  _globals['_DAGCALL_FUNCTIONARGSENTRY']._serialized_end=1080
+  _globals['_DAGSCHEDULE']._serialized_start=1083
+  _globals['_DAGSCHEDULE']._serialized_end=1516
+  _globals['_DAGSCHEDULE_LOCATIONSENTRY']._serialized_start=1395
+  _globals['_DAGSCHEDULE_LOCATIONSENTRY']._serialized_end=1443
+  _globals['_DAGSCHEDULE_ARGUMENTSENTRY']._serialized_start=1445
+  _globals['_DAGSCHEDULE_ARGUMENTSENTRY']._serialized_end=1516
+  _globals['_DAGTRIGGER']._serialized_start=1519
+  _globals['_DAGTRIGGER']._serialized_end=1697
+  _globals['_EXECUTORSTATUS']._serialized_start=1700
+  _globals['_EXECUTORSTATUS']._serialized_end=2033
+  _globals['_EXECUTORSTATUS_CACHEDKEYSIZESENTRY']._serialized_start=1980
+  _globals['_EXECUTORSTATUS_CACHEDKEYSIZESENTRY']._serialized_end=2033
+  _globals['_STATUSQUERY']._serialized_start=2035
+  _globals['_STATUSQUERY']._serialized_end=2067
+  _globals['_EXECUTORINFO']._serialized_start=2069
+  _globals['_EXECUTORINFO']._serialized_end=2178
+  _globals['_CLUSTERSTATUS']._serialized_start=2181
+  _globals['_CLUSTERSTATUS']._serialized_end=2336
+  _globals['_SCHEDULERREQUEST']._serialized_start=2339
+  _globals['_SCHEDULERREQUEST']._serialized_end=2750
+  _globals['_GENERICRESPONSE']._serialized_start=2753
+  _globals['_GENERICRESPONSE']._serialized_end=2944
+  _globals['_CALLRESULT']._serialized_start=2947
+  _globals['_CALLRESULT']._serialized_end=3089
+  _globals['_CLIENTMESSAGE']._serialized_start=3092
+  _globals['_CLIENTMESSAGE']._serialized_end=3272
+  _globals['_EXECUTORMESSAGE']._serialized_start=3274
+  _globals['_EXECUTORMESSAGE']._serialized_end=3342
 # @@protoc_insertion_point(module_scope)

@@ -33,7 +33,6 @@ class SerializerType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STRING: _ClassVar[SerializerType]
     NUMPY: _ClassVar[SerializerType]
     BYTES: _ClassVar[SerializerType]
-
 NO_ERROR: CloudburstError
 FUNC_NOT_FOUND: CloudburstError
 NOT_PINNED: CloudburstError
@@ -59,9 +58,7 @@ class Value(_message.Message):
     TYPE_FIELD_NUMBER: _ClassVar[int]
     body: bytes
     type: SerializerType
-    def __init__(
-        self, body: _Optional[bytes] = ..., type: _Optional[_Union[SerializerType, str]] = ...
-    ) -> None: ...
+    def __init__(self, body: _Optional[bytes] = ..., type: _Optional[_Union[SerializerType, str]] = ...) -> None: ...
 
 class Reference(_message.Message):
     __slots__ = ("key", "deserialize", "wait")
@@ -71,12 +68,7 @@ class Reference(_message.Message):
     key: str
     deserialize: bool
     wait: bool
-    def __init__(
-        self,
-        key: _Optional[str] = ...,
-        deserialize: _Optional[bool] = ...,
-        wait: _Optional[bool] = ...,
-    ) -> None: ...
+    def __init__(self, key: _Optional[str] = ..., deserialize: _Optional[bool] = ..., wait: _Optional[bool] = ...) -> None: ...
 
 class Argument(_message.Message):
     __slots__ = ("value", "reference")
@@ -84,11 +76,7 @@ class Argument(_message.Message):
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
     value: Value
     reference: Reference
-    def __init__(
-        self,
-        value: _Optional[_Union[Value, _Mapping]] = ...,
-        reference: _Optional[_Union[Reference, _Mapping]] = ...,
-    ) -> None: ...
+    def __init__(self, value: _Optional[_Union[Value, _Mapping]] = ..., reference: _Optional[_Union[Reference, _Mapping]] = ...) -> None: ...
 
 class Arguments(_message.Message):
     __slots__ = ("values",)
@@ -110,15 +98,7 @@ class RemoteError(_message.Message):
     traceback: str
     pickled: bytes
     function: str
-    def __init__(
-        self,
-        error: _Optional[_Union[CloudburstError, str]] = ...,
-        exc_type: _Optional[str] = ...,
-        message: _Optional[str] = ...,
-        traceback: _Optional[str] = ...,
-        pickled: _Optional[bytes] = ...,
-        function: _Optional[str] = ...,
-    ) -> None: ...
+    def __init__(self, error: _Optional[_Union[CloudburstError, str]] = ..., exc_type: _Optional[str] = ..., message: _Optional[str] = ..., traceback: _Optional[str] = ..., pickled: _Optional[bytes] = ..., function: _Optional[str] = ...) -> None: ...
 
 class Function(_message.Message):
     __slots__ = ("name", "body")
@@ -143,19 +123,13 @@ class Dag(_message.Message):
         source: str
         sink: str
         def __init__(self, source: _Optional[str] = ..., sink: _Optional[str] = ...) -> None: ...
-
     NAME_FIELD_NUMBER: _ClassVar[int]
     FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
     CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
     name: str
     functions: _containers.RepeatedScalarFieldContainer[str]
     connections: _containers.RepeatedCompositeFieldContainer[Dag.Link]
-    def __init__(
-        self,
-        name: _Optional[str] = ...,
-        functions: _Optional[_Iterable[str]] = ...,
-        connections: _Optional[_Iterable[_Union[Dag.Link, _Mapping]]] = ...,
-    ) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., functions: _Optional[_Iterable[str]] = ..., connections: _Optional[_Iterable[_Union[Dag.Link, _Mapping]]] = ...) -> None: ...
 
 class FunctionCall(_message.Message):
     __slots__ = ("name", "arguments", "response_key", "consistency", "exclude")
@@ -169,14 +143,7 @@ class FunctionCall(_message.Message):
     response_key: str
     consistency: ConsistencyType
     exclude: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(
-        self,
-        name: _Optional[str] = ...,
-        arguments: _Optional[_Union[Arguments, _Mapping]] = ...,
-        response_key: _Optional[str] = ...,
-        consistency: _Optional[_Union[ConsistencyType, str]] = ...,
-        exclude: _Optional[_Iterable[str]] = ...,
-    ) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., arguments: _Optional[_Union[Arguments, _Mapping]] = ..., response_key: _Optional[str] = ..., consistency: _Optional[_Union[ConsistencyType, str]] = ..., exclude: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DagCall(_message.Message):
     __slots__ = ("name", "function_args", "consistency", "output_key", "client_id", "exclude")
@@ -186,10 +153,7 @@ class DagCall(_message.Message):
         VALUE_FIELD_NUMBER: _ClassVar[int]
         key: str
         value: Arguments
-        def __init__(
-            self, key: _Optional[str] = ..., value: _Optional[_Union[Arguments, _Mapping]] = ...
-        ) -> None: ...
-
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Arguments, _Mapping]] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_ARGS_FIELD_NUMBER: _ClassVar[int]
     CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
@@ -202,28 +166,10 @@ class DagCall(_message.Message):
     output_key: str
     client_id: str
     exclude: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(
-        self,
-        name: _Optional[str] = ...,
-        function_args: _Optional[_Mapping[str, Arguments]] = ...,
-        consistency: _Optional[_Union[ConsistencyType, str]] = ...,
-        output_key: _Optional[str] = ...,
-        client_id: _Optional[str] = ...,
-        exclude: _Optional[_Iterable[str]] = ...,
-    ) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., function_args: _Optional[_Mapping[str, Arguments]] = ..., consistency: _Optional[_Union[ConsistencyType, str]] = ..., output_key: _Optional[str] = ..., client_id: _Optional[str] = ..., exclude: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DagSchedule(_message.Message):
-    __slots__ = (
-        "id",
-        "dag",
-        "locations",
-        "arguments",
-        "response_address",
-        "output_key",
-        "consistency",
-        "client_id",
-        "reply_stored",
-    )
+    __slots__ = ("id", "dag", "locations", "arguments", "response_address", "output_key", "consistency", "client_id", "reply_stored")
     class LocationsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -231,17 +177,13 @@ class DagSchedule(_message.Message):
         key: str
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
-
     class ArgumentsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
         key: str
         value: Arguments
-        def __init__(
-            self, key: _Optional[str] = ..., value: _Optional[_Union[Arguments, _Mapping]] = ...
-        ) -> None: ...
-
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Arguments, _Mapping]] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     DAG_FIELD_NUMBER: _ClassVar[int]
     LOCATIONS_FIELD_NUMBER: _ClassVar[int]
@@ -260,18 +202,7 @@ class DagSchedule(_message.Message):
     consistency: ConsistencyType
     client_id: str
     reply_stored: bool
-    def __init__(
-        self,
-        id: _Optional[str] = ...,
-        dag: _Optional[_Union[Dag, _Mapping]] = ...,
-        locations: _Optional[_Mapping[str, str]] = ...,
-        arguments: _Optional[_Mapping[str, Arguments]] = ...,
-        response_address: _Optional[str] = ...,
-        output_key: _Optional[str] = ...,
-        consistency: _Optional[_Union[ConsistencyType, str]] = ...,
-        client_id: _Optional[str] = ...,
-        reply_stored: _Optional[bool] = ...,
-    ) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., dag: _Optional[_Union[Dag, _Mapping]] = ..., locations: _Optional[_Mapping[str, str]] = ..., arguments: _Optional[_Mapping[str, Arguments]] = ..., response_address: _Optional[str] = ..., output_key: _Optional[str] = ..., consistency: _Optional[_Union[ConsistencyType, str]] = ..., client_id: _Optional[str] = ..., reply_stored: _Optional[bool] = ...) -> None: ...
 
 class DagTrigger(_message.Message):
     __slots__ = ("schedule", "source", "target_function", "arguments", "error")
@@ -285,29 +216,10 @@ class DagTrigger(_message.Message):
     target_function: str
     arguments: Arguments
     error: RemoteError
-    def __init__(
-        self,
-        schedule: _Optional[_Union[DagSchedule, _Mapping]] = ...,
-        source: _Optional[str] = ...,
-        target_function: _Optional[str] = ...,
-        arguments: _Optional[_Union[Arguments, _Mapping]] = ...,
-        error: _Optional[_Union[RemoteError, _Mapping]] = ...,
-    ) -> None: ...
+    def __init__(self, schedule: _Optional[_Union[DagSchedule, _Mapping]] = ..., source: _Optional[str] = ..., target_function: _Optional[str] = ..., arguments: _Optional[_Union[Arguments, _Mapping]] = ..., error: _Optional[_Union[RemoteError, _Mapping]] = ...) -> None: ...
 
 class ExecutorStatus(_message.Message):
-    __slots__ = (
-        "address",
-        "node_id",
-        "functions",
-        "busy",
-        "queue_length",
-        "cached_key_sizes",
-        "has_cache_summary",
-        "pid",
-        "inbox_address",
-        "completed",
-        "leaving",
-    )
+    __slots__ = ("address", "node_id", "functions", "busy", "queue_length", "cached_key_sizes", "has_cache_summary", "pid", "inbox_address", "completed", "leaving")
     class CachedKeySizesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -315,7 +227,6 @@ class ExecutorStatus(_message.Message):
         key: str
         value: int
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
-
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
@@ -338,20 +249,7 @@ class ExecutorStatus(_message.Message):
     inbox_address: str
     completed: int
     leaving: bool
-    def __init__(
-        self,
-        address: _Optional[str] = ...,
-        node_id: _Optional[str] = ...,
-        functions: _Optional[_Iterable[str]] = ...,
-        busy: _Optional[int] = ...,
-        queue_length: _Optional[int] = ...,
-        cached_key_sizes: _Optional[_Mapping[str, int]] = ...,
-        has_cache_summary: _Optional[bool] = ...,
-        pid: _Optional[int] = ...,
-        inbox_address: _Optional[str] = ...,
-        completed: _Optional[int] = ...,
-        leaving: _Optional[bool] = ...,
-    ) -> None: ...
+    def __init__(self, address: _Optional[str] = ..., node_id: _Optional[str] = ..., functions: _Optional[_Iterable[str]] = ..., busy: _Optional[int] = ..., queue_length: _Optional[int] = ..., cached_key_sizes: _Optional[_Mapping[str, int]] = ..., has_cache_summary: _Optional[bool] = ..., pid: _Optional[int] = ..., inbox_address: _Optional[str] = ..., completed: _Optional[int] = ..., leaving: _Optional[bool] = ...) -> None: ...
 
 class StatusQuery(_message.Message):
     __slots__ = ("addresses",)
@@ -373,15 +271,7 @@ class ExecutorInfo(_message.Message):
     functions: _containers.RepeatedScalarFieldContainer[str]
     pid: int
     load: int
-    def __init__(
-        self,
-        address: _Optional[str] = ...,
-        node_id: _Optional[str] = ...,
-        alive: _Optional[bool] = ...,
-        functions: _Optional[_Iterable[str]] = ...,
-        pid: _Optional[int] = ...,
-        load: _Optional[int] = ...,
-    ) -> None: ...
+    def __init__(self, address: _Optional[str] = ..., node_id: _Optional[str] = ..., alive: _Optional[bool] = ..., functions: _Optional[_Iterable[str]] = ..., pid: _Optional[int] = ..., load: _Optional[int] = ...) -> None: ...
 
 class ClusterStatus(_message.Message):
     __slots__ = ("executors", "kvs_address", "scheduler_address", "dead", "functions", "dags")
@@ -397,30 +287,10 @@ class ClusterStatus(_message.Message):
     dead: _containers.RepeatedScalarFieldContainer[str]
     functions: int
     dags: int
-    def __init__(
-        self,
-        executors: _Optional[_Iterable[_Union[ExecutorInfo, _Mapping]]] = ...,
-        kvs_address: _Optional[str] = ...,
-        scheduler_address: _Optional[str] = ...,
-        dead: _Optional[_Iterable[str]] = ...,
-        functions: _Optional[int] = ...,
-        dags: _Optional[int] = ...,
-    ) -> None: ...
+    def __init__(self, executors: _Optional[_Iterable[_Union[ExecutorInfo, _Mapping]]] = ..., kvs_address: _Optional[str] = ..., scheduler_address: _Optional[str] = ..., dead: _Optional[_Iterable[str]] = ..., functions: _Optional[int] = ..., dags: _Optional[int] = ...) -> None: ...
 
 class SchedulerRequest(_message.Message):
-    __slots__ = (
-        "request_id",
-        "response_address",
-        "register_function",
-        "get_function",
-        "list_functions",
-        "register_dag",
-        "delete_dag",
-        "call",
-        "dag_call",
-        "status",
-        "heartbeat",
-    )
+    __slots__ = ("request_id", "response_address", "register_function", "get_function", "list_functions", "register_dag", "delete_dag", "call", "dag_call", "status", "heartbeat")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     REGISTER_FUNCTION_FIELD_NUMBER: _ClassVar[int]
@@ -443,20 +313,7 @@ class SchedulerRequest(_message.Message):
     dag_call: DagCall
     status: StatusQuery
     heartbeat: ExecutorStatus
-    def __init__(
-        self,
-        request_id: _Optional[str] = ...,
-        response_address: _Optional[str] = ...,
-        register_function: _Optional[_Union[Function, _Mapping]] = ...,
-        get_function: _Optional[str] = ...,
-        list_functions: _Optional[str] = ...,
-        register_dag: _Optional[_Union[Dag, _Mapping]] = ...,
-        delete_dag: _Optional[str] = ...,
-        call: _Optional[_Union[FunctionCall, _Mapping]] = ...,
-        dag_call: _Optional[_Union[DagCall, _Mapping]] = ...,
-        status: _Optional[_Union[StatusQuery, _Mapping]] = ...,
-        heartbeat: _Optional[_Union[ExecutorStatus, _Mapping]] = ...,
-    ) -> None: ...
+    def __init__(self, request_id: _Optional[str] = ..., response_address: _Optional[str] = ..., register_function: _Optional[_Union[Function, _Mapping]] = ..., get_function: _Optional[str] = ..., list_functions: _Optional[str] = ..., register_dag: _Optional[_Union[Dag, _Mapping]] = ..., delete_dag: _Optional[str] = ..., call: _Optional[_Union[FunctionCall, _Mapping]] = ..., dag_call: _Optional[_Union[DagCall, _Mapping]] = ..., status: _Optional[_Union[StatusQuery, _Mapping]] = ..., heartbeat: _Optional[_Union[ExecutorStatus, _Mapping]] = ...) -> None: ...
 
 class GenericResponse(_message.Message):
     __slots__ = ("success", "error", "response_id", "message", "payload", "schedule", "names")
@@ -474,16 +331,7 @@ class GenericResponse(_message.Message):
     payload: bytes
     schedule: DagSchedule
     names: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(
-        self,
-        success: _Optional[bool] = ...,
-        error: _Optional[_Union[CloudburstError, str]] = ...,
-        response_id: _Optional[str] = ...,
-        message: _Optional[str] = ...,
-        payload: _Optional[bytes] = ...,
-        schedule: _Optional[_Union[DagSchedule, _Mapping]] = ...,
-        names: _Optional[_Iterable[str]] = ...,
-    ) -> None: ...
+    def __init__(self, success: _Optional[bool] = ..., error: _Optional[_Union[CloudburstError, str]] = ..., response_id: _Optional[str] = ..., message: _Optional[str] = ..., payload: _Optional[bytes] = ..., schedule: _Optional[_Union[DagSchedule, _Mapping]] = ..., names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CallResult(_message.Message):
     __slots__ = ("response_id", "success", "value", "error", "executor")
@@ -497,14 +345,7 @@ class CallResult(_message.Message):
     value: Value
     error: RemoteError
     executor: str
-    def __init__(
-        self,
-        response_id: _Optional[str] = ...,
-        success: _Optional[bool] = ...,
-        value: _Optional[_Union[Value, _Mapping]] = ...,
-        error: _Optional[_Union[RemoteError, _Mapping]] = ...,
-        executor: _Optional[str] = ...,
-    ) -> None: ...
+    def __init__(self, response_id: _Optional[str] = ..., success: _Optional[bool] = ..., value: _Optional[_Union[Value, _Mapping]] = ..., error: _Optional[_Union[RemoteError, _Mapping]] = ..., executor: _Optional[str] = ...) -> None: ...
 
 class ClientMessage(_message.Message):
     __slots__ = ("response_id", "response", "result", "status")
@@ -516,13 +357,7 @@ class ClientMessage(_message.Message):
     response: GenericResponse
     result: CallResult
     status: ClusterStatus
-    def __init__(
-        self,
-        response_id: _Optional[str] = ...,
-        response: _Optional[_Union[GenericResponse, _Mapping]] = ...,
-        result: _Optional[_Union[CallResult, _Mapping]] = ...,
-        status: _Optional[_Union[ClusterStatus, _Mapping]] = ...,
-    ) -> None: ...
+    def __init__(self, response_id: _Optional[str] = ..., response: _Optional[_Union[GenericResponse, _Mapping]] = ..., result: _Optional[_Union[CallResult, _Mapping]] = ..., status: _Optional[_Union[ClusterStatus, _Mapping]] = ...) -> None: ...
 
 class ExecutorMessage(_message.Message):
     __slots__ = ("trigger",)
