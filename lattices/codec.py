@@ -1,6 +1,7 @@
 """Lattice <-> Anna ``(lattice_type, payload)`` conversion, as the KVS uses it per request.
 
->>> from lattices.lww import LWWPairLattice
+>>> from lattices.causal import MultiKeyCausalLattice, SingleKeyCausalLattice
+from lattices.lww import LWWPairLattice
 >>> t, p = to_payload(LWWPairLattice(7, b"v"))
 >>> from_payload(t, p)
 LWWPairLattice(timestamp=7, value=b'v')
@@ -11,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from lattices.base import Lattice, LatticeDecodeError, LatticeError
+from lattices.causal import MultiKeyCausalLattice, SingleKeyCausalLattice
 from lattices.lww import LWWPairLattice
 from lattices.priority import PriorityLattice
 from lattices.sets import OrderedSetLattice, SetLattice
@@ -21,6 +23,8 @@ LATTICE_CLASSES: dict[int, type[Lattice[Any]]] = {
     for cls in (
         LWWPairLattice,
         SetLattice,
+        SingleKeyCausalLattice,
+        MultiKeyCausalLattice,
         OrderedSetLattice,
         PriorityLattice,
     )

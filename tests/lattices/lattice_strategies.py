@@ -6,12 +6,24 @@ clocks, shared set elements) are where merge bugs hide.
 
 from __future__ import annotations
 
+from functools import reduce
 from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from lattices import LWWPairLattice, OrderedSetLattice, PriorityLattice, SetLattice
+from lattices import (
+    BoolLattice,
+    LWWPairLattice,
+    MapLattice,
+    MaxLattice,
+    MultiKeyCausalLattice,
+    OrderedSetLattice,
+    PriorityLattice,
+    SetLattice,
+    SingleKeyCausalLattice,
+    VectorClock,
+)
 
 #: Settings for every law: hundreds of examples, no deadline (the CI box is loaded),
 #: no example database written into the tree.
@@ -39,13 +51,57 @@ priorities = st.builds(
     any_bytes,
 )
 
-#: name -> strategy of lattices of that type; extended as types are added.
+nodes = st.sampled_from(["a", "b", "c"])
+clock_dicts = st.dictionaries(nodes, st.integers(min_value=0, max_value=3), max_size=3)
+clocks = st.one_of(
+    st.builds(VectorClock, clock_dicts),
+    st.builds(
+        VectorClock,
+        st.dictionaries(st.text(max_size=4), st.integers(0, 2**32 - 1), max_size=3),
+    ),
+)
+small_clocks = st.builds(VectorClock, clock_dicts)
+value_sets = st.frozensets(small_bytes, max_size=3)
+
+maxes = st.builds(MaxLattice, st.integers(min_value=-3, max_value=3))
+bools = st.builds(BoolLattice, st.booleans())
+maps = st.builds(MapLattice, st.dictionaries(nodes, maxes, max_size=3))
+maps_of_sets = st.builds(MapLattice, st.dictionaries(nodes, sets, max_size=3))
+dependencies = st.builds(MapLattice, st.dictionaries(nodes, small_clocks, max_size=2))
+
+single_causal_one = st.builds(SingleKeyCausalLattice, small_clocks, value_sets)
+multi_causal_one = st.builds(MultiKeyCausalLattice, small_clocks, dependencies, value_sets)
+
+
+def _merged(s: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Lattices reachable by merging 1-3 single-version ones (multi-version states too)."""
+    return st.lists(s, min_size=1, max_size=3).map(lambda xs: reduce(lambda a, b: a.merge(b), xs))
+
+
+single_causal = _merged(single_causal_one)
+multi_causal = _merged(multi_causal_one)
+
+#: name -> strategy of lattices of that type, for the laws.
 STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     "lww": lww,
     "set": sets,
     "ordered_set": ordered_sets,
     "priority": priorities,
+    "max": maxes,
+    "bool": bools,
+    "map": maps,
+    "map_of_sets": maps_of_sets,
+    "vector_clock": clocks,
+    "single_causal": single_causal,
+    "multi_causal": multi_causal,
 }
 
-#: The subset that has an Anna payload encoding.
-PAYLOAD_STRATEGIES: dict[str, st.SearchStrategy[Any]] = dict(STRATEGIES)
+#: Types with an Anna payload, as built by constructors (what a payload can carry).
+PAYLOAD_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
+    "lww": lww,
+    "set": sets,
+    "ordered_set": ordered_sets,
+    "priority": priorities,
+    "single_causal": single_causal_one,
+    "multi_causal": multi_causal_one,
+}
