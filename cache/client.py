@@ -1,0 +1,341 @@
+"""Executor-side client of the node cache: :class:`CacheClient`.
+
+Same ``get``/``put`` surface as :class:`anna.client.AnnaTcpClient`, so executor code
+can take either::
+
+    from cache.client import CacheClient
+    from lattices import LWWPairLattice, make_timestamp
+
+    cc = CacheClient("node0", cfg, kvs_addr="127.0.0.1:6450")
+    cc.put("k", LWWPairLattice(make_timestamp(), b"v"))   # True once the KVS acked
+    cc.get(["k"])["k"].reveal()                           # b"v" (now cached)
+    cc.cached_key_sizes()                                 # {"k": 14} for the heartbeat
+    cc.close()
+
+Every call is bounded by ``timeout``. When the cache is unreachable (not started, dead,
+or not answering in time) the call goes straight to the KVS through a lazily created
+:class:`AnnaTcpClient`, with one logged warning per outage; the client returns to the
+cache by itself once it is reachable again. It never hangs.
+
+Thread-safe (one lock around the socket); one client per process is enough.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from cache import protocol
+from cloudburst.shared.config import Config, load_config
+from cloudburst.shared.errors import CloudburstException, CloudburstTimeoutError, WireError
+from lattices import codec
+from lattices.base import Lattice, LatticeError
+
+log = logging.getLogger(__name__)
+
+#: How long a fresh client waits for its ipc connection before using the fallback.
+CONNECT_WAIT_S = 0.5
+
+_ids = itertools.count()
+
+
+class CacheError(CloudburstException):
+    """The cache answered with an error for a key (e.g. the KVS timed out)."""
+
+
+class CacheClient:
+    """Talks to this node's cache over ``ipc://``; falls back to the KVS directly.
+
+    ``node_id`` + ``cfg.cache.ipc_dir`` name the socket (or pass ``address``);
+    ``kvs_addr`` (``host[:port]``, default ``cfg.ip:cfg.kvs.routing_port``) is used
+    only by the fallback; ``timeout`` bounds each call (default: the KVS request
+    timeout plus one second, since a miss waits for the KVS).
+    """
+
+    def __init__(
+        self,
+        node_id: str | None = None,
+        cfg: Config | None = None,
+        *,
+        address: str | None = None,
+        kvs_addr: str | None = None,
+        timeout: float | None = None,
+        ip: str | None = None,
+        context: zmq.Context[Any] | None = None,
+    ) -> None:
+        self.cfg = cfg or load_config()
+        if address is None:
+            if node_id is None:
+                raise ValueError("CacheClient needs a node_id or an address")
+            address = protocol.ipc_address(self.cfg.cache.ipc_dir, node_id)
+        self.address = address
+        self.kvs_addr = kvs_addr or f"{self.cfg.ip}:{self.cfg.kvs.routing_port}"
+        self.timeout = timeout if timeout is not None else self.cfg.kvs.request_timeout_s + 1.0
+        self.ip = ip
+        self.ctx = context or zmq.Context.instance()
+        self._lock = threading.RLock()
+        self._prefix = f"{os.getpid()}-{next(_ids)}-".encode()
+        self._seq = itertools.count()
+        self._sock: zmq.Socket[Any] | None = None
+        self._monitor: zmq.Socket[Any] | None = None
+        self._up = False
+        self._ever_up = False
+        self._waited = False
+        self._fallback: Any = None
+        self._degraded = False
+        self.fallback_calls = 0
+        self._open()
+
+    # ---- plumbing ---------------------------------------------------------------------
+
+    def _open(self) -> None:
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        # No queueing toward an absent peer: a send fails at once when the cache is down.
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.setsockopt(zmq.RECONNECT_IVL, 50)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
+        self._monitor = sock.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+        )
+        sock.connect(self.address)
+        self._sock = sock
+        self._up = False
+
+    def _drain_monitor(self, wait: float = 0.0) -> None:
+        """Apply pending connect/disconnect events; while down, wait up to ``wait``."""
+        mon = self._monitor
+        assert mon is not None
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                event = recv_monitor_message(mon, zmq.NOBLOCK)
+            except zmq.Again:
+                remaining = deadline - time.monotonic()
+                if self._up or remaining <= 0 or not mon.poll(int(remaining * 1000) + 1):
+                    return
+                continue
+            # With IMMEDIATE the pipe exists only once the ZMTP handshake is done.
+            if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._up = self._ever_up = True
+            elif event["event"] == zmq.EVENT_DISCONNECTED:
+                self._up = False
+
+    def _next_rid(self) -> bytes:
+        return self._prefix + str(next(self._seq)).encode()
+
+    def _request(self, frames: list[bytes], timeout: float | None = None) -> list[bytes] | None:
+        """Send one request, return the reply body; None if the cache is unreachable."""
+        sock = self._sock
+        if sock is None:
+            raise CloudburstException("CacheClient is closed")
+        timeout = self.timeout if timeout is None else timeout
+        first = not self._waited
+        self._waited = True
+        self._drain_monitor(CONNECT_WAIT_S if first else 0.0)
+        if not self._up:
+            return None
+        rid = frames[1]
+        try:
+            sock.send_multipart(frames, zmq.NOBLOCK, copy=sum(map(len, frames)) < 65536)
+        except zmq.Again:
+            return None
+        deadline = time.monotonic() + timeout
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        assert self._monitor is not None
+        poller.register(self._monitor, zmq.POLLIN)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                log.warning("cache %s did not answer within %.1fs", self.address, timeout)
+                return None
+            events = dict(poller.poll(max(1, int(remaining * 1000))))
+            if self._monitor in events:
+                self._drain_monitor()
+                if not self._up:
+                    return None
+            if sock in events:
+                while True:
+                    try:
+                        reply = sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    if len(reply) >= 2 and reply[1] == rid:
+                        _, _, body = protocol.decode_reply(reply)
+                        return body
+                    # a late answer to an earlier request that timed out: drop it
+
+    def _kvs(self) -> Any:
+        if self._fallback is None:
+            from anna.client import AnnaTcpClient
+
+            self._fallback = AnnaTcpClient(
+                self.kvs_addr, ip=self.ip, timeout=self.cfg.kvs.request_timeout_s, context=self.ctx
+            )
+        return self._fallback
+
+    def _degrade(self, what: str) -> Any:
+        """The cache is unreachable: log once per outage and return the KVS client."""
+        if not self._degraded:
+            self._degraded = True
+            log.warning(
+                "node cache %s unreachable; %s goes directly to the KVS at %s (fallback)",
+                self.address,
+                what,
+                self.kvs_addr,
+            )
+        self.fallback_calls += 1
+        return self._kvs()
+
+    def _recovered(self) -> None:
+        if self._degraded:
+            self._degraded = False
+            log.warning("node cache %s reachable again; leaving the KVS fallback", self.address)
+
+    @property
+    def using_fallback(self) -> bool:
+        """Whether the last call went to the KVS directly."""
+        return self._degraded
+
+    # ---- public API ---------------------------------------------------------------------
+
+    def get(
+        self, keys: str | Iterable[str], timeout: float | None = None
+    ) -> dict[str, Lattice[Any] | None]:
+        """``{key: lattice or None}`` (None: never written), through the cache."""
+        klist = [keys] if isinstance(keys, str) else list(keys)
+        if not klist:
+            return {}
+        with self._lock:
+            body = self._request(protocol.encode_get(self._next_rid(), klist), timeout)
+            if body is None:
+                return self._degrade("GET").get(klist)  # type: ignore[no-any-return]
+            self._recovered()
+        results = protocol.decode_get_body(body, len(klist))
+        out: dict[str, Lattice[Any] | None] = {}
+        for key, (ltype, err, payload) in zip(klist, results, strict=True):
+            if err == protocol.NO_ERROR:
+                out[key] = codec.from_payload(ltype, payload)
+            elif err == protocol.KEY_DNE:
+                out[key] = None
+            elif err == protocol.TIMEOUT:
+                raise CloudburstTimeoutError(
+                    f"cache {self.address}: the KVS did not answer for {key!r}"
+                )
+            else:
+                raise CacheError(f"cache {self.address}: GET {key!r} failed with AnnaError {err}")
+        return out
+
+    def put_errors(
+        self,
+        keys: str | Sequence[str],
+        values: Lattice[Any] | Sequence[Lattice[Any]],
+        timeout: float | None = None,
+    ) -> dict[str, int]:
+        """PUT through the cache; ``{key: AnnaError}`` (0 acknowledged, 4 LATTICE, ...)."""
+        if isinstance(keys, str):
+            klist, vlist = [keys], [values]
+        else:
+            klist, vlist = list(keys), list(values)  # type: ignore[arg-type]
+            if len(klist) != len(vlist):
+                raise ValueError(f"{len(klist)} keys but {len(vlist)} values")
+        tuples: list[tuple[str, int, bytes]] = []
+        for k, v in zip(klist, vlist, strict=True):
+            try:
+                ltype, payload = codec.to_payload(v)  # type: ignore[arg-type]
+            except LatticeError as exc:
+                raise CacheError(f"cannot PUT {k!r}: {exc}") from None
+            tuples.append((k, ltype, payload))
+        with self._lock:
+            body = self._request(protocol.encode_put(self._next_rid(), tuples), timeout)
+            if body is None:
+                kvs = self._degrade("PUT")
+                res = kvs.put(klist, vlist)
+                return {k: protocol.NO_ERROR if ok else protocol.LATTICE for k, ok in res.items()}
+            self._recovered()
+        if len(body) != 1 or len(body[0]) != len(tuples):
+            raise WireError("cache put reply: bad error vector")
+        return {k: e for (k, _, _), e in zip(tuples, body[0], strict=True)}
+
+    def put(
+        self,
+        keys: str | Sequence[str],
+        values: Lattice[Any] | Sequence[Lattice[Any]],
+        timeout: float | None = None,
+    ) -> bool | dict[str, bool]:
+        """PUT one key (-> bool) or several (-> ``{key: bool}``); True once the KVS acked.
+
+        A lattice of another type than the key's stored one is refused (False; the
+        AnnaError is LATTICE, see :meth:`put_errors`).
+        """
+        errs = self.put_errors(keys, values, timeout)
+        if isinstance(keys, str):
+            return errs[keys] == protocol.NO_ERROR
+        return {k: e == protocol.NO_ERROR for k, e in errs.items()}
+
+    def _json(self, op: bytes, timeout: float) -> dict[str, Any] | None:
+        with self._lock:
+            body = self._request(protocol.encode_simple(op, self._next_rid()), timeout)
+        if body is None or not body:
+            return None
+        out: dict[str, Any] = json.loads(body[0])
+        return out
+
+    def cached_key_sizes(self, timeout: float = 0.5) -> dict[str, int] | None:
+        """``{key: bytes}`` the node cache holds (heartbeat summary); None if unreachable."""
+        return self._json(protocol.OP_KEYS, timeout)
+
+    def stats(self, timeout: float = 1.0) -> dict[str, Any] | None:
+        """The cache's counters (hits, misses, evictions, bytes, ...); None if unreachable."""
+        return self._json(protocol.OP_STATS, timeout)
+
+    def info(self, timeout: float = 1.0) -> dict[str, Any] | None:
+        """The cache's addresses (``peer_address`` for streams, ...); None if unreachable."""
+        return self._json(protocol.OP_INFO, timeout)
+
+    def ping(self, timeout: float = 0.5) -> bool:
+        """Whether the cache answers right now."""
+        with self._lock:
+            return (
+                self._request(protocol.encode_simple(protocol.OP_PING, self._next_rid()), timeout)
+                is not None
+            )
+
+    def close(self) -> None:
+        """Close the sockets (and the fallback KVS client, if one was made)."""
+        with self._lock:
+            if self._sock is not None:
+                try:
+                    self._sock.disable_monitor()
+                except zmq.ZMQError:
+                    pass
+                self._sock.close(0)
+                self._sock = None
+            if self._monitor is not None:
+                self._monitor.close(0)
+                self._monitor = None
+            if self._fallback is not None:
+                self._fallback.close()
+                self._fallback = None
+
+    def __enter__(self) -> CacheClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass

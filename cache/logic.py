@@ -1,0 +1,477 @@
+"""The cache's state machine: events in, actions out (no sockets, no clock, no disk).
+
+:class:`CacheState` holds the cached lattices (LRU by bytes), the KVS requests in
+flight, the shard address map and the subscriptions. The shell (:mod:`cache.server`)
+feeds it client requests, KVS responses, pushed updates and clock ticks and carries out
+the :class:`cache.actions.Reply` / :class:`cache.actions.KvsSend` it returns.
+
+Semantics:
+
+* GET: served from the cache when held (a hit); otherwise one KVS GET per key (several
+  clients missing the same key share it), the value is kept and the cache subscribes
+  to the key at its shards, which then push every update (batched per push period).
+* PUT: type checked against the cached lattice (mismatch: LATTICE, nothing sent), then
+  written through to the KVS; the client is answered after the KVS acknowledged, and
+  only then is the value merged into the cache (so a rejected write never shows).
+  A PUT of a key not held subscribes to it: the shard's first push brings the full
+  merged value into the cache.
+* Capacity: LRU eviction by bytes (key + payload); an evicted key is unsubscribed.
+
+>>> st = CacheState("n0", ["tcp://127.0.0.1:6450"], "tcp://127.0.0.1:7000",
+...                 "tcp://127.0.0.1:7001", capacity_bytes=1 << 20)
+>>> acts = st.client_get(b"id", b"1", ["k"], now=0.0)
+>>> type(acts[0]).__name__          # first, ask routing where "k" lives
+'KvsSend'
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from anna.proto import anna_pb2 as pb
+from cache import protocol
+from cache.actions import Action, KvsSend, Reply
+from lattices import codec
+from lattices.base import Lattice, LatticeError
+
+log = logging.getLogger(__name__)
+
+#: A shard with request address ``tcp://ip:P`` accepts CacheSubscription on ``P+100``.
+SUBSCRIPTION_PORT_OFFSET = 100
+#: Per-entry bookkeeping counted against the capacity besides key and payload.
+ENTRY_OVERHEAD = 64
+
+
+def subscription_address(shard_address: str) -> str:
+    """``tcp://ip:P`` -> ``tcp://ip:P+100`` (the shard's cache PULL)."""
+    host, _, port = shard_address.rpartition(":")
+    return f"{host}:{int(port) + SUBSCRIPTION_PORT_OFFSET}"
+
+
+class Entry:
+    """A cached value: Anna payload bytes and, once needed for a merge, the lattice."""
+
+    __slots__ = ("lattice", "lattice_type", "payload", "size")
+
+    def __init__(self, key: str, lattice_type: int, payload: bytes) -> None:
+        self.lattice_type = lattice_type
+        self.payload = payload
+        self.lattice: Lattice[Any] | None = None
+        self.size = len(key) + len(payload) + ENTRY_OVERHEAD
+
+    def get_lattice(self) -> Lattice[Any]:
+        if self.lattice is None:
+            self.lattice = codec.from_payload(self.lattice_type, self.payload)
+        return self.lattice
+
+
+@dataclass
+class _ClientOp:
+    """A client GET/PUT waiting for KVS work: one result slot per key."""
+
+    op: bytes
+    identity: bytes
+    rid: bytes
+    results: list[tuple[int, int, bytes]]
+    remaining: int
+
+
+@dataclass
+class _KvsReq:
+    """One key's KVS request (GET shared by all waiters, or one PUT)."""
+
+    rtype: int
+    key: str
+    deadline: float
+    lattice_type: int = 0
+    payload: bytes = b""
+    waiters: list[tuple[_ClientOp, int]] = field(default_factory=list)
+    state: str = "resolve"  # resolve | lookup | sent | backoff
+    rid: str = ""
+    attempt_deadline: float = 0.0
+    retry_at: float = 0.0
+    attempts: int = 0
+
+
+class CacheState:
+    """Everything one node's cache knows (see the module docstring)."""
+
+    def __init__(
+        self,
+        node_id: str,
+        routing_addresses: Sequence[str],
+        response_address: str,
+        address_response_address: str,
+        capacity_bytes: int,
+        request_timeout: float = 5.0,
+        attempt_timeout: float = 1.0,
+    ) -> None:
+        if not routing_addresses:
+            raise ValueError("the cache needs at least one KVS routing address")
+        self.node_id = node_id
+        self.routing = list(routing_addresses)
+        self.response_address = response_address
+        self.address_response_address = address_response_address
+        self.capacity = capacity_bytes
+        self.request_timeout = request_timeout
+        self.attempt_timeout = min(attempt_timeout, request_timeout)
+        self.entries: OrderedDict[str, Entry] = OrderedDict()
+        self.used = 0
+        self.stats: Counter[str] = Counter()
+        self.addresses: dict[str, list[str]] = {}  # key -> shard request addresses
+        self.subs: dict[str, tuple[str, ...]] = {}  # key -> shard subscription addresses
+        self.fetching: dict[str, _KvsReq] = {}  # key -> shared GET in flight
+        self.reqs: dict[str, _KvsReq] = {}  # request id -> req sent to a shard
+        self.lookups: dict[str, tuple[float, list[str]]] = {}  # rid -> (deadline, keys)
+        self.looking_up: dict[str, list[_KvsReq]] = {}  # key -> reqs waiting for addresses
+        self.waiting: list[_KvsReq] = []  # reqs in backoff
+        self._seq = 0
+        self._rr = 0
+
+    # ---- helpers ----------------------------------------------------------------------
+
+    def _next_rid(self) -> str:
+        self._seq += 1
+        return f"{self.node_id}:{self._seq}"
+
+    def key_sizes(self) -> dict[str, int]:
+        """``{key: payload bytes}`` of every cached key (the scheduler's summary)."""
+        return {k: len(e.payload) for k, e in self.entries.items()}
+
+    def snapshot_stats(self) -> dict[str, int]:
+        out = dict(self.stats)
+        out.update(
+            bytes=self.used,
+            capacity_bytes=self.capacity,
+            entries=len(self.entries),
+            subscribed=len(self.subs),
+            inflight=len(self.fetching) + len(self.reqs),
+        )
+        for name in ("hits", "misses", "evictions", "puts", "pushes"):
+            out.setdefault(name, 0)
+        return out
+
+    def _insert(self, key: str, entry: Entry) -> list[Action]:
+        """Keep ``entry`` (replacing any old one) and evict LRU entries past capacity."""
+        old = self.entries.pop(key, None)
+        if old is not None:
+            self.used -= old.size
+        if entry.size > self.capacity:
+            self.stats["too_large"] += 1
+            return self._unsubscribe([key])
+        self.entries[key] = entry
+        self.used += entry.size
+        evicted = []
+        while self.used > self.capacity:
+            k, e = self.entries.popitem(last=False)
+            self.used -= e.size
+            self.stats["evictions"] += 1
+            self.stats["evicted_bytes"] += len(e.payload)
+            evicted.append(k)
+        return self._unsubscribe(evicted) if evicted else []
+
+    def _subscribe(self, key: str) -> list[Action]:
+        shards = self.addresses.get(key)
+        if not shards:
+            return []
+        subs = tuple(subscription_address(a) for a in shards)
+        old = self.subs.get(key)
+        if old == subs:
+            return []
+        self.subs[key] = subs
+        actions: list[Action] = []
+        for addr in subs:
+            if old and addr in old:
+                continue
+            msg = pb.CacheSubscription(cache_address=self.response_address, keys=[key])
+            actions.append(KvsSend(addr, msg.SerializeToString()))
+        self.stats["subscriptions"] += 1
+        return actions
+
+    def _unsubscribe(self, keys: Sequence[str]) -> list[Action]:
+        per_addr: dict[str, list[str]] = {}
+        for key in keys:
+            for addr in self.subs.pop(key, ()):
+                per_addr.setdefault(addr, []).append(key)
+        actions: list[Action] = []
+        for addr, ks in per_addr.items():
+            msg = pb.CacheSubscription(
+                cache_address=self.response_address, keys=ks, unsubscribe=True
+            )
+            actions.append(KvsSend(addr, msg.SerializeToString()))
+        return actions
+
+    # ---- client requests --------------------------------------------------------------
+
+    def client_get(
+        self, identity: bytes, rid: bytes, keys: Sequence[str], now: float
+    ) -> list[Action]:
+        """A client's GET of ``keys``: hits answered now, misses fetched from the KVS."""
+        results: list[tuple[int, int, bytes]] = []
+        misses: list[tuple[int, str]] = []
+        entries = self.entries
+        for i, key in enumerate(keys):
+            entry = entries.get(key)
+            if entry is not None:
+                entries.move_to_end(key)
+                self.stats["hits"] += 1
+                results.append((entry.lattice_type, protocol.NO_ERROR, entry.payload))
+            else:
+                self.stats["misses"] += 1
+                results.append((0, protocol.KEY_DNE, b""))
+                misses.append((i, key))
+        if not misses:
+            return [Reply(identity, protocol.reply_get(rid, results))]
+        op = _ClientOp(protocol.OP_GET, identity, rid, results, len(misses))
+        actions: list[Action] = []
+        for i, key in misses:
+            req = self.fetching.get(key)
+            if req is None:
+                req = _KvsReq(pb.GET, key, now + self.request_timeout)
+                self.fetching[key] = req
+                req.waiters.append((op, i))
+                actions += self._dispatch(req, now)
+            else:
+                req.waiters.append((op, i))
+        return actions
+
+    def client_put(
+        self, identity: bytes, rid: bytes, tuples: Sequence[tuple[str, int, bytes]], now: float
+    ) -> list[Action]:
+        """A client's PUT: type check, write through, answer once the KVS acknowledged."""
+        self.stats["puts"] += len(tuples)
+        results: list[tuple[int, int, bytes]] = [(0, protocol.NO_ERROR, b"")] * len(tuples)
+        op = _ClientOp(protocol.OP_PUT, identity, rid, results, 0)
+        pending = []
+        for i, (key, ltype, payload) in enumerate(tuples):
+            entry = self.entries.get(key)
+            if ltype == pb.NONE or (entry is not None and entry.lattice_type != ltype):
+                self.stats["lattice_errors"] += 1
+                results[i] = (ltype, protocol.LATTICE, b"")
+                continue
+            req = _KvsReq(pb.PUT, key, now + self.request_timeout, ltype, payload)
+            req.waiters.append((op, i))
+            pending.append(req)
+        op.remaining = len(pending)
+        if not pending:
+            return [Reply(identity, protocol.reply_put(rid, [r[1] for r in results]))]
+        actions: list[Action] = []
+        for req in pending:
+            actions += self._dispatch(req, now)
+        return actions
+
+    # ---- KVS request lifecycle ----------------------------------------------------------
+
+    def _dispatch(self, req: _KvsReq, now: float) -> list[Action]:
+        """Send ``req`` to its shard, or ask routing for the shard first."""
+        shards = self.addresses.get(req.key)
+        if not shards:
+            waiting = self.looking_up.get(req.key)
+            if waiting is not None:
+                waiting.append(req)
+                req.state = "lookup"
+                return []
+            self.looking_up[req.key] = [req]
+            req.state = "lookup"
+            rid = self._next_rid()
+            self.lookups[rid] = (now + self.attempt_timeout, [req.key])
+            msg = pb.KeyAddressRequest(
+                response_address=self.address_response_address, keys=[req.key], request_id=rid
+            )
+            self._rr += 1
+            target = self.routing[self._rr % len(self.routing)]
+            self.stats["address_lookups"] += 1
+            return [KvsSend(target, msg.SerializeToString())]
+        req.attempts += 1
+        shard = shards[(req.attempts - 1) % len(shards)]
+        req.rid = self._next_rid()
+        req.state = "sent"
+        req.attempt_deadline = now + self.attempt_timeout
+        self.reqs[req.rid] = req
+        kreq = pb.KeyRequest(
+            type=req.rtype,  # type: ignore[arg-type]
+            response_address=self.response_address,
+            request_id=req.rid,
+        )
+        t = kreq.tuples.add(key=req.key, address_cache_size=len(shards))
+        if req.rtype == pb.PUT:
+            t.lattice_type = req.lattice_type
+            t.payload = req.payload
+            self.stats["kvs_puts"] += 1
+        else:
+            self.stats["kvs_gets"] += 1
+        return [KvsSend(shard, kreq.SerializeToString())]
+
+    def _retry(self, req: _KvsReq, now: float, why: str) -> list[Action]:
+        """A transient failure: forget the key's addresses and try again shortly."""
+        self.stats["retries"] += 1
+        log.debug("cache %s: retrying %s (%s)", self.node_id, req.key, why)
+        self.addresses.pop(req.key, None)
+        if now >= req.deadline:
+            return self._finish(req, 0, protocol.TIMEOUT, b"", now)
+        req.state = "backoff"
+        req.retry_at = now + min(0.05 * (1 + req.attempts), 0.5)
+        self.waiting.append(req)
+        return []
+
+    def _finish(
+        self, req: _KvsReq, ltype: int, err: int, payload: bytes, now: float
+    ) -> list[Action]:
+        """``req`` is done: fill its waiters' slots and answer the complete client ops."""
+        if req.rtype == pb.GET and self.fetching.get(req.key) is req:
+            del self.fetching[req.key]
+        if err == protocol.TIMEOUT:
+            self.stats["kvs_timeouts"] += 1
+        actions: list[Action] = []
+        for op, i in req.waiters:
+            op.results[i] = (ltype, err, payload)
+            op.remaining -= 1
+            if op.remaining == 0:
+                if op.op == protocol.OP_GET:
+                    frames = protocol.reply_get(op.rid, op.results)
+                else:
+                    frames = protocol.reply_put(op.rid, [r[1] for r in op.results])
+                actions.append(Reply(op.identity, frames))
+        req.waiters.clear()
+        return actions
+
+    def address_response(self, resp: pb.KeyAddressResponse, now: float) -> list[Action]:
+        """Routing answered: remember the shards and send the waiting requests."""
+        lookup = self.lookups.pop(resp.response_id, None)
+        if lookup is None:
+            self.stats["stale_address_responses"] += 1
+            return []
+        for ka in resp.addresses:
+            if ka.ips:
+                self.addresses[ka.key] = list(ka.ips)
+        actions: list[Action] = []
+        for key in lookup[1]:
+            reqs = self.looking_up.pop(key, [])
+            for req in reqs:
+                if self.addresses.get(key):
+                    actions += self._dispatch(req, now)
+                else:
+                    actions += self._retry(
+                        req, now, f"no address ({pb.AnnaError.Name(resp.error)})"
+                    )
+        return actions
+
+    def key_response(self, resp: pb.KeyResponse, now: float) -> list[Action]:
+        """A KVS answer to one of our requests, or (no response id) a pushed update."""
+        if not resp.response_id:
+            return self._push(resp)
+        req = self.reqs.pop(resp.response_id, None)
+        if req is None:
+            self.stats["stale_responses"] += 1
+            return []
+        if resp.error not in (pb.NO_ERROR, pb.KEY_DNE) or not resp.tuples:
+            return self._retry(req, now, f"request error {resp.error}")
+        t = resp.tuples[0]
+        if t.error == pb.WRONG_THREAD:
+            return self._retry(req, now, "wrong thread")
+        if t.error == pb.TIMEOUT:
+            return self._retry(req, now, "shard timeout")
+        actions = self._complete(req, t, now)
+        if t.invalidate:
+            # The answer is valid; only our view of the key's replicas is stale.
+            self.addresses.pop(req.key, None)
+            self.stats["invalidations"] += 1
+        return actions
+
+    def _complete(self, req: _KvsReq, t: pb.KeyTuple, now: float) -> list[Action]:
+        actions: list[Action] = []
+        key = req.key
+        if req.rtype == pb.GET:
+            if t.error == pb.NO_ERROR:
+                actions += self._store(key, t.lattice_type, t.payload)
+                actions += self._finish(req, t.lattice_type, protocol.NO_ERROR, t.payload, now)
+            else:
+                actions += self._finish(req, 0, t.error, b"", now)
+            return actions
+        if t.error == pb.NO_ERROR:
+            entry = self.entries.get(key)
+            if entry is not None:
+                actions += self._merge_into(key, entry, req.lattice_type, req.payload)
+            elif key not in self.subs:
+                # Subscribing makes the shard push the full merged value shortly.
+                actions += self._subscribe(key)
+        elif t.error == pb.LATTICE:
+            self.stats["lattice_errors"] += 1
+        actions += self._finish(req, req.lattice_type, t.error, b"", now)
+        return actions
+
+    def _store(self, key: str, ltype: int, payload: bytes) -> list[Action]:
+        """A fetched value: keep it (merged with what may have been pushed meanwhile)."""
+        entry = self.entries.get(key)
+        if entry is not None:
+            return self._merge_into(key, entry, ltype, payload)
+        actions = self._subscribe(key)
+        return actions + self._insert(key, Entry(key, ltype, payload))
+
+    def _merge_into(self, key: str, entry: Entry, ltype: int, payload: bytes) -> list[Action]:
+        if payload == entry.payload:
+            self.entries.move_to_end(key)
+            return []
+        if ltype != entry.lattice_type:
+            # Only the KVS's own value reaches here with another type: it is the truth.
+            return self._insert(key, Entry(key, ltype, payload))
+        try:
+            merged = entry.get_lattice().merge(codec.from_payload(ltype, payload))
+        except LatticeError:
+            # No local merge for this type: take the incoming (KVS-acknowledged) state.
+            self.stats["merge_fallbacks"] += 1
+            return self._insert(key, Entry(key, ltype, payload))
+        if merged is entry.lattice:
+            self.entries.move_to_end(key)
+            return []
+        new = Entry(key, ltype, merged.serialize())
+        new.lattice = merged
+        return self._insert(key, new)
+
+    def _push(self, resp: pb.KeyResponse) -> list[Action]:
+        """Shards pushed the merged values of subscribed keys."""
+        actions: list[Action] = []
+        for t in resp.tuples:
+            self.stats["pushes"] += 1
+            key = t.key
+            if key not in self.subs:
+                self.stats["unsubscribed_pushes"] += 1
+                continue
+            if t.error != pb.NO_ERROR or t.lattice_type == pb.NONE:
+                continue
+            entry = self.entries.get(key)
+            if entry is None:
+                actions += self._insert(key, Entry(key, t.lattice_type, t.payload))
+            else:
+                actions += self._merge_into(key, entry, t.lattice_type, t.payload)
+        return actions
+
+    # ---- time -----------------------------------------------------------------------------
+
+    def tick(self, now: float) -> list[Action]:
+        """Time out attempts and lookups, resend requests whose backoff is over."""
+        actions: list[Action] = []
+        if self.reqs:
+            for rid in [r for r, q in self.reqs.items() if q.attempt_deadline <= now]:
+                req = self.reqs.pop(rid)
+                actions += self._retry(req, now, "attempt timed out")
+        if self.lookups:
+            for rid in [r for r, (d, _) in self.lookups.items() if d <= now]:
+                _, keys = self.lookups.pop(rid)
+                for key in keys:
+                    for req in self.looking_up.pop(key, []):
+                        actions += self._retry(req, now, "address lookup timed out")
+        if self.waiting:
+            due = [r for r in self.waiting if r.retry_at <= now]
+            if due:
+                self.waiting = [r for r in self.waiting if r.retry_at > now]
+                for req in due:
+                    if now >= req.deadline:
+                        actions += self._finish(req, 0, protocol.TIMEOUT, b"", now)
+                    else:
+                        actions += self._dispatch(req, now)
+        return actions

@@ -1,0 +1,183 @@
+"""Framing of the cache's executor-facing socket and peer socket (pure codec).
+
+Sockets
+-------
+
+* **executor socket**: a ZeroMQ ROUTER bound at ``ipc://<ipc_dir>/cache-<node>.sock``
+  (see :func:`ipc_address`). Clients connect a DEALER; the ROUTER sees every request
+  as ``[identity, op, *frames]`` and answers ``[identity, *reply_frames]``.
+* **peer socket**: a PULL bound at ``tcp://<ip>:<random port>`` (the ``INFO`` op tells
+  it); other caches PUSH ``[op, *frames]`` there. Only ``stream.*`` ops are accepted.
+
+Built-in ops (``frames[0]`` is always a request id chosen by the client, echoed back)
+------------------------------------------------------------------------------------
+
+====================  ==================================  ===============================
+request               frames after the op                 reply frames
+====================  ==================================  ===============================
+``get``               ``rid, key1, key2, ...``            ``get, rid, ok, (hdr2, payload)*n``
+``put``               ``rid, (key, hdr1, payload)*n``     ``put, rid, ok, errors``
+``stats``             ``rid``                             ``stats, rid, ok, json``
+``keys``              ``rid``                             ``keys, rid, ok, json {key: bytes}``
+``info``              ``rid``                             ``info, rid, ok, json``
+``ping``              ``rid``                             ``ping, rid, ok``
+====================  ==================================  ===============================
+
+``hdr2`` is two bytes ``[lattice_type, anna_error]`` (``anna_error`` KEY_DNE = never
+written, payload empty); ``hdr1`` is one byte ``[lattice_type]``; ``errors`` holds one
+``AnnaError`` byte per put tuple (0 = acknowledged by the KVS, 4 = LATTICE, 3 =
+TIMEOUT, ...). A malformed request gets ``[op, rid, b"error", message]``.
+
+Stream ops (delegated, see :mod:`cache.streams`)
+------------------------------------------------
+
+Any op starting with ``b"stream."`` is handed unchanged to
+``StreamHub.handle(sender, op, frames, now)`` where ``frames`` are the frames after the
+op and ``sender`` is the ROUTER identity (or ``None`` for the peer socket). The hub
+answers with :class:`cache.actions.Reply` / :class:`cache.actions.SendPeer` actions;
+the framing of stream ops is the hub's own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from cloudburst.shared.errors import WireError
+
+OP_GET = b"get"
+OP_PUT = b"put"
+OP_STATS = b"stats"
+OP_KEYS = b"keys"
+OP_INFO = b"info"
+OP_PING = b"ping"
+STREAM_PREFIX = b"stream."
+
+OK = b"ok"
+ERROR = b"error"
+
+# AnnaError values (anna.proto), repeated so the client needs no protobuf import.
+NO_ERROR = 0
+KEY_DNE = 1
+TIMEOUT = 3
+LATTICE = 4
+NO_SERVERS = 5
+
+#: ipc paths longer than this do not fit in ``sockaddr_un`` (108 bytes with the NUL).
+_MAX_IPC_PATH = 100
+
+
+def ipc_address(ipc_dir: str, node_id: str) -> str:
+    """The ``ipc://`` endpoint of node ``node_id``'s cache.
+
+    ``<abs ipc_dir>/cache-<node_id>.sock``, with characters other than
+    ``[A-Za-z0-9._-]`` in the node id replaced by ``_``; if the path would be too long
+    for a Unix socket the node part becomes a short hash.
+
+    >>> ipc_address("/tmp/ipc", "127.0.0.1:node0")
+    'ipc:///tmp/ipc/cache-127.0.0.1_node0.sock'
+    """
+    base = os.path.abspath(ipc_dir)
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in node_id)
+    path = os.path.join(base, f"cache-{safe}.sock")
+    if len(path) > _MAX_IPC_PATH:
+        digest = hashlib.sha1(node_id.encode()).hexdigest()[:16]
+        path = os.path.join(base, f"cache-{digest}.sock")
+    return "ipc://" + path
+
+
+# ---- requests ------------------------------------------------------------------------
+
+
+def encode_get(rid: bytes, keys: Sequence[str]) -> list[bytes]:
+    return [OP_GET, rid, *(k.encode() for k in keys)]
+
+
+def encode_put(rid: bytes, tuples: Sequence[tuple[str, int, bytes]]) -> list[bytes]:
+    frames = [OP_PUT, rid]
+    for key, ltype, payload in tuples:
+        frames += [key.encode(), bytes([ltype]), payload]
+    return frames
+
+
+def encode_simple(op: bytes, rid: bytes) -> list[bytes]:
+    return [op, rid]
+
+
+def decode_get_args(frames: Sequence[bytes]) -> list[str]:
+    """Keys of a ``get`` (frames after ``op, rid``)."""
+    if not frames:
+        raise WireError("get: no keys")
+    try:
+        return [bytes(f).decode() for f in frames]
+    except UnicodeDecodeError as exc:
+        raise WireError(f"get: key is not UTF-8: {exc}") from None
+
+
+def decode_put_args(frames: Sequence[bytes]) -> list[tuple[str, int, bytes]]:
+    """``(key, lattice_type, payload)`` tuples of a ``put`` (frames after ``op, rid``)."""
+    if not frames or len(frames) % 3:
+        raise WireError(f"put: expected (key, type, payload) triples, got {len(frames)} frames")
+    out = []
+    for i in range(0, len(frames), 3):
+        hdr = frames[i + 1]
+        if len(hdr) != 1:
+            raise WireError("put: lattice type header must be one byte")
+        try:
+            key = bytes(frames[i]).decode()
+        except UnicodeDecodeError as exc:
+            raise WireError(f"put: key is not UTF-8: {exc}") from None
+        if not key:
+            raise WireError("put: empty key")
+        out.append((key, hdr[0], frames[i + 2]))
+    return out
+
+
+# ---- replies -------------------------------------------------------------------------
+
+
+def reply_get(rid: bytes, results: Sequence[tuple[int, int, bytes]]) -> list[bytes]:
+    frames = [OP_GET, rid, OK]
+    for ltype, err, payload in results:
+        frames += [bytes([ltype, err]), payload]
+    return frames
+
+
+def reply_put(rid: bytes, errors: Sequence[int]) -> list[bytes]:
+    return [OP_PUT, rid, OK, bytes(errors)]
+
+
+def reply_json(op: bytes, rid: bytes, obj: Mapping[str, Any]) -> list[bytes]:
+    return [op, rid, OK, json.dumps(obj, separators=(",", ":")).encode()]
+
+
+def reply_error(op: bytes, rid: bytes, message: str) -> list[bytes]:
+    return [op, rid, ERROR, message.encode()]
+
+
+def decode_reply(frames: Sequence[bytes]) -> tuple[bytes, bytes, list[bytes]]:
+    """``(op, rid, body)`` of a reply; raise :class:`WireError` on an error reply."""
+    if len(frames) < 3:
+        raise WireError(f"cache reply too short ({len(frames)} frames)")
+    op, rid, status = bytes(frames[0]), bytes(frames[1]), bytes(frames[2])
+    if status == ERROR:
+        msg = bytes(frames[3]).decode(errors="replace") if len(frames) > 3 else "?"
+        raise WireError(f"cache rejected {op.decode(errors='replace')}: {msg}")
+    if status != OK:
+        raise WireError(f"cache reply has bad status {status[:16]!r}")
+    return op, rid, list(frames[3:])
+
+
+def decode_get_body(body: Sequence[bytes], nkeys: int) -> list[tuple[int, int, bytes]]:
+    if len(body) != 2 * nkeys:
+        raise WireError(f"get reply: expected {2 * nkeys} frames, got {len(body)}")
+    out = []
+    for i in range(0, len(body), 2):
+        hdr = body[i]
+        if len(hdr) != 2:
+            raise WireError("get reply: bad header")
+        out.append((hdr[0], hdr[1], body[i + 1]))
+    return out

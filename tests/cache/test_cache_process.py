@@ -1,0 +1,151 @@
+"""The cache as a real process against a real local KVS."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import statistics
+import time
+
+import pytest
+
+from cache.client import CacheClient
+from cloudburst.shared.processes import wait_until
+from lattices import LWWPairLattice, SetLattice, make_timestamp
+from tests.cache.conftest import PUSH_PERIOD_MS, Cluster
+
+
+def lww(value: bytes) -> LWWPairLattice:
+    return LWWPairLattice(make_timestamp(), value)
+
+
+def test_hit_after_miss(cluster: Cluster, kvs_client) -> None:
+    kvs = kvs_client()
+    assert kvs.put("k", lww(b"v1"))
+    cc = cluster.start_cache("n1")
+    try:
+        assert cc.get("k")["k"].reveal() == b"v1"
+        s1 = cc.stats()
+        assert s1["misses"] == 1 and s1["hits"] == 0
+        assert cc.get(["k"])["k"].reveal() == b"v1"
+        s2 = cc.stats()
+        assert s2["hits"] == 1 and s2["misses"] == 1
+        assert s2["entries"] == 1 and s2["bytes"] > 0
+        assert set(cc.cached_key_sizes()) == {"k"}
+        assert cc.get("missing") == {"missing": None}
+        assert not cc.using_fallback
+    finally:
+        cc.close()
+
+
+def test_update_through_other_node_visible_within_push_period(cluster: Cluster, kvs_client) -> None:
+    """Node B (127.0.0.2) and the KVS directly write; node A's cached copy follows."""
+    a = cluster.start_cache("a", ip="127.0.0.1")
+    b = cluster.start_cache("b", ip="127.0.0.2")
+    kvs = kvs_client()
+    try:
+        assert b.put("shared", lww(b"0"))
+        assert a.get("shared")["shared"].reveal() == b"0"  # cached (and subscribed) at A
+        lags = []
+        for i in range(1, 16):
+            writer = b if i % 2 else kvs
+            value = str(i).encode()
+            assert writer.put("shared", lww(value))
+            acked = time.monotonic()
+            while a.get("shared")["shared"].reveal() != value:
+                assert time.monotonic() - acked < 2.0, "update never reached the cache"
+            lags.append(time.monotonic() - acked)
+        stats = a.stats()
+        assert stats["misses"] == 1  # every later read was served by the cache
+        assert stats["pushes"] >= 15
+        # One push period plus delivery; generous slack for a shared 2-core machine.
+        assert statistics.median(lags) <= PUSH_PERIOD_MS / 1000 + 0.05, lags
+        assert max(lags) <= PUSH_PERIOD_MS / 1000 + 0.5, lags
+    finally:
+        a.close()
+        b.close()
+
+
+def test_eviction_at_the_bound(cluster: Cluster, kvs_client) -> None:
+    kvs = kvs_client()
+    capacity = 10_000
+    for i in range(8):
+        assert kvs.put(f"e{i}", lww(bytes(2000)))
+    cc = cluster.start_cache("small", capacity_bytes=capacity)
+    try:
+        for i in range(8):
+            assert cc.get(f"e{i}")[f"e{i}"].reveal() == bytes(2000)
+        stats = cc.stats()
+        assert stats["evictions"] >= 4
+        assert stats["bytes"] <= capacity
+        held = cc.cached_key_sizes()
+        assert "e7" in held and "e0" not in held  # least recently used went first
+        # An evicted key is fetched again (a miss), not served stale.
+        assert cc.get("e0")["e0"].reveal() == bytes(2000)
+        assert cc.stats()["misses"] == 9
+    finally:
+        cc.close()
+
+
+def test_lattice_type_mismatch(cluster: Cluster) -> None:
+    cc = cluster.start_cache("n1")
+    try:
+        assert cc.put("t", lww(b"x"))
+        errs = cc.put_errors("t", SetLattice({b"a"}))
+        assert errs == {"t": 4}  # LATTICE
+        assert cc.put("t", SetLattice({b"a"})) is False
+        cc.get("t")  # now cached: the mismatch is caught in the cache itself
+        assert cc.put_errors("t", SetLattice({b"a"})) == {"t": 4}
+        assert cc.get("t")["t"].reveal() == b"x"
+        assert cc.stats()["lattice_errors"] >= 2
+        # Every lattice type goes through.
+        assert cc.put("set", SetLattice({b"a"}))
+        assert cc.put("set", SetLattice({b"b"}))
+        wait_until(
+            lambda: cc.get("set")["set"].reveal() == {b"a", b"b"}, timeout=5, what="set merge"
+        )
+    finally:
+        cc.close()
+
+
+def test_dead_cache_falls_back_to_kvs(
+    cluster: Cluster, kvs_client, caplog: pytest.LogCaptureFixture
+) -> None:
+    kvs = kvs_client()
+    assert kvs.put("f", lww(b"1"))
+    cc = cluster.start_cache("dying")
+    try:
+        assert cc.get("f")["f"].reveal() == b"1"
+        cluster.procs.kill("cache-dying", signal.SIGKILL)
+        assert kvs.put("f", lww(b"2"))
+        with caplog.at_level(logging.WARNING, logger="cache.client"):
+            t0 = time.monotonic()
+            assert cc.get("f")["f"].reveal() == b"2"
+            assert cc.put("f", lww(b"3"))
+            assert time.monotonic() - t0 < 3.0  # no hang
+        assert cc.using_fallback and cc.fallback_calls >= 2
+        assert any("unreachable" in r.getMessage() for r in caplog.records)
+        assert kvs.get("f")["f"].reveal() == b"3"
+        # A restarted cache is used again.
+        restarted = cluster.start_cache("dying")
+        restarted.close()
+        wait_until(lambda: cc.ping(), timeout=10, what="reconnect")
+        assert cc.get("f")["f"].reveal() == b"3"
+        assert not cc.using_fallback
+    finally:
+        cc.close()
+
+
+def test_never_started_cache_falls_back(cluster: Cluster, kvs_client) -> None:
+    kvs = kvs_client()
+    assert kvs.put("g", lww(b"x"))
+    cc = CacheClient("nobody", cluster.cfg, kvs_addr=cluster.kvs_addr, timeout=5)
+    try:
+        t0 = time.monotonic()
+        assert cc.get("g")["g"].reveal() == b"x"
+        assert cc.get("g")["g"].reveal() == b"x"
+        assert time.monotonic() - t0 < 3.0
+        assert cc.using_fallback
+        assert cc.cached_key_sizes() is None
+    finally:
+        cc.close()

@@ -1,0 +1,51 @@
+"""Round trips of the cache framing (cache.protocol)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cache import protocol
+from cloudburst.shared.errors import WireError
+
+keys = st.text(min_size=1, max_size=20)
+
+
+@given(st.lists(keys, min_size=1, max_size=5))
+def test_get_round_trip(ks: list[str]) -> None:
+    frames = protocol.encode_get(b"r", ks)
+    assert frames[:2] == [protocol.OP_GET, b"r"]
+    assert protocol.decode_get_args(frames[2:]) == ks
+
+
+@given(st.lists(st.tuples(keys, st.integers(0, 6), st.binary(max_size=50)), min_size=1, max_size=5))
+def test_put_round_trip(tuples: list[tuple[str, int, bytes]]) -> None:
+    frames = protocol.encode_put(b"r", tuples)
+    assert protocol.decode_put_args(frames[2:]) == tuples
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 6), st.integers(0, 5), st.binary(max_size=50)), max_size=5)
+)
+def test_get_reply_round_trip(results: list[tuple[int, int, bytes]]) -> None:
+    op, rid, body = protocol.decode_reply(protocol.reply_get(b"x", results))
+    assert (op, rid) == (protocol.OP_GET, b"x")
+    assert protocol.decode_get_body(body, len(results)) == results
+
+
+def test_error_reply_and_malformed() -> None:
+    with pytest.raises(WireError, match="nope"):
+        protocol.decode_reply(protocol.reply_error(b"get", b"1", "nope"))
+    with pytest.raises(WireError):
+        protocol.decode_put_args([b"k", b"\x01"])
+    with pytest.raises(WireError):
+        protocol.decode_get_args([])
+    with pytest.raises(WireError):
+        protocol.decode_put_args([b"k", b"\x01\x02", b"p"])
+
+
+def test_ipc_address_is_short_and_stable() -> None:
+    a = protocol.ipc_address("/tmp/" + "d" * 120, "node")
+    assert a == protocol.ipc_address("/tmp/" + "d" * 120, "node")
+    assert protocol.ipc_address("/x", "a/b c") == "ipc:///x/cache-a_b_c.sock"
