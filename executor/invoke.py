@@ -32,6 +32,15 @@ class FunctionLoadError(Exception):
     """A registered body that cannot be turned into a callable."""
 
 
+class KeysNotReady(Exception):
+    """Results referenced by a call are not in the KVS yet (``resolve_args`` with
+    ``timeout=0``): the caller parks the call and retries later."""
+
+    def __init__(self, keys: list[str]) -> None:
+        super().__init__(f"waiting for {keys}")
+        self.keys = keys
+
+
 @dataclass
 class LoadedFunction:
     name: str
@@ -69,7 +78,8 @@ def resolve_args(
     """Replace references by what the KVS holds.
 
     A plain reference to a missing key is an error; a :class:`PendingReference` (the
-    result of another call) is waited for, with backoff, up to ``timeout`` seconds.
+    result of another call) is waited for, with backoff, up to ``timeout`` seconds;
+    with ``timeout=0`` a missing one raises :class:`KeysNotReady` at once.
     """
     refs = [a for a in args if isinstance(a, CloudburstReference)]
     if not refs:
@@ -89,6 +99,8 @@ def resolve_args(
             raise InvalidArgument(f"reference to key(s) {plain} which the KVS does not hold")
         if not waiting:
             break
+        if timeout == 0:
+            raise KeysNotReady(waiting)
         if clock() >= deadline:
             raise CloudburstTimeoutError(
                 f"the result(s) {waiting} referenced by this call did not appear within {timeout}s"

@@ -37,7 +37,14 @@ from cloudburst.shared.errors import (
 from cloudburst.shared.kvs import make_kvs_client
 from cloudburst.shared.proto import cloudburst_pb2 as pb
 from cloudburst.shared.values import to_lattice
-from executor.invoke import FunctionLoadError, LoadedFunction, invoke, load_function, resolve_args
+from executor.invoke import (
+    FunctionLoadError,
+    KeysNotReady,
+    LoadedFunction,
+    invoke,
+    load_function,
+    resolve_args,
+)
 from executor.state import make_state_client
 from executor.triggers import (
     Cancel,
@@ -84,6 +91,11 @@ class Worker:
         self.push: dict[str, zmq.Socket[Any]] = {}
         self.busy = 0
         self.completed = 0
+        # Calls waiting for referenced results (futures passed as arguments). They are
+        # parked, not waited for, so the call producing the result can run here too.
+        self.parked: list[tuple[Run, float]] = []
+        self.park_delay = 0.001
+        self.next_retry = float("inf")
         self.running = True
         self.leaving = False
         self._hb_thread = threading.Thread(
@@ -118,12 +130,17 @@ class Worker:
         )
         next_expire = time.monotonic() + 1.0
         while self.running:
-            if self.pull.poll(100):
+            wait_ms = 100
+            if self.parked:
+                wait_ms = max(0, min(100, int((self.next_retry - time.monotonic()) * 1000)))
+            if self.pull.poll(wait_ms):
                 try:
                     data = self.pull.recv(zmq.NOBLOCK)
                 except zmq.Again:
                     continue
                 self.handle(data)
+            if self.parked and time.monotonic() >= self.next_retry:
+                self._retry_parked()
             now = time.monotonic()
             if now >= next_expire:
                 for call_id, fn in self.book.expire(now):
@@ -153,6 +170,17 @@ class Worker:
                 msg.trigger.target_function,
             )
 
+    def _retry_parked(self) -> None:
+        parked, self.parked = self.parked, []
+        for action, deadline in parked:
+            self.run(action, deadline)
+        if self.parked:
+            self.park_delay = min(self.park_delay * 2, 0.05)
+            self.next_retry = time.monotonic() + self.park_delay
+        else:
+            self.park_delay = 0.001
+            self.next_retry = float("inf")
+
     def get_function(self, name: str) -> LoadedFunction:
         fn = self.functions.get(name)
         if fn is None:
@@ -164,14 +192,23 @@ class Worker:
             self.functions[name] = fn
         return fn
 
-    def run(self, action: Run) -> None:
+    def run(self, action: Run, deadline: float | None = None) -> None:
         sched, fn = action.schedule, action.function
+        if deadline is None:
+            deadline = time.monotonic() + self.cfg.scheduler.call_timeout_s
         try:
             loaded = self.get_function(fn)
             args = wire.decode_args(sched.arguments[fn]) if fn in sched.arguments else []
             for upstream in action.upstream:
                 args.extend(wire.decode_args(upstream))
-            args = resolve_args(args, self.state, self.cfg.scheduler.call_timeout_s)
+            args = resolve_args(args, self.state, 0)
+        except KeysNotReady as exc:
+            if time.monotonic() >= deadline:
+                msg = f"the result(s) {exc.keys} referenced by this call never appeared"
+                return self._fail(sched, fn, wire.error_message(pb.TIMED_OUT, msg, fn))
+            self.parked.append((action, deadline))
+            self.next_retry = min(self.next_retry, time.monotonic() + self.park_delay)
+            return None
         except FunctionNotFound as exc:
             return self._fail(sched, fn, wire.error_message(pb.FUNC_NOT_FOUND, str(exc), fn))
         except (InvalidArgument, SerializationError) as exc:
@@ -270,7 +307,7 @@ class Worker:
             node_id=self.node_id,
             functions=list(self.functions),
             busy=self.busy,
-            queue_length=len(self.book),
+            queue_length=len(self.book) + len(self.parked),
             pid=os.getpid(),
             inbox_address=self.inbox_address,
             completed=self.completed,

@@ -455,7 +455,7 @@ class CloudburstConnection:
         if isinstance(function, tuple):
             function = (function[0], tuple(function[1]))
         try:
-            body = cloudpickle.dumps(function)
+            body = _pickle_function(function)
         except Exception as exc:
             raise InvalidArgument(f"cannot pickle function {name!r}: {exc}") from exc
         self._control("register_function", pb.Function(name=name, body=body))
@@ -611,6 +611,36 @@ class CloudburstConnection:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _user_module(obj: Any) -> Any:
+    """The module defining ``obj`` if it is the user's own code (not the standard
+    library or an installed package), which executors may not be able to import."""
+    import sys
+    import sysconfig
+
+    mod = sys.modules.get(getattr(obj, "__module__", "") or "")
+    path = getattr(mod, "__file__", None)
+    if mod is None or path is None or mod.__name__ == "__main__":
+        return None
+    roots = {sys.prefix, sys.base_prefix, sysconfig.get_paths()["purelib"]}
+    if any(os.path.abspath(path).startswith(os.path.abspath(r) + os.sep) for r in roots):
+        return None
+    return mod
+
+
+def _pickle_function(function: Any) -> bytes:
+    """Cloudpickle a function or ``(Class, init_args)``; the user's own module is
+    shipped by value so executors need not import it."""
+    target = function[0] if isinstance(function, tuple) else function
+    mod = _user_module(target)
+    if mod is None:
+        return cloudpickle.dumps(function)
+    cloudpickle.register_pickle_by_value(mod)
+    try:
+        return cloudpickle.dumps(function)
+    finally:
+        cloudpickle.unregister_pickle_by_value(mod)
 
 
 def _default_scheduler_port() -> int:

@@ -1,0 +1,87 @@
+"""A real local cluster for integration tests: KVS (``anna.local``), one scheduler and
+one executor node with 3 workers, every port free (never the defaults), started once
+per session and always stopped.
+
+``cluster.connect()`` gives a client; ``cloud`` is one per test (closed after it).
+Tests share the cluster, so each uses its own function and DAG names.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloudburst.client.client import CloudburstConnection
+from cloudburst.local import free_port_config, wait_ready, write_config
+from cloudburst.shared.config import Config
+from cloudburst.shared.processes import ProcessGroup
+
+WORKERS = 3
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "default_ports: uses the default local-mode ports (only one test may)"
+    )
+
+
+@dataclass
+class Cluster:
+    cfg: Config
+    config_path: Path
+    group: ProcessGroup
+
+    def connect(self, **kw: Any) -> CloudburstConnection:
+        kw.setdefault("timeout", 10.0)
+        return CloudburstConnection(self.cfg.ip, self.cfg.ip, port=self.cfg.scheduler.port, **kw)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.log_tail(40)}" for p in self.group.procs.values())
+
+
+def start_cluster(run_dir: Path, workers: int = WORKERS, **sections: Any) -> Cluster:
+    cfg = free_port_config(
+        run_dir,
+        workers=workers,
+        scheduler={"heartbeat_timeout_s": 2.0, "call_timeout_s": 20.0},
+        executor={"workers": workers, "base_port": 0, "heartbeat_period_s": 0.25},
+        **sections,
+    )
+    path = write_config(cfg, run_dir / "config.yml")
+    group = ProcessGroup(log_dir=run_dir / "logs")
+    cluster = Cluster(cfg, path, group)
+    try:
+        group.python("kvs", "anna.local", "--config", str(path))
+        group.python("scheduler", "scheduler.server", "--config", str(path))
+        group.python("executor", "executor.node", "--config", str(path))
+        wait_ready(cfg, workers, timeout=60.0)
+    except BaseException:
+        print(cluster.logs(), file=sys.stderr)
+        group.stop_all()
+        raise
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    c = start_cluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        yield c
+    finally:
+        c.group.stop_all()
+    leaked = [p.name for p in c.group.procs.values() if p.alive()]
+    assert not leaked, f"cluster processes still alive: {leaked}"
+
+
+@pytest.fixture
+def cloud(cluster: Cluster) -> Iterator[CloudburstConnection]:
+    conn = cluster.connect()
+    try:
+        yield conn
+    finally:
+        conn.close()
