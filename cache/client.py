@@ -28,6 +28,7 @@ import logging
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -71,6 +72,7 @@ class CacheClient:
         timeout: float | None = None,
         ip: str | None = None,
         context: zmq.Context[Any] | None = None,
+        local_bytes: int | None = None,
     ) -> None:
         self.cfg = cfg or load_config()
         if address is None:
@@ -93,6 +95,13 @@ class CacheClient:
         self._fallback: Any = None
         self._degraded = False
         self.fallback_calls = 0
+        # Decoded lattices of this process, revalidated with the cache on every read
+        # (conditional GET): a hit moves no payload and decodes nothing.
+        self.local_bytes = (
+            self.cfg.cache.capacity_bytes // 2 if local_bytes is None else local_bytes
+        )
+        self._memo: OrderedDict[str, tuple[bytes, Lattice[Any], int]] = OrderedDict()
+        self._memo_used = 0
         self._open()
 
     # ---- plumbing ---------------------------------------------------------------------
@@ -216,25 +225,56 @@ class CacheClient:
         klist = [keys] if isinstance(keys, str) else list(keys)
         if not klist:
             return {}
+        memo = self._memo
         with self._lock:
-            body = self._request(protocol.encode_get(self._next_rid(), klist), timeout)
+            if self.local_bytes > 0:
+                known = [memo[k][0] if k in memo else b"" for k in klist]
+                frames = protocol.encode_getv(self._next_rid(), klist, known)
+            else:
+                frames = protocol.encode_get(self._next_rid(), klist)
+            body = self._request(frames, timeout)
             if body is None:
                 return self._degrade("GET").get(klist)  # type: ignore[no-any-return]
             self._recovered()
-        results = protocol.decode_get_body(body, len(klist))
-        out: dict[str, Lattice[Any] | None] = {}
-        for key, (ltype, err, payload) in zip(klist, results, strict=True):
-            if err == protocol.NO_ERROR:
-                out[key] = codec.from_payload(ltype, payload)
-            elif err == protocol.KEY_DNE:
-                out[key] = None
-            elif err == protocol.TIMEOUT:
-                raise CloudburstTimeoutError(
-                    f"cache {self.address}: the KVS did not answer for {key!r}"
-                )
+            if self.local_bytes > 0:
+                results = protocol.decode_getv_body(body, len(klist))
             else:
-                raise CacheError(f"cache {self.address}: GET {key!r} failed with AnnaError {err}")
-        return out
+                results = [(*r, b"") for r in protocol.decode_get_body(body, len(klist))]
+            out: dict[str, Lattice[Any] | None] = {}
+            for key, (ltype, err, payload, version) in zip(klist, results, strict=True):
+                if err == protocol.NOT_MODIFIED and key in memo:
+                    memo.move_to_end(key)
+                    out[key] = memo[key][1]
+                elif err == protocol.NO_ERROR:
+                    lattice = codec.from_payload(ltype, payload)
+                    out[key] = lattice
+                    if version:
+                        self._remember(key, version, lattice, len(payload))
+                elif err == protocol.KEY_DNE:
+                    self._forget(key)
+                    out[key] = None
+                elif err == protocol.TIMEOUT:
+                    raise CloudburstTimeoutError(
+                        f"cache {self.address}: the KVS did not answer for {key!r}"
+                    )
+                else:
+                    raise CacheError(f"cache {self.address}: GET {key!r} failed with error {err}")
+            return out
+
+    def _forget(self, key: str) -> None:
+        old = self._memo.pop(key, None)
+        if old is not None:
+            self._memo_used -= old[2]
+
+    def _remember(self, key: str, version: bytes, lattice: Lattice[Any], size: int) -> None:
+        self._forget(key)
+        if size > self.local_bytes:
+            return
+        self._memo[key] = (version, lattice, size)
+        self._memo_used += size
+        while self._memo_used > self.local_bytes:
+            _, (_, _, old_size) = self._memo.popitem(last=False)
+            self._memo_used -= old_size
 
     def put_errors(
         self,

@@ -55,13 +55,14 @@ def subscription_address(shard_address: str) -> str:
 class Entry:
     """A cached value: Anna payload bytes and, once needed for a merge, the lattice."""
 
-    __slots__ = ("lattice", "lattice_type", "payload", "size")
+    __slots__ = ("lattice", "lattice_type", "payload", "size", "version")
 
     def __init__(self, key: str, lattice_type: int, payload: bytes) -> None:
         self.lattice_type = lattice_type
         self.payload = payload
         self.lattice: Lattice[Any] | None = None
         self.size = len(key) + len(payload) + ENTRY_OVERHEAD
+        self.version = b""  # set when the entry is kept (unique per cache incarnation)
 
     def get_lattice(self) -> Lattice[Any]:
         if self.lattice is None:
@@ -76,8 +77,9 @@ class _ClientOp:
     op: bytes
     identity: bytes
     rid: bytes
-    results: list[tuple[int, int, bytes]]
+    results: list[tuple[int, int, bytes, bytes]]
     remaining: int
+    known: Sequence[bytes] = ()  # getv: the client's versions, per key
 
 
 @dataclass
@@ -109,6 +111,7 @@ class CacheState:
         capacity_bytes: int,
         request_timeout: float = 5.0,
         attempt_timeout: float = 1.0,
+        epoch: bytes = b"\0" * 8,
     ) -> None:
         if not routing_addresses:
             raise ValueError("the cache needs at least one KVS routing address")
@@ -131,6 +134,10 @@ class CacheState:
         self.waiting: list[_KvsReq] = []  # reqs in backoff
         self._seq = 0
         self._rr = 0
+        # Entry versions are epoch + counter: a restarted cache (new epoch) never
+        # confirms a version its predecessor handed out.
+        self.epoch = epoch
+        self._version = 0
 
     # ---- helpers ----------------------------------------------------------------------
 
@@ -163,6 +170,8 @@ class CacheState:
         if entry.size > self.capacity:
             self.stats["too_large"] += 1
             return self._unsubscribe([key])
+        self._version += 1
+        entry.version = self.epoch + self._version.to_bytes(8, "big")
         self.entries[key] = entry
         self.used += entry.size
         evicted = []
@@ -208,10 +217,19 @@ class CacheState:
     # ---- client requests --------------------------------------------------------------
 
     def client_get(
-        self, identity: bytes, rid: bytes, keys: Sequence[str], now: float
+        self,
+        identity: bytes,
+        rid: bytes,
+        keys: Sequence[str],
+        now: float,
+        known: Sequence[bytes] | None = None,
     ) -> list[Action]:
-        """A client's GET of ``keys``: hits answered now, misses fetched from the KVS."""
-        results: list[tuple[int, int, bytes]] = []
+        """A client's GET of ``keys``: hits answered now, misses fetched from the KVS.
+
+        With ``known`` (a ``getv``: the client's cached version per key, ``b""`` for
+        none) a hit whose version matches is answered NOT_MODIFIED without payload.
+        """
+        results: list[tuple[int, int, bytes, bytes]] = []
         misses: list[tuple[int, str]] = []
         entries = self.entries
         for i, key in enumerate(keys):
@@ -219,14 +237,21 @@ class CacheState:
             if entry is not None:
                 entries.move_to_end(key)
                 self.stats["hits"] += 1
-                results.append((entry.lattice_type, protocol.NO_ERROR, entry.payload))
+                if known is not None and known[i] == entry.version:
+                    self.stats["not_modified"] += 1
+                    results.append((entry.lattice_type, protocol.NOT_MODIFIED, b"", entry.version))
+                else:
+                    results.append(
+                        (entry.lattice_type, protocol.NO_ERROR, entry.payload, entry.version)
+                    )
             else:
                 self.stats["misses"] += 1
-                results.append((0, protocol.KEY_DNE, b""))
+                results.append((0, protocol.KEY_DNE, b"", b""))
                 misses.append((i, key))
+        op_code = protocol.OP_GET if known is None else protocol.OP_GETV
         if not misses:
-            return [Reply(identity, protocol.reply_get(rid, results))]
-        op = _ClientOp(protocol.OP_GET, identity, rid, results, len(misses))
+            return [Reply(identity, self._get_reply(op_code, rid, results))]
+        op = _ClientOp(op_code, identity, rid, results, len(misses), known or ())
         actions: list[Action] = []
         for i, key in misses:
             req = self.fetching.get(key)
@@ -239,19 +264,29 @@ class CacheState:
                 req.waiters.append((op, i))
         return actions
 
+    @staticmethod
+    def _get_reply(
+        op: bytes, rid: bytes, results: Sequence[tuple[int, int, bytes, bytes]]
+    ) -> list[bytes]:
+        if op == protocol.OP_GETV:
+            return protocol.reply_getv(rid, results)
+        return protocol.reply_get(rid, [r[:3] for r in results])
+
     def client_put(
         self, identity: bytes, rid: bytes, tuples: Sequence[tuple[str, int, bytes]], now: float
     ) -> list[Action]:
         """A client's PUT: type check, write through, answer once the KVS acknowledged."""
         self.stats["puts"] += len(tuples)
-        results: list[tuple[int, int, bytes]] = [(0, protocol.NO_ERROR, b"")] * len(tuples)
+        results: list[tuple[int, int, bytes, bytes]] = [(0, protocol.NO_ERROR, b"", b"")] * len(
+            tuples
+        )
         op = _ClientOp(protocol.OP_PUT, identity, rid, results, 0)
         pending = []
         for i, (key, ltype, payload) in enumerate(tuples):
             entry = self.entries.get(key)
             if ltype == pb.NONE or (entry is not None and entry.lattice_type != ltype):
                 self.stats["lattice_errors"] += 1
-                results[i] = (ltype, protocol.LATTICE, b"")
+                results[i] = (ltype, protocol.LATTICE, b"", b"")
                 continue
             req = _KvsReq(pb.PUT, key, now + self.request_timeout, ltype, payload)
             req.waiters.append((op, i))
@@ -327,14 +362,19 @@ class CacheState:
         if err == protocol.TIMEOUT:
             self.stats["kvs_timeouts"] += 1
         actions: list[Action] = []
+        version = b""
+        if req.rtype == pb.GET and err == protocol.NO_ERROR:
+            entry = self.entries.get(req.key)
+            if entry is not None:  # kept: answer its (possibly merged) value and version
+                ltype, payload, version = entry.lattice_type, entry.payload, entry.version
         for op, i in req.waiters:
-            op.results[i] = (ltype, err, payload)
+            op.results[i] = (ltype, err, payload, version)
             op.remaining -= 1
             if op.remaining == 0:
-                if op.op == protocol.OP_GET:
-                    frames = protocol.reply_get(op.rid, op.results)
-                else:
+                if op.op == protocol.OP_PUT:
                     frames = protocol.reply_put(op.rid, [r[1] for r in op.results])
+                else:
+                    frames = self._get_reply(op.op, op.rid, op.results)
                 actions.append(Reply(op.identity, frames))
         req.waiters.clear()
         return actions

@@ -16,6 +16,7 @@ Built-in ops (``frames[0]`` is always a request id chosen by the client, echoed 
 request               frames after the op                 reply frames
 ====================  ==================================  ===============================
 ``get``               ``rid, key1, key2, ...``            ``get, rid, ok, (hdr2, payload)*n``
+``getv``              ``rid, (key, version)*n``           ``getv, rid, ok, (hdr2, version, payload)*n``
 ``put``               ``rid, (key, hdr1, payload)*n``     ``put, rid, ok, errors``
 ``stats``             ``rid``                             ``stats, rid, ok, json``
 ``keys``              ``rid``                             ``keys, rid, ok, json {key: bytes}``
@@ -27,6 +28,13 @@ request               frames after the op                 reply frames
 written, payload empty); ``hdr1`` is one byte ``[lattice_type]``; ``errors`` holds one
 ``AnnaError`` byte per put tuple (0 = acknowledged by the KVS, 4 = LATTICE, 3 =
 TIMEOUT, ...). A malformed request gets ``[op, rid, b"error", message]``.
+
+``getv`` is a conditional GET: the client sends the version it holds of each key
+(``b""`` for none); for a cached key with that version the cache answers error 255
+(NOT_MODIFIED) and an empty payload, otherwise the value and its current version
+(``b""`` when the value was not kept). Versions are 16 opaque bytes, unique per cache
+incarnation, so a client may keep decoded values and revalidate them on every read
+without moving the payload again.
 
 Stream ops (delegated, see :mod:`cache.streams`)
 ------------------------------------------------
@@ -49,6 +57,7 @@ from typing import Any
 from cloudburst.shared.errors import WireError
 
 OP_GET = b"get"
+OP_GETV = b"getv"
 OP_PUT = b"put"
 OP_STATS = b"stats"
 OP_KEYS = b"keys"
@@ -65,6 +74,8 @@ KEY_DNE = 1
 TIMEOUT = 3
 LATTICE = 4
 NO_SERVERS = 5
+#: getv only: the client's copy (same version) is current; no payload sent.
+NOT_MODIFIED = 255
 
 #: ipc paths longer than this do not fit in ``sockaddr_un`` (108 bytes with the NUL).
 _MAX_IPC_PATH = 100
@@ -94,6 +105,21 @@ def ipc_address(ipc_dir: str, node_id: str) -> str:
 
 def encode_get(rid: bytes, keys: Sequence[str]) -> list[bytes]:
     return [OP_GET, rid, *(k.encode() for k in keys)]
+
+
+def encode_getv(rid: bytes, keys: Sequence[str], versions: Sequence[bytes]) -> list[bytes]:
+    frames = [OP_GETV, rid]
+    for key, version in zip(keys, versions, strict=True):
+        frames += [key.encode(), version]
+    return frames
+
+
+def decode_getv_args(frames: Sequence[bytes]) -> tuple[list[str], list[bytes]]:
+    """Keys and known versions of a ``getv`` (frames after ``op, rid``)."""
+    if not frames or len(frames) % 2:
+        raise WireError(f"getv: expected (key, version) pairs, got {len(frames)} frames")
+    keys = decode_get_args(frames[0::2])
+    return keys, [bytes(f) for f in frames[1::2]]
 
 
 def encode_put(rid: bytes, tuples: Sequence[tuple[str, int, bytes]]) -> list[bytes]:
@@ -144,6 +170,26 @@ def reply_get(rid: bytes, results: Sequence[tuple[int, int, bytes]]) -> list[byt
     for ltype, err, payload in results:
         frames += [bytes([ltype, err]), payload]
     return frames
+
+
+def reply_getv(rid: bytes, results: Sequence[tuple[int, int, bytes, bytes]]) -> list[bytes]:
+    frames = [OP_GETV, rid, OK]
+    for ltype, err, payload, version in results:
+        frames += [bytes([ltype, err]), version, payload]
+    return frames
+
+
+def decode_getv_body(body: Sequence[bytes], nkeys: int) -> list[tuple[int, int, bytes, bytes]]:
+    """``(lattice_type, error, payload, version)`` per key of a ``getv`` reply."""
+    if len(body) != 3 * nkeys:
+        raise WireError(f"getv reply: expected {3 * nkeys} frames, got {len(body)}")
+    out = []
+    for i in range(0, len(body), 3):
+        hdr = body[i]
+        if len(hdr) != 2:
+            raise WireError("getv reply: bad header")
+        out.append((hdr[0], hdr[1], body[i + 2], bytes(body[i + 1])))
+    return out
 
 
 def reply_put(rid: bytes, errors: Sequence[int]) -> list[bytes]:

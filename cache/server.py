@@ -121,6 +121,7 @@ class CacheServer:
             self.address_response_address,
             cfg.cache.capacity_bytes,
             request_timeout=cfg.kvs.request_timeout_s,
+            epoch=os.urandom(8),
         )
         self.hub = load_stream_hub(node_id, self.peer_address, cfg)
         log.info(
@@ -186,6 +187,9 @@ class CacheServer:
         try:
             if op == protocol.OP_GET:
                 return st.client_get(identity, rid, protocol.decode_get_args(frames[3:]), now)
+            if op == protocol.OP_GETV:
+                keys, known = protocol.decode_getv_args(frames[3:])
+                return st.client_get(identity, rid, keys, now, known)
             if op == protocol.OP_PUT:
                 return st.client_put(identity, rid, protocol.decode_put_args(frames[3:]), now)
         except WireError as exc:

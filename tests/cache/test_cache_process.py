@@ -27,9 +27,13 @@ def test_hit_after_miss(cluster: Cluster, kvs_client) -> None:
         assert cc.get("k")["k"].reveal() == b"v1"
         s1 = cc.stats()
         assert s1["misses"] == 1 and s1["hits"] == 0
-        assert cc.get(["k"])["k"].reveal() == b"v1"
+        first = cc.get(["k"])["k"]
+        assert first.reveal() == b"v1"
         s2 = cc.stats()
         assert s2["hits"] == 1 and s2["misses"] == 1
+        # The process-local copy is revalidated, not re-sent: the same object comes back.
+        assert cc.get("k")["k"] is first
+        assert cc.stats()["not_modified"] >= 1
         assert s2["entries"] == 1 and s2["bytes"] > 0
         assert set(cc.cached_key_sizes()) == {"k"}
         assert cc.get("missing") == {"missing": None}

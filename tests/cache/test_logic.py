@@ -241,3 +241,32 @@ def test_stale_and_unknown_responses_are_counted() -> None:
     assert st.key_response(pb.KeyResponse(response_id="zzz"), 0.0) == []
     assert st.address_response(pb.KeyAddressResponse(response_id="zzz"), 0.0) == []
     assert st.stats["stale_responses"] == 1
+
+
+def test_conditional_get_skips_payload_of_known_version() -> None:
+    st = make()
+    fetch(st, ["k"], {"k": lww(1, b"v")})
+    (reply,) = sent(st.client_get(b"c", b"2", ["k"], 0.1, known=[b""]), Reply)
+    _, _, body = protocol.decode_reply(reply.frames)
+    ((lt, err, payload, version),) = protocol.decode_getv_body(body, 1)
+    assert err == protocol.NO_ERROR and payload and len(version) == 16
+    (reply,) = sent(st.client_get(b"c", b"3", ["k"], 0.2, known=[version]), Reply)
+    _, _, body = protocol.decode_reply(reply.frames)
+    assert protocol.decode_getv_body(body, 1) == [(lt, protocol.NOT_MODIFIED, b"", version)]
+    # A pushed update makes a new version: the client's copy is no longer confirmed.
+    lt2, p2 = codec.to_payload(lww(9, b"w"))
+    push = pb.KeyResponse(type=pb.PUT)
+    push.tuples.add(key="k", lattice_type=lt2, payload=p2)
+    st.key_response(push, 0.3)
+    (reply,) = sent(st.client_get(b"c", b"4", ["k"], 0.4, known=[version]), Reply)
+    _, _, body = protocol.decode_reply(reply.frames)
+    ((_, err, payload, v2),) = protocol.decode_getv_body(body, 1)
+    assert err == protocol.NO_ERROR and payload == p2 and v2 != version
+
+
+def test_versions_differ_across_incarnations() -> None:
+    a = CacheState("n0", [ROUTING], RESP, ADDR_RESP, 1 << 20, epoch=b"A" * 8)
+    b = CacheState("n0", [ROUTING], RESP, ADDR_RESP, 1 << 20, epoch=b"B" * 8)
+    fetch(a, ["k"], {"k": lww(1, b"v")})
+    fetch(b, ["k"], {"k": lww(1, b"v")})
+    assert a.entries["k"].version != b.entries["k"].version
