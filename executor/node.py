@@ -6,6 +6,10 @@ SIGTERM/SIGINT), and restarts a worker that dies (a user function that crashed t
 interpreter, a SIGKILL). A restarted worker binds a new address, so schedulers see the
 old one die and the new one appear. All workers share the node id (the node's cache
 and locality are per node).
+
+With ``cfg.cache.enabled`` the node also starts (and restarts) its cache,
+``python -m cache.server --node-id <node id>``, and tells its workers the cache's ipc
+address through ``CB_NODE_CACHE`` (see ``executor.state``).
 """
 
 from __future__ import annotations
@@ -46,6 +50,45 @@ class Node:
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.restarts: dict[int, list[float]] = {}
         self.running = True
+        self.cache: subprocess.Popen[bytes] | None = None
+        self.cache_starts: list[float] = []
+        self.env = {**os.environ, **SERVER_ENV}
+
+    def start_cache(self) -> None:
+        """Start the node cache (``cache.server``) and wait briefly for its socket."""
+        from cache.protocol import ipc_address
+        from executor.state import NODE_CACHE_ENV
+
+        cfg = load_config(self.config_path)
+        argv = [sys.executable, "-m", "cache.server", "--node-id", self.node_id]
+        argv += ["--kvs", f"{cfg.ip}:{cfg.kvs.routing_port}"]
+        if self.config_path:
+            argv += ["--config", self.config_path]
+        self.cache = subprocess.Popen(
+            argv,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+        self.cache_starts.append(time.monotonic())
+        address = ipc_address(cfg.cache.ipc_dir, self.node_id)
+        self.env[NODE_CACHE_ENV] = address
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and not os.path.exists(address[len("ipc://") :]):
+            time.sleep(0.02)
+
+    def check_cache(self) -> None:
+        """Restart a dead cache (workers use the KVS directly meanwhile)."""
+        if self.cache is None or self.cache.poll() is None or not self.running:
+            return
+        now = time.monotonic()
+        self.cache_starts = [t for t in self.cache_starts if now - t < 30.0]
+        if len(self.cache_starts) >= 5:
+            log.error("the node cache keeps dying; workers stay on the KVS")
+            self.cache = None
+            return
+        log.warning("node cache exited with %s; restarting it", self.cache.returncode)
+        self.start_cache()
 
     def spawn(self, index: int) -> None:
         argv = [
@@ -61,17 +104,20 @@ class Node:
             argv += ["--config", self.config_path]
         self.procs[index] = subprocess.Popen(
             argv,
-            env={**os.environ, **SERVER_ENV},
+            env=self.env,
             stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
 
     def serve(self) -> None:
+        if load_config(self.config_path).cache.enabled:
+            self.start_cache()
         for i in range(self.count):
             self.spawn(i)
         log.info("executor node %s: %d workers started", self.node_id, self.count)
         while self.running:
             time.sleep(0.1)
+            self.check_cache()
             for index, proc in list(self.procs.items()):
                 code = proc.poll()
                 if code is None or not self.running:
@@ -103,6 +149,13 @@ class Node:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)
+        if self.cache is not None and self.cache.poll() is None:
+            self.cache.send_signal(signal.SIGTERM)
+            try:
+                self.cache.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.cache.kill()
+                self.cache.wait(timeout=5)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,17 +1,25 @@
 """The one place executors get their KVS state client from.
 
 ``make_state_client(cfg)`` returns an object with ``get(keys) -> {key: lattice | None}``
-and ``put(key, lattice) -> bool`` (and ``close()``). Today that is a direct KVS client;
-the per-node cache replaces it here with a client of the node's cache.
+and ``put(key, lattice) -> bool`` (and ``close()``). When the executor node started a
+node cache (``cfg.cache.enabled``; the node passes its ipc address to its workers in
+the ``CB_NODE_CACHE`` environment variable) that is a :class:`cache.client.CacheClient`,
+which also reports ``cached_key_sizes()`` for the heartbeat and falls back to the KVS
+by itself if the cache dies; otherwise it is a direct KVS client.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any, Protocol
 
 from cloudburst.shared.config import Config
 from cloudburst.shared.kvs import make_kvs_client
 from lattices import Lattice
+
+#: Set by ``executor.node`` for its workers: the ``ipc://`` address of the node cache.
+#: (Not ``CLOUDBURST_*``: that prefix is reserved for config overrides.)
+NODE_CACHE_ENV = "CB_NODE_CACHE"
 
 
 class StateClient(Protocol):
@@ -24,6 +32,16 @@ class StateClient(Protocol):
 
 def make_state_client(cfg: Config) -> StateClient:
     """The KVS state client of an executor worker (see the module docstring)."""
+    cache_address = os.environ.get(NODE_CACHE_ENV, "")
+    if cfg.cache.enabled and cache_address:
+        from cache.client import CacheClient
+
+        return CacheClient(
+            cfg=cfg,
+            address=cache_address,
+            kvs_addr=f"{cfg.ip}:{cfg.kvs.routing_port}",
+            ip=cfg.ip,
+        )
     return make_kvs_client(
         cfg.ip, cfg.kvs.routing_port, ip=cfg.ip, timeout=cfg.kvs.request_timeout_s
     )

@@ -238,9 +238,13 @@ class Worker:
             self._fail(sched, fn, wire.remote_error(exc, fn, pb.INVALID_ARGUMENT))
 
     def _forward(self, sched: pb.DagSchedule, fn: str, downs: list[str], result: Any) -> None:
+        # Reuse the received schedule: drop this function's arguments (a large source
+        # argument is not copied along the DAG) and send one trigger per downstream.
         msg = pb.ExecutorMessage()
         trig = msg.trigger
-        trig.schedule.CopyFrom(forward_schedule(sched, [fn]))
+        trig.schedule.CopyFrom(sched)
+        if fn in trig.schedule.arguments:
+            del trig.schedule.arguments[fn]
         trig.source = fn
         wire.encode_args(wire.result_values(result), trig.arguments)
         for down in downs:
@@ -252,7 +256,7 @@ class Worker:
         res = reply.result
         res.response_id = sched.id
         res.executor = self.address
-        kind, body = serializer.dumps(result)
+        kind, body = wire.dumps(result)
         if sched.output_key:
             try:
                 ok = self.state.put(sched.output_key, to_lattice(result))

@@ -401,19 +401,21 @@ class CloudburstConnection:
             del self._placements[placement_name]
             return None
         rid = self._next_id()
-        sched = pb.DagSchedule()
+        msg = pb.ExecutorMessage()
+        sched = msg.trigger.schedule
         sched.CopyFrom(tmpl)
         sched.id = rid
         sched.response_address = self.response_address
-        sched.output_key = output_key
-        sched.consistency = consistency  # type: ignore[assignment]
-        sched.client_id = client_id
+        if output_key:
+            sched.output_key = output_key
+        if consistency:
+            sched.consistency = consistency  # type: ignore[assignment]
+        if client_id:
+            sched.client_id = client_id
         for fn, args in arguments.items():
             sched.arguments[fn].CopyFrom(args)
         msgs = []
         for fn in sources(sched.dag):
-            msg = pb.ExecutorMessage()
-            msg.trigger.schedule.CopyFrom(sched)
             msg.trigger.target_function = fn
             msgs.append((sched.locations[fn], msg.SerializeToString()))
         fut = CloudburstFuture(self, rid, output_key, schedule=tmpl)

@@ -16,6 +16,7 @@ code or a :class:`RemoteError` back into the exception the user sees.
 
 from __future__ import annotations
 
+import pickle
 import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -72,6 +73,21 @@ def parse_client_message(data: bytes) -> pb.ClientMessage:
 
 # --- arguments ---------------------------------------------------------------
 
+_SCALARS = (int, float, bool, type(None), complex)
+_DEFAULT = serializer.DEFAULT
+
+
+def dumps(obj: Any) -> tuple[int, bytes]:
+    """:func:`serializer.dumps` with a fast path: builtin scalars and small flat
+    containers of them are plain pickles (1 us instead of cloudpickle's ~12 us); the
+    DEFAULT decoder (cloudpickle.loads) reads both."""
+    t = type(obj)
+    if t in _SCALARS:
+        return _DEFAULT, pickle.dumps(obj, protocol=5)
+    if (t is list or t is tuple) and len(obj) <= 32 and all(type(x) in _SCALARS for x in obj):
+        return _DEFAULT, pickle.dumps(obj, protocol=5)
+    return serializer.dumps(obj)
+
 
 def encode_argument(obj: Any, out: pb.Argument) -> None:
     if isinstance(obj, CloudburstReference):
@@ -79,9 +95,10 @@ def encode_argument(obj: Any, out: pb.Argument) -> None:
         out.reference.deserialize = obj.deserialize
         out.reference.wait = isinstance(obj, PendingReference)
         return
-    kind, body = serializer.dumps(obj)
-    out.value.type = kind  # type: ignore[assignment]
-    out.value.body = body
+    kind, body = dumps(obj)
+    val = out.value
+    val.type = kind  # type: ignore[assignment]
+    val.body = body
 
 
 def encode_args(args: Iterable[Any], out: pb.Arguments | None = None) -> pb.Arguments:

@@ -1,0 +1,374 @@
+"""Function composition latency: ``square(incr(x))`` on Cloudburst and its peers.
+
+Measures, in one run, median and p99 over ``--calls`` (default 1000) calls after
+``--warmup`` calls, each system with 2 worker processes where it has workers:
+
+(a) ``cloudburst``: a DAG ``incr -> square`` on a local cluster (KVS, scheduler, one
+    executor node with 2 workers) on free ports, client with the placement cache
+    (``cloudburst``) and without it, every call through the scheduler
+    (``cloudburst-scheduled``);
+(b) ``dask``: distributed ``LocalCluster(n_workers=2, threads_per_worker=1)``,
+    ``client.submit(square, client.submit(incr, x)).result()``; and ``ray``:
+    ``ray.init(num_cpus=2)``, ``ray.get(square.remote(incr.remote(x)))``; each
+    installed into this interpreter with pip if missing, skipped with a message if
+    that fails (``--no-install`` skips installing);
+(c) ``zmq-floor``: a raw pyzmq relay, client -> broker -> worker -> worker -> client,
+    one process each, no work and no serialization beyond the bytes;
+(d) ``processpool``: ``concurrent.futures.ProcessPoolExecutor(2)``, the client chains
+    the two calls (``pool.submit(square, pool.submit(incr, x).result()).result()``).
+
+Writes ``bench/results/composition.json``, ``composition.md`` and ``composition.png``.
+Run: ``.venv/bin/python bench/composition.py [--calls 1000] [--only cloudburst,zmq-floor]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "bench" / "results"
+
+
+def incr(x: int) -> int:
+    return x + 1
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def measure(call: Callable[[int], Any], calls: int, warmup: int, check: bool = True) -> list[float]:
+    for i in range(warmup):
+        got = call(i)
+        if check and got != (i + 1) ** 2:
+            raise AssertionError(f"wrong result {got!r} for x={i}")
+    out = []
+    for i in range(calls):
+        t0 = time.perf_counter()
+        got = call(i)
+        out.append(time.perf_counter() - t0)
+        if check and got != (i + 1) ** 2:
+            raise AssertionError(f"wrong result {got!r} for x={i}")
+    return out
+
+
+def summary(lat: list[float]) -> dict[str, float]:
+    s = sorted(lat)
+    n = len(s)
+    return {
+        "calls": n,
+        "median_us": statistics.median(s) * 1e6,
+        "p99_us": s[min(n - 1, int(0.99 * n))] * 1e6,
+        "mean_us": statistics.fmean(s) * 1e6,
+        "min_us": s[0] * 1e6,
+    }
+
+
+# --- (a) Cloudburst ------------------------------------------------------------
+
+
+def bench_cloudburst(calls: int, warmup: int) -> dict[str, list[float]]:
+    from cloudburst.client.client import CloudburstConnection
+    from cloudburst.local import free_port_config, wait_ready, write_config
+    from cloudburst.shared.processes import ProcessGroup
+
+    run = Path(tempfile.mkdtemp(prefix="cb-bench-"))
+    cfg = free_port_config(run, workers=2, log_level="WARNING")
+    path = write_config(cfg, run / "config.yml")
+    out: dict[str, list[float]] = {}
+    with ProcessGroup(log_dir=run / "logs") as group:
+        group.python("kvs", "anna.local", "--config", str(path))
+        group.python("scheduler", "scheduler.server", "--config", str(path))
+        group.python("executor", "executor.node", "--config", str(path))
+        wait_ready(cfg, 2, 60)
+        for label, direct in (("cloudburst", True), ("cloudburst-scheduled", False)):
+            conn = CloudburstConnection(cfg.ip, cfg.ip, port=cfg.scheduler.port, direct=direct)
+            try:
+                conn.register(lambda _, x: x + 1, "incr")
+                conn.register(lambda _, x: x * x, "square")
+                conn.register_dag("composition", ["incr", "square"], [("incr", "square")])
+                out[label] = measure(
+                    lambda x, c=conn: c.call_dag("composition", {"incr": x}).get(timeout=30),
+                    calls,
+                    warmup,
+                )
+                conn.delete_dag("composition")
+            finally:
+                conn.close()
+    return out
+
+
+# --- (b) Dask and Ray ----------------------------------------------------------
+
+
+def ensure(module: str, requirement: str, install: bool) -> bool:
+    try:
+        importlib.import_module(module)
+        return True
+    except ImportError:
+        pass
+    if not install:
+        print(f"[bench] {module} is not installed (--no-install): skipped")
+        return False
+    print(f"[bench] installing {requirement} into {sys.prefix} ...")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", requirement],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        print(f"[bench] could not install {requirement}: skipped\n{proc.stderr[-800:]}")
+        return False
+    importlib.invalidate_caches()
+    try:
+        importlib.import_module(module)
+        return True
+    except ImportError as exc:
+        print(f"[bench] {module} still not importable ({exc}): skipped")
+        return False
+
+
+def bench_dask(calls: int, warmup: int) -> list[float]:
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        return measure(
+            lambda x: client.submit(
+                square, client.submit(incr, x, pure=False), pure=False
+            ).result(),
+            calls,
+            warmup,
+        )
+
+
+def bench_ray(calls: int, warmup: int) -> list[float]:
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    try:
+        r_incr = ray.remote(incr)
+        r_square = ray.remote(square)
+        return measure(lambda x: ray.get(r_square.remote(r_incr.remote(x))), calls, warmup)
+    finally:
+        ray.shutdown()
+
+
+# --- (c) the pyzmq floor -------------------------------------------------------
+
+
+def _relay(pull_addr: str, push_addr: str | None, ready: Any) -> None:
+    import zmq
+
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    pull.bind(pull_addr)
+    push = None
+    if push_addr:
+        push = ctx.socket(zmq.PUSH)
+        push.connect(push_addr)
+    ready.set()
+    socks: dict[bytes, Any] = {}
+    while True:
+        frames = pull.recv_multipart()
+        if frames[0] == b"STOP":
+            return
+        if push is not None:
+            push.send_multipart(frames)
+        else:  # the last worker answers the client named in the first frame
+            sock = socks.get(frames[0])
+            if sock is None:
+                sock = socks[frames[0]] = ctx.socket(zmq.PUSH)
+                sock.connect(frames[0].decode())
+            sock.send(frames[1])
+
+
+def bench_zmq_floor(calls: int, warmup: int) -> list[float]:
+    import zmq
+
+    from cloudburst.shared.processes import free_port
+
+    addrs = [f"tcp://127.0.0.1:{free_port()}" for _ in range(3)]  # broker, w1, w2
+    ctx = mp.get_context("spawn")
+    procs = []
+    chain = [(addrs[0], addrs[1]), (addrs[1], addrs[2]), (addrs[2], None)]
+    for pull, push in chain:
+        ev = ctx.Event()
+        p = ctx.Process(target=_relay, args=(pull, push, ev), daemon=True)
+        p.start()
+        ev.wait(30)
+        procs.append(p)
+    zctx = zmq.Context()
+    reply = zctx.socket(zmq.PULL)
+    me = f"tcp://127.0.0.1:{reply.bind_to_random_port('tcp://127.0.0.1')}"
+    out = zctx.socket(zmq.PUSH)
+    out.connect(addrs[0])
+    try:
+
+        def call(x: int) -> int:
+            out.send_multipart([me.encode(), b"x"])
+            reply.recv()
+            return (x + 1) ** 2
+
+        return measure(call, calls, warmup, check=False)
+    finally:
+        for a in addrs:
+            s = zctx.socket(zmq.PUSH)
+            s.connect(a)
+            s.send_multipart([b"STOP", b""])
+            s.close(linger=1000)
+        for p in procs:
+            p.join(5)
+            if p.is_alive():
+                p.kill()
+        out.close(0)
+        reply.close(0)
+        zctx.term()
+
+
+# --- (d) ProcessPoolExecutor ---------------------------------------------------
+
+
+def bench_processpool(calls: int, warmup: int) -> list[float]:
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(2) as pool:
+        return measure(
+            lambda x: pool.submit(square, pool.submit(incr, x).result()).result(), calls, warmup
+        )
+
+
+# --- report --------------------------------------------------------------------
+
+
+def write_reports(
+    results: dict[str, Any], raw: dict[str, list[float]], skipped: dict[str, str]
+) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stats = results["systems"]
+    (RESULTS / "composition.json").write_text(json.dumps(results, indent=2))
+    floor = stats.get("zmq-floor", {}).get("median_us")
+    ours = stats.get("cloudburst", {}).get("median_us")
+    lines = [
+        "# Function composition: `square(incr(x))`",
+        "",
+        f"{results['calls']} calls after {results['warmup']} warm-up calls; "
+        f"{results['machine']}; {results['when']}.",
+        "",
+        "| system | median (µs) | p99 (µs) | p99 / median | median / floor | median / ours |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, s in sorted(stats.items(), key=lambda kv: kv[1]["median_us"]):
+        lines.append(
+            f"| {name} | {s['median_us']:.0f} | {s['p99_us']:.0f} | "
+            f"{s['p99_us'] / s['median_us']:.2f} | "
+            + (f"{s['median_us'] / floor:.2f}" if floor else "-")
+            + " | "
+            + (f"{s['median_us'] / ours:.2f}" if ours else "-")
+            + " |"
+        )
+    for name, why in skipped.items():
+        lines.append(f"| {name} | skipped: {why} | | | | |")
+    lines += [
+        "",
+        "Targets (issue 4): ours <= 3x the floor; >= 5x lower than the best of Dask "
+        "and Ray; p99 <= 3x our median; stretch: lower than the process pool.",
+    ]
+    (RESULTS / "composition.md").write_text("\n".join(lines) + "\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("[bench] matplotlib missing: no plot (pip install '.[bench]')")
+        return
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, lat in sorted(raw.items(), key=lambda kv: statistics.median(kv[1])):
+        s = sorted(x * 1e6 for x in lat)
+        ax.plot(s, [i / len(s) for i in range(len(s))], label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("latency per call (µs, log scale)")
+    ax.set_ylabel("fraction of calls (CDF)")
+    ax.set_title("square(incr(x)): latency distribution")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / "composition.png", dpi=120)
+
+
+SYSTEMS = ["cloudburst", "zmq-floor", "processpool", "dask", "ray"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=1000)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--only", default=",".join(SYSTEMS), help=f"subset of {SYSTEMS}")
+    parser.add_argument("--no-install", action="store_true", help="do not pip install dask/ray")
+    args = parser.parse_args(argv)
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    raw: dict[str, list[float]] = {}
+    skipped: dict[str, str] = {}
+    for name in only:
+        print(f"[bench] {name} ...", flush=True)
+        try:
+            if name == "cloudburst":
+                raw.update(bench_cloudburst(args.calls, args.warmup))
+            elif name == "zmq-floor":
+                raw[name] = bench_zmq_floor(args.calls, args.warmup)
+            elif name == "processpool":
+                raw[name] = bench_processpool(args.calls, args.warmup)
+            elif name == "dask":
+                if ensure("distributed", "distributed", not args.no_install):
+                    raw[name] = bench_dask(args.calls, args.warmup)
+                else:
+                    skipped[name] = "not installable"
+            elif name == "ray":
+                if ensure("ray", "ray", not args.no_install):
+                    raw[name] = bench_ray(args.calls, args.warmup)
+                else:
+                    skipped[name] = "not installable"
+            else:
+                parser.error(f"unknown system {name!r}")
+        except Exception as exc:  # one peer failing must not lose the others
+            print(f"[bench] {name} failed: {exc!r}: skipped")
+            skipped[name] = f"failed: {type(exc).__name__}: {exc}"
+    results = {
+        "benchmark": "composition square(incr(x))",
+        "calls": args.calls,
+        "warmup": args.warmup,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"load average {os.getloadavg()[0]:.2f}",
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "systems": {name: summary(lat) for name, lat in raw.items()},
+        "skipped": skipped,
+    }
+    write_reports(results, raw, skipped)
+    print((RESULTS / "composition.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
