@@ -71,7 +71,7 @@ class DdtSession:
         """End of the invocation: seal (or, on ``error``, abort) writers; close readers."""
         for handle in self.handles.values():
             try:
-                if handle._wsock is not None and not handle.sealed:
+                if handle.is_writer and not handle.sealed:
                     if error is None:
                         handle.seal()
                     else:

@@ -353,6 +353,11 @@ class Stream:
         return self._merged()
 
     @property
+    def is_writer(self) -> bool:
+        """Whether this handle has written (or batched) anything."""
+        return self._wsock is not None or bool(self._pending) or bool(self._dirty)
+
+    @property
     def final(self) -> bool:
         """Whether every declared writer has sealed (as far as this reader knows)."""
         return self._final
@@ -374,6 +379,16 @@ class Stream:
             if self._wsock is not None:
                 self._wsock.close()
                 self._wsock = None
+
+    def __del__(self) -> None:
+        # A handle dropped without close(): release its sockets quietly.
+        for name in ("_rsock", "_wsock"):
+            sock = getattr(self, name, None)
+            if sock is not None and not sock.closed:
+                try:
+                    sock.close(linger=1000)
+                except Exception:  # interpreter shutdown
+                    pass
 
     def __enter__(self) -> Stream:
         return self
@@ -457,10 +472,20 @@ class Stream:
     def _add_pending(self, item: Any) -> None:
         with self._wlock:
             self._pending.append(item)
-            self._touch(int(self._item_size))
+            if isinstance(item, bytes | str | bytearray):
+                size = len(item) + 16
+            elif isinstance(item, np.ndarray):
+                size = item.nbytes + 64
+            else:
+                size = int(self._item_size)
+            self._touch(size)
 
     def _timed_flush(self, now: float) -> float:
-        """Called by the pump: flush a batch older than ``batch_ms``; next check in s."""
+        """Called by the pump: flush a batch older than ``batch_ms``; next check in s.
+
+        Never blocks (the pump also sends the heartbeats): a writer held by
+        back-pressure keeps its batch until the user's next write or seal.
+        """
         since = self._pending_since
         if since is None or self.sealed:
             return self.batch_s if self.batch_s > 0 else 0.05
@@ -469,7 +494,11 @@ class Stream:
         if self._wlock.acquire(blocking=False):
             try:
                 if self._pending_since is not None and not self.sealed:
-                    self.flush()
+                    self._drain_acks(1 << 30, 0)
+                    if self._inflight < MAX_INFLIGHT:
+                        delta = self._take_delta()
+                        if delta is not None:
+                            self._send_delta(delta, block=False)
             finally:
                 self._wlock.release()
         return self.batch_s
@@ -501,16 +530,16 @@ class Stream:
         self._pending_since = None
         return delta
 
-    def _send_delta(self, delta: DDTLattice) -> None:
+    def _send_delta(self, delta: DDTLattice, block: bool = True) -> None:
         with self._wlock:
             payload = encode_delta(delta)
             if self.kind is DLog:
                 n = len(delta)  # type: ignore[arg-type]
                 if n:
                     self._item_size = 0.5 * self._item_size + 0.5 * (len(payload) / n)
-            self._send_entry(hubproto.DELTA, payload)
+            self._send_entry(hubproto.DELTA, payload, block)
 
-    def _send_entry(self, flags: int, payload: bytes) -> None:
+    def _send_entry(self, flags: int, payload: bytes, block: bool = True) -> None:
         sock = self._writer_sock()
         header = hubproto.HEADER.pack(self._seq, flags, self.writers)
         self._seq += 1
@@ -519,7 +548,7 @@ class Stream:
             [hubproto.OP_WRITE, self._sid, self._writer_id, rid, header, payload], copy=False
         )
         self._inflight += 1
-        self._drain_acks(MAX_INFLIGHT, None)
+        self._drain_acks(MAX_INFLIGHT if block else 1 << 30, None)
 
     def _drain_acks(self, allowed: int, timeout: float | None) -> None:
         """Collect acknowledgements until at most ``allowed`` writes are unacknowledged."""
