@@ -3,9 +3,17 @@
 ``start`` writes the effective configuration to ``<run_dir>/config.yml``, starts the
 KVS (``anna.local``), one scheduler (``scheduler.server``) and one executor node
 (``executor.node``: its cache and workers) as background processes, records their
-PIDs in ``<run_dir>/cluster.json``, waits until the cluster answers a real request,
-and prints how to connect. ``stop`` stops them by recorded PID and removes the
-run directory's sockets and state files.
+PIDs in ``<run_dir>/cluster.json``, waits until the scheduler sees every executor
+worker, and prints how to connect. ``stop`` stops them by recorded PID (their process
+groups, so children go too) and removes the run directory's sockets, state files and
+the KVS data (``--keep-data`` keeps it).
+
+Ports (defaults, see ``cloudburst/shared/config.py``): KVS routing 6450, shard t
+6200+t (gossip 6250+t), scheduler 5000; executor workers bind random ports (or
+``executor.base_port + i`` when set) and report them in their heartbeats.
+
+Tests and benchmarks use :func:`free_port_config` (every port free, never the
+defaults), :func:`write_config` and :func:`wait_ready`.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -176,7 +185,7 @@ def write_config(cfg: Config, path: str | os.PathLike[str]) -> Path:
     return out
 
 
-def stop(cfg: Config) -> int:
+def stop(cfg: Config, keep_data: bool = False) -> int:
     state_path = _state_file(cfg)
     if not state_path.exists():
         print("no local cluster recorded; nothing to stop")
@@ -200,6 +209,11 @@ def stop(cfg: Config) -> int:
     if ipc_dir.exists():
         for sock in ipc_dir.iterdir():
             sock.unlink(missing_ok=True)
+    # Local mode is a sandbox: its KVS data goes with it (the README example registers
+    # the same DAG name on every run), unless asked to keep it.
+    data_dir = Path(cfg.kvs.data_dir)
+    if not keep_data and data_dir.exists():
+        shutil.rmtree(data_dir, ignore_errors=True)
     print(f"stopped {len(pids)} process group(s)")
     return 0
 
@@ -235,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--executors", type=int, help="executor worker processes")
     parser.add_argument("--shards", type=int, help="KVS storage shards")
     parser.add_argument("--timeout", type=float, default=60.0, help="readiness timeout (s)")
+    parser.add_argument(
+        "--keep-data", action="store_true", help="stop: keep the KVS data (default: removed)"
+    )
     args = parser.parse_args(argv)
     os.chdir(ROOT)
     cfg = load_config(args.config)
@@ -245,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "start":
         return start(cfg, args.timeout)
     if args.command == "stop":
-        return stop(cfg)
+        return stop(cfg, args.keep_data)
     return status(cfg)
 
 

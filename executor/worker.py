@@ -15,6 +15,7 @@ node's cache summary (it is called from the heartbeat thread).
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -381,6 +382,10 @@ def main(argv: list[str] | None = None) -> int:
         format=f"%(asctime)s executor[{args.index}] %(levelname)s %(name)s: %(message)s",
     )
     worker = Worker(cfg, args.index, args.node_id)
+    # Everything allocated so far lives as long as the process: keep it out of the
+    # cyclic GC's generations so collections stay short (fewer latency spikes).
+    gc.collect()
+    gc.freeze()
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, worker.stop)
     worker.serve()

@@ -116,10 +116,10 @@ def reference_keys(arguments: Mapping[str, pb.Arguments]) -> dict[str, list[str]
 
 @dataclass(frozen=True)
 class Send:
-    """An action: push ``message`` (an ExecutorMessage) to an executor."""
+    """An action: push ``data`` (a serialized ExecutorMessage) to an executor."""
 
     address: str
-    message: pb.ExecutorMessage
+    data: bytes
 
 
 @dataclass
@@ -210,7 +210,8 @@ class SchedulerState:
             now,
             self.policy,
             exclude=exclude,
-            ref_keys=reference_keys(arguments),
+            # Locality needs the keys only when some node reported a cache summary.
+            ref_keys=reference_keys(arguments) if self.cache_summaries else None,
             cache_summaries=self.cache_summaries,
         )
         if locations is None:
@@ -219,26 +220,31 @@ class SchedulerState:
                 "no live executor to run the call"
                 + (f" (excluding failed {sorted(exclude)})" if exclude else ""),
             )
-        schedule = pb.DagSchedule(
-            id=request_id,
-            dag=dag,
-            locations=locations,
-            response_address=response_address,
-            output_key=output_key,
-            consistency=consistency,  # type: ignore[arg-type]
-            client_id=client_id,
-        )
+        # Built in place inside the trigger: one copy of the DAG and arguments per call.
+        msg = pb.ExecutorMessage()
+        schedule = msg.trigger.schedule
+        schedule.id = request_id
+        schedule.dag.CopyFrom(dag)
+        schedule.locations.update(locations)
+        if response_address:
+            schedule.response_address = response_address
+        if output_key:
+            schedule.output_key = output_key
+        if consistency:
+            schedule.consistency = consistency  # type: ignore[assignment]
+        if client_id:
+            schedule.client_id = client_id
         for fn, args in arguments.items():
             schedule.arguments[fn].CopyFrom(args)
-        return schedule, triggers_for_sources(schedule)
+        return schedule, triggers_for_sources(msg)
 
 
-def triggers_for_sources(schedule: pb.DagSchedule) -> list[Send]:
-    """The messages that start a planned call: one trigger per source function."""
+def triggers_for_sources(msg: pb.ExecutorMessage) -> list[Send]:
+    """The messages that start a planned call (``msg.trigger.schedule`` filled in):
+    one trigger per source function."""
+    schedule = msg.trigger.schedule
     out = []
     for fn in sources(schedule.dag):
-        msg = pb.ExecutorMessage()
-        msg.trigger.schedule.CopyFrom(schedule)
         msg.trigger.target_function = fn
-        out.append(Send(schedule.locations[fn], msg))
+        out.append(Send(schedule.locations[fn], msg.SerializeToString()))
     return out

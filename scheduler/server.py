@@ -236,10 +236,11 @@ class SchedulerServer:
             exclude=set(exclude),
         )
         for send in sends:
-            self.send(send.address, send.message.SerializeToString())
-        ack = self._ok(reply)
-        ack.schedule.CopyFrom(schedule)
-        ack.schedule.ClearField("arguments")
+            self.send(send.address, send.data)
+        ack = self._ok(reply).schedule  # the placement, for the client's cache
+        ack.id = schedule.id
+        ack.dag.CopyFrom(schedule.dag)
+        ack.locations.update(schedule.locations)
 
     def _on_call(self, req: pb.SchedulerRequest, reply: pb.ClientMessage) -> None:
         call = req.call

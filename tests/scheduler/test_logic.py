@@ -95,10 +95,12 @@ def test_plan_triggers_every_source_with_the_whole_schedule() -> None:
     )
     assert set(sched.locations) == {"a", "b", "c"}
     assert sched.id == "r1" and sched.output_key == "out" and sched.response_address == "tcp://c:1"
-    assert sorted(s.message.trigger.target_function for s in sends) == ["a", "b"]
-    for send in sends:
-        assert send.address == sched.locations[send.message.trigger.target_function]
-        assert send.message.trigger.schedule.arguments["a"].values[0].value.body == b"1"
+    msgs = [(s.address, pb.ExecutorMessage.FromString(s.data)) for s in sends]
+    assert sorted(m.trigger.target_function for _, m in msgs) == ["a", "b"]
+    for address, msg in msgs:
+        assert address == sched.locations[msg.trigger.target_function]
+        assert msg.trigger.schedule.arguments["a"].values[0].value.body == b"1"
+        assert msg.trigger.schedule.output_key == "out"
 
 
 def test_plan_rejects_arguments_for_unknown_functions() -> None:
