@@ -63,6 +63,7 @@ def test_start_example_stop_leaves_nothing_behind() -> None:
         cfg.kvs.shard_base_port,
         cfg.kvs.gossip_base_port,
         cfg.scheduler.port,
+        *(cfg.executor.base_port + i for i in range(cfg.executor.workers)),
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDBURST_")}
     busy = [p for p in ports if port_open(cfg.ip, p)]
