@@ -186,6 +186,9 @@ class StreamHub:
         self.writer_timeout = float(getattr(ddt, "writer_timeout_s", WRITER_TIMEOUT_S))
         self.ttl = float(getattr(ddt, "stream_ttl_s", STREAM_TTL_S))
         self.streams: dict[bytes, Stream] = {}
+        # Prefixes freed recently: late writes to them are acknowledged and dropped
+        # (a producer still running when its call ended must not re-create the stream).
+        self.tombstones: deque[bytes] = deque(maxlen=1024)
         self.next_peer_hb = 0.0
         self.stats: dict[str, int] = {"entries": 0, "duplicates": 0, "held": 0, "freed": 0}
 
@@ -362,6 +365,8 @@ class StreamHub:
 
     def _free(self, prefix: bytes, forward: bool) -> list[Reply | SendPeer]:
         out: list[Reply | SendPeer] = []
+        if prefix and prefix not in self.tombstones:
+            self.tombstones.append(prefix)
         peers: set[str] = set()
         for sid in [s for s in self.streams if s.startswith(prefix)]:
             st = self.streams.pop(sid)
@@ -414,7 +419,11 @@ class StreamHub:
 
     def _write(self, sender: bytes, frames: list[bytes], now: float) -> list[Reply | SendPeer]:
         sid, writer, rid, header, payload = frames[:5]
-        st = self.streams.get(sid) or self._stream(sid, {}, now)
+        st = self.streams.get(sid)
+        if st is None:
+            if any(sid.startswith(p) for p in self.tombstones):
+                return [Reply(sender, [R_WACK, sid, rid])]
+            st = self._stream(sid, {}, now)
         st.writers[writer] = now
         _, out = self._append(st, writer, header, payload, None, 0, now)
         if self._backlog(st) > self.buffer_max and HEADER.unpack(header)[1] == DELTA:
@@ -568,7 +577,11 @@ class StreamHub:
     def _pdelta(self, frames: list[bytes], now: float) -> list[Reply | SendPeer]:
         sid, src_b, pos_b, writer, header, payload = frames[:6]
         src = src_b.decode()
-        st = self.streams.get(sid) or self._stream(sid, {}, now)
+        st = self.streams.get(sid)
+        if st is None:
+            if any(sid.startswith(p) for p in self.tombstones):
+                return []
+            st = self._stream(sid, {}, now)
         st.sources[src] = now
         st.src_acked.setdefault(src, 0)
         added, out = self._append(st, writer, header, payload, src, from_u64(pos_b), now)

@@ -337,3 +337,12 @@ def test_stream_expires_when_idle() -> None:
     net.now = 10_000.0
     net.tick("A")
     assert SID not in net.hubs["A"].streams
+
+
+def test_writes_after_free_are_acknowledged_and_dropped() -> None:
+    net = Net("A")
+    net.open("A", b"W", b"c7/x", "w", "w1", type="DLog")
+    net.op("A", b"X", OP_FREE, b"c7/")
+    net.write("A", b"W", b"c7/x", "w1", 0, DLog.batch("w1", 0, [1]))
+    assert acks(net.take(b"W")) == 1  # a producer still running is not blocked
+    assert b"c7/x" not in net.hubs["A"].streams  # and does not re-create the stream

@@ -1,0 +1,214 @@
+"""Streaming DAGs: the executor-side hook that turns generators into stream producers.
+
+An executor worker calls :meth:`DagStreams.invoke` instead of calling the user function
+itself. It
+
+* gives the user library a :class:`DdtSession` scoped to the call, so
+  ``cb.stream(name, kind, ...)`` works inside functions, and finishes it when the
+  function ends (unsealed writers sealed, or aborted if the function raised);
+* replaces :class:`StreamArg` arguments by reader handles: the function iterates
+  them (``for x in items``) while the upstream function is still producing;
+* when a function returns a **generator** and has downstream functions, creates the
+  function's output stream (a :class:`DLog`), forwards a :class:`StreamArg` to the
+  downstream functions *at once* (so they start now, not when this one ends), then
+  drives the generator: each ``yield`` is appended to the stream (batched by size and
+  time), and the stream is sealed at the end (aborted on an exception: readers raise).
+  The result is :data:`STREAMED`: the worker must not forward anything else;
+* frees the call's streams on the node cache when the DAG's last function ends.
+
+Streaming needs a node cache (``CB_NODE_CACHE``) and downstream functions on other
+workers (a worker runs one function at a time: a producer and its consumer on the same
+worker could not overlap and would deadlock on back-pressure); otherwise a generator's
+items are simply collected into a list and passed on whole.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from cache import streams as hubproto
+from cloudburst.ddt.session import DdtSession
+from cloudburst.ddt.stream import Stream, _context
+from lattices.ddt import DLog
+
+log = logging.getLogger(__name__)
+
+
+class _Streamed:
+    def __repr__(self) -> str:
+        return "STREAMED"
+
+
+#: What :meth:`DagStreams.invoke` returns when the result went out as a stream.
+STREAMED = _Streamed()
+
+
+@dataclass(frozen=True)
+class StreamArg:
+    """A DAG argument that is a stream: the reader opens ``sid`` at its node cache,
+    pulling from ``sources`` (the producers' node caches)."""
+
+    sid: str
+    sources: tuple[str, ...] = ()
+    kind: str = "DLog"
+
+
+class DagStreams:
+    """Per-worker streaming state (see the module docstring)."""
+
+    def __init__(self, cache_address: str | None, cfg: Any = None, state: Any = None) -> None:
+        self.cache_address = cache_address or None
+        self.cfg = getattr(cfg, "ddt", None)
+        self.state = state
+        self._peer: str | None = None
+        self._free_sock: zmq.Socket[Any] | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.cache_address is not None
+
+    def peer_address(self) -> str:
+        """This node cache's peer address (asked once; '' if unknown)."""
+        if self._peer is None:
+            info = None
+            ask = getattr(self.state, "info", None)
+            if callable(ask):
+                try:
+                    info = ask()
+                except Exception:
+                    log.exception("ddt: cache info failed")
+            self._peer = str((info or {}).get("peer_address", ""))
+        return self._peer
+
+    def session(self, call_id: str, member: str = "") -> DdtSession:
+        if self.cache_address is None:
+            raise RuntimeError("DDT streams need the node cache (cache.enabled)")
+        return DdtSession(self.cache_address, call_id, self.cfg, member=member or None)
+
+    def invoke(
+        self,
+        call: Callable[..., Any],
+        user_lib: Any,
+        args: list[Any],
+        call_id: str,
+        function: str,
+        downstream_locations: Sequence[str],
+        my_address: str,
+        forward: Callable[[Any], None],
+    ) -> Any:
+        """Call ``call(user_lib, *args)`` with streams wired in (see the module doc)."""
+        if not self.enabled:
+            return _plain(call, user_lib, [_materialize(a) for a in args], downstream_locations)
+        # Calls that touch no stream pay for one small object, not a session.
+        lazy = _CallStreams(self, call_id, function)
+        readers: list[Stream] = []
+        if any(isinstance(a, StreamArg) for a in args):
+            args = [self._open_arg(lazy.get(), a, readers) for a in args]
+        previous = getattr(user_lib, "_ddt", None)
+        user_lib._ddt = lazy
+        error: BaseException | None = None
+        try:
+            result = call(user_lib, *args)
+            if inspect.isgenerator(result):
+                streamable = bool(downstream_locations) and my_address not in downstream_locations
+                if streamable:
+                    self._produce(lazy.get(), function, result, forward)
+                    result = STREAMED
+                else:
+                    result = list(result)
+            return result
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            user_lib._ddt = previous
+            if lazy.session is not None:
+                lazy.session.finish(error)
+                for r in readers:
+                    r.close()
+                if not downstream_locations:
+                    self.free(call_id)
+
+    def _open_arg(self, session: DdtSession, arg: Any, readers: list[Stream]) -> Any:
+        if not isinstance(arg, StreamArg):
+            return arg
+        reader = Stream(
+            session.address,
+            arg.sid,
+            DLog,
+            pull_from=[s for s in arg.sources if s],
+            batch_bytes=session.batch_bytes,
+            batch_ms=session.batch_ms,
+            keep=False,
+        )
+        readers.append(reader)
+        return reader
+
+    def _produce(
+        self, session: DdtSession, function: str, gen: Any, forward: Callable[[Any], None]
+    ) -> None:
+        name = f"{function}.out"
+        out = session.stream(name, DLog, writers=1, readers=1, retain=False)
+        forward(StreamArg(session.sid(name), (self.peer_address(),)))
+        append = out.append
+        for item in gen:
+            append(item)
+        out.seal()
+
+    def free(self, call_id: str) -> None:
+        """Drop the call's streams at the node cache (and the caches it talked to)."""
+        if self.cache_address is None:
+            return
+        if self._free_sock is None:
+            sock = _context().socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 1000)
+            sock.connect(self.cache_address)
+            self._free_sock = sock
+        try:
+            self._free_sock.send_multipart([hubproto.OP_FREE, f"{call_id}/".encode()], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+
+    def close(self) -> None:
+        if self._free_sock is not None:
+            self._free_sock.close()
+            self._free_sock = None
+
+
+class _CallStreams:
+    """``cb.stream`` for one invocation: the session is made on first use."""
+
+    __slots__ = ("owner", "call_id", "function", "session")
+
+    def __init__(self, owner: DagStreams, call_id: str, function: str) -> None:
+        self.owner = owner
+        self.call_id = call_id
+        self.function = function
+        self.session: DdtSession | None = None
+
+    def get(self) -> DdtSession:
+        if self.session is None:
+            self.session = self.owner.session(self.call_id, member=self.function)
+        return self.session
+
+    def stream(self, name: str, kind: Any, writers: int = 0, **options: Any) -> Stream:
+        return self.get().stream(name, kind, writers, **options)
+
+
+def _materialize(arg: Any) -> Any:
+    if isinstance(arg, StreamArg):
+        raise RuntimeError("a stream argument reached a worker without a node cache")
+    return arg
+
+
+def _plain(call: Callable[..., Any], user_lib: Any, args: list[Any], downs: Sequence[str]) -> Any:
+    result = call(user_lib, *args)
+    if inspect.isgenerator(result):
+        return list(result)
+    return result

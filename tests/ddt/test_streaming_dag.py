@@ -1,0 +1,144 @@
+"""Streaming DAGs on a real local cluster (KVS, scheduler, executor node + cache).
+
+A generator function is a streaming producer; its downstream functions start at once
+and iterate the stream while it is produced.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from cloudburst.client.client import CloudburstConnection
+from cloudburst.local import free_port_config, wait_ready, write_config
+from cloudburst.shared.errors import CloudburstException
+from cloudburst.shared.processes import ProcessGroup
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudburstConnection]:
+    run = tmp_path_factory.mktemp("ddt-cluster")
+    cfg = free_port_config(
+        run,
+        workers=3,
+        scheduler={"heartbeat_timeout_s": 2.0, "call_timeout_s": 30.0},
+        executor={"workers": 3, "base_port": 0, "heartbeat_period_s": 0.25},
+    )
+    path = write_config(cfg, run / "config.yml")
+    group = ProcessGroup(log_dir=run / "logs")
+    try:
+        group.python("kvs", "anna.local", "--config", str(path))
+        group.python("scheduler", "scheduler.server", "--config", str(path))
+        group.python("executor", "executor.node", "--config", str(path))
+        wait_ready(cfg, 3, timeout=60.0)
+        conn = CloudburstConnection(cfg.ip, cfg.ip, port=cfg.scheduler.port, timeout=30.0)
+        try:
+            yield conn
+        finally:
+            conn.close()
+    except BaseException:
+        for p in group.procs.values():
+            print(f"--- {p.name}\n{p.log_tail(60)}", file=sys.stderr)
+        raise
+    finally:
+        group.stop_all()
+        assert not [p.name for p in group.procs.values() if p.alive()]
+
+
+def produce(cb: Any, n: int) -> Any:
+    for i in range(n):  # noqa: UP028 - the issue's example, verbatim
+        yield i
+
+
+def double(cb: Any, items: Any) -> Any:
+    for x in items:
+        yield 2 * x
+
+
+def total(cb: Any, items: Any) -> int:
+    return sum(items)
+
+
+def test_the_issue_example(cloud: CloudburstConnection) -> None:
+    for name, fn in (("produce", produce), ("double", double), ("total", total)):
+        cloud.register(fn, name)
+    cloud.register_dag(
+        "pipe", ["produce", "double", "total"], [("produce", "double"), ("double", "total")]
+    )
+    assert cloud.call_dag("pipe", {"produce": [100]}).get(timeout=60) == 9900
+    # Again, bigger (many batches) and repeated: streams are per call.
+    assert cloud.call_dag("pipe", {"produce": [20000]}).get(timeout=60) == 2 * sum(range(20000))
+    assert cloud.call_dag("pipe", {"produce": [7]}).get(timeout=60) == 42
+
+
+def test_stages_overlap(cloud: CloudburstConnection) -> None:
+    def slow_source(cb: Any, n: int) -> Any:
+        for i in range(n):
+            time.sleep(0.02)
+            yield (i, time.time())
+
+    def lag_sink(cb: Any, items: Any) -> tuple[int, float, float]:
+        lags, first = [], None
+        for _, produced in items:
+            now = time.time()
+            first = first if first is not None else now
+            lags.append(now - produced)
+        return len(lags), max(lags), first
+
+    cloud.register(slow_source, "slow_source")
+    cloud.register(lag_sink, "lag_sink")
+    cloud.register_dag("lagdag", ["slow_source", "lag_sink"], [("slow_source", "lag_sink")])
+    started = time.time()
+    count, max_lag, first = cloud.call_dag("lagdag", {"slow_source": [50]}).get(timeout=60)
+    ended = time.time()
+    assert count == 50
+    # Items reached the sink while the source was still producing (>= 1 s in all).
+    assert ended - started >= 1.0
+    assert first - started < 0.8 * (ended - started)
+    assert max_lag < 0.5
+
+
+def test_producer_error_reaches_the_caller(cloud: CloudburstConnection) -> None:
+    def broken(cb: Any, n: int) -> Any:
+        for i in range(n):
+            if i == 10:
+                raise ValueError("bad record 10")
+            yield i
+
+    cloud.register(broken, "broken_source")
+    cloud.register(total, "total2")
+    cloud.register_dag("brokendag", ["broken_source", "total2"], [("broken_source", "total2")])
+    with pytest.raises(CloudburstException, match="bad record 10|failed"):
+        cloud.call_dag("brokendag", {"broken_source": [100]}).get(timeout=60)
+
+
+def test_named_streams_with_cb_stream(cloud: CloudburstConnection) -> None:
+    from cloudburst.ddt import DMap
+
+    def mapper(cb: Any, text: str) -> int:
+        out = cb.stream("words", DMap, writers=1)
+        for w in text.split():
+            out.update(w, 1)
+        out.seal()
+        return 0
+
+    def reducer(cb: Any, _: int) -> dict[str, int]:
+        return dict(cb.stream("words", DMap).wait(timeout=30))
+
+    cloud.register(mapper, "ddt_mapper")
+    cloud.register(reducer, "ddt_reducer")
+    cloud.register_dag("wcdag", ["ddt_mapper", "ddt_reducer"], [("ddt_mapper", "ddt_reducer")])
+    got = cloud.call_dag("wcdag", {"ddt_mapper": ["a b a c a"]}).get(timeout=60)
+    assert got == {"a": 3, "b": 1, "c": 1}
+
+
+def test_generator_as_last_function_returns_a_list(cloud: CloudburstConnection) -> None:
+    cloud.register(produce, "produce_only")
+    cloud.register_dag("gendag", ["produce_only"], [])
+    assert cloud.call_dag("gendag", {"produce_only": [5]}).get(timeout=60) == [0, 1, 2, 3, 4]
