@@ -117,6 +117,16 @@ def resolve_args(
     return out
 
 
-def invoke(fn: LoadedFunction, user_lib: Any, args: list[Any]) -> Any:
-    """Call a user function: the user library first, then its arguments."""
+def invoke(
+    fn: LoadedFunction, user_lib: Any, args: list[Any], streams: Any = None, **call: Any
+) -> Any:
+    """Call a user function: the user library first, then its arguments.
+
+    With ``streams`` (a :class:`cloudburst.ddt.dag.DagStreams`), DDT streams are wired
+    in: ``cb.stream`` works, stream arguments become readers, and a generator with
+    downstream functions becomes a streaming producer (``call`` describes the DAG call;
+    the result is then ``cloudburst.ddt.dag.STREAMED``).
+    """
+    if streams is not None:
+        return streams.invoke(fn.call, user_lib, args, **call)
     return fn.call(user_lib, *args)

@@ -73,6 +73,15 @@ class UserLibrary:
             if len(frames) == 2:
                 out.append((frames[0].decode(errors="replace"), frames[1]))
 
+    def stream(self, name: str, kind: Any, writers: int = 0, **options: Any) -> Any:
+        """The DDT stream ``name`` of this DAG call (create or open; see ``cloudburst.ddt``)."""
+        session = getattr(self, "_ddt", None)
+        if session is None:
+            from cloudburst.ddt import StreamError
+
+            raise StreamError("DDT streams need the node cache (cache.enabled) and a call")
+        return session.stream(name, kind, writers, **options)
+
     def close(self) -> None:
         for sock in self._push.values():
             sock.close(linger=0)

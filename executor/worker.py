@@ -26,6 +26,7 @@ from typing import Any
 
 import zmq
 
+from cloudburst.ddt.dag import STREAMED, DagStreams
 from cloudburst.shared import serializer, wire
 from cloudburst.shared.config import Config, load_config
 from cloudburst.shared.errors import (
@@ -46,7 +47,7 @@ from executor.invoke import (
     load_function,
     resolve_args,
 )
-from executor.state import make_state_client
+from executor.state import NODE_CACHE_ENV, make_state_client
 from executor.triggers import (
     Cancel,
     InvalidTrigger,
@@ -87,6 +88,8 @@ class Worker:
         self.inbox_address = f"tcp://{cfg.ip}:{_bind(self.inbox, cfg.ip, 0)}"
         self.state = make_state_client(cfg)
         self.lib = UserLibrary(self.state, self.ctx, self.inbox, self.inbox_address)
+        cache = os.environ.get(NODE_CACHE_ENV, "") if cfg.cache.enabled else ""
+        self.streams = DagStreams(cache or None, cfg, self.state)  # DDT streams (cloudburst.ddt)
         self.functions: dict[str, LoadedFunction] = {}
         self.book = TriggerBook(ttl=cfg.scheduler.call_timeout_s)
         self.push: dict[str, zmq.Socket[Any]] = {}
@@ -108,6 +111,8 @@ class Worker:
     def _send(self, address: str, data: bytes) -> None:
         sock = self.push.get(address)
         if sock is None:
+            if len(self.push) >= 1024:  # many short-lived clients: forget the oldest
+                self.push.pop(next(iter(self.push))).close(linger=0)
             sock = self.ctx.socket(zmq.PUSH)
             sock.setsockopt(zmq.LINGER, 2000)
             sock.setsockopt(zmq.SNDHWM, 10000)
@@ -221,15 +226,27 @@ class Worker:
         except Exception as exc:  # a class constructor raised
             return self._fail(sched, fn, wire.remote_error(exc, fn))
         self.busy = 1
+        downs = downstreams(sched.dag, fn)
         try:
-            result = invoke(loaded, self.lib, args)
+            result = invoke(
+                loaded,
+                self.lib,
+                args,
+                self.streams,
+                call_id=sched.id,
+                function=fn,
+                downstream_locations=[sched.locations[d] for d in downs],
+                my_address=self.address,
+                forward=lambda r: self._forward(sched, fn, downs, r),
+            )
         except (Exception, SystemExit) as exc:  # user code: never kills the worker
             log.info("[%s] %s raised %s: %s", sched.id, fn, type(exc).__name__, exc)
             return self._fail(sched, fn, wire.remote_error(exc, fn))
         finally:
             self.busy = 0
             self.completed += 1
-        downs = downstreams(sched.dag, fn)
+        if result is STREAMED:  # already forwarded as a stream while it ran
+            return None
         try:
             if downs:
                 self._forward(sched, fn, downs, result)
