@@ -119,6 +119,9 @@ class CacheClient:
         sock.connect(self.address)
         self._sock = sock
         self._up = False
+        self._poller = zmq.Poller()
+        self._poller.register(sock, zmq.POLLIN)
+        self._poller.register(self._monitor, zmq.POLLIN)
 
     def _drain_monitor(self, wait: float = 0.0) -> None:
         """Apply pending connect/disconnect events; while down, wait up to ``wait``."""
@@ -127,6 +130,8 @@ class CacheClient:
         deadline = time.monotonic() + wait
         while True:
             try:
+                if not mon.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    raise zmq.Again
                 event = recv_monitor_message(mon, zmq.NOBLOCK)
             except zmq.Again:
                 remaining = deadline - time.monotonic()
@@ -159,10 +164,7 @@ class CacheClient:
         except zmq.Again:
             return None
         deadline = time.monotonic() + timeout
-        poller = zmq.Poller()
-        poller.register(sock, zmq.POLLIN)
-        assert self._monitor is not None
-        poller.register(self._monitor, zmq.POLLIN)
+        poller = self._poller
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -1,0 +1,478 @@
+"""Locality benchmark (after Cloudburst's): a function sums 10 numpy arrays passed as
+KVS references, for 1e3 .. 1e6 float64 elements per array.
+
+    .venv/bin/python bench/locality.py            # full run (a few minutes)
+    .venv/bin/python bench/locality.py --quick    # fewer calls, smaller sizes
+
+Platform section (real Cloudburst calls, client -> executor -> client, timed by the
+client around ``fn(*refs).get()``), one executor node with 2 workers:
+
+* **warm**: the node cache is on and already holds the arrays (after warm-up calls);
+* **cold**: the node cache is off: the executor reads all 10 arrays from the KVS on
+  every call;
+* **redis**: the same cluster as *cold*, but the function reads the 10 arrays from a
+  redis-server (started here on a free port, persistence off) with one ``MGET``; the
+  arrays are stored in redis with the same serialization as in the KVS.
+
+Data-path section (no platform: the bench process itself reads the 10 arrays, decodes
+and sums them): CacheClient through the node cache (warm), AnnaTcpClient (KVS), redis-py.
+
+Freshness section: a value cached by a node cache is overwritten directly in the KVS;
+the time from the PUT's acknowledgement to the moment a read through the cache
+returns the new value (cfg.cache.push_period_ms = 50).
+
+Writes ``bench/results/locality.{json,md,png}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from anna.client import AnnaTcpClient  # noqa: E402
+from cache.client import CacheClient  # noqa: E402
+from cache.protocol import ipc_address  # noqa: E402
+from cloudburst.client.client import CloudburstConnection  # noqa: E402
+from cloudburst.local import free_port_config, wait_ready, write_config  # noqa: E402
+from cloudburst.shared import serializer  # noqa: E402
+from cloudburst.shared.config import Config, replace  # noqa: E402
+from cloudburst.shared.processes import ProcessGroup, free_port, port_open, wait_until  # noqa: E402
+from cloudburst.shared.reference import CloudburstReference  # noqa: E402
+from cloudburst.shared.values import from_lattice  # noqa: E402
+from lattices import LWWPairLattice, make_timestamp  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+NARRAYS = 10
+WORKERS = 2
+
+
+def ensure_redis() -> str:
+    path = shutil.which("redis-server")
+    if path:
+        return path
+    subprocess.run(["bash", "-c", f"source {ROOT}/scripts/ensure-env.sh; ensure_redis"], check=True)
+    path = shutil.which("redis-server")
+    if not path:
+        raise SystemExit("redis-server is not installed and could not be installed")
+    return path
+
+
+def summarize(samples: list[float]) -> dict[str, float]:
+    s = sorted(samples)
+    p99 = s[min(len(s) - 1, int(round(0.99 * (len(s) - 1))))]
+    return {
+        "median_ms": statistics.median(s) * 1e3,
+        "p99_ms": p99 * 1e3,
+        "mean_ms": statistics.fmean(s) * 1e3,
+        "n": len(s),
+    }
+
+
+def timed(fn: Callable[[], Any], n: int, warmup: int = 2) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def iterations(size: int, quick: bool) -> int:
+    base = {1_000: 200, 10_000: 150, 100_000: 60, 1_000_000: 30}.get(size, 30)
+    return max(10, base // 5) if quick else base
+
+
+# ---- user functions (shipped to executors by value) ------------------------------------
+
+
+def sum_arrays(_lib: Any, *arrays: Any) -> float:
+    """The benchmark function: the sum of all elements of the argument arrays."""
+    return float(sum(float(a.sum()) for a in arrays))
+
+
+_REDIS: dict[int, Any] = {}
+
+
+def sum_from_redis(_lib: Any, port: int, keys: list[str]) -> float:
+    """The same, reading the arrays from redis-server (one MGET)."""
+    import redis
+
+    from cloudburst.shared import serializer
+
+    conn = _REDIS.get(port)
+    if conn is None:
+        conn = _REDIS[port] = redis.Redis(host="127.0.0.1", port=port)
+    values = conn.mget(keys)
+    return float(sum(float(serializer.from_bytes(v).sum()) for v in values))
+
+
+# ---- cluster --------------------------------------------------------------------------------
+
+
+class Cluster:
+    def __init__(self, cfg: Config, run_dir: Path, group: ProcessGroup) -> None:
+        self.cfg = cfg
+        path = write_config(cfg, run_dir / "config.yml")
+        group.python("kvs", "anna.local", "--config", str(path))
+        group.python("scheduler", "scheduler.server", "--config", str(path))
+        group.python("executor", "executor.node", "--config", str(path))
+        wait_ready(cfg, WORKERS, timeout=90.0)
+        self.cloud = CloudburstConnection(cfg.ip, cfg.ip, port=cfg.scheduler.port, timeout=60.0)
+        self.kvs_addr = f"{cfg.ip}:{cfg.kvs.routing_port}"
+
+    def node_ids(self) -> list[str]:
+        return sorted({e["node_id"] for e in self.cloud.status()["executor_list"]})
+
+
+def put_arrays(kvs: AnnaTcpClient, redis_conn: Any, sizes: list[int]) -> dict[int, list[str]]:
+    keys: dict[int, list[str]] = {}
+    rng = np.random.default_rng(0)
+    for size in sizes:
+        keys[size] = []
+        for i in range(NARRAYS):
+            key = f"locality/{size}/{i}"
+            body = serializer.to_bytes(rng.random(size))
+            assert kvs.put(key, LWWPairLattice(make_timestamp(), body))
+            if redis_conn is not None:
+                redis_conn.set(key, body)
+            keys[size].append(key)
+    return keys
+
+
+def platform_section(
+    base_cfg: Config, run: Path, redis_port: int, sizes: list[int], quick: bool
+) -> dict[str, Any]:
+    import redis
+
+    out: dict[str, Any] = {}
+    rconn = redis.Redis(host="127.0.0.1", port=redis_port)
+    for mode in ("warm", "cold"):
+        cfg = replace(base_cfg, cache={"enabled": mode == "warm"})
+        run_dir = run / mode
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with ProcessGroup(log_dir=run_dir / "logs") as group:
+            cl = Cluster(cfg, run_dir, group)
+            try:
+                with AnnaTcpClient(cl.kvs_addr, timeout=30.0) as kvs:
+                    keys = put_arrays(kvs, rconn if mode == "cold" else None, sizes)
+                f_sum = cl.cloud.register(sum_arrays, f"sum_arrays_{mode}")
+                f_redis = cl.cloud.register(sum_from_redis, f"sum_redis_{mode}")
+                for size in sizes:
+                    refs = [CloudburstReference(k) for k in keys[size]]
+                    n = iterations(size, quick)
+                    expected = None
+                    # warm-up: every worker loads the function (and, warm, the arrays)
+                    for _ in range(2 * WORKERS + 2):
+                        expected = f_sum(*refs).get(timeout=60)
+
+                    def call(
+                        refs: list[CloudburstReference] = refs, f: Any = f_sum, want: Any = expected
+                    ) -> None:
+                        assert f(*refs).get(timeout=60) == want
+
+                    out.setdefault(mode, {})[str(size)] = summarize(timed(call, n, warmup=0))
+                    print(f"  platform {mode:5s} {size:>9,d}: {out[mode][str(size)]}", flush=True)
+                    if mode == "cold":
+                        for _ in range(2 * WORKERS + 2):
+                            f_redis(redis_port, keys[size]).get(timeout=60)
+
+                        def rcall(
+                            k: list[str] = keys[size], f: Any = f_redis, want: Any = expected
+                        ) -> None:
+                            assert f(redis_port, k).get(timeout=60) == want
+
+                        out.setdefault("redis", {})[str(size)] = summarize(
+                            timed(rcall, n, warmup=0)
+                        )
+                        print(
+                            f"  platform redis {size:>9,d}: {out['redis'][str(size)]}", flush=True
+                        )
+                if mode == "warm":
+                    out["warm_cache_stats"] = _node_cache_stats(cl)
+            finally:
+                cl.cloud.close()
+    rconn.close()
+    return out
+
+
+def _node_cache_stats(cl: Cluster) -> dict[str, Any]:
+    stats = {}
+    for node in cl.node_ids():
+        with CacheClient(
+            cfg=cl.cfg, address=ipc_address(cl.cfg.cache.ipc_dir, node), kvs_addr=cl.kvs_addr
+        ) as cc:
+            stats[node] = cc.stats()
+    return stats
+
+
+def freshness(kvs: AnnaTcpClient, cc: CacheClient, trials: int) -> dict[str, Any]:
+    """Lag from a KVS-acknowledged PUT to the value being read through the cache."""
+    key = "locality/freshness"
+    assert kvs.put(key, LWWPairLattice(make_timestamp(), b"0"))
+    assert cc.get(key)[key] is not None
+    lags = []
+    for i in range(1, trials + 1):
+        value = str(i).encode()
+        assert kvs.put(key, LWWPairLattice(make_timestamp(), value))
+        acked = time.perf_counter()
+        while True:
+            got = cc.get(key)[key]
+            if got is not None and got.reveal() == value:
+                break
+            if time.perf_counter() - acked > 5:
+                raise RuntimeError("an update never reached the cache")
+        lags.append(time.perf_counter() - acked)
+        time.sleep(0.003 + (i % 7) * 0.007)  # spread writes over the push period
+    s = summarize(lags)
+    s["max_ms"] = max(lags) * 1e3
+    return s
+
+
+def plot(platform_res: dict[str, Any], datapath: dict[str, Any], sizes: list[int]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    series = [
+        (axes[0], platform_res, ("warm", "cold", "redis"), "Cloudburst call (client-timed)"),
+        (axes[1], datapath, ("cache", "kvs", "redis"), "data path only (10 reads + decode + sum)"),
+    ]
+    colors = {
+        "warm": "tab:green",
+        "cache": "tab:green",
+        "cold": "tab:blue",
+        "kvs": "tab:blue",
+        "redis": "tab:red",
+    }
+    for ax, res, names, title in series:
+        for name in names:
+            if name not in res:
+                continue
+            med = [res[name][str(s)]["median_ms"] for s in sizes]
+            p99 = [res[name][str(s)]["p99_ms"] for s in sizes]
+            ax.plot(sizes, med, "o-", color=colors[name], label=f"{name} median")
+            ax.plot(sizes, p99, "x--", color=colors[name], alpha=0.6, label=f"{name} p99")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("floats per array (10 arrays)")
+        ax.set_ylabel("latency (ms)")
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "locality.png", dpi=120)
+
+
+def write_md(res: dict[str, Any], sizes: list[int]) -> None:
+    lines = [
+        "# Locality benchmark",
+        "",
+        f"Generated by `bench/locality.py` on {res['meta']['date']} "
+        f"({res['meta']['machine']}). A function sums {NARRAYS} float64 numpy arrays passed as "
+        "KVS references. Latencies in ms (median / p99).",
+        "",
+        "## Cloudburst calls (client -> executor -> client)",
+        "",
+        "| floats per array | warm (node cache) | cold (KVS every call) | Redis | Redis / warm (median) |",
+        "| ---: | ---: | ---: | ---: | ---: |",
+    ]
+    pr = res["platform"]
+    for s in sizes:
+        k = str(s)
+        w, c, r = pr["warm"][k], pr["cold"][k], pr["redis"][k]
+        lines.append(
+            f"| {s:,} | {w['median_ms']:.2f} / {w['p99_ms']:.2f} | {c['median_ms']:.2f} / "
+            f"{c['p99_ms']:.2f} | {r['median_ms']:.2f} / {r['p99_ms']:.2f} | "
+            f"{r['median_ms'] / w['median_ms']:.1f}x |"
+        )
+    dp = res["datapath"]
+    lines += [
+        "",
+        "## Data path only (bench process reads 10 arrays, decodes, sums)",
+        "",
+        "| floats per array | node cache (CacheClient) | KVS (AnnaTcpClient) | redis-py MGET |",
+        "| ---: | ---: | ---: | ---: |",
+    ]
+    for s in sizes:
+        k = str(s)
+        a, b, c = dp["cache"][k], dp["kvs"][k], dp["redis"][k]
+        lines.append(
+            f"| {s:,} | {a['median_ms']:.2f} / {a['p99_ms']:.2f} | {b['median_ms']:.2f} / "
+            f"{b['p99_ms']:.2f} | {c['median_ms']:.2f} / {c['p99_ms']:.2f} |"
+        )
+    f = res["freshness"]
+    lines += [
+        "",
+        "## Freshness (push period 50 ms)",
+        "",
+        f"Lag from a KVS-acknowledged PUT to the new value being read through a node cache "
+        f"that held the old one, {f['n']} trials: median {f['median_ms']:.1f} ms, "
+        f"p99 {f['p99_ms']:.1f} ms, max {f['max_ms']:.1f} ms.",
+        "",
+        "![latency vs size](locality.png)",
+        "",
+    ]
+    (RESULTS / "locality.md").write_text("\n".join(lines))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--sizes", default="1000,10000,100000,1000000")
+    args = parser.parse_args()
+    sizes = [int(float(s)) for s in args.sizes.split(",")]
+    if args.quick and args.sizes == parser.get_default("sizes"):
+        sizes = [1000, 100_000]
+    redis_bin = ensure_redis()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="locality-") as tmp:
+        run = Path(tmp)
+        base = free_port_config(
+            run,
+            workers=WORKERS,
+            executor={"workers": WORKERS, "base_port": 0, "heartbeat_period_s": 0.25},
+            cache={"push_period_ms": 50, "capacity_bytes": 1 << 30},
+            scheduler={"call_timeout_s": 60.0},
+            kvs={"request_timeout_s": 30.0},
+            log_level="WARNING",
+        )
+        redis_port = free_port()
+        with ProcessGroup(log_dir=run / "logs") as group:
+            group.start(
+                "redis",
+                [
+                    redis_bin,
+                    "--port",
+                    str(redis_port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--protected-mode",
+                    "no",
+                ],
+            )
+            wait_until(lambda: port_open("127.0.0.1", redis_port), timeout=10, what="redis")
+            print("platform section", flush=True)
+            platform_res = platform_section(base, run, redis_port, sizes, args.quick)
+            print("data path + freshness", flush=True)
+            # The data path reuses the arrays: write them into a fresh KVS + redis keys.
+            import redis
+
+            dp_cfg = free_port_config(
+                run / "dp",
+                cache={"push_period_ms": 50, "capacity_bytes": 1 << 30},
+                kvs={"request_timeout_s": 30.0},
+                log_level="WARNING",
+            )
+            datapath, fresh = _datapath(dp_cfg, run, redis_port, sizes, args.quick, redis)
+    res = {
+        "meta": {
+            "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+            "narrays": NARRAYS,
+            "workers": WORKERS,
+            "quick": args.quick,
+            "sizes": sizes,
+        },
+        "platform": platform_res,
+        "datapath": datapath,
+        "freshness": fresh,
+    }
+    (RESULTS / "locality.json").write_text(json.dumps(res, indent=2, default=str))
+    write_md(res, sizes)
+    plot(platform_res, datapath, sizes)
+    print((RESULTS / "locality.md").read_text())
+    return 0
+
+
+def _datapath(
+    cfg: Config, run: Path, redis_port: int, sizes: list[int], quick: bool, redis: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    run_dir = run / "datapath"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = write_config(cfg, run_dir / "config.yml")
+    with ProcessGroup(log_dir=run_dir / "logs") as group:
+        group.python("kvs", "anna.local", "--config", str(path))
+        wait_until(
+            lambda: (
+                port_open(cfg.ip, cfg.kvs.routing_port)
+                and port_open(cfg.ip, cfg.kvs.shard_base_port)
+            ),
+            timeout=30,
+            what="KVS",
+        )
+        kvs_addr = f"{cfg.ip}:{cfg.kvs.routing_port}"
+        rconn = redis.Redis(host="127.0.0.1", port=redis_port)
+        with AnnaTcpClient(kvs_addr, timeout=30.0) as kvs:
+            put_arrays(kvs, rconn, sizes)
+        rconn.close()
+        group.python(
+            "cache", "cache.server", "--config", str(path), "--node-id", "bench", "--kvs", kvs_addr
+        )
+        return _measure_datapath(cfg, kvs_addr, redis_port, sizes, quick, redis)
+
+
+def _measure_datapath(
+    cfg: Config, kvs_addr: str, redis_port: int, sizes: list[int], quick: bool, redis: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    out: dict[str, Any] = {}
+    rconn = redis.Redis(host="127.0.0.1", port=redis_port)
+    with (
+        AnnaTcpClient(kvs_addr, timeout=30.0) as kvs,
+        CacheClient("bench", cfg, kvs_addr=kvs_addr, timeout=30.0) as cc,
+    ):
+        wait_until(lambda: cc.ping(), timeout=20, what="cache")
+
+        def via(client: Any, ks: list[str]) -> float:
+            got = client.get(ks)
+            return float(sum(float(from_lattice(got[k]).sum()) for k in ks))
+
+        def via_redis(ks: list[str]) -> float:
+            return float(sum(float(serializer.from_bytes(v).sum()) for v in rconn.mget(ks)))
+
+        for size in sizes:
+            n = iterations(size, quick)
+            ks = [f"locality/{size}/{i}" for i in range(NARRAYS)]
+            for name, fn in (
+                ("cache", lambda ks=ks: via(cc, ks)),
+                ("kvs", lambda ks=ks: via(kvs, ks)),
+                ("redis", lambda ks=ks: via_redis(ks)),
+            ):
+                out.setdefault(name, {})[str(size)] = summarize(timed(fn, n))
+            print(
+                f"  datapath {size:>9,d}: cache {out['cache'][str(size)]['median_ms']:.2f} "
+                f"kvs {out['kvs'][str(size)]['median_ms']:.2f} "
+                f"redis {out['redis'][str(size)]['median_ms']:.2f} ms (medians)",
+                flush=True,
+            )
+        fresh = freshness(kvs, cc, trials=30 if quick else 200)
+        fresh["cache_stats"] = cc.stats()
+    rconn.close()
+    return out, fresh
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
