@@ -40,7 +40,6 @@ from cloudburst.shared.kvs import make_kvs_client
 from cloudburst.shared.proto import cloudburst_pb2 as pb
 from cloudburst.shared.values import to_lattice
 from executor.invoke import (
-    FunctionLoadError,
     KeysNotReady,
     LoadedFunction,
     invoke,
@@ -55,6 +54,7 @@ from executor.triggers import (
     TriggerBook,
     downstreams,
     forward_schedule,
+    upstreams,
 )
 from executor.userlib import UserLibrary
 from scheduler.registry import func_key, scheduler_addresses
@@ -215,38 +215,43 @@ class Worker:
             self.parked.append((action, deadline))
             self.next_retry = min(self.next_retry, time.monotonic() + self.park_delay)
             return None
-        except FunctionNotFound as exc:
-            return self._fail(sched, fn, wire.error_message(pb.FUNC_NOT_FOUND, str(exc), fn))
-        except (InvalidArgument, SerializationError) as exc:
-            return self._fail(sched, fn, wire.error_message(pb.INVALID_ARGUMENT, str(exc), fn))
-        except CloudburstTimeoutError as exc:
-            return self._fail(sched, fn, wire.error_message(pb.TIMED_OUT, str(exc), fn))
-        except FunctionLoadError as exc:
-            return self._fail(sched, fn, wire.remote_error(exc, fn))
-        except Exception as exc:  # a class constructor raised
-            return self._fail(sched, fn, wire.remote_error(exc, fn))
-        self.busy = 1
-        downs = downstreams(sched.dag, fn)
-        try:
-            result = invoke(
-                loaded,
-                self.lib,
-                args,
-                self.streams,
-                call_id=sched.id,
-                function=fn,
-                downstream_locations=[sched.locations[d] for d in downs],
-                my_address=self.address,
-                forward=lambda r: self._forward(sched, fn, downs, r),
-            )
-        except (Exception, SystemExit) as exc:  # user code: never kills the worker
-            log.info("[%s] %s raised %s: %s", sched.id, fn, type(exc).__name__, exc)
-            return self._fail(sched, fn, wire.remote_error(exc, fn))
-        finally:
-            self.busy = 0
-            self.completed += 1
-        if result is STREAMED:  # already forwarded as a stream while it ran
-            return None
+        except Exception as exc:
+            return self._fail(sched, fn, _load_error(exc, fn))
+        while True:
+            self.busy = 1
+            downs = downstreams(sched.dag, fn)
+            try:
+                result = invoke(
+                    loaded,
+                    self.lib,
+                    args,
+                    self.streams,
+                    call_id=sched.id,
+                    function=fn,
+                    downstream_locations=[sched.locations[d] for d in downs],
+                    my_address=self.address,
+                    forward=lambda r, fn=fn, downs=downs: self._forward(sched, fn, downs, r),
+                )
+            except (Exception, SystemExit) as exc:  # user code: never kills the worker
+                log.info("[%s] %s raised %s: %s", sched.id, fn, type(exc).__name__, exc)
+                return self._fail(sched, fn, wire.remote_error(exc, fn))
+            finally:
+                self.busy = 0
+                self.completed += 1
+            if result is STREAMED:  # already forwarded as a stream while it ran
+                return None
+            nxt = _inline_next(sched, fn, downs)
+            if nxt is None:
+                break
+            # A pure chain link: run the next function right here with the result as
+            # is (no serialization, no message; a chain has no parallelism to lose).
+            try:
+                loaded = self.get_function(nxt)
+                own = wire.decode_args(sched.arguments[nxt]) if nxt in sched.arguments else []
+            except Exception as exc:
+                return self._fail(sched, nxt, _load_error(exc, nxt))
+            args = own + list(wire.result_values(result))
+            fn = nxt
         try:
             if downs:
                 self._forward(sched, fn, downs, result)
@@ -385,6 +390,33 @@ class Worker:
     def stop(self, *_: Any) -> None:
         self.running = False
         self.leaving = True
+
+
+def _load_error(exc: BaseException, fn: str) -> pb.RemoteError:
+    """The error to report when a function could not be loaded or its arguments could
+    not be prepared."""
+    if isinstance(exc, FunctionNotFound):
+        return wire.error_message(pb.FUNC_NOT_FOUND, str(exc), fn)
+    if isinstance(exc, InvalidArgument | SerializationError):
+        return wire.error_message(pb.INVALID_ARGUMENT, str(exc), fn)
+    if isinstance(exc, CloudburstTimeoutError):
+        return wire.error_message(pb.TIMED_OUT, str(exc), fn)
+    return wire.remote_error(exc, fn)  # FunctionLoadError, a class constructor raised
+
+
+def _inline_next(sched: pb.DagSchedule, fn: str, downs: list[str]) -> str | None:
+    """The downstream function to run in place, if ``fn -> next`` is a pure chain link:
+    ``next`` is ``fn``'s only downstream, ``fn`` its only upstream, and ``next`` has
+    no reference arguments (whose locality the scheduler may have placed it for)."""
+    if len(downs) != 1:
+        return None
+    nxt = downs[0]
+    if upstreams(sched.dag, nxt) != [fn]:
+        return None
+    own = sched.arguments.get(nxt)
+    if own is not None and any(a.WhichOneof("kind") == "reference" for a in own.values):
+        return None
+    return nxt
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -104,3 +104,18 @@ def test_upstreams_downstreams_and_forwarded_schedule() -> None:
     wire.encode_args([2], sched.arguments["c"])
     fwd = forward_schedule(sched, ["a"])
     assert set(fwd.arguments) == {"c"} and set(sched.arguments) == {"a", "c"}
+
+
+def test_only_pure_chain_links_are_run_in_place() -> None:
+    from executor.worker import _inline_next
+
+    chain = schedule(["a", "b", "c"], [("a", "b"), ("b", "c")])
+    assert _inline_next(chain, "a", ["b"]) == "b"
+    assert _inline_next(chain, "c", []) is None
+    fan_out = schedule(["a", "b", "c"], [("a", "b"), ("a", "c")])
+    assert _inline_next(fan_out, "a", ["b", "c"]) is None  # siblings run in parallel
+    fan_in = schedule(["a", "b", "c"], [("a", "c"), ("b", "c")])
+    assert _inline_next(fan_in, "a", ["c"]) is None  # c waits for b too
+    with_ref = schedule(["a", "b"], [("a", "b")])
+    with_ref.arguments["b"].values.add().reference.key = "k"  # placed for locality
+    assert _inline_next(with_ref, "a", ["b"]) is None
