@@ -126,15 +126,21 @@ def place(
     refs = ref_keys or {}
     out: dict[str, str] = {}
     for fn in functions:
-        ex = choose(
-            executors.values(),
-            fn,
-            now,
-            policy,
-            exclude=exclude,
-            ref_keys=refs.get(fn, ()),
-            cache_summaries=cache_summaries,
-        )
+        # Each function of a DAG on its own worker while there are enough: a worker runs
+        # one function at a time, and streaming stages (DDTs) must run side by side.
+        ex = None
+        for excluded in ({*exclude, *out.values()}, exclude):
+            ex = choose(
+                executors.values(),
+                fn,
+                now,
+                policy,
+                exclude=excluded,
+                ref_keys=refs.get(fn, ()),
+                cache_summaries=cache_summaries,
+            )
+            if ex is not None:
+                break
         if ex is None:
             return None
         ex.assign(fn, now)
