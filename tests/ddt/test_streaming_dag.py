@@ -142,3 +142,53 @@ def test_generator_as_last_function_returns_a_list(cloud: CloudburstConnection) 
     cloud.register(produce, "produce_only")
     cloud.register_dag("gendag", ["produce_only"], [])
     assert cloud.call_dag("gendag", {"produce_only": [5]}).get(timeout=60) == [0, 1, 2, 3, 4]
+
+
+def test_streams_cross_nodes(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Two executor nodes (2 workers and a cache each): a 3-stage chain on 3 distinct
+    workers must cross nodes, so items flow producer -> its cache -> the other cache."""
+    run = tmp_path_factory.mktemp("ddt-2nodes")
+    cfg = free_port_config(
+        run,
+        workers=4,
+        scheduler={"heartbeat_timeout_s": 2.0, "call_timeout_s": 30.0},
+        executor={"workers": 2, "base_port": 0, "heartbeat_period_s": 0.25},
+    )
+    path = write_config(cfg, run / "config.yml")
+    with ProcessGroup(log_dir=run / "logs") as group:
+        group.python("kvs", "anna.local", "--config", str(path))
+        group.python("scheduler", "scheduler.server", "--config", str(path))
+        group.python("node1", "executor.node", "--config", str(path))
+        group.python("node2", "executor.node", "--config", str(path))
+        wait_ready(cfg, 4, timeout=60.0)
+        conn = CloudburstConnection(cfg.ip, cfg.ip, port=cfg.scheduler.port, timeout=30.0)
+        try:
+
+            def src(cb: Any, n: int) -> Any:
+                import os
+
+                cb.put("xnode/src", os.getppid())
+                for i in range(n):  # noqa: UP028
+                    yield (i, "x" * 100)
+
+            def mid(cb: Any, items: Any) -> Any:
+                import os
+
+                cb.put("xnode/mid", os.getppid())
+                for i, _pad in items:
+                    yield i * 3
+
+            def sink(cb: Any, items: Any) -> Any:
+                import os
+
+                return sum(items), os.getppid()
+
+            for f in (src, mid, sink):
+                conn.register(f, f.__name__)
+            conn.register_dag("xnode", ["src", "mid", "sink"], [("src", "mid"), ("mid", "sink")])
+            value, sink_node = conn.call_dag("xnode", {"src": [30000]}).get(timeout=60)
+            assert value == 3 * sum(range(30000))
+            nodes = {conn.get_object("xnode/src"), conn.get_object("xnode/mid"), sink_node}
+            assert len(nodes) == 2, nodes  # the chain crossed from one node to the other
+        finally:
+            conn.close()
