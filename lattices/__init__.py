@@ -42,3 +42,26 @@ __all__ = [
 ]
 
 # DDT types are exported below by lattices/ddt.py
+from lattices.ddt import (  # noqa: E402 - appended by the DDT module's owner
+    DDT_TYPES,
+    DCounter,
+    DDTLattice,
+    DLog,
+    DMap,
+    DRegister,
+    DSet,
+    DTensor,
+    StreamMeta,
+)
+
+__all__ += [
+    "DCounter",
+    "DDTLattice",
+    "DDT_TYPES",
+    "DLog",
+    "DMap",
+    "DRegister",
+    "DSet",
+    "DTensor",
+    "StreamMeta",
+]
