@@ -6,7 +6,8 @@ Measures, in one run, median and p99 over ``--calls`` (default 1000) calls after
 (a) ``cloudburst``: a DAG ``incr -> square`` on a local cluster (KVS, scheduler, one
     executor node with 2 workers) on free ports, client with the placement cache
     (``cloudburst``) and without it, every call through the scheduler
-    (``cloudburst-scheduled``);
+    (``cloudburst-scheduled``), and with executors forwarding the chain between two
+    workers instead of running it in place (``cloudburst-no-inline``);
 (b) ``dask``: distributed ``LocalCluster(n_workers=2, threads_per_worker=1)``,
     ``client.submit(square, client.submit(incr, x)).result()``; and ``ray``:
     ``ray.init(num_cpus=2)``, ``ray.get(square.remote(incr.remote(x)))``; each
@@ -81,7 +82,7 @@ def summary(lat: list[float]) -> dict[str, float]:
 # --- (a) Cloudburst ------------------------------------------------------------
 
 
-def bench_cloudburst(calls: int, warmup: int) -> dict[str, list[float]]:
+def bench_cloudburst(calls: int, warmup: int, inline: bool = True) -> dict[str, list[float]]:
     from cloudburst.client.client import CloudburstConnection
     from cloudburst.local import free_port_config, wait_ready, write_config
     from cloudburst.shared.processes import ProcessGroup
@@ -90,12 +91,21 @@ def bench_cloudburst(calls: int, warmup: int) -> dict[str, list[float]]:
     cfg = free_port_config(run, workers=2, log_level="WARNING")
     path = write_config(cfg, run / "config.yml")
     out: dict[str, list[float]] = {}
+    variants = [("cloudburst", True), ("cloudburst-scheduled", False)]
+    if not inline:  # executors forward incr's result to square's worker (one more hop)
+        variants = [("cloudburst-no-inline", True)]
     with ProcessGroup(log_dir=run / "logs") as group:
         group.python("kvs", "anna.local", "--config", str(path))
         group.python("scheduler", "scheduler.server", "--config", str(path))
-        group.python("executor", "executor.node", "--config", str(path))
+        group.python(
+            "executor",
+            "executor.node",
+            "--config",
+            str(path),
+            env={"CB_INLINE_CHAINS": "1" if inline else "0"},
+        )
         wait_ready(cfg, 2, 60)
-        for label, direct in (("cloudburst", True), ("cloudburst-scheduled", False)):
+        for label, direct in variants:
             conn = CloudburstConnection(cfg.ip, cfg.ip, port=cfg.scheduler.port, direct=direct)
             try:
                 conn.register(lambda _, x: x + 1, "incr")
@@ -336,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if name == "cloudburst":
                 raw.update(bench_cloudburst(args.calls, args.warmup))
+                raw.update(bench_cloudburst(args.calls, args.warmup, inline=False))
             elif name == "zmq-floor":
                 raw[name] = bench_zmq_floor(args.calls, args.warmup)
             elif name == "processpool":

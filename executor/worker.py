@@ -61,6 +61,10 @@ from scheduler.registry import func_key, scheduler_addresses
 
 log = logging.getLogger(__name__)
 
+#: Run pure chain links in place (see ``_inline_next``); ``CB_INLINE_CHAINS=0`` turns
+#: it off (benchmarks compare both; not ``CLOUDBURST_*``, reserved for the config).
+INLINE_CHAINS = os.environ.get("CB_INLINE_CHAINS", "1") != "0"
+
 
 def _bind(sock: zmq.Socket[Any], ip: str, port: int) -> int:
     if port:
@@ -240,7 +244,7 @@ class Worker:
                 self.completed += 1
             if result is STREAMED:  # already forwarded as a stream while it ran
                 return None
-            nxt = _inline_next(sched, fn, downs)
+            nxt = _inline_next(sched, fn, downs) if INLINE_CHAINS else None
             if nxt is None:
                 break
             # A pure chain link: run the next function right here with the result as

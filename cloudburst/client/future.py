@@ -6,7 +6,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from cloudburst.shared import serializer, wire
-from cloudburst.shared.errors import CloudburstTimeoutError, ExecutorFailed
+from cloudburst.shared.errors import CloudburstException, CloudburstTimeoutError, ExecutorFailed
 from cloudburst.shared.proto import cloudburst_pb2 as pb
 
 if TYPE_CHECKING:
@@ -113,5 +113,12 @@ class CloudburstFuture:
         self._retried = True
         old = self.request_id
         self._conn._drop_pending(old)
-        self.request_id, self._schedule = self._resend(sorted(dead))
+        try:
+            self.request_id, self._schedule = self._resend(sorted(dead))
+        except CloudburstException as exc:
+            self._error = ExecutorFailed(
+                f"call {old}: executor(s) {sorted(dead)} died while running it and the "
+                f"retry could not start: {exc}"
+            )
+            return
         self._conn._pending[self.request_id] = self
