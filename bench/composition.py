@@ -18,7 +18,8 @@ Measures, in one run, median and p99 over ``--calls`` (default 1000) calls after
 (d) ``processpool``: ``concurrent.futures.ProcessPoolExecutor(2)``, the client chains
     the two calls (``pool.submit(square, pool.submit(incr, x).result()).result()``).
 
-Writes ``bench/results/composition.json``, ``composition.md`` and ``composition.png``.
+Writes ``bench/results/composition.json``, ``composition.md`` and ``composition.png``
+(``composition-partial.*`` when ``--only`` picks a subset; ``--out`` names them).
 Run: ``.venv/bin/python bench/composition.py [--calls 1000] [--only cloudburst,zmq-floor]``.
 """
 
@@ -273,11 +274,11 @@ def bench_processpool(calls: int, warmup: int) -> list[float]:
 
 
 def write_reports(
-    results: dict[str, Any], raw: dict[str, list[float]], skipped: dict[str, str]
+    results: dict[str, Any], raw: dict[str, list[float]], skipped: dict[str, str], stem: str
 ) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     stats = results["systems"]
-    (RESULTS / "composition.json").write_text(json.dumps(results, indent=2))
+    (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=2))
     floor = stats.get("zmq-floor", {}).get("median_us")
     ours = stats.get("cloudburst", {}).get("median_us")
     lines = [
@@ -305,7 +306,7 @@ def write_reports(
         "Targets (issue 4): ours <= 3x the floor; >= 5x lower than the best of Dask "
         "and Ray; p99 <= 3x our median; stretch: lower than the process pool.",
     ]
-    (RESULTS / "composition.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
     try:
         import matplotlib
 
@@ -325,7 +326,7 @@ def write_reports(
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(RESULTS / "composition.png", dpi=120)
+    fig.savefig(RESULTS / f"{stem}.png", dpi=120)
 
 
 SYSTEMS = ["cloudburst", "zmq-floor", "processpool", "dask", "ray"]
@@ -337,6 +338,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--only", default=",".join(SYSTEMS), help=f"subset of {SYSTEMS}")
     parser.add_argument("--no-install", action="store_true", help="do not pip install dask/ray")
+    parser.add_argument(
+        "--out",
+        default="",
+        help="results file stem (default composition, or composition-partial with --only)",
+    )
     args = parser.parse_args(argv)
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     raw: dict[str, list[float]] = {}
@@ -376,8 +382,9 @@ def main(argv: list[str] | None = None) -> int:
         "systems": {name: summary(lat) for name, lat in raw.items()},
         "skipped": skipped,
     }
-    write_reports(results, raw, skipped)
-    print((RESULTS / "composition.md").read_text())
+    stem = args.out or ("composition" if set(only) == set(SYSTEMS) else "composition-partial")
+    write_reports(results, raw, skipped, stem)
+    print((RESULTS / f"{stem}.md").read_text())
     return 0
 
 
