@@ -42,7 +42,7 @@ class PendingReference(CloudburstReference):
 
 
 def _parse(cls: type[M], data: bytes, what: str) -> M:
-    msg = cls()
+    msg: M = cls()
     try:
         msg.ParseFromString(data)
     except (DecodeError, RuntimeWarning, ValueError, TypeError) as exc:
@@ -156,12 +156,9 @@ def remote_error(
 
 def error_message(code: int, message: str, function: str = "") -> pb.RemoteError:
     """A platform error (not raised by user code) for the client."""
-    return pb.RemoteError(
-        error=code,
-        exc_type=pb.CloudburstError.Name(code),
-        message=message,  # type: ignore[arg-type]
-        function=function,
-    )
+    err = pb.RemoteError(exc_type=pb.CloudburstError.Name(code), message=message, function=function)
+    err.error = code  # type: ignore[assignment]
+    return err
 
 
 _CODE_EXCEPTIONS: dict[int, type[errors.CloudburstException]] = {
