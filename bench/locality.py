@@ -51,7 +51,7 @@ from cache.protocol import ipc_address  # noqa: E402
 from cloudburst.client.client import CloudburstConnection  # noqa: E402
 from cloudburst.local import free_port_config, wait_ready, write_config  # noqa: E402
 from cloudburst.shared import serializer  # noqa: E402
-from cloudburst.shared.config import Config, replace  # noqa: E402
+from cloudburst.shared.config import Config  # noqa: E402
 from cloudburst.shared.processes import ProcessGroup, free_port, port_open, wait_until  # noqa: E402
 from cloudburst.shared.reference import CloudburstReference  # noqa: E402
 from cloudburst.shared.values import from_lattice  # noqa: E402
@@ -128,14 +128,9 @@ def sum_from_redis(_lib: Any, port: int, keys: list[str]) -> float:
 
 
 class Cluster:
-    def __init__(self, cfg: Config, run_dir: Path, group: ProcessGroup) -> None:
+    def __init__(self, cfg: Config, cloud: CloudburstConnection) -> None:
         self.cfg = cfg
-        path = write_config(cfg, run_dir / "config.yml")
-        group.python("kvs", "anna.local", "--config", str(path))
-        group.python("scheduler", "scheduler.server", "--config", str(path))
-        group.python("executor", "executor.node", "--config", str(path))
-        wait_ready(cfg, WORKERS, timeout=90.0)
-        self.cloud = CloudburstConnection(cfg.ip, cfg.ip, port=cfg.scheduler.port, timeout=60.0)
+        self.cloud = cloud
         self.kvs_addr = f"{cfg.ip}:{cfg.kvs.routing_port}"
 
     def node_ids(self) -> list[str]:
@@ -157,60 +152,96 @@ def put_arrays(kvs: AnnaTcpClient, redis_conn: Any, sizes: list[int]) -> dict[in
     return keys
 
 
-def platform_section(
-    base_cfg: Config, run: Path, redis_port: int, sizes: list[int], quick: bool
-) -> dict[str, Any]:
+def bench_config(run_dir: Path, cache_enabled: bool) -> Config:
+    """A free-port local-mode config for one benchmark cluster."""
+    return free_port_config(
+        run_dir,
+        workers=WORKERS,
+        executor={"workers": WORKERS, "base_port": 0, "heartbeat_period_s": 0.25},
+        cache={"enabled": cache_enabled, "push_period_ms": 50, "capacity_bytes": 1 << 30},
+        scheduler={"call_timeout_s": 60.0},
+        kvs={"request_timeout_s": 30.0},
+        log_level="WARNING",
+    )
+
+
+def platform_section(run: Path, redis_port: int, sizes: list[int], quick: bool) -> dict[str, Any]:
+    """Two clusters up at once (cache on / off); warm, cold and redis calls alternate
+    in short rounds so machine noise hits all three alike."""
     import redis
 
     out: dict[str, Any] = {}
     rconn = redis.Redis(host="127.0.0.1", port=redis_port)
-    for mode in ("warm", "cold"):
-        cfg = replace(base_cfg, cache={"enabled": mode == "warm"})
-        run_dir = run / mode
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with ProcessGroup(log_dir=run_dir / "logs") as group:
-            cl = Cluster(cfg, run_dir, group)
-            try:
+    with ProcessGroup(log_dir=run / "logs-platform") as group:
+        clusters: dict[str, Cluster] = {}
+        try:
+            for mode in ("warm", "cold"):
+                run_dir = run / mode
+                run_dir.mkdir(parents=True, exist_ok=True)
+                clusters[mode] = _start(group, mode, bench_config(run_dir, mode == "warm"), run_dir)
+            keys: dict[int, list[str]] = {}
+            for mode, cl in clusters.items():
                 with AnnaTcpClient(cl.kvs_addr, timeout=30.0) as kvs:
                     keys = put_arrays(kvs, rconn if mode == "cold" else None, sizes)
-                f_sum = cl.cloud.register(sum_arrays, f"sum_arrays_{mode}")
-                f_redis = cl.cloud.register(sum_from_redis, f"sum_redis_{mode}")
-                for size in sizes:
-                    refs = [CloudburstReference(k) for k in keys[size]]
-                    n = iterations(size, quick)
-                    expected = None
-                    # warm-up: every worker loads the function (and, warm, the arrays)
+            fns = {
+                "warm": (clusters["warm"].cloud.register(sum_arrays, "sum_arrays"), False),
+                "cold": (clusters["cold"].cloud.register(sum_arrays, "sum_arrays"), False),
+                "redis": (clusters["cold"].cloud.register(sum_from_redis, "sum_redis"), True),
+            }
+            for size in sizes:
+                refs = [CloudburstReference(k) for k in keys[size]]
+                expected = None
+
+                def call(
+                    name: str, refs: list[CloudburstReference] = refs, size: int = size
+                ) -> Any:
+                    fn, via_redis = fns[name]
+                    if via_redis:
+                        return fn(redis_port, keys[size]).get(timeout=60)
+                    return fn(*refs).get(timeout=60)
+
+                # warm-up: every worker loads the functions (and, warm, the arrays)
+                for name in fns:
                     for _ in range(2 * WORKERS + 2):
-                        expected = f_sum(*refs).get(timeout=60)
-
-                    def call(
-                        refs: list[CloudburstReference] = refs, f: Any = f_sum, want: Any = expected
-                    ) -> None:
-                        assert f(*refs).get(timeout=60) == want
-
-                    out.setdefault(mode, {})[str(size)] = summarize(timed(call, n, warmup=0))
-                    print(f"  platform {mode:5s} {size:>9,d}: {out[mode][str(size)]}", flush=True)
-                    if mode == "cold":
-                        for _ in range(2 * WORKERS + 2):
-                            f_redis(redis_port, keys[size]).get(timeout=60)
-
-                        def rcall(
-                            k: list[str] = keys[size], f: Any = f_redis, want: Any = expected
-                        ) -> None:
-                            assert f(redis_port, k).get(timeout=60) == want
-
-                        out.setdefault("redis", {})[str(size)] = summarize(
-                            timed(rcall, n, warmup=0)
-                        )
-                        print(
-                            f"  platform redis {size:>9,d}: {out['redis'][str(size)]}", flush=True
-                        )
-                if mode == "warm":
-                    out["warm_cache_stats"] = _node_cache_stats(cl)
-            finally:
+                        got = call(name)
+                        expected = got if expected is None else expected
+                        assert abs(got - expected) < 1e-6 * max(1.0, abs(expected)), (name, got)
+                n = iterations(size, quick)
+                per_round = 5
+                samples: dict[str, list[float]] = {name: [] for name in fns}
+                while len(samples["warm"]) < n:
+                    for name in fns:
+                        for _ in range(per_round):
+                            t0 = time.perf_counter()
+                            call(name)
+                            samples[name].append(time.perf_counter() - t0)
+                for name, s in samples.items():
+                    out.setdefault(name, {})[str(size)] = summarize(s)
+                print(
+                    f"  platform {size:>9,d}: "
+                    + ", ".join(
+                        f"{name} {out[name][str(size)]['median_ms']:.2f}/{out[name][str(size)]['p99_ms']:.2f}"
+                        for name in fns
+                    )
+                    + " ms (median/p99)",
+                    flush=True,
+                )
+            out["warm_cache_stats"] = _node_cache_stats(clusters["warm"])
+        finally:
+            for cl in clusters.values():
                 cl.cloud.close()
+            group.stop_all()
     rconn.close()
     return out
+
+
+def _start(group: ProcessGroup, mode: str, cfg: Config, run_dir: Path) -> Cluster:
+    path = write_config(cfg, run_dir / "config.yml")
+    group.python(f"{mode}-kvs", "anna.local", "--config", str(path))
+    group.python(f"{mode}-scheduler", "scheduler.server", "--config", str(path))
+    group.python(f"{mode}-executor", "executor.node", "--config", str(path))
+    wait_ready(cfg, WORKERS, timeout=90.0)
+    return Cluster(cfg, CloudburstConnection(cfg.ip, cfg.ip, port=cfg.scheduler.port, timeout=60.0))
 
 
 def _node_cache_stats(cl: Cluster) -> dict[str, Any]:
@@ -347,15 +378,6 @@ def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="locality-") as tmp:
         run = Path(tmp)
-        base = free_port_config(
-            run,
-            workers=WORKERS,
-            executor={"workers": WORKERS, "base_port": 0, "heartbeat_period_s": 0.25},
-            cache={"push_period_ms": 50, "capacity_bytes": 1 << 30},
-            scheduler={"call_timeout_s": 60.0},
-            kvs={"request_timeout_s": 30.0},
-            log_level="WARNING",
-        )
         redis_port = free_port()
         with ProcessGroup(log_dir=run / "logs") as group:
             group.start(
@@ -376,7 +398,7 @@ def main() -> int:
             )
             wait_until(lambda: port_open("127.0.0.1", redis_port), timeout=10, what="redis")
             print("platform section", flush=True)
-            platform_res = platform_section(base, run, redis_port, sizes, args.quick)
+            platform_res = platform_section(run, redis_port, sizes, args.quick)
             print("data path + freshness", flush=True)
             # The data path reuses the arrays: write them into a fresh KVS + redis keys.
             import redis

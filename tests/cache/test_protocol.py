@@ -49,3 +49,31 @@ def test_ipc_address_is_short_and_stable() -> None:
     a = protocol.ipc_address("/tmp/" + "d" * 120, "node")
     assert a == protocol.ipc_address("/tmp/" + "d" * 120, "node")
     assert protocol.ipc_address("/x", "a/b c") == "ipc:///x/cache-a_b_c.sock"
+
+
+@given(
+    st.lists(
+        st.tuples(
+            keys,
+            st.sampled_from([b"", b"v" * 16]),
+            st.integers(0, 6),
+            st.sampled_from([0, 1, 3, 4, 255]),
+            st.binary(max_size=30),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_getv_round_trip(items: list[tuple[str, bytes, int, int, bytes]]) -> None:
+    frames = protocol.encode_getv(b"r", [i[0] for i in items], [i[1] for i in items])
+    assert protocol.decode_getv_args(frames[2:]) == ([i[0] for i in items], [i[1] for i in items])
+    results = [(lt, err, payload if err == 0 else b"", v) for _, v, lt, err, payload in items]
+    op, rid, body = protocol.decode_reply(protocol.reply_getv(b"r", results))
+    assert protocol.decode_getv_body(body, len(items)) == results
+
+
+def test_getv_malformed() -> None:
+    with pytest.raises(WireError):
+        protocol.decode_getv_args([b"\x05\x00\x00\x00ab", b""])
+    with pytest.raises(WireError):
+        protocol.decode_getv_body([b"\x01\x00\x00"], 1)  # NO_ERROR but no payload frame
