@@ -131,6 +131,7 @@ class AnnaTcpClient:
         self._seq = itertools.count()
         self._seed = random.randrange(1 << 30)
         self._req = pb.KeyRequest()
+        self._resp_msg = pb.KeyResponse()
 
     # ---- plumbing ---------------------------------------------------------------------
 
@@ -172,16 +173,10 @@ class AnnaTcpClient:
         self._sock(self.routing_address).send(req.SerializeToString())
         sock = self._addr
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not sock.poll(max(1, int(remaining * 1000))):
-                raise AnnaTimeoutError(
-                    f"timed out after {self.timeout:.1f}s waiting for a KeyAddressResponse "
-                    f"from routing {self.routing_address} (keys {list(keys)[:5]})",
-                    self.routing_address,
-                )
+            data = self._recv(sock, deadline, "KeyAddressResponse", [self.routing_address])
             try:
-                resp = wire.decode_address_response(sock.recv(zmq.NOBLOCK))
-            except (zmq.Again, AnnaError, ValueError):
+                resp = wire.decode_address_response(data)
+            except (AnnaError, ValueError):
                 continue
             if resp.response_id != rid:
                 continue  # a late answer to an earlier, timed-out request
@@ -275,6 +270,20 @@ class AnnaTcpClient:
             time.sleep(min(0.2, 0.01 * attempt))
         return results
 
+    def _recv(self, sock: zmq.Socket[Any], deadline: float, what: str, waiting: list[str]) -> bytes:
+        """One frame from ``sock`` (blocking recv: cheaper than poll + recv), or timeout."""
+        remaining = int((deadline - time.monotonic()) * 1000)
+        if remaining > 0:
+            sock.setsockopt(zmq.RCVTIMEO, remaining)
+            try:
+                return sock.recv()  # type: ignore[no-any-return]
+            except zmq.Again:
+                pass
+        raise AnnaTimeoutError(
+            f"timed out after {self.timeout:.1f}s waiting for a {what} from {', '.join(waiting)}",
+            waiting[0],
+        )
+
     def _collect(
         self,
         outstanding: dict[str, str],
@@ -285,18 +294,7 @@ class AnnaTcpClient:
         sock = self._resp
         resp = pb.KeyResponse()
         while outstanding:
-            try:
-                data = sock.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not sock.poll(max(1, int(remaining * 1000))):
-                    waiting = sorted(set(outstanding.values()))
-                    raise AnnaTimeoutError(
-                        f"timed out after {self.timeout:.1f}s waiting for a KeyResponse from "
-                        f"{', '.join(waiting)}",
-                        waiting[0],
-                    ) from None
-                continue
+            data = self._recv(sock, deadline, "KeyResponse", sorted(set(outstanding.values())))
             try:
                 resp.ParseFromString(data)
             except Exception:
@@ -312,12 +310,61 @@ class AnnaTcpClient:
                 results.setdefault(t.key, []).append(t)
             resp = pb.KeyResponse()
 
+    def _single(
+        self, rtype: int, key: str, lt: int, payload: bytes, timeout: float | None
+    ) -> pb.KeyTuple | None:
+        """Fast path: one key whose address is cached. None: take the general path."""
+        addrs = self._cache.get(key)
+        if addrs is None:
+            return None
+        addr = addrs[0] if len(addrs) == 1 else self._pick(key, addrs)
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        rid = self._id_prefix + str(next(self._seq))
+        req = self._req
+        req.Clear()
+        req.type = rtype  # type: ignore[assignment]
+        req.response_address = self.response_address
+        req.request_id = rid
+        if rtype == _PUT:
+            req.tuples.add(key=key, lattice_type=lt, payload=payload, address_cache_size=len(addrs))  # type: ignore[arg-type]
+        else:
+            req.tuples.add(key=key, address_cache_size=len(addrs))
+        data = req.SerializeToString()
+        self._sock(addr).send(data, copy=len(data) < COPY_THRESHOLD)
+        resp = self._resp_msg
+        while True:
+            raw = self._recv(self._resp, deadline, "KeyResponse", [addr])
+            try:
+                resp.ParseFromString(raw)
+            except Exception:
+                continue
+            if resp.response_id == rid:
+                break
+        t = resp.tuples[0] if len(resp.tuples) == 1 else None
+        if t is None or t.error == _WRONG_THREAD:
+            self._cache.pop(key, None)
+            return None
+        if t.invalidate:
+            self._cache.pop(key, None)
+        return t
+
     # ---- public API --------------------------------------------------------------------
 
     def get(
         self, keys: str | Iterable[str], timeout: float | None = None
     ) -> dict[str, Lattice[Any] | None]:
         """``{key: lattice or None}`` (None: never written)."""
+        if type(keys) is str:
+            t = self._single(_GET, keys, 0, b"", timeout)
+            if t is not None:
+                if t.error != _NO_ERROR:
+                    return {keys: None}
+                try:
+                    return {keys: _from_payload(t.lattice_type, t.payload)}
+                except LatticeError as exc:
+                    raise AnnaError(
+                        f"server returned an undecodable payload for {keys!r}: {exc}"
+                    ) from None
         klist = [keys] if isinstance(keys, str) else list(keys)
         answers = self._execute(_GET, klist, None, False, timeout)
         out: dict[str, Lattice[Any] | None] = {}
@@ -359,6 +406,14 @@ class AnnaTcpClient:
         timeout: float | None,
     ) -> bool | dict[str, bool]:
         single = isinstance(keys, str)
+        if single and not all_replicas:
+            try:
+                lt, payload = _to_payload(values)  # type: ignore[arg-type]
+            except LatticeError as exc:
+                raise AnnaError(f"cannot PUT {keys!r}: {exc}") from None
+            t = self._single(_PUT, keys, lt, payload, timeout)  # type: ignore[arg-type]
+            if t is not None:
+                return t.error == _NO_ERROR
         if single:
             klist = [keys]  # type: ignore[list-item]
             vlist = [values]
