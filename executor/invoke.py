@@ -46,6 +46,7 @@ class LoadedFunction:
     name: str
     call: Callable[..., Any]
     instance: Any = None  # the object of a registered class
+    version: int = 0  # the registration it came from (funcs/<name> LWW timestamp)
 
 
 def load_function(name: str, body: bytes, user_lib: Any) -> LoadedFunction:

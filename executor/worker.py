@@ -95,6 +95,7 @@ class Worker:
         cache = os.environ.get(NODE_CACHE_ENV, "") if cfg.cache.enabled else ""
         self.streams = DagStreams(cache or None, cfg, self.state)  # DDT streams (cloudburst.ddt)
         self.functions: dict[str, LoadedFunction] = {}
+        self._kvs: Any = None  # direct KVS client, for fresh function bodies
         self.book = TriggerBook(ttl=cfg.scheduler.call_timeout_s)
         self.push: dict[str, zmq.Socket[Any]] = {}
         self.busy = 0
@@ -191,14 +192,33 @@ class Worker:
             self.park_delay = 0.001
             self.next_retry = float("inf")
 
-    def get_function(self, name: str) -> LoadedFunction:
+    def _direct_kvs(self) -> Any:
+        if self._kvs is None:
+            cfg = self.cfg
+            self._kvs = make_kvs_client(
+                cfg.ip, cfg.kvs.routing_port, ip=cfg.ip, timeout=cfg.kvs.request_timeout_s
+            )
+        return self._kvs
+
+    def get_function(self, name: str, version: int = 0) -> LoadedFunction:
+        """The loaded function, (re)loaded from the KVS when absent or older than
+        ``version`` (re-registered since)."""
         fn = self.functions.get(name)
-        if fn is None:
-            lattice = self.state.get([func_key(name)]).get(func_key(name))
+        if fn is None or fn.version < version:
+            key = func_key(name)
+            lattice = self.state.get([key]).get(key)
+            if lattice is not None and getattr(lattice, "timestamp", 0) < version:
+                # The node cache has not seen the re-registration yet: ask the KVS.
+                lattice = self._direct_kvs().get([key]).get(key) or lattice
             if lattice is None:
                 raise FunctionNotFound(wire._Message(f"function {name!r} is not registered"))
             body = serializer.from_bytes(lattice.reveal())
             fn = load_function(name, body, self.lib)
+            fn.version = getattr(lattice, "timestamp", 0)
+            if fn.version < version:
+                log.warning(
+                    "function %r: wanted version %d, the store has %d", name, version, fn.version
+                )
             self.functions[name] = fn
         return fn
 
@@ -207,7 +227,7 @@ class Worker:
         if deadline is None:
             deadline = time.monotonic() + self.cfg.scheduler.call_timeout_s
         try:
-            loaded = self.get_function(fn)
+            loaded = self.get_function(fn, sched.versions.get(fn, 0))
             args = wire.decode_args(sched.arguments[fn]) if fn in sched.arguments else []
             for upstream in action.upstream:
                 args.extend(wire.decode_args(upstream))
@@ -250,7 +270,7 @@ class Worker:
             # A pure chain link: run the next function right here with the result as
             # is (no serialization, no message; a chain has no parallelism to lose).
             try:
-                loaded = self.get_function(nxt)
+                loaded = self.get_function(nxt, sched.versions.get(nxt, 0))
                 own = wire.decode_args(sched.arguments[nxt]) if nxt in sched.arguments else []
             except Exception as exc:
                 return self._fail(sched, nxt, _load_error(exc, nxt))

@@ -195,6 +195,7 @@ class SchedulerState:
         consistency: int = pb.NORMAL,
         client_id: str = "",
         exclude: Collection[str] = (),
+        versions: Mapping[str, int] | None = None,
     ) -> tuple[pb.DagSchedule, list[Send]]:
         """Place a call of ``dag``: the schedule and the triggers for its sources."""
         unknown = [fn for fn in arguments if fn not in dag.functions]
@@ -236,6 +237,10 @@ class SchedulerState:
             schedule.client_id = client_id
         for fn, args in arguments.items():
             schedule.arguments[fn].CopyFrom(args)
+        if versions:
+            for fn in dag.functions:
+                if fn in versions:
+                    schedule.versions[fn] = versions[fn]
         return schedule, triggers_for_sources(msg)
 
 

@@ -77,6 +77,8 @@ class Registry:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.functions: set[str] = set()
+        #: function -> registration version (the LWW timestamp of funcs/<name>)
+        self.versions: dict[str, int] = {}
         self.dags: dict[str, pb.Dag] = {}
 
     def _get(self, keys: list[str]) -> dict[str, Lattice[Any] | None]:
@@ -95,10 +97,14 @@ class Registry:
 
     # --- functions ---------------------------------------------------------
 
-    def register_function(self, name: str, body: bytes) -> None:
-        self._put(func_key(name), _lww(body))
+    def register_function(self, name: str, body: bytes) -> int:
+        """Store a function; returns its version."""
+        lattice = _lww(body)
+        self._put(func_key(name), lattice)
         self._put(FUNCS_INDEX, SetLattice([serializer.to_bytes(name)]))
         self.functions.add(name)
+        self.versions[name] = lattice.timestamp
+        return lattice.timestamp
 
     def function_names(self) -> set[str]:
         """Every registered function (reads the shared index)."""
@@ -108,15 +114,28 @@ class Registry:
 
     def has_functions(self, names: list[str]) -> set[str]:
         """Which of ``names`` are registered (the cache first, then the KVS)."""
-        found = {n for n in names if n in self.functions}
+        found = {n for n in names if n in self.versions}
         missing = [n for n in names if n not in found]
         if missing:
             got = self._get([func_key(n) for n in missing])
             for n in missing:
-                if got.get(func_key(n)) is not None:
+                lattice = got.get(func_key(n))
+                if lattice is not None:
                     self.functions.add(n)
+                    self.versions[n] = getattr(lattice, "timestamp", 0)
                     found.add(n)
         return found
+
+    def refresh_functions(self) -> None:
+        """Pick up functions re-registered through another scheduler (new versions)."""
+        if not self.versions:
+            return
+        names = list(self.versions)
+        got = self._get([func_key(n) for n in names])
+        for n in names:
+            lattice = got.get(func_key(n))
+            if lattice is not None:
+                self.versions[n] = max(self.versions[n], getattr(lattice, "timestamp", 0))
 
     # --- DAGs --------------------------------------------------------------
 

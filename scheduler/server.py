@@ -125,6 +125,7 @@ class SchedulerServer:
                 self.registry.announce_scheduler(self.address)
                 self.announced_at = now
             self.registry.refresh_dags()
+            self.registry.refresh_functions()
         except StoreError as exc:
             log.debug("KVS not reachable yet: %s", exc)
 
@@ -234,6 +235,7 @@ class SchedulerServer:
             consistency=consistency,
             client_id=client_id,
             exclude=set(exclude),
+            versions=self.registry.versions,
         )
         for send in sends:
             self.send(send.address, send.data)
@@ -241,6 +243,7 @@ class SchedulerServer:
         ack.id = schedule.id
         ack.dag.CopyFrom(schedule.dag)
         ack.locations.update(schedule.locations)
+        ack.versions.update(schedule.versions)
 
     def _on_call(self, req: pb.SchedulerRequest, reply: pb.ClientMessage) -> None:
         call = req.call

@@ -461,8 +461,8 @@ class CloudburstConnection:
         except Exception as exc:
             raise InvalidArgument(f"cannot pickle function {name!r}: {exc}") from exc
         self._control("register_function", pb.Function(name=name, body=body))
-        for key in [k for k in self._placements if k == f"fn:{name}"]:
-            del self._placements[key]
+        # Cached placements carry function versions: ask the scheduler again.
+        self._placements.clear()
         return CloudburstFunction(name, self)
 
     def get_function(self, name: str) -> CloudburstFunction:

@@ -307,3 +307,15 @@ def test_executor_killed_mid_call_is_retried_or_reported(
     # The node restarts the worker; the cluster is whole again for the other tests.
     wait_until(lambda: cloud.status()["executors"] >= workers, 20, "the restarted worker")
     assert slow(1).get(timeout=15) == 10
+
+
+def test_re_registering_a_function_replaces_it_everywhere(cloud: CloudburstConnection) -> None:
+    f = cloud.register(lambda _, x: ("v1", x), "rereg")
+    cloud.register_dag("rereg_dag", ["rereg"], [])
+    for i in range(6):  # load v1 into every worker
+        assert f(i).get(timeout=10) == ("v1", i)
+        assert cloud.call_dag("rereg_dag", {"rereg": i}).get(timeout=10) == ("v1", i)
+    f = cloud.register(lambda _, x: ("v2", x), "rereg")
+    for i in range(6):
+        assert f(i).get(timeout=10) == ("v2", i)
+        assert cloud.call_dag("rereg_dag", {"rereg": i}).get(timeout=10) == ("v2", i)

@@ -169,7 +169,7 @@ class DagCall(_message.Message):
     def __init__(self, name: _Optional[str] = ..., function_args: _Optional[_Mapping[str, Arguments]] = ..., consistency: _Optional[_Union[ConsistencyType, str]] = ..., output_key: _Optional[str] = ..., client_id: _Optional[str] = ..., exclude: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DagSchedule(_message.Message):
-    __slots__ = ("id", "dag", "locations", "arguments", "response_address", "output_key", "consistency", "client_id", "reply_stored")
+    __slots__ = ("id", "dag", "locations", "arguments", "response_address", "output_key", "consistency", "client_id", "reply_stored", "versions")
     class LocationsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -184,6 +184,13 @@ class DagSchedule(_message.Message):
         key: str
         value: Arguments
         def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Arguments, _Mapping]] = ...) -> None: ...
+    class VersionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     DAG_FIELD_NUMBER: _ClassVar[int]
     LOCATIONS_FIELD_NUMBER: _ClassVar[int]
@@ -193,6 +200,7 @@ class DagSchedule(_message.Message):
     CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     REPLY_STORED_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
     id: str
     dag: Dag
     locations: _containers.ScalarMap[str, str]
@@ -202,7 +210,8 @@ class DagSchedule(_message.Message):
     consistency: ConsistencyType
     client_id: str
     reply_stored: bool
-    def __init__(self, id: _Optional[str] = ..., dag: _Optional[_Union[Dag, _Mapping]] = ..., locations: _Optional[_Mapping[str, str]] = ..., arguments: _Optional[_Mapping[str, Arguments]] = ..., response_address: _Optional[str] = ..., output_key: _Optional[str] = ..., consistency: _Optional[_Union[ConsistencyType, str]] = ..., client_id: _Optional[str] = ..., reply_stored: _Optional[bool] = ...) -> None: ...
+    versions: _containers.ScalarMap[str, int]
+    def __init__(self, id: _Optional[str] = ..., dag: _Optional[_Union[Dag, _Mapping]] = ..., locations: _Optional[_Mapping[str, str]] = ..., arguments: _Optional[_Mapping[str, Arguments]] = ..., response_address: _Optional[str] = ..., output_key: _Optional[str] = ..., consistency: _Optional[_Union[ConsistencyType, str]] = ..., client_id: _Optional[str] = ..., reply_stored: _Optional[bool] = ..., versions: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class DagTrigger(_message.Message):
     __slots__ = ("schedule", "source", "target_function", "arguments", "error")
