@@ -292,9 +292,11 @@ class CloudburstConnection:
     def _drop_pending(self, rid: str) -> None:
         self._pending.pop(rid, None)
 
-    def _dead_executors(self, addresses: Sequence[str]) -> set[str]:
+    def _dead_executors(self, addresses: Sequence[str], timeout: float | None = None) -> set[str]:
+        wait = self.timeout if timeout is None else max(0.05, min(timeout, self.timeout))
         try:
-            status = self._request("status", pb.StatusQuery(addresses=list(addresses))).status
+            query = pb.StatusQuery(addresses=list(addresses))
+            status = self._request("status", query, timeout=wait).status
         except CloudburstTimeoutError:
             log.warning("the scheduler did not answer a liveness check; still waiting")
             return set()

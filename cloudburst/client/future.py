@@ -89,18 +89,19 @@ class CloudburstFuture:
             if self._conn._poll_for(self, wait):
                 continue
             if self._value is _UNSET and self._error is None:
-                self._check_executors()
+                left = None if deadline is None else deadline - time.monotonic()
+                self._check_executors(left)
         if self._error is not None:
             raise self._error
         return self._value
 
-    def _check_executors(self) -> None:
+    def _check_executors(self, timeout: float | None = None) -> None:
         """No result for a while: ask the scheduler whether our executors live; if one
         died, retry the call once elsewhere, or fail saying so."""
         addresses = self.executors
         if not addresses:
             return
-        dead = self._conn._dead_executors(addresses)
+        dead = self._conn._dead_executors(addresses, timeout)
         if not dead:
             return
         self._conn._forget_placement(dead)

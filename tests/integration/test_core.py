@@ -319,3 +319,46 @@ def test_re_registering_a_function_replaces_it_everywhere(cloud: CloudburstConne
     for i in range(6):
         assert f(i).get(timeout=10) == ("v2", i)
         assert cloud.call_dag("rereg_dag", {"rereg": i}).get(timeout=10) == ("v2", i)
+
+
+def test_many_outstanding_calls_and_concurrent_clients(
+    cloud: CloudburstConnection, cluster: Any
+) -> None:
+    import threading
+
+    cloud.register(lambda _, x: x + 1, "conc_incr")
+    cloud.register(lambda _, x: x * 2, "conc_double")
+    cloud.register_dag("conc", ["conc_incr", "conc_double"], [("conc_incr", "conc_double")])
+    futures = [cloud.call_dag("conc", {"conc_incr": i}) for i in range(150)]
+    assert [f.get(timeout=30) for f in reversed(futures)] == [
+        2 * (i + 1) for i in reversed(range(150))
+    ]
+    errors_seen: list[BaseException] = []
+
+    def client(k: int) -> None:
+        try:
+            with cluster.connect() as conn:
+                for i in range(40):
+                    assert conn.call_dag("conc", {"conc_incr": k * 1000 + i}).get(
+                        timeout=30
+                    ) == 2 * (k * 1000 + i + 1)
+        except BaseException as exc:  # reported below
+            errors_seen.append(exc)
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors_seen and not any(t.is_alive() for t in threads)
+
+
+def test_unserializable_argument_is_a_clear_error(cloud: CloudburstConnection) -> None:
+    import threading
+
+    f = cloud.register(lambda _, x: x, "unser_ident")
+    with pytest.raises(errors.SerializationError, match="lock"):
+        f(threading.Lock())
+    g = cloud.register(lambda _: threading.Lock(), "unser_result")
+    with pytest.raises(errors.CloudburstException, match="lock"):
+        g().get(timeout=10)
