@@ -301,18 +301,60 @@ class CacheServer:
         self.ctx.term()
 
 
+#: Counters (monotonic) among the cache's stats; every other stat is a gauge.
+_COUNTERS = {
+    "hits",
+    "misses",
+    "evictions",
+    "evicted_bytes",
+    "puts",
+    "pushes",
+    "not_modified",
+    "lattice_errors",
+    "kvs_gets",
+    "kvs_puts",
+    "retries",
+    "kvs_timeouts",
+}
+
+
+def start_metrics(server: CacheServer, port: int) -> None:
+    """Serve the cache's counters as Prometheus text on ``http://<ip>:port/metrics``."""
+    from prometheus_client import start_http_server
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    from prometheus_client.registry import REGISTRY, Collector
+
+    class CacheCollector(Collector):
+        def collect(self) -> Any:
+            stats = server.state.snapshot_stats()  # a copy taken under the GIL
+            for name, value in sorted(stats.items()):
+                metric = f"cloudburst_cache_{name}"
+                labels = ["node"]
+                if name in _COUNTERS:
+                    fam: Any = CounterMetricFamily(metric, f"cache {name}", labels=labels)
+                else:
+                    fam = GaugeMetricFamily(metric, f"cache {name}", labels=labels)
+                fam.add_metric([server.node_id], float(value))
+                yield fam
+
+    REGISTRY.register(CacheCollector())
+    start_http_server(port, addr=server.ip)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cache.server")
     parser.add_argument("--config", help="YAML config (cloudburst.shared.config)")
     parser.add_argument("--node-id", required=True, help="executor node id (names the ipc socket)")
     parser.add_argument(
         "--kvs",
-        default=os.environ.get("CLOUDBURST_KVS_ADDR", ""),
-        help="KVS routing as host or host:port (default: $CLOUDBURST_KVS_ADDR, else "
-        "<cfg.ip>:<cfg.kvs.routing_port>)",
+        default="",
+        help="KVS routing as host or host:port (default <cfg.ip>:<cfg.kvs.routing_port>)",
     )
     parser.add_argument("--ip", default=None, help="address to bind tcp sockets on (cfg.ip)")
     parser.add_argument("--peer-port", type=int, default=0, help="stream peer port (0: random)")
+    parser.add_argument(
+        "--metrics-port", type=int, default=0, help="Prometheus /metrics port (0: off)"
+    )
     args = parser.parse_args(argv)
     cfg = load_config(args.config)
     logging.basicConfig(
@@ -321,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     kvs = args.kvs or f"{cfg.ip}:{cfg.kvs.routing_port}"
     server = CacheServer(cfg, args.node_id, kvs, ip=args.ip, peer_port=args.peer_port)
+    if args.metrics_port:
+        start_metrics(server, args.metrics_port)
 
     def stop(signum: int, frame: object) -> None:
         server.running = False

@@ -153,3 +153,36 @@ def test_never_started_cache_falls_back(cluster: Cluster, kvs_client) -> None:
         assert cc.cached_key_sizes() is None
     finally:
         cc.close()
+
+
+def test_metrics_endpoint(cluster: Cluster, kvs_client) -> None:
+    import urllib.request
+
+    from cloudburst.shared.processes import free_port, port_open
+
+    port = free_port()
+    cluster.procs.python(
+        "cache-metrics",
+        "cache.server",
+        "--config",
+        str(cluster.cfg_path),
+        "--node-id",
+        "metrics",
+        "--kvs",
+        cluster.kvs_addr,
+        "--metrics-port",
+        str(port),
+    )
+    wait_until(lambda: port_open("127.0.0.1", port), timeout=20, what="metrics port")
+    cc = CacheClient("metrics", cluster.cfg, kvs_addr=cluster.kvs_addr, timeout=10)
+    try:
+        assert kvs_client().put("m", lww(b"x"))
+        cc.get("m")
+        cc.get("m")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        assert 'cloudburst_cache_hits_total{node="metrics"} 1.0' in text
+        assert 'cloudburst_cache_misses_total{node="metrics"} 1.0' in text
+        assert "cloudburst_cache_bytes{" in text
+    finally:
+        cc.close()
