@@ -1,7 +1,8 @@
 """Function composition latency: ``square(incr(x))`` on Cloudburst and its peers.
 
 Measures, in one run, median and p99 over ``--calls`` (default 1000) calls after
-``--warmup`` calls, each system with 2 worker processes where it has workers:
+``--warmup`` calls, ``--repeat`` times (default 3; the figures are medians over the
+runs), each system with 2 worker processes where it has workers:
 
 (a) ``cloudburst``: a DAG ``incr -> square`` on a local cluster (KVS, scheduler, one
     executor node with 2 workers) on free ports, client with the placement cache
@@ -53,26 +54,34 @@ def square(x: int) -> int:
     return x * x
 
 
-def measure(call: Callable[[int], Any], calls: int, warmup: int, check: bool = True) -> list[float]:
+REPEAT = 3  # measured runs per system (--repeat); figures are medians over the runs
+
+Runs = list[list[float]]
+
+
+def measure(call: Callable[[int], Any], calls: int, warmup: int, check: bool = True) -> Runs:
+    """Warm up, then ``REPEAT`` runs of ``calls`` timed calls each (seconds)."""
     for i in range(warmup):
         got = call(i)
         if check and got != (i + 1) ** 2:
             raise AssertionError(f"wrong result {got!r} for x={i}")
-    out = []
-    for i in range(calls):
-        t0 = time.perf_counter()
-        got = call(i)
-        out.append(time.perf_counter() - t0)
-        if check and got != (i + 1) ** 2:
-            raise AssertionError(f"wrong result {got!r} for x={i}")
-    return out
+    runs = []
+    for _ in range(REPEAT):
+        out = []
+        for i in range(calls):
+            t0 = time.perf_counter()
+            got = call(i)
+            out.append(time.perf_counter() - t0)
+            if check and got != (i + 1) ** 2:
+                raise AssertionError(f"wrong result {got!r} for x={i}")
+        runs.append(out)
+    return runs
 
 
-def summary(lat: list[float]) -> dict[str, float]:
+def _stats(lat: list[float]) -> dict[str, float]:
     s = sorted(lat)
     n = len(s)
     return {
-        "calls": n,
         "median_us": statistics.median(s) * 1e6,
         "p99_us": s[min(n - 1, int(0.99 * n))] * 1e6,
         "mean_us": statistics.fmean(s) * 1e6,
@@ -80,10 +89,25 @@ def summary(lat: list[float]) -> dict[str, float]:
     }
 
 
+def summary(runs: Runs) -> dict[str, Any]:
+    """Per-run figures and their medians over the runs (the machine is shared and
+    noisy: one disturbed run does not decide the result)."""
+    per_run = [_stats(r) for r in runs]
+    out: dict[str, Any] = {key: statistics.median(r[key] for r in per_run) for key in per_run[0]}
+    out["calls_per_run"] = len(runs[0])
+    out["runs"] = per_run
+    return out
+
+
+def median_run(runs: Runs) -> list[float]:
+    """The run whose median is the median (for the plot)."""
+    return sorted(runs, key=statistics.median)[len(runs) // 2]
+
+
 # --- (a) Cloudburst ------------------------------------------------------------
 
 
-def bench_cloudburst(calls: int, warmup: int, inline: bool = True) -> dict[str, list[float]]:
+def bench_cloudburst(calls: int, warmup: int, inline: bool = True) -> dict[str, Runs]:
     from cloudburst.client.client import CloudburstConnection
     from cloudburst.local import free_port_config, wait_ready, write_config
     from cloudburst.shared.processes import ProcessGroup
@@ -91,7 +115,7 @@ def bench_cloudburst(calls: int, warmup: int, inline: bool = True) -> dict[str, 
     run = Path(tempfile.mkdtemp(prefix="cb-bench-"))
     cfg = free_port_config(run, workers=2, log_level="WARNING")
     path = write_config(cfg, run / "config.yml")
-    out: dict[str, list[float]] = {}
+    out: dict[str, Runs] = {}
     variants = [("cloudburst", True), ("cloudburst-scheduled", False)]
     if not inline:  # executors forward incr's result to square's worker (one more hop)
         variants = [("cloudburst-no-inline", True)]
@@ -153,7 +177,7 @@ def ensure(module: str, requirement: str, install: bool) -> bool:
         return False
 
 
-def bench_dask(calls: int, warmup: int) -> list[float]:
+def bench_dask(calls: int, warmup: int) -> Runs:
     import logging
 
     from distributed import Client, LocalCluster
@@ -174,7 +198,7 @@ def bench_dask(calls: int, warmup: int) -> list[float]:
         )
 
 
-def bench_ray(calls: int, warmup: int) -> list[float]:
+def bench_ray(calls: int, warmup: int) -> Runs:
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
@@ -215,7 +239,7 @@ def _relay(pull_addr: str, push_addr: str | None, ready: Any) -> None:
             sock.send(frames[1])
 
 
-def bench_zmq_floor(calls: int, warmup: int) -> list[float]:
+def bench_zmq_floor(calls: int, warmup: int) -> Runs:
     import zmq
 
     from cloudburst.shared.processes import free_port
@@ -261,7 +285,7 @@ def bench_zmq_floor(calls: int, warmup: int) -> list[float]:
 # --- (d) ProcessPoolExecutor ---------------------------------------------------
 
 
-def bench_processpool(calls: int, warmup: int) -> list[float]:
+def bench_processpool(calls: int, warmup: int) -> Runs:
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(2) as pool:
@@ -274,7 +298,7 @@ def bench_processpool(calls: int, warmup: int) -> list[float]:
 
 
 def write_reports(
-    results: dict[str, Any], raw: dict[str, list[float]], skipped: dict[str, str], stem: str
+    results: dict[str, Any], raw: dict[str, Runs], skipped: dict[str, str], stem: str
 ) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     stats = results["systems"]
@@ -284,7 +308,8 @@ def write_reports(
     lines = [
         "# Function composition: `square(incr(x))`",
         "",
-        f"{results['calls']} calls after {results['warmup']} warm-up calls; "
+        f"{results['repeat']} runs of {results['calls']} calls after {results['warmup']} "
+        "warm-up calls, figures are medians over the runs; "
         f"{results['machine']}; {results['when']}.",
         "",
         "| system | median (µs) | p99 (µs) | p99 / median | median / floor | median / ours |",
@@ -316,8 +341,8 @@ def write_reports(
         print("[bench] matplotlib missing: no plot (pip install '.[bench]')")
         return
     fig, ax = plt.subplots(figsize=(8, 5))
-    for name, lat in sorted(raw.items(), key=lambda kv: statistics.median(kv[1])):
-        s = sorted(x * 1e6 for x in lat)
+    for name, runs in sorted(raw.items(), key=lambda kv: statistics.median(median_run(kv[1]))):
+        s = sorted(x * 1e6 for x in median_run(runs))
         ax.plot(s, [i / len(s) for i in range(len(s))], label=name)
     ax.set_xscale("log")
     ax.set_xlabel("latency per call (µs, log scale)")
@@ -336,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--repeat", type=int, default=3, help="measured runs per system")
     parser.add_argument("--only", default=",".join(SYSTEMS), help=f"subset of {SYSTEMS}")
     parser.add_argument("--no-install", action="store_true", help="do not pip install dask/ray")
     parser.add_argument(
@@ -345,7 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     only = [s.strip() for s in args.only.split(",") if s.strip()]
-    raw: dict[str, list[float]] = {}
+    global REPEAT
+    REPEAT = max(1, args.repeat)
+    raw: dict[str, Runs] = {}
     skipped: dict[str, str] = {}
     for name in only:
         print(f"[bench] {name} ...", flush=True)
@@ -376,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "composition square(incr(x))",
         "calls": args.calls,
         "warmup": args.warmup,
+        "repeat": REPEAT,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"load average {os.getloadavg()[0]:.2f}",
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
