@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import threading
 import time
@@ -239,7 +240,7 @@ class CloudburstConnection:
     def _pump(self, wait: float) -> bool:
         """Receive what arrives within ``wait`` seconds (at least one message, then
         whatever is queued); returns whether anything arrived."""
-        if not self._pull.poll(max(0, int(wait * 1000))):
+        if not self._pull.poll(max(0, math.ceil(wait * 1000))):
             return False
         while True:
             try:
@@ -315,8 +316,8 @@ class CloudburstConnection:
     def _encode_args(self, args: Iterable[Any], out: pb.Arguments) -> None:
         for arg in args:
             if isinstance(arg, CloudburstFuture):
-                if arg.done() and arg._error is None:
-                    arg = arg._value
+                if arg.done():
+                    arg = arg.get()  # its value, or its error raised here
                 elif arg.obj_id:
                     arg = wire.PendingReference(arg.obj_id, True)
                 else:
