@@ -37,7 +37,7 @@ import zmq
 from anna import wire
 from anna.errors import AnnaError, AnnaTimeoutError, NoServersError
 from anna.proto import anna_pb2 as pb
-from lattices import codec
+from lattices import LWWPairLattice, codec
 from lattices.base import Lattice, LatticeError
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,9 @@ _NO_ERROR = pb.NO_ERROR
 _KEY_DNE = pb.KEY_DNE
 _WRONG_THREAD = pb.WRONG_THREAD
 _from_payload = codec.from_payload
+_key_request_parts = wire.key_request_parts
+_lww_parts = wire.lww_payload_parts
+_LWW = pb.LWW
 _to_payload = codec.to_payload
 
 _ids = itertools.count()
@@ -132,6 +135,7 @@ class AnnaTcpClient:
         self._seed = random.randrange(1 << 30)
         self._req = pb.KeyRequest()
         self._resp_msg = pb.KeyResponse()
+        self._resp_field = wire.string_field(3, self.response_address)
 
     # ---- plumbing ---------------------------------------------------------------------
 
@@ -311,7 +315,7 @@ class AnnaTcpClient:
             resp = pb.KeyResponse()
 
     def _single(
-        self, rtype: int, key: str, lt: int, payload: bytes, timeout: float | None
+        self, rtype: int, key: str, lt: int, payload_parts: list[bytes], timeout: float | None
     ) -> pb.KeyTuple | None:
         """Fast path: one key whose address is cached. None: take the general path."""
         addrs = self._cache.get(key)
@@ -320,16 +324,8 @@ class AnnaTcpClient:
         addr = addrs[0] if len(addrs) == 1 else self._pick(key, addrs)
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         rid = self._id_prefix + str(next(self._seq))
-        req = self._req
-        req.Clear()
-        req.type = rtype  # type: ignore[assignment]
-        req.response_address = self.response_address
-        req.request_id = rid
-        if rtype == _PUT:
-            req.tuples.add(key=key, lattice_type=lt, payload=payload, address_cache_size=len(addrs))  # type: ignore[arg-type]
-        else:
-            req.tuples.add(key=key, address_cache_size=len(addrs))
-        data = req.SerializeToString()
+        parts = _key_request_parts(rtype, key, lt, payload_parts, len(addrs), self._resp_field, rid)
+        data = b"".join(parts)
         self._sock(addr).send(data, copy=len(data) < COPY_THRESHOLD)
         resp = self._resp_msg
         while True:
@@ -355,7 +351,7 @@ class AnnaTcpClient:
     ) -> dict[str, Lattice[Any] | None]:
         """``{key: lattice or None}`` (None: never written)."""
         if type(keys) is str:
-            t = self._single(_GET, keys, 0, b"", timeout)
+            t = self._single(_GET, keys, 0, [], timeout)
             if t is not None:
                 if t.error != _NO_ERROR:
                     return {keys: None}
@@ -407,11 +403,17 @@ class AnnaTcpClient:
     ) -> bool | dict[str, bool]:
         single = isinstance(keys, str)
         if single and not all_replicas:
-            try:
-                lt, payload = _to_payload(values)  # type: ignore[arg-type]
-            except LatticeError as exc:
-                raise AnnaError(f"cannot PUT {keys!r}: {exc}") from None
-            t = self._single(_PUT, keys, lt, payload, timeout)  # type: ignore[arg-type]
+            if type(values) is LWWPairLattice:
+                # Encoded in pieces: a 1 MB value is copied once, into the message.
+                lt = _LWW
+                parts = _lww_parts(values.timestamp, values.value)
+            else:
+                try:
+                    lt, payload = _to_payload(values)  # type: ignore[arg-type]
+                except LatticeError as exc:
+                    raise AnnaError(f"cannot PUT {keys!r}: {exc}") from None
+                parts = [payload]
+            t = self._single(_PUT, keys, lt, parts, timeout)  # type: ignore[arg-type]
             if t is not None:
                 return t.error == _NO_ERROR
         if single:

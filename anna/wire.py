@@ -32,7 +32,7 @@ INTERNAL_KINDS = {
 }
 
 
-def decode(cls: type[M], data: bytes) -> M:
+def decode(cls: type[M], data: bytes | memoryview) -> M:
     """Parse ``data`` as ``cls``; raise :class:`WireError` on malformed bytes."""
     msg = cls()
     try:
@@ -42,7 +42,7 @@ def decode(cls: type[M], data: bytes) -> M:
     return msg
 
 
-def decode_key_request(data: bytes) -> pb.KeyRequest:
+def decode_key_request(data: bytes | memoryview) -> pb.KeyRequest:
     return decode(pb.KeyRequest, data)
 
 
@@ -60,6 +60,65 @@ def decode_address_response(data: bytes) -> pb.KeyAddressResponse:
 
 def decode_subscription(data: bytes) -> pb.CacheSubscription:
     return decode(pb.CacheSubscription, data)
+
+
+def varint(n: int) -> bytes:
+    """Protobuf base-128 varint of a non-negative int."""
+    if n < 0x80:
+        return _SMALL[n]
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_SMALL = [bytes([i]) for i in range(0x80)]
+
+
+def key_request_parts(
+    rtype: int,
+    key: str,
+    lattice_type: int,
+    payload_parts: list[bytes],
+    address_cache_size: int,
+    response_address_field: bytes,
+    request_id: str,
+) -> list[bytes]:
+    """A one-tuple serialized ``KeyRequest`` as pieces to ``b"".join`` (or send as is).
+
+    Byte-identical to protobuf's encoding (fields in number order, defaults omitted);
+    ``payload_parts`` are concatenated as the payload without an intermediate copy.
+    ``response_address_field`` is :func:`string_field` (3, address), built once.
+    """
+    kb = key.encode()
+    inner = [b"\x0a", varint(len(kb)), kb] if kb else []
+    if lattice_type:
+        inner += [b"\x10", varint(lattice_type)]
+    plen = sum(map(len, payload_parts))
+    if plen:
+        inner += [b"\x22", varint(plen), *payload_parts]
+    if address_cache_size:
+        inner += [b"\x28", varint(address_cache_size)]
+    rid = request_id.encode()
+    head = [b"\x08", varint(rtype)] if rtype else []
+    tail = [b"\x22", varint(len(rid)), rid] if rid else []
+    return [*head, b"\x12", varint(sum(map(len, inner))), *inner, response_address_field, *tail]
+
+
+def string_field(number: int, value: str) -> bytes:
+    """A serialized length-delimited field (empty for an empty string, as proto3 does)."""
+    raw = value.encode()
+    return varint(number << 3 | 2) + varint(len(raw)) + raw if raw else b""
+
+
+def lww_payload_parts(timestamp: int, value: bytes) -> list[bytes]:
+    """An ``LWWValue`` payload as pieces (no copy of ``value``)."""
+    out = [b"\x08", varint(timestamp)] if timestamp else []
+    if value:
+        out += [b"\x12", varint(len(value)), value]
+    return out
 
 
 def encode_internal(kind: bytes, msg: Message) -> list[bytes]:

@@ -43,9 +43,9 @@ class Reply:
 
 @dataclass(frozen=True, slots=True)
 class Append:
-    """Append these tuples (key, lattice_type, payload; NONE = drop) to the WAL."""
+    """Append these ``(key, lattice_type, payload)`` records (NONE = drop) to the WAL."""
 
-    tuples: list[pb.KeyTuple]
+    tuples: list[Record]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +58,11 @@ class SendInternal:
 
 
 Action = Reply | Append | SendInternal
+Record = tuple[str, int, bytes]
+
+#: Types whose payload can be stored as received when the incoming value wins the merge
+#: (a single value, no ordering to normalize): saves re-serializing on the next GET.
+_KEEP_PAYLOAD = frozenset({pb.LWW, pb.PRIORITY})
 
 
 class Entry:
@@ -165,21 +170,23 @@ class ShardState:
     def _put(self, req: pb.KeyRequest) -> tuple[pb.KeyResponse, list[pb.KeyTuple]]:
         resp = pb.KeyResponse(type=PUT)
         out = resp.tuples
-        appended: list[pb.KeyTuple] = []
+        appended: list[Record] = []
         for t in req.tuples:
             key = t.key
-            rt = out.add(key=key, lattice_type=t.lattice_type)
+            lt = t.lattice_type
+            rt = out.add(key=key, lattice_type=lt)
             replicas = self.placement.replicas(key)
             if not any(r.index == self.index and r.node_id == self.node_id for r in replicas):
                 rt.error = WRONG_THREAD
                 continue
             if t.address_cache_size and t.address_cache_size != len(replicas):
                 rt.invalidate = True
-            if key.startswith(METADATA_PREFIX) or not self._merge(key, t.lattice_type, t.payload):
+            payload = t.payload
+            if key.startswith(METADATA_PREFIX) or not self._merge(key, lt, payload):
                 rt.error = LATTICE
                 self.stats["put_lattice_error"] += 1
                 continue
-            appended.append(t)
+            appended.append((key, lt, payload))
             self.dirty.add(key)
         return resp, appended
 
@@ -194,8 +201,9 @@ class ShardState:
             incoming = codec.from_payload(lattice_type, payload)
         except (LatticeError, ValueError, TypeError):
             return False
+        keep = payload if lattice_type in _KEEP_PAYLOAD else None
         if entry is None:
-            self.store[key] = Entry(lattice_type, incoming, None)
+            self.store[key] = Entry(lattice_type, incoming, keep)
         else:
             try:
                 merged = entry.lattice.merge(incoming)
@@ -203,7 +211,7 @@ class ShardState:
                 return False
             if merged is not entry.lattice:
                 entry.lattice = merged
-                entry.payload = None
+                entry.payload = keep if merged is incoming else None
         if key in self.subscribers:
             self.changed.add(key)
         return True
@@ -213,13 +221,14 @@ class ShardState:
     def handle_gossip(self, msg: pb.Gossip) -> list[Action]:
         """Lattices from another replica (or a hand-off): merge and log them."""
         self.stats["gossip_in"] += 1
-        appended: list[pb.KeyTuple] = []
+        appended: list[Record] = []
         for t in msg.tuples:
             key = t.key
             if key.startswith(METADATA_PREFIX):
                 continue
-            if self._merge(key, t.lattice_type, t.payload):
-                appended.append(t)
+            lt, payload = t.lattice_type, t.payload
+            if self._merge(key, lt, payload):
+                appended.append((key, lt, payload))
                 if not self.owns(key):
                     self.handoff.add(key)
             else:
@@ -242,7 +251,7 @@ class ShardState:
                     )  # type: ignore[arg-type]
                 )
         self.dirty.clear()
-        drops: list[pb.KeyTuple] = []
+        drops: list[Record] = []
         for key in self.handoff:
             entry = self.store.get(key)
             if entry is None:
@@ -260,7 +269,7 @@ class ShardState:
                 )
             if not self.owns(key):
                 del self.store[key]
-                drops.append(pb.KeyTuple(key=key, lattice_type=NONE))
+                drops.append((key, NONE, b""))
                 self.stats["handed_off"] += 1
         self.handoff.clear()
         actions: list[Action] = []

@@ -196,7 +196,8 @@ class ShardServer:
                     if not req.getsockopt(EVENTS) & POLLIN:
                         break
                     try:
-                        data = req.recv(zmq.NOBLOCK)
+                        # copy=False: a 1 MB value is parsed straight from zmq's buffer.
+                        data = req.recv(zmq.NOBLOCK, copy=False).buffer
                     except zmq.Again:
                         break
                     try:

@@ -25,12 +25,25 @@ from pathlib import Path
 from google.protobuf.message import DecodeError
 
 from anna.proto import anna_pb2 as pb
+from anna.wire import varint
 
 log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct("<II")
 MAX_RECORD = 1 << 30
 IOV_MAX = 1024
+
+
+def tuple_prefix(key: str, lattice_type: int, payload_len: int) -> bytes:
+    """Everything of a serialized ``KeyTuple(key, lattice_type, payload)`` before the
+    payload bytes (protobuf field order 1, 2, 4; default values omitted)."""
+    raw = key.encode()
+    out = b"\x0a" + varint(len(raw)) + raw if raw else b""
+    if lattice_type:
+        out += b"\x10" + varint(lattice_type)
+    if payload_len:
+        out += b"\x22" + varint(payload_len)
+    return out
 
 
 def encode_record(body: bytes) -> bytes:
@@ -106,15 +119,21 @@ class WriteAheadLog:
         self.size = os.fstat(self._fd).st_size
         _fsync_dir(self.dir)
 
-    def append(self, tuples: Iterable[pb.KeyTuple]) -> None:
-        """Write records (not yet durable: call :meth:`commit` before acknowledging)."""
+    def append(self, records: Iterable[tuple[str, int, bytes]]) -> None:
+        """Write ``(key, lattice_type, payload)`` records (not yet durable: call
+        :meth:`commit` before acknowledging)."""
         parts: list[bytes] = []
         total = 0
-        for t in tuples:
-            body = t.SerializeToString()
-            parts.append(_HEADER.pack(len(body), zlib.crc32(body)))
-            parts.append(body)  # headers and bodies go out by writev: no big concatenation
-            total += _HEADER.size + len(body)
+        for key, lattice_type, payload in records:
+            # A serialized KeyTuple, encoded here so the payload is never copied: the
+            # header, the key/type prefix and the payload go out in one writev.
+            prefix = tuple_prefix(key, lattice_type, len(payload))
+            length = len(prefix) + len(payload)
+            parts.append(_HEADER.pack(length, zlib.crc32(payload, zlib.crc32(prefix))))
+            parts.append(prefix)
+            if payload:
+                parts.append(payload)
+            total += _HEADER.size + length
         if not parts:
             return
         written = os.writev(self._fd, parts[:IOV_MAX])

@@ -44,7 +44,7 @@ def test_get_never_written_is_key_dne() -> None:
 def test_put_then_get_and_wal_before_reply() -> None:
     st = _state()
     actions = st.handle_request(_req(pb.PUT, _put_tuple("k", LWWPairLattice(3, b"v")), rid="p"))
-    assert isinstance(actions[0], Append) and actions[0].tuples[0].key == "k"
+    assert isinstance(actions[0], Append) and actions[0].tuples[0][0] == "k"
     resp = _reply(actions)
     assert resp.response_id == "p" and resp.tuples[0].error == pb.NO_ERROR
     got = _reply(st.handle_request(_req(pb.GET, pb.KeyTuple(key="k"))))
@@ -168,7 +168,7 @@ def test_membership_change_hands_keys_off() -> None:
     st.handle_membership(_two_nodes())
     actions = st.gossip_tick()
     sent = {t.key for a in actions if isinstance(a, SendInternal) for t in a.message.tuples}
-    drops = {t.key for a in actions if isinstance(a, Append) for t in a.tuples}
+    drops = {t[0] for a in actions if isinstance(a, Append) for t in a.tuples}
     assert sent and sent == drops
     assert all(not st.owns(k) for k in sent)
     assert set(st.store) == set(keys) - sent
