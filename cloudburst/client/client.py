@@ -161,7 +161,8 @@ class CloudburstConnection:
         self._seq = itertools.count()
         self._pending: dict[str, Any] = {}  # request id -> future or control slot
         self._replies: dict[str, pb.ClientMessage] = {}
-        self._placements: dict[str, tuple[pb.DagSchedule, float]] = {}
+        # name -> (placement, lease end, [(source executor, trigger template bytes)])
+        self._placements: dict[str, tuple[pb.DagSchedule, float, list[tuple[str, bytes]]]] = {}
         self._inflight: dict[str, int] = {}
         self._kvs: Any = None
         self.kvs_address = ""
@@ -305,7 +306,7 @@ class CloudburstConnection:
 
     def _forget_placement(self, dead: Iterable[str]) -> None:
         dead = set(dead)
-        for name, (tmpl, _) in list(self._placements.items()):
+        for name, (tmpl, _, _) in list(self._placements.items()):
             if dead & set(tmpl.locations.values()):
                 del self._placements[name]
 
@@ -380,6 +381,7 @@ class CloudburstConnection:
             self._placements[placement_name] = (
                 fut._schedule,
                 time.monotonic() + self.placement_lease,
+                _trigger_templates(fut._schedule),
             )
         if rid in self._pending:
             fut._placement_name = placement_name  # type: ignore[attr-defined]
@@ -399,14 +401,15 @@ class CloudburstConnection:
         cached = self._placements.get(placement_name)
         if cached is None or self._inflight.get(placement_name, 0) > 0:
             return None
-        tmpl, expires = cached
+        tmpl, expires, prefixes = cached
         if time.monotonic() > expires:
             del self._placements[placement_name]
             return None
         rid = self._next_id()
-        msg = pb.ExecutorMessage()
-        sched = msg.trigger.schedule
-        sched.CopyFrom(tmpl)
+        # Only what changes per call is serialized: a protobuf parser merges
+        # concatenated messages, so cached template bytes + these bytes = the trigger.
+        delta = pb.ExecutorMessage()
+        sched = delta.trigger.schedule
         sched.id = rid
         sched.response_address = self.response_address
         if output_key:
@@ -417,10 +420,8 @@ class CloudburstConnection:
             sched.client_id = client_id
         for fn, args in arguments.items():
             sched.arguments[fn].CopyFrom(args)
-        msgs = []
-        for fn in sources(sched.dag):
-            msg.trigger.target_function = fn
-            msgs.append((sched.locations[fn], msg.SerializeToString()))
+        tail = delta.SerializeToString()
+        msgs = [(address, prefix + tail) for address, prefix in prefixes]
         fut = CloudburstFuture(self, rid, output_key, schedule=tmpl)
         self._pending[rid] = fut
         for address, data in msgs:
@@ -616,6 +617,19 @@ class CloudburstConnection:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _trigger_templates(tmpl: pb.DagSchedule) -> list[tuple[str, bytes]]:
+    """Per source function of a placement: its executor and the serialized trigger
+    without the per-call fields (id, reply address, arguments)."""
+    out = []
+    msg = pb.ExecutorMessage()
+    msg.trigger.schedule.CopyFrom(tmpl)
+    msg.trigger.schedule.ClearField("id")
+    for fn in sources(tmpl.dag):
+        msg.trigger.target_function = fn
+        out.append((tmpl.locations[fn], msg.SerializeToString()))
+    return out
 
 
 def _user_module(obj: Any) -> Any:
