@@ -57,7 +57,7 @@ _WRONG_THREAD = pb.WRONG_THREAD
 _from_payload = codec.from_payload
 _key_request_parts = wire.key_request_parts
 _lww_parts = wire.lww_payload_parts
-_LWW = pb.LWW
+_LWW: int = pb.LWW
 _to_payload = codec.to_payload
 
 _ids = itertools.count()
@@ -326,7 +326,7 @@ class AnnaTcpClient:
         rid = self._id_prefix + str(next(self._seq))
         parts = _key_request_parts(rtype, key, lt, payload_parts, len(addrs), self._resp_field, rid)
         data = b"".join(parts)
-        self._sock(addr).send(data, copy=len(data) < COPY_THRESHOLD)
+        self._sock(addr).send(data, copy=len(data) < COPY_THRESHOLD)  # type: ignore[call-overload]
         resp = self._resp_msg
         while True:
             raw = self._recv(self._resp, deadline, "KeyResponse", [addr])
@@ -402,6 +402,8 @@ class AnnaTcpClient:
         timeout: float | None,
     ) -> bool | dict[str, bool]:
         single = isinstance(keys, str)
+        lt: int
+        klist: list[str]
         if single and not all_replicas:
             if type(values) is LWWPairLattice:
                 # Encoded in pieces: a 1 MB value is copied once, into the message.

@@ -34,7 +34,7 @@ INTERNAL_KINDS = {
 
 def decode(cls: type[M], data: bytes | memoryview) -> M:
     """Parse ``data`` as ``cls``; raise :class:`WireError` on malformed bytes."""
-    msg = cls()
+    msg: M = cls()
     try:
         msg.ParseFromString(data)
     except (DecodeError, ValueError, RuntimeError) as exc:

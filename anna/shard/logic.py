@@ -12,6 +12,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from anna.membership import METADATA_PREFIX, Placement, merge_membership
 from anna.proto import anna_pb2 as pb
@@ -70,7 +71,7 @@ class Entry:
 
     __slots__ = ("lattice_type", "lattice", "payload")
 
-    def __init__(self, lattice_type: int, lattice: Lattice, payload: bytes | None) -> None:  # type: ignore[type-arg]
+    def __init__(self, lattice_type: Any, lattice: Lattice[Any], payload: bytes | None) -> None:
         self.lattice_type = lattice_type
         self.lattice = lattice
         self.payload = payload
@@ -163,11 +164,11 @@ class ShardState:
             if entry is None:
                 rt.error = KEY_DNE
             else:
-                rt.lattice_type = entry.lattice_type  # type: ignore[assignment]
+                rt.lattice_type = entry.lattice_type
                 rt.payload = entry.get_payload()
         return resp
 
-    def _put(self, req: pb.KeyRequest) -> tuple[pb.KeyResponse, list[pb.KeyTuple]]:
+    def _put(self, req: pb.KeyRequest) -> tuple[pb.KeyResponse, list[Record]]:
         resp = pb.KeyResponse(type=PUT)
         out = resp.tuples
         appended: list[Record] = []
@@ -248,7 +249,7 @@ class ShardState:
                 per_addr.setdefault(ref.gossip_address, []).append(
                     pb.KeyTuple(
                         key=key, lattice_type=entry.lattice_type, payload=entry.get_payload()
-                    )  # type: ignore[arg-type]
+                    )
                 )
         self.dirty.clear()
         drops: list[Record] = []
@@ -265,7 +266,7 @@ class ShardState:
                 per_addr.setdefault(ref.gossip_address, []).append(
                     pb.KeyTuple(
                         key=key, lattice_type=entry.lattice_type, payload=entry.get_payload()
-                    )  # type: ignore[arg-type]
+                    )
                 )
             if not self.owns(key):
                 del self.store[key]
@@ -344,7 +345,7 @@ class ShardState:
                 resp = per_addr.get(addr)
                 if resp is None:
                     resp = per_addr[addr] = pb.KeyResponse(type=PUT)
-                resp.tuples.add(key=key, lattice_type=entry.lattice_type, payload=payload)  # type: ignore[arg-type]
+                resp.tuples.add(key=key, lattice_type=entry.lattice_type, payload=payload)
         self.changed.clear()
         return [Reply(addr, resp) for addr, resp in per_addr.items()]
 
@@ -368,7 +369,7 @@ class ShardState:
     def snapshot(self) -> Iterator[pb.KeyTuple]:
         """The whole state as tuples (written to a snapshot file)."""
         for key, entry in self.store.items():
-            yield pb.KeyTuple(key=key, lattice_type=entry.lattice_type, payload=entry.get_payload())  # type: ignore[arg-type]
+            yield pb.KeyTuple(key=key, lattice_type=entry.lattice_type, payload=entry.get_payload())
 
 
 def _batches(tuples: list[pb.KeyTuple]) -> Iterator[list[pb.KeyTuple]]:

@@ -10,10 +10,8 @@ import time
 from typing import Any
 
 import pytest
-import zmq
 
-from anna import wire
-from anna.proto import anna_pb2 as pb
+from anna.admin import depart
 from lattices import LWWPairLattice
 from tests.anna.conftest import KvsCluster, poll
 
@@ -55,17 +53,7 @@ def test_join_then_depart_keeps_every_key(kvs_factory: Any) -> None:
     poll(lambda: _nodes_in_addresses(b) == {"127.0.0.1", "127.0.0.2"}, 15, "join seen by b")
     poll(lambda: _all_readable(a) and _all_readable(b), 20, "every key readable after join")
     # b leaves cleanly: its keys are handed back to a
-    ctx = zmq.Context()
-    push = ctx.socket(zmq.PUSH)
-    push.setsockopt(zmq.LINGER, 2000)
-    push.connect(b.routing_address)
-    push.send_multipart(
-        wire.encode_internal(
-            wire.KIND_DEPART, pb.Depart(node_id=f"127.0.0.2:{b.cfg['kvs']['shard_base_port']}")
-        )
-    )
-    push.close()
-    ctx.term()
+    depart(b.routing_address, f"127.0.0.2:{b.cfg['kvs']['shard_base_port']}")
     poll(lambda: _nodes_in_addresses(a) == {"127.0.0.1"}, 15, "depart seen by a")
     poll(lambda: _all_readable(a), 20, "every key readable after depart")
     a.procs.kill("b", signal.SIGTERM)
