@@ -37,8 +37,12 @@ import zmq
 from anna import wire
 from anna.errors import AnnaError, AnnaTimeoutError, NoServersError
 from anna.proto import anna_pb2 as pb
-from lattices import LWWPairLattice, codec
+
+# Submodules, not `from lattices import ...`: lattices/__init__ imports anna.proto, so
+# importing lattices first would otherwise see a partially initialized package.
+from lattices import codec
 from lattices.base import Lattice, LatticeError
+from lattices.lww import LWWPairLattice
 
 log = logging.getLogger(__name__)
 
