@@ -25,7 +25,7 @@ from cloudburst.shared.config import Config, load_config, replace
 from cloudburst.shared.errors import WireError
 from cloudburst.shared.kvs import make_kvs_client
 from cloudburst.shared.proto import cloudburst_pb2 as pb
-from scheduler.logic import PlanError, SchedulerState, check_name
+from scheduler.logic import PlanError, SchedulerState, check_name, validate_dag
 from scheduler.placement import PlacementPolicy
 from scheduler.registry import Registry, StoreError
 
@@ -194,8 +194,6 @@ class SchedulerServer:
         self._ok(reply).names.extend(names)
 
     def _on_register_dag(self, req: pb.SchedulerRequest, reply: pb.ClientMessage) -> None:
-        from scheduler.logic import validate_dag
-
         dag = req.register_dag
         check_name("DAG", dag.name)
         if self.registry.dag_exists(dag.name):
