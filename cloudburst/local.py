@@ -27,6 +27,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -82,7 +83,7 @@ def start(cfg: Config, timeout: float) -> int:
     cfg_path = run_dir / "config.yml"
     cfg_path.write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
     log_dir = run_dir / "logs"
-    processes = []
+    processes: list[dict[str, Any]] = []
     for name, module in (
         ("kvs", "anna.local"),
         ("scheduler", "scheduler.server"),

@@ -607,9 +607,10 @@ class CloudburstConnection:
                 pass
         for sock in self._push.values():
             sock.close(linger=0)
-        for sock in (getattr(self, "_sched", None), getattr(self, "_pull", None)):
-            if sock is not None:
-                sock.close(linger=0)
+        for name in ("_sched", "_pull"):
+            other = getattr(self, name, None)
+            if other is not None:
+                other.close(linger=0)
         self._ctx.term()
 
     def __enter__(self) -> CloudburstConnection:
