@@ -112,6 +112,7 @@ class CacheState:
         request_timeout: float = 5.0,
         attempt_timeout: float = 1.0,
         epoch: bytes = b"\0" * 8,
+        refresh_period: float = 2.0,
     ) -> None:
         if not routing_addresses:
             raise ValueError("the cache needs at least one KVS routing address")
@@ -138,6 +139,10 @@ class CacheState:
         # confirms a version its predecessor handed out.
         self.epoch = epoch
         self._version = 0
+        # Held keys' owners are re-asked this often, so subscriptions follow keys that
+        # move between shards (0 disables).
+        self.refresh_period = refresh_period
+        self._next_refresh = 0.0
 
     # ---- helpers ----------------------------------------------------------------------
 
@@ -198,7 +203,13 @@ class CacheState:
                 continue
             msg = pb.CacheSubscription(cache_address=self.response_address, keys=[key])
             actions.append(KvsSend(addr, msg.SerializeToString()))
-        self.stats["subscriptions"] += 1
+        for addr in old or ():
+            if addr not in subs:  # the key moved away from that shard
+                msg = pb.CacheSubscription(
+                    cache_address=self.response_address, keys=[key], unsubscribe=True
+                )
+                actions.append(KvsSend(addr, msg.SerializeToString()))
+        self.stats["subscriptions" if old is None else "resubscriptions"] += 1
         return actions
 
     def _unsubscribe(self, keys: Sequence[str]) -> list[Action]:
@@ -385,10 +396,14 @@ class CacheState:
         if lookup is None:
             self.stats["stale_address_responses"] += 1
             return []
+        actions: list[Action] = []
         for ka in resp.addresses:
             if ka.ips:
                 self.addresses[ka.key] = list(ka.ips)
-        actions: list[Action] = []
+                if ka.key in self.subs:
+                    # A held key whose replicas changed (membership change): subscribe
+                    # at the new owners, which push the current value at once.
+                    actions += self._subscribe(ka.key)
         for key in lookup[1]:
             reqs = self.looking_up.pop(key, [])
             for req in reqs:
@@ -398,6 +413,23 @@ class CacheState:
                     actions += self._retry(
                         req, now, f"no address ({pb.AnnaError.Name(resp.error)})"
                     )
+        return actions
+
+    def _refresh_addresses(self, now: float, chunk: int = 1000) -> list[Action]:
+        keys = list(self.subs)
+        actions: list[Action] = []
+        for i in range(0, len(keys), chunk):
+            rid = self._next_rid()
+            part = keys[i : i + chunk]
+            self.lookups[rid] = (now + self.attempt_timeout, part)
+            msg = pb.KeyAddressRequest(
+                response_address=self.address_response_address, keys=part, request_id=rid
+            )
+            self._rr += 1
+            actions.append(
+                KvsSend(self.routing[self._rr % len(self.routing)], msg.SerializeToString())
+            )
+        self.stats["address_refreshes"] += 1
         return actions
 
     def key_response(self, resp: pb.KeyResponse, now: float) -> list[Action]:
@@ -493,8 +525,13 @@ class CacheState:
     # ---- time -----------------------------------------------------------------------------
 
     def tick(self, now: float) -> list[Action]:
-        """Time out attempts and lookups, resend requests whose backoff is over."""
+        """Time out attempts and lookups, resend requests whose backoff is over, and
+        periodically re-check where the subscribed keys live."""
         actions: list[Action] = []
+        if self.refresh_period and now >= self._next_refresh:
+            if self._next_refresh and self.subs:
+                actions += self._refresh_addresses(now)
+            self._next_refresh = now + self.refresh_period
         if self.reqs:
             for rid in [r for r, q in self.reqs.items() if q.attempt_deadline <= now]:
                 req = self.reqs.pop(rid)

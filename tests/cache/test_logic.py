@@ -270,3 +270,29 @@ def test_versions_differ_across_incarnations() -> None:
     fetch(a, ["k"], {"k": lww(1, b"v")})
     fetch(b, ["k"], {"k": lww(1, b"v")})
     assert a.entries["k"].version != b.entries["k"].version
+
+
+def test_subscriptions_follow_a_key_that_moved() -> None:
+    st = CacheState("n0", [ROUTING], RESP, ADDR_RESP, 1 << 20, refresh_period=2.0)
+    st.tick(0.0)
+    fetch(st, ["k"], {"k": lww(1, b"v")})
+    assert st.subs["k"] == (subscription_address(SHARD),)
+    assert not [a for a in st.tick(1.0) if isinstance(a, KvsSend)]  # not yet due
+    (ask,) = [a for a in st.tick(2.5) if isinstance(a, KvsSend)]
+    assert ask.address == ROUTING
+    req = pb.KeyAddressRequest.FromString(ask.data)
+    assert list(req.keys) == ["k"]
+    moved = "tcp://127.0.0.2:6200"
+    resp = pb.KeyAddressResponse(response_id=req.request_id)
+    resp.addresses.add(key="k", ips=[moved])
+    acts = st.address_response(resp, 2.6)
+    subs = {a.address: pb.CacheSubscription.FromString(a.data) for a in sent(acts, KvsSend)}
+    assert not subs[subscription_address(moved)].unsubscribe
+    assert subs[subscription_address(SHARD)].unsubscribe
+    assert st.subs["k"] == (subscription_address(moved),)
+    # Unchanged owners: nothing is sent.
+    (ask,) = [a for a in st.tick(5.0) if isinstance(a, KvsSend)]
+    req = pb.KeyAddressRequest.FromString(ask.data)
+    resp = pb.KeyAddressResponse(response_id=req.request_id)
+    resp.addresses.add(key="k", ips=[moved])
+    assert st.address_response(resp, 5.1) == []
