@@ -1,7 +1,6 @@
 """Lattice <-> Anna ``(lattice_type, payload)`` conversion, as the KVS uses it per request.
 
->>> from lattices.causal import MultiKeyCausalLattice, SingleKeyCausalLattice
-from lattices.lww import LWWPairLattice
+>>> from lattices.lww import LWWPairLattice
 >>> t, p = to_payload(LWWPairLattice(7, b"v"))
 >>> from_payload(t, p)
 LWWPairLattice(timestamp=7, value=b'v')

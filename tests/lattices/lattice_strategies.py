@@ -74,8 +74,8 @@ multi_causal_one = st.builds(MultiKeyCausalLattice, small_clocks, dependencies, 
 
 
 def _merged(s: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    """Lattices reachable by merging 1-3 single-version ones (multi-version states too)."""
-    return st.lists(s, min_size=1, max_size=3).map(lambda xs: reduce(lambda a, b: a.merge(b), xs))
+    """Lattices reachable by merging 1-2 single-version ones (multi-version states too)."""
+    return st.lists(s, min_size=1, max_size=2).map(lambda xs: reduce(lambda a, b: a.merge(b), xs))
 
 
 single_causal = _merged(single_causal_one)

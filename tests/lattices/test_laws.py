@@ -47,7 +47,7 @@ def test_merge_laws(name: str, data: st.DataObject) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-@settings(LAWS, max_examples=100)
+@settings(LAWS, max_examples=50)
 @given(data=st.data())
 def test_merge_of_different_types_raises(name: str, data: st.DataObject) -> None:
     a = data.draw(STRATEGIES[name])

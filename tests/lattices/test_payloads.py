@@ -40,7 +40,7 @@ def test_round_trip(name: str, data: st.DataObject) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-@LAWS
+@settings(LAWS, max_examples=100)
 @given(data=st.data())
 def test_round_trip_of_merged(name: str, data: st.DataObject) -> None:
     s = PAYLOAD_STRATEGIES[name]
@@ -52,7 +52,7 @@ def test_round_trip_of_merged(name: str, data: st.DataObject) -> None:
 
 
 @pytest.mark.parametrize("lattice_type", sorted(LATTICE_CLASSES))
-@LAWS
+@settings(LAWS, max_examples=150)
 @given(garbage=st.binary(min_size=1, max_size=40))
 def test_garbage_raises_our_error(lattice_type: int, garbage: bytes) -> None:
     cls = LATTICE_CLASSES[lattice_type]
@@ -79,7 +79,7 @@ def test_known_garbage_raises(lattice_type: int, garbage: bytes) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-@settings(LAWS, max_examples=100)
+@settings(LAWS, max_examples=50)
 @given(data=st.data())
 def test_payload_of_another_type(name: str, data: st.DataObject) -> None:
     """A payload read as another type raises our error or (when the bytes happen to be
