@@ -90,20 +90,30 @@ def write_config(tmp: Path, **cache: object) -> tuple[Config, Path]:
     return load_config(path, env={}), path
 
 
+@pytest.fixture(scope="module")
+def _kvs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Config, Path, str]]:
+    """One KVS per test module (tests use distinct keys); always stopped."""
+    tmp = tmp_path_factory.mktemp("cache-kvs")
+    cfg, path = write_config(tmp)
+    with ProcessGroup(log_dir=tmp / "logs") as group:
+        group.python("kvs", "anna.local", "--config", str(path))
+        wait_until(
+            lambda: (
+                port_open("127.0.0.1", cfg.kvs.routing_port)
+                and port_open("127.0.0.1", cfg.kvs.shard_base_port)
+            ),
+            timeout=30,
+            what="local KVS",
+        )
+        yield cfg, path, f"127.0.0.1:{cfg.kvs.routing_port}"
+    assert not [p.name for p in group.procs.values() if p.alive()]
+
+
 @pytest.fixture
-def cluster(procs: ProcessGroup, tmp_path: Path) -> Iterator[Cluster]:
-    cfg, path = write_config(tmp_path)
-    procs.python("kvs", "anna.local", "--config", str(path))
-    kvs_addr = f"127.0.0.1:{cfg.kvs.routing_port}"
-    wait_until(
-        lambda: (
-            port_open("127.0.0.1", cfg.kvs.routing_port)
-            and port_open("127.0.0.1", cfg.kvs.shard_base_port)
-        ),
-        timeout=30,
-        what="local KVS",
-    )
-    yield Cluster(cfg, path, procs, kvs_addr, tmp_path)
+def cluster(_kvs: tuple[Config, Path, str], procs: ProcessGroup, tmp_path: Path) -> Cluster:
+    """The module's KVS plus this test's process group (its caches stop with the test)."""
+    cfg, path, kvs_addr = _kvs
+    return Cluster(cfg, path, procs, kvs_addr, tmp_path)
 
 
 @pytest.fixture
