@@ -130,7 +130,7 @@ class CacheClient:
         deadline = time.monotonic() + wait
         while True:
             try:
-                if not mon.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                if not int(mon.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
                     raise zmq.Again
                 event = recv_monitor_message(mon, zmq.NOBLOCK)
             except zmq.Again:
