@@ -26,6 +26,7 @@ Semantics:
 
 from __future__ import annotations
 
+import heapq
 import logging
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 
 #: A shard with request address ``tcp://ip:P`` accepts CacheSubscription on ``P+100``.
 SUBSCRIPTION_PORT_OFFSET = 100
+#: At most this many keys (the largest) in the summary sent with heartbeats.
+SUMMARY_KEYS = 4096
 #: Per-entry bookkeeping counted against the capacity besides key and payload.
 ENTRY_OVERHEAD = 64
 
@@ -150,9 +153,14 @@ class CacheState:
         self._seq += 1
         return f"{self.node_id}:{self._seq}"
 
-    def key_sizes(self) -> dict[str, int]:
-        """``{key: payload bytes}`` of every cached key (the scheduler's summary)."""
-        return {k: len(e.payload) for k, e in self.entries.items()}
+    def key_sizes(self, limit: int = SUMMARY_KEYS) -> dict[str, int]:
+        """``{key: payload bytes}`` of the cached keys (the scheduler's summary): all of
+        them, or the ``limit`` largest (locality matters for large values; the summary
+        travels in every heartbeat)."""
+        sizes = {k: len(e.payload) for k, e in self.entries.items()}
+        if len(sizes) <= limit:
+            return sizes
+        return dict(heapq.nlargest(limit, sizes.items(), key=lambda kv: kv[1]))
 
     def snapshot_stats(self) -> dict[str, int]:
         out = dict(self.stats)

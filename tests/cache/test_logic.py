@@ -296,3 +296,12 @@ def test_subscriptions_follow_a_key_that_moved() -> None:
     resp = pb.KeyAddressResponse(response_id=req.request_id)
     resp.addresses.add(key="k", ips=[moved])
     assert st.address_response(resp, 5.1) == []
+
+
+def test_summary_keeps_the_largest_keys() -> None:
+    st = make()
+    store = {f"k{i}": lww(1, bytes(10 * (i + 1))) for i in range(5)}
+    for k in store:
+        fetch(st, [k], store)
+    assert set(st.key_sizes(limit=2)) == {"k4", "k3"}
+    assert len(st.key_sizes()) == 5
