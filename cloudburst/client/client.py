@@ -165,6 +165,7 @@ class CloudburstConnection:
         self._placements: dict[str, tuple[pb.DagSchedule, float, list[tuple[str, bytes]]]] = {}
         self._inflight: dict[str, int] = {}
         self._kvs: Any = None
+        self._warned_consistency = False
         self.kvs_address = ""
         try:
             self._connect(min(connect_timeout, timeout))
@@ -528,6 +529,11 @@ class CloudburstConnection:
         """Call DAG ``dname``; ``arg_map`` maps a function to its arguments (a list, or
         a scalar for one argument). Returns a future, or with ``direct_response=True``
         the result itself. With ``output_key`` the result is also stored there."""
+        if consistency not in (pb.NORMAL, pb.SINGLE, pb.MULTI):
+            raise InvalidArgument(f"unknown consistency {consistency!r}")
+        if consistency != pb.NORMAL and not self._warned_consistency:
+            self._warned_consistency = True
+            log.warning("causal consistency (SINGLE/MULTI) is not implemented; calls run as NORMAL")
         if not isinstance(arg_map, dict):
             raise InvalidArgument(
                 f"arg_map must be a dict of function -> arguments, not {arg_map!r}"
