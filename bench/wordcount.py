@@ -4,9 +4,9 @@ reducer, vs the reducer waiting for the mappers' whole outputs.
 Input: each mapper counts ``--mb`` MB of synthetic text (Zipf-distributed words over a
 20 000-word vocabulary) in 1 MB chunks.
 
-(a) ``streaming``: each mapper is a streaming producer; after each chunk it folds its
-    chunk's counts into the call's ``counts`` stream (``cb.stream("counts", DMap,
-    writers=4)``, batched into deltas by size and time); the reducer starts with the
+(a) ``streaming``: each mapper is a streaming producer; after each chunk it sends one
+    delta of the call's ``counts`` stream (``cb.stream("counts", DMap, writers=4)``:
+    the chunk's words with the mapper's running totals); the reducer starts with the
     mappers and merges deltas as they arrive, so it finishes moments after the last
     mapper seals;
 (b) ``whole``: each mapper returns its whole ``{word: count}`` dict; the reducer
@@ -64,10 +64,12 @@ def count_chunk(text: bytes) -> dict[str, int]:
 def s_mapper(cb: Any, part: int, mb: int) -> Any:
     from cloudburst.ddt import DMap
 
-    out = cb.stream("counts", DMap, writers=MAPPERS)
+    # One delta per chunk: the chunk's distinct words with this mapper's running totals.
+    out = cb.stream("counts", DMap, writers=MAPPERS, batch_bytes=64 << 20)
     for c in range(mb):
         for word, n in count_chunk(make_text(part * 1000 + c, CHUNK_BYTES)).items():
             out.update(word, n)
+        out.flush()
     out.seal()
     yield from ()  # a generator: a streaming producer, so the reducer starts now
 
@@ -77,14 +79,21 @@ def s_reducer(cb: Any, *_streams: Any) -> Any:
 
     from cloudburst.ddt import DMap
 
+    # Merge each delta as it arrives: DMap[str, DCounter] semantics (per key, per writer
+    # max of running totals), kept in plain dicts so a merge costs the delta's size.
     inp = cb.stream("counts", DMap, keep=False)
-    state, first, deltas = DMap(), None, 0
+    per_key: dict[str, dict[str, int]] = {}
+    first, deltas = None, 0
     for delta in inp.deltas(timeout=120):
-        state = state.merge(delta)
+        for word, counter in delta.entries.items():
+            mine = per_key.setdefault(word, {})
+            for writer, total in counter.counts.items():
+                if total > mine.get(writer, -1):
+                    mine[writer] = total
         deltas += 1
         if first is None:
             first = _t.time()
-    counts = state.reveal()
+    counts = {w: sum(c.values()) for w, c in per_key.items()}
     top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
     return top, sum(counts.values()), first, deltas
 

@@ -102,7 +102,7 @@ R_DATA = b"stream.data"
 R_STAT = b"stream.stat"
 
 #: Defaults for settings the config does not carry (``cfg.ddt.<name>`` wins if present).
-WRITER_TIMEOUT_S = 3.0
+WRITER_TIMEOUT_S = 5.0
 STREAM_TTL_S = 600.0
 PEER_HB_S = 0.5
 READ_MAX_BYTES = 1 << 20

@@ -237,7 +237,7 @@ def test_killed_writer_fails_the_stream_for_readers() -> None:
     net.op("A", b"HB", OP_HB, SID, b"w1", SID, b"r1")
     net.tick("A")
     assert net.take(b"R") == []
-    net.now = 5.0  # 4 s without a heartbeat > 3 s timeout
+    net.now = 7.0  # 6 s without a heartbeat > 5 s timeout
     net.op("A", b"HB", OP_HB, SID, b"r1")
     net.tick("A")
     _, got = entries(net.take(b"R")[0])
@@ -307,7 +307,7 @@ def test_silent_source_hub_fails_remote_stream() -> None:
     net.tick("B")
     assert net.take(b"R") == []
     del net.hubs["A"]  # node A dies
-    net.now = 5.0
+    net.now = 7.0
     net.op("B", b"HB", OP_HB, SID, b"r1")
     net.tick("B")
     _, got = entries(net.take(b"R")[0])
