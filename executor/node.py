@@ -57,11 +57,11 @@ class Node:
     def start_cache(self) -> None:
         """Start the node cache (``cache.server``) and wait briefly for its socket."""
         from cache.protocol import ipc_address
-        from executor.state import NODE_CACHE_ENV
+        from executor.state import NODE_CACHE_ENV, kvs_routing_address
 
         cfg = load_config(self.config_path)
         argv = [sys.executable, "-m", "cache.server", "--node-id", self.node_id]
-        argv += ["--kvs", f"{cfg.ip}:{cfg.kvs.routing_port}"]
+        argv += ["--kvs", kvs_routing_address(cfg), "--ip", cfg.ip]
         if self.config_path:
             argv += ["--config", self.config_path]
         self.cache = subprocess.Popen(

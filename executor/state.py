@@ -30,6 +30,13 @@ class StateClient(Protocol):
     def close(self) -> None: ...
 
 
+def kvs_routing_address(cfg: Config) -> str:
+    """``host:port`` of KVS routing: ``cfg.kvs.host`` if the config has it (a node on
+    127.0.0.2 reaching a KVS on 127.0.0.1), else ``cfg.ip`` as everywhere else."""
+    host = getattr(cfg.kvs, "host", "") or cfg.ip
+    return f"{host}:{cfg.kvs.routing_port}"
+
+
 def make_state_client(cfg: Config) -> StateClient:
     """The KVS state client of an executor worker (see the module docstring)."""
     cache_address = os.environ.get(NODE_CACHE_ENV, "")
@@ -39,9 +46,8 @@ def make_state_client(cfg: Config) -> StateClient:
         return CacheClient(
             cfg=cfg,
             address=cache_address,
-            kvs_addr=f"{cfg.ip}:{cfg.kvs.routing_port}",
+            kvs_addr=kvs_routing_address(cfg),
             ip=cfg.ip,
         )
-    return make_kvs_client(
-        cfg.ip, cfg.kvs.routing_port, ip=cfg.ip, timeout=cfg.kvs.request_timeout_s
-    )
+    host = kvs_routing_address(cfg).rpartition(":")[0]
+    return make_kvs_client(host, cfg.kvs.routing_port, ip=cfg.ip, timeout=cfg.kvs.request_timeout_s)
