@@ -100,6 +100,9 @@ R_OPENED = b"stream.opened"
 R_WACK = b"stream.wack"
 R_DATA = b"stream.data"
 R_STAT = b"stream.stat"
+#: Extra frame of a ``stream.wack``: every reader left (or the call ended) before the
+#: stream was final; the writer should stop producing.
+ABANDONED = b"abandoned"
 
 #: Defaults for settings the config does not carry (``cfg.ddt.<name>`` wins if present).
 WRITER_TIMEOUT_S = 5.0
@@ -163,6 +166,8 @@ class Stream:
     src_acked: dict[str, int] = field(default_factory=dict)
     scanned: int = 0  # entries below this were checked for upstream acks
     pull_from: set[str] = field(default_factory=set)
+    readers_seen: int = 0
+    abandoned: bool = False
 
     @property
     def end(self) -> int:
@@ -252,7 +257,7 @@ class StreamHub:
             for reader, rs in list(st.readers.items()):
                 if now - rs.last_seen > self.writer_timeout:
                     del st.readers[reader]
-                    out += self._progress(st, now)
+                    out += self._check_abandoned(st) + self._progress(st, now)
             for src, heard in list(st.sources.items()):
                 if now - heard > self.writer_timeout and not self._final(st):
                     del st.sources[src]
@@ -319,10 +324,9 @@ class StreamHub:
         out: list[Reply | SendPeer] = []
         member = str(meta.get("member", "")).encode()
         if meta.get("role") == "w":
-            st.writers.setdefault(member, now)
             st.writers[member] = now
         else:
-            st.readers.setdefault(member, LocalReader(cursor=st.base, last_seen=now))
+            self._add_reader(st, member, now)
         shared = {k: st.meta[k] for k in ("type", "writers", "readers", "retain")}
         for addr in meta.get("push_to") or ():
             if addr != self.peer_address and addr not in st.subs:
@@ -347,7 +351,33 @@ class StreamHub:
         if st is None:
             return []
         st.readers.pop(frames[1], None)
-        return self._progress(st, now)
+        return self._check_abandoned(st) + self._progress(st, now)
+
+    def _add_reader(self, st: Stream, reader: bytes, now: float) -> LocalReader:
+        rs = st.readers.get(reader)
+        if rs is None:
+            rs = st.readers[reader] = LocalReader(cursor=st.base, last_seen=now)
+            st.readers_seen += 1
+        return rs
+
+    def _check_abandoned(self, st: Stream) -> list[Reply | SendPeer]:
+        """Expected readers came and all left before the end: tell the writers to stop."""
+        expected = int(st.meta["readers"])
+        if (
+            st.abandoned
+            or not expected
+            or st.readers
+            or st.subs
+            or st.readers_seen < expected
+            or self._final(st)
+        ):
+            return []
+        st.abandoned = True
+        out: list[Reply | SendPeer] = [
+            Reply(ident, [R_WACK, st.sid, rid, ABANDONED]) for ident, rid in st.held_acks
+        ]
+        st.held_acks.clear()
+        return out
 
     def _hb(self, frames: list[bytes], now: float) -> list[Reply | SendPeer]:
         for i in range(0, len(frames) - 1, 2):
@@ -374,7 +404,7 @@ class StreamHub:
             peers.update(st.subs)
             peers.update(st.pull_from)
             for ident, rid in st.held_acks:  # let blocked writers go: nobody will read
-                out.append(Reply(ident, [R_WACK, sid, rid]))
+                out.append(Reply(ident, [R_WACK, sid, rid, ABANDONED]))
         if forward:
             out += [SendPeer(addr, [OP_PFREE, prefix]) for addr in sorted(peers)]
         return out
@@ -422,8 +452,10 @@ class StreamHub:
         st = self.streams.get(sid)
         if st is None:
             if any(sid.startswith(p) for p in self.tombstones):
-                return [Reply(sender, [R_WACK, sid, rid])]
+                return [Reply(sender, [R_WACK, sid, rid, ABANDONED])]
             st = self._stream(sid, {}, now)
+        if st.abandoned:
+            return [Reply(sender, [R_WACK, sid, rid, ABANDONED])]
         st.writers[writer] = now
         _, out = self._append(st, writer, header, payload, None, 0, now)
         if self._backlog(st) > self.buffer_max and HEADER.unpack(header)[1] == DELTA:
@@ -446,9 +478,7 @@ class StreamHub:
         st = self.streams.get(sid)
         if st is None:
             return [Reply(sender, [R_DATA, sid, rid, cursor_b, b"stream unknown or freed"])]
-        rs = st.readers.get(reader)
-        if rs is None:
-            rs = st.readers[reader] = LocalReader(cursor=st.base)
+        rs = self._add_reader(st, reader, now)
         rs.last_seen = now
         st.last_active = now
         cursor = from_u64(cursor_b)

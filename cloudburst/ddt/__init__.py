@@ -18,7 +18,7 @@ Types: :class:`DLog` (``append``/``extend``), :class:`DCounter` (``add``),
 """
 
 from cloudburst.ddt.session import DdtSession
-from cloudburst.ddt.stream import Stream, StreamError, StreamWriterFailed
+from cloudburst.ddt.stream import Stream, StreamAbandoned, StreamError, StreamWriterFailed
 from lattices.ddt import DCounter, DLog, DMap, DRegister, DSet, DTensor
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "DTensor",
     "DdtSession",
     "Stream",
+    "StreamAbandoned",
     "StreamError",
     "StreamWriterFailed",
 ]

@@ -34,7 +34,7 @@ import zmq
 
 from cache import streams as hubproto
 from cloudburst.ddt.session import DdtSession
-from cloudburst.ddt.stream import Stream, _context
+from cloudburst.ddt.stream import Stream, StreamAbandoned, _context
 from lattices.ddt import DLog
 
 log = logging.getLogger(__name__)
@@ -157,8 +157,14 @@ class DagStreams:
         out = session.stream(name, DLog, writers=1, readers=1, retain=False)
         forward(StreamArg(session.sid(name), (self.peer_address(),)))
         append = out.append
-        for item in gen:
-            append(item)
+        try:
+            for item in gen:
+                append(item)
+        except StreamAbandoned:
+            # The consumer stopped early (returned or failed): stop quietly, the
+            # consumer's outcome is the call's outcome.
+            log.info("[%s] %s: its consumer left; stopping the generator", session.scope, function)
+            gen.close()
         out.seal()
 
     def free(self, call_id: str) -> None:

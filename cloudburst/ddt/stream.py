@@ -42,6 +42,7 @@ from lattices.ddt import (
     DRegister,
     DSet,
     DTensor,
+    StreamMeta,
     decode_delta,
     encode_delta,
 )
@@ -60,6 +61,10 @@ class StreamError(CloudburstException):
 
 class StreamWriterFailed(StreamError):
     """A writer of the stream died or aborted before sealing it."""
+
+
+class StreamAbandoned(StreamError):
+    """Every reader left before the end (or the call ended): stop writing."""
 
 
 _ctx_lock = threading.Lock()
@@ -205,6 +210,7 @@ class Stream:
         self._dirty: dict[Any, Any] = {}
         self._total = 0
         self.sealed = False
+        self._abandoned = False
         # reader side
         self._rsock: zmq.Socket[Any] | None = None
         self._reader_id = f"r-{base}".encode()
@@ -288,9 +294,12 @@ class Stream:
         with self._wlock:
             if self.sealed:
                 return
-            self.flush()
-            self._send_entry(hubproto.SEAL, b"")
-            self._drain_acks(0, timeout)
+            try:
+                self.flush()
+                self._send_entry(hubproto.SEAL, b"")
+                self._drain_acks(0, timeout)
+            except StreamAbandoned:
+                pass  # nobody reads any more: nothing left to deliver
             self.sealed = True
 
     def abort(self, message: str) -> None:
@@ -300,8 +309,11 @@ class Stream:
                 return
             self._pending.clear()
             self._dirty.clear()
-            self._send_entry(hubproto.FAIL, message.encode())
-            self._drain_acks(0, 5.0)
+            try:
+                self._send_entry(hubproto.FAIL, message.encode())
+                self._drain_acks(0, 5.0)
+            except StreamAbandoned:
+                pass
             self.sealed = True
 
     # ------------------------------------------------------------------ reading
@@ -351,6 +363,20 @@ class Stream:
     def lattice(self) -> DDTLattice:
         """The merged DDT value received so far (not revealed)."""
         return self._merged()
+
+    @property
+    def abandoned(self) -> bool:
+        """Whether the hub said every reader left before the end (writes now raise)."""
+        return self._abandoned
+
+    @property
+    def meta(self) -> StreamMeta:
+        """What this reader knows of the stream: declared, sealed and failed writers."""
+        return StreamMeta(
+            self._declared,
+            (w.decode() for w in self._sealed_by),
+            (w.decode() for w in self._failed),
+        )
 
     @property
     def is_writer(self) -> bool:
@@ -487,7 +513,7 @@ class Stream:
         back-pressure keeps its batch until the user's next write or seal.
         """
         since = self._pending_since
-        if since is None or self.sealed:
+        if since is None or self.sealed or self._abandoned:
             return self.batch_s if self.batch_s > 0 else 0.05
         if now - since < self.batch_s:
             return self.batch_s - (now - since)
@@ -540,6 +566,8 @@ class Stream:
             self._send_entry(hubproto.DELTA, payload, block)
 
     def _send_entry(self, flags: int, payload: bytes, block: bool = True) -> None:
+        if self._abandoned:
+            raise StreamAbandoned(f"stream {self.name!r}: its readers left before the end")
         sock = self._writer_sock()
         header = hubproto.HEADER.pack(self._seq, flags, self.writers)
         self._seq += 1
@@ -568,6 +596,8 @@ class Stream:
             frames = sock.recv_multipart()
             if frames[0] == hubproto.R_WACK:
                 self._inflight -= 1
+                if len(frames) > 3 and frames[3] == hubproto.ABANDONED:
+                    self._abandoned = True
 
     def _poll_ready(self, timeout: float) -> bool:
         """Make sure a read is outstanding; receive its answer if it comes in time."""

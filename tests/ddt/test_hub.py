@@ -346,3 +346,30 @@ def test_writes_after_free_are_acknowledged_and_dropped() -> None:
     net.write("A", b"W", b"c7/x", "w1", 0, DLog.batch("w1", 0, [1]))
     assert acks(net.take(b"W")) == 1  # a producer still running is not blocked
     assert b"c7/x" not in net.hubs["A"].streams  # and does not re-create the stream
+
+
+def test_readers_leaving_early_abandon_the_stream() -> None:
+    from cache.streams import ABANDONED, OP_CLOSE
+
+    net = Net("A", buffer_max=1000)
+    net.open("A", b"W", SID, "w", "w1", type="DLog", readers=1, retain=False)
+    for seq in range(3):
+        net.write("A", b"W", SID, "w1", seq, DLog.batch("w1", seq, [b"y" * 600]))
+    assert acks(net.take(b"W")) == 1  # the expected reader has not come: held
+    net.open("A", b"R", SID, "r", "r1")
+    net.op("A", b"R", OP_CLOSE, SID, b"r1")  # it came and left before the end
+    released = net.take(b"W")
+    assert len(released) == 2 and all(r[3] == ABANDONED for r in released)
+    net.write("A", b"W", SID, "w1", 3, DLog.batch("w1", 3, [1]))
+    assert net.take(b"W")[0][3] == ABANDONED
+
+
+def test_reader_leaving_after_the_end_is_not_abandonment() -> None:
+    from cache.streams import OP_CLOSE
+
+    net = Net("A")
+    net.open("A", b"W", SID, "w", "w1", type="DLog", readers=1, writers=1)
+    net.open("A", b"R", SID, "r", "r1")
+    net.write("A", b"W", SID, "w1", 0, flags=SEAL)
+    net.op("A", b"R", OP_CLOSE, SID, b"r1")
+    assert not net.hubs["A"].streams[SID].abandoned

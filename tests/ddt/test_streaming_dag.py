@@ -192,3 +192,42 @@ def test_streams_cross_nodes(tmp_path_factory: pytest.TempPathFactory) -> None:
             assert len(nodes) == 2, nodes  # the chain crossed from one node to the other
         finally:
             conn.close()
+
+
+def test_consumer_that_stops_early_stops_the_producer(cloud: CloudburstConnection) -> None:
+    def endless(cb: Any, n: int) -> Any:
+        i = 0
+        while True:
+            yield i
+            i += 1
+
+    def first5(cb: Any, items: Any) -> list[int]:
+        out = []
+        for x in items:
+            out.append(x)
+            if len(out) == 5:
+                return out
+        return out
+
+    def boom(cb: Any, items: Any) -> int:
+        for x in items:
+            if x == 3:
+                raise KeyError("consumer failed at 3")
+        return 0
+
+    cloud.register(endless, "endless")
+    cloud.register(first5, "first5")
+    cloud.register(boom, "boom")
+    cloud.register_dag("earlystop", ["endless", "first5"], [("endless", "first5")])
+    cloud.register_dag("boomdag", ["endless", "boom"], [("endless", "boom")])
+    started = time.monotonic()
+    assert cloud.call_dag("earlystop", {"endless": [0]}).get(timeout=60) == [0, 1, 2, 3, 4]
+    with pytest.raises(CloudburstException, match="consumer failed at 3"):
+        cloud.call_dag("boomdag", {"endless": [0]}).get(timeout=60)
+    # The endless producers stopped (their workers are free): the next calls run at once.
+    cloud.register(produce, "after_src")
+    cloud.register(total, "after_sum")
+    cloud.register_dag("afterdag", ["after_src", "after_sum"], [("after_src", "after_sum")])
+    for _ in range(3):
+        assert cloud.call_dag("afterdag", {"after_src": [10]}).get(timeout=30) == 45
+    assert time.monotonic() - started < 30
