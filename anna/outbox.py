@@ -31,7 +31,8 @@ class Outbox:
             return None
         sock = self.ctx.socket(zmq.PUSH)
         sock.setsockopt(zmq.LINGER, 500)
-        sock.setsockopt(zmq.SNDHWM, 10000)
+        # Bounded queue per peer: a dead client's replies are dropped, not hoarded.
+        sock.setsockopt(zmq.SNDHWM, 1000)
         try:
             sock.connect(addr)
         except zmq.ZMQError:

@@ -342,14 +342,39 @@ def main() -> int:
         "--no-fsync-always", action="store_true", help="skip the fsync=always PUT row"
     )
     parser.add_argument("--out", default=str(RESULTS), help="results directory")
+    parser.add_argument("--runs", type=int, default=1, help="repeat the whole run (noise)")
     args = parser.parse_args()
-    res = run(args)
+    runs = []
+    for i in range(args.runs):
+        res = run(args)
+        runs.append(res)
+        print(f"## run {i + 1}/{args.runs}\n\n{markdown(res)}", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "kvs.json").write_text(json.dumps(res, indent=2) + "\n")
-    (out / "kvs.md").write_text(markdown(res))
-    print(markdown(res))
+    doc = {"runs": runs, "ratios_by_run": [r["ratios"] for r in runs]}
+    (out / "kvs.json").write_text(json.dumps(doc, indent=2) + "\n")
+    text = "\n".join(f"## Run {i + 1}\n\n{markdown(r)}" for i, r in enumerate(runs))
+    if len(runs) > 1:
+        text = summary_table(runs) + "\n" + text
+    (out / "kvs.md").write_text(text)
     return 0
+
+
+def summary_table(runs: list[dict[str, Any]]) -> str:
+    """Ratios (ours/redis) per run: latency ratios lower is better, throughput higher."""
+    names = list(runs[0]["ratios"])
+    lines = [
+        "# KVS vs redis: ratios over runs",
+        "",
+        "| ratio | " + " | ".join(f"run {i + 1}" for i in range(len(runs))) + " | median |",
+        "| --- | " + " | ".join("---" for _ in runs) + " | --- |",
+    ]
+    for n in names:
+        vals = [r["ratios"][n] for r in runs]
+        lines.append(
+            f"| {n} | " + " | ".join(str(v) for v in vals) + f" | {statistics.median(vals)} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -188,7 +188,8 @@ class ShardState:
                 self.stats["put_lattice_error"] += 1
                 continue
             appended.append((key, lt, payload))
-            self.dirty.add(key)
+            if len(replicas) > 1:
+                self.dirty.add(key)  # other replicas hear of it at the next gossip
         return resp, appended
 
     def _merge(self, key: str, lattice_type: int, payload: bytes) -> bool:

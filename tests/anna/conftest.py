@@ -122,15 +122,24 @@ def kvs_factory(procs: ProcessGroup, tmp_path: Path) -> Callable[..., KvsCluster
         wait: bool = True,
         **kvs: Any,
     ) -> KvsCluster:
-        path, cfg = write_config(tmp_path, name, ip, **kvs)
-        argv = [sys.executable, "-m", "anna.local", "--config", str(path)]
-        if seed:
-            argv += ["--seed", seed]
-        procs.start(name, argv)
-        cluster = KvsCluster(procs, path, cfg, name)
-        if wait:
-            wait_ready(cluster)
-        return cluster
+        # Free ports can be taken by someone else between choosing and binding them
+        # (parallel test runs): if the node dies while starting, retry on fresh ports.
+        for attempt in range(3):
+            path, cfg = write_config(tmp_path, name, ip, **kvs)
+            argv = [sys.executable, "-m", "anna.local", "--config", str(path)]
+            if seed:
+                argv += ["--seed", seed]
+            proc = procs.start(name, argv)
+            cluster = KvsCluster(procs, path, cfg, name)
+            if not wait:
+                return cluster
+            try:
+                wait_ready(cluster)
+                return cluster
+            except RuntimeError:
+                if proc.alive() or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     return start
 
