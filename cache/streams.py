@@ -54,6 +54,8 @@ op                     request frames                               reply frames
 ``stream.stat``        ``sid``                                      ``stream.stat, sid, json``
 =====================  ===========================================  ============================
 
+A ``stream.wack`` has a fourth frame :data:`ABANDONED` when every expected reader left
+before the end (or the call's streams were freed): the writer should stop.
 ``header`` is :data:`HEADER` ``(seq, flags, declared writers)``; ``flags`` is
 :data:`DELTA`, :data:`SEAL` or :data:`FAIL` (payload = the failure message).
 ``json`` of ``stream.open``: ``{"role": "w"|"r", "member": id, "type": name,
