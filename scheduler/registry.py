@@ -16,6 +16,7 @@ DAGs so a deletion made through another scheduler is seen within one refresh per
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cloudburst.shared import serializer
@@ -128,14 +129,8 @@ class Registry:
 
     def refresh_functions(self) -> None:
         """Pick up functions re-registered through another scheduler (new versions)."""
-        if not self.versions:
-            return
-        names = list(self.versions)
-        got = self._get([func_key(n) for n in names])
-        for n in names:
-            lattice = got.get(func_key(n))
-            if lattice is not None:
-                self.versions[n] = max(self.versions[n], getattr(lattice, "timestamp", 0))
+        if self.versions:
+            self.apply(read_snapshot(self.store, [], list(self.versions)))
 
     # --- DAGs --------------------------------------------------------------
 
@@ -180,23 +175,60 @@ class Registry:
 
     def refresh_dags(self) -> None:
         """Drop cached DAGs deleted or replaced through another scheduler."""
-        if not self.dags:
-            return
-        names = list(self.dags)
-        got = self._get([dag_key(n) for n in names])
-        for n in names:
-            data = _lww_bytes(got.get(dag_key(n)))
+        if self.dags:
+            self.apply(read_snapshot(self.store, list(self.dags), []))
+
+    def apply(self, snap: Snapshot) -> None:
+        """Apply what :func:`read_snapshot` read (possibly in another thread) to the
+        cached DAGs and function versions still cached."""
+        for n, data in snap.dags.items():
+            cached = self.dags.get(n)
+            if cached is None:
+                continue
             if not data:
                 self.dags.pop(n, None)
-            elif data != self.dags[n].SerializeToString():
+            elif data != cached.SerializeToString():
                 dag = pb.Dag()
-                dag.ParseFromString(data)
+                try:
+                    dag.ParseFromString(data)
+                except Exception:
+                    self.dags.pop(n, None)
+                    continue
                 self.dags[n] = dag
+        for n, version in snap.versions.items():
+            if n in self.versions:
+                self.versions[n] = max(self.versions[n], version)
 
     # --- schedulers --------------------------------------------------------
 
     def announce_scheduler(self, address: str) -> None:
         self._put(SCHEDULERS_KEY, SetLattice([serializer.to_bytes(address)]))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the KVS holds for some cached DAGs and functions."""
+
+    dags: dict[str, bytes]  # name -> serialized Dag, b"" when deleted or absent
+    versions: dict[str, int]  # function -> registration version
+
+
+def read_snapshot(store: Store, dag_names: list[str], function_names: list[str]) -> Snapshot:
+    """One KVS GET of the given DAGs and functions (for :meth:`Registry.apply`)."""
+    keys = [dag_key(n) for n in dag_names] + [func_key(n) for n in function_names]
+    if not keys:
+        return Snapshot({}, {})
+    try:
+        got = store.get(keys)
+    except Exception as exc:
+        raise StoreError(f"the KVS did not answer a GET of {len(keys)} keys: {exc}") from exc
+    dags = {n: _lww_bytes(got.get(dag_key(n))) or b"" for n in dag_names}
+    versions = {}
+    for n in function_names:
+        lattice = got.get(func_key(n))
+        if lattice is not None:
+            versions[n] = int(getattr(lattice, "timestamp", 0))
+    return Snapshot(dags, versions)
 
 
 def scheduler_addresses(store: Store) -> set[str]:

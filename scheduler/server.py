@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import queue
 import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -27,7 +29,7 @@ from cloudburst.shared.kvs import make_kvs_client
 from cloudburst.shared.proto import cloudburst_pb2 as pb
 from scheduler.logic import PlanError, SchedulerState, check_name, validate_dag
 from scheduler.placement import PlacementPolicy
-from scheduler.registry import Registry, StoreError
+from scheduler.registry import Registry, Snapshot, StoreError, read_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +79,10 @@ class SchedulerServer:
         )
         self.push: dict[str, zmq.Socket[Any]] = {}
         self.running = True
-        self.announced_at = float("-inf")
+        # KVS housekeeping (DAG/function refresh, announcing this scheduler) runs in a
+        # thread with its own KVS client, so the request loop never waits on it.
+        self.updates: queue.SimpleQueue[Snapshot] = queue.SimpleQueue()
+        self._refresher = threading.Thread(target=self._refresh_loop, name="refresh", daemon=True)
 
     def send(self, address: str, data: bytes) -> None:
         sock = self.push.get(address)
@@ -102,7 +107,8 @@ class SchedulerServer:
             self.cfg.ip,
             self.cfg.kvs.routing_port,
         )
-        next_expire = next_refresh = 0.0
+        self._refresher.start()
+        next_expire = 0.0
         while self.running:
             if self.pull.poll(100):
                 while True:
@@ -115,19 +121,28 @@ class SchedulerServer:
             if now >= next_expire:
                 self.state.expire(now)
                 next_expire = now + 0.2
-            if now >= next_refresh:
-                next_refresh = now + 1.0
-                self._housekeeping(now)
+            while not self.updates.empty():
+                self.registry.apply(self.updates.get_nowait())
 
-    def _housekeeping(self, now: float) -> None:
+    def _refresh_loop(self) -> None:
+        kvs = _LazyKvs(self.cfg)
+        announcer = Registry(kvs)
+        announced_at = float("-inf")
         try:
-            if now - self.announced_at > 10.0:
-                self.registry.announce_scheduler(self.address)
-                self.announced_at = now
-            self.registry.refresh_dags()
-            self.registry.refresh_functions()
-        except StoreError as exc:
-            log.debug("KVS not reachable yet: %s", exc)
+            while self.running:
+                now = time.monotonic()
+                try:
+                    if now - announced_at > 10.0:
+                        announcer.announce_scheduler(self.address)
+                        announced_at = now
+                    # list() of a dict is atomic under the GIL: a consistent copy.
+                    dags, fns = list(self.registry.dags), list(self.registry.versions)
+                    self.updates.put(read_snapshot(kvs, dags, fns))
+                except StoreError as exc:
+                    log.debug("KVS not reachable yet: %s", exc)
+                time.sleep(1.0)
+        finally:
+            kvs.close()
 
     # --- requests ----------------------------------------------------------
 
