@@ -431,6 +431,9 @@ class CloudburstConnection:
                 sock = self._push[address] = self._ctx.socket(zmq.PUSH)
                 sock.setsockopt(zmq.LINGER, 0)
                 sock.setsockopt(zmq.SNDHWM, 1000)
+                # Queue only on a live connection: a send to an executor that is gone
+                # (or not connected yet) fails at once and the call uses the scheduler.
+                sock.setsockopt(zmq.IMMEDIATE, 1)
                 sock.connect(address)
             try:
                 sock.send(data, zmq.NOBLOCK)

@@ -305,7 +305,7 @@ def test_executor_killed_mid_call_is_retried_or_reported(
     assert time.monotonic() - t0 < 30
     assert victim not in fut.executors
     # The node restarts the worker; the cluster is whole again for the other tests.
-    wait_until(lambda: cloud.status()["executors"] >= workers, 20, "the restarted worker")
+    _wait_for_restart(cloud, victim, workers)
     assert slow(1).get(timeout=15) == 10
 
 
@@ -362,3 +362,29 @@ def test_unserializable_argument_is_a_clear_error(cloud: CloudburstConnection) -
     g = cloud.register(lambda _: threading.Lock(), "unser_result")
     with pytest.raises(errors.CloudburstException, match="lock"):
         g().get(timeout=10)
+
+
+def test_cached_placement_on_a_dead_executor_falls_back(
+    cloud: CloudburstConnection, cluster: Any
+) -> None:
+    f = cloud.register(lambda _, x: x + 5, "dead_cached")
+    first = f(1)
+    assert first.get(timeout=10) == 6
+    victim = first.executors[0]
+    assert f(2).get(timeout=10) == 7  # the direct path, on the cached placement
+    pids = {e["address"]: e["pid"] for e in cloud.status()["executor_list"]}
+    os.kill(pids[victim], signal.SIGKILL)
+    t0 = time.monotonic()
+    assert f(3).get(timeout=30) == 8
+    assert time.monotonic() - t0 < 15
+    _wait_for_restart(cloud, victim, cluster.cfg.executor.workers)
+
+
+def _wait_for_restart(cloud: CloudburstConnection, victim: str, workers: int) -> None:
+    """Until the scheduler dropped ``victim`` and sees the restarted worker."""
+
+    def whole() -> bool:
+        addresses = [e["address"] for e in cloud.status()["executor_list"]]
+        return victim not in addresses and len(addresses) >= workers
+
+    wait_until(whole, 20, "the restarted worker")

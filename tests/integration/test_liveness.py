@@ -30,10 +30,14 @@ def _alive(pid: int) -> bool:
 def test_killing_a_node_kills_its_workers_and_the_scheduler_notices(
     cluster: Any, cloud: CloudburstConnection, procs: ProcessGroup
 ) -> None:
-    before = {e["address"] for e in cloud.status()["executor_list"]}
+    nodes = {e["node_id"] for e in cloud.status()["executor_list"]}
+
+    def node2_workers() -> list[dict[str, Any]]:
+        return [e for e in cloud.status()["executor_list"] if e["node_id"] not in nodes]
+
     procs.python("node2", "executor.node", "--config", str(cluster.config_path), "--workers", "2")
-    wait_until(lambda: len(cloud.status()["executor_list"]) >= len(before) + 2, 20, "node 2")
-    new = [e for e in cloud.status()["executor_list"] if e["address"] not in before]
+    wait_until(lambda: len(node2_workers()) >= 2, 20, "node 2")
+    new = node2_workers()
     assert len(new) == 2 and len({e["node_id"] for e in new}) == 1
     pids = [e["pid"] for e in new]
     os.kill(procs.procs["node2"].pid, signal.SIGKILL)  # the node only, not its group
