@@ -140,6 +140,7 @@ class AnnaTcpClient:
         self._req = pb.KeyRequest()
         self._resp_msg = pb.KeyResponse()
         self._resp_field = wire.string_field(3, self.response_address)
+        self._rcvtimeo: dict[zmq.Socket[Any], int] = {}
 
     # ---- plumbing ---------------------------------------------------------------------
 
@@ -282,7 +283,12 @@ class AnnaTcpClient:
         """One frame from ``sock`` (blocking recv: cheaper than poll + recv), or timeout."""
         remaining = int((deadline - time.monotonic()) * 1000)
         if remaining > 0:
-            sock.setsockopt(zmq.RCVTIMEO, remaining)
+            # setsockopt only when the socket's timeout is off by more than 2 ms (it is
+            # the same from call to call on the hot path).
+            current = self._rcvtimeo.get(sock, -1)
+            if current > remaining + 2 or current < remaining - 2 or current < 0:
+                sock.setsockopt(zmq.RCVTIMEO, remaining)
+                self._rcvtimeo[sock] = remaining
             try:
                 return sock.recv()  # type: ignore[no-any-return]
             except zmq.Again:

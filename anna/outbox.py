@@ -14,7 +14,7 @@ COPY_THRESHOLD = 64 * 1024
 
 
 class Outbox:
-    """Cached PUSH sockets by address (bounded, least recently used closed first)."""
+    """Cached PUSH sockets by address (bounded: the oldest connection is closed first)."""
 
     def __init__(self, ctx: zmq.Context[Any], stats: Counter[str]) -> None:
         self.ctx = ctx
@@ -24,7 +24,6 @@ class Outbox:
     def _sock(self, addr: str) -> zmq.Socket[Any] | None:
         sock = self.socks.get(addr)
         if sock is not None:
-            self.socks.move_to_end(addr)
             return sock
         if not wire.valid_address(addr):
             self.stats["bad_address"] += 1

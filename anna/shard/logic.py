@@ -12,7 +12,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from anna.membership import METADATA_PREFIX, Placement, merge_membership
 from anna.proto import anna_pb2 as pb
@@ -34,23 +34,25 @@ LATTICE = pb.LATTICE
 GOSSIP_BATCH_BYTES = 4 * 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
+Record = tuple[str, int, bytes]
+
+
+# Actions are NamedTuples: immutable like frozen dataclasses, and several times cheaper
+# to build (one per request on the hot path).
+class Reply(NamedTuple):
     """PUSH ``response`` to ``address``."""
 
     address: str
     response: pb.KeyResponse
 
 
-@dataclass(frozen=True, slots=True)
-class Append:
+class Append(NamedTuple):
     """Append these ``(key, lattice_type, payload)`` records (NONE = drop) to the WAL."""
 
     tuples: list[Record]
 
 
-@dataclass(frozen=True, slots=True)
-class SendInternal:
+class SendInternal(NamedTuple):
     """PUSH an internal two-frame message to another shard's gossip port."""
 
     address: str
@@ -59,7 +61,6 @@ class SendInternal:
 
 
 Action = Reply | Append | SendInternal
-Record = tuple[str, int, bytes]
 
 #: Types whose payload can be stored as received when the incoming value wins the merge
 #: (a single value, no ordering to normalize): saves re-serializing on the next GET.

@@ -36,6 +36,7 @@ DRAIN = 256  # messages taken from one socket before looking at the others
 COMPACT_BYTES = 64 * 1024 * 1024
 EVENTS = zmq.EVENTS
 POLLIN = zmq.POLLIN
+BUSY_CHECK_MS = 2  # busy mode: how often the gossip and cache sockets are looked at
 
 
 def tune_malloc() -> None:
@@ -160,57 +161,82 @@ class ShardServer:
             self.outbox.send_multipart(addr, frames)
 
     def run(self) -> None:
+        """The poll loop.
+
+        Two modes: while requests keep coming it blocks on the request socket alone
+        (a blocking recv is ~25 us cheaper per request than polling three sockets on
+        these machines) and looks at the gossip and cache sockets every
+        ``BUSY_CHECK_MS``; after ``BUSY_CHECK_MS`` without a request it polls all three
+        until the next timer, so an idle shard does not spin.
+        """
         kvs = self.cfg.kvs
-        poller = zmq.Poller()
-        poller.register(self.req, zmq.POLLIN)
-        poller.register(self.gossip, zmq.POLLIN)
-        poller.register(self.cache, zmq.POLLIN)
         st = self.state
         req, gossip, cache = self.req, self.gossip, self.cache
         handle_request = st.handle_request
         decode_request = wire.decode_key_request
+        send = self.outbox.send
+        perform = self.perform
+        wal = self.wal
+        monotonic = time.monotonic
+        poll_list = [(req, POLLIN), (gossip, POLLIN), (cache, POLLIN)]
         gossip_period = max(0.01, kvs.gossip_period_s)
         hb_period = max(0.01, kvs.heartbeat_period_s)
         push_period = max(0.001, self.cfg.cache.push_period_ms / 1000.0)
-        now = time.monotonic()
+        now = monotonic()
         next_gossip = now + gossip_period
         next_hb = now
         next_push = now + push_period
         next_stats = now + 60
+        next_timer = now
+        next_aux = now
+        busy = False
+        req.setsockopt(zmq.RCVTIMEO, BUSY_CHECK_MS)
         while self.running:
-            now = time.monotonic()
-            wake = min(next_gossip, next_hb, next_push)
-            if self.wal.unsynced and self.wal.fsync_policy == "interval":
-                wake = min(wake, self.wal.last_sync + self.wal.interval_s)
-            timeout = max(0, int((wake - now) * 1000) + 1)
-            try:
-                events = [s for s, _ in poller.poll(timeout)]
-            except zmq.ZMQError:
-                if not self.running:
-                    break
-                raise
-            actions: list[Any] = []
-            if req in events:
-                # EVENTS instead of recv-until-Again: a zmq.Again costs ~15 us.
-                for _ in range(DRAIN):
-                    if not req.getsockopt(EVENTS) & POLLIN:
+            if busy:
+                try:
+                    frame = req.recv(copy=False)
+                except zmq.Again:
+                    busy = False
+                    frame = None
+                except zmq.ZMQError:
+                    if not self.running:
                         break
+                    raise
+                if frame is not None:
+                    # The hot path: one request, its WAL append and reply.
                     try:
-                        # copy=False: a 1 MB value is parsed straight from zmq's buffer.
-                        data = req.recv(zmq.NOBLOCK, copy=False).buffer
-                    except zmq.Again:
-                        break
-                    try:
-                        msg = decode_request(data)
+                        actions = handle_request(decode_request(frame.buffer))
                     except WireError:
                         st.stats["malformed"] += 1
-                        continue
-                    try:
-                        actions.extend(handle_request(msg))
+                        actions = []
                     except Exception:  # never let one request stop the shard
                         st.stats["request_errors"] += 1
                         log.exception("shard %d: request failed", self.index)
-            if gossip in events:
+                        actions = []
+                    if len(actions) == 1 and type(actions[0]) is Reply:
+                        a = actions[0]
+                        send(a.address, a.response.SerializeToString())
+                    elif actions:
+                        perform(actions)
+                now = monotonic()
+                if now < next_aux and now < next_timer:
+                    continue
+                ready = [s for s in (gossip, cache) if s.getsockopt(EVENTS) & POLLIN]
+                next_aux = now + BUSY_CHECK_MS / 1000.0
+            else:
+                now = monotonic()
+                timeout = max(0, int((next_timer - now) * 1000) + 1)
+                try:
+                    ready = [s for s, _ in zmq.zmq_poll(poll_list, timeout)]
+                except zmq.ZMQError:
+                    if not self.running:
+                        break
+                    raise
+                if req in ready:
+                    busy = True  # take it (and what follows) on the hot path
+                    ready.remove(req)
+            actions = []
+            if gossip in ready:
                 for _ in range(DRAIN):
                     if not gossip.getsockopt(EVENTS) & POLLIN:
                         break
@@ -231,7 +257,7 @@ class ShardServer:
                     except Exception:
                         st.stats["internal_errors"] += 1
                         log.exception("shard %d: internal message failed", self.index)
-            if cache in events:
+            if cache in ready:
                 for _ in range(DRAIN):
                     if not cache.getsockopt(EVENTS) & POLLIN:
                         break
@@ -243,25 +269,31 @@ class ShardServer:
                         st.handle_subscription(wire.decode_subscription(data))
                     except WireError:
                         st.stats["malformed"] += 1
-            now = time.monotonic()
-            if now >= next_gossip:
-                actions.extend(st.gossip_tick())
-                next_gossip = now + gossip_period
-            if now >= next_push:
-                actions.extend(st.push_tick())
-                next_push = now + push_period
+            now = monotonic()
+            if now >= next_timer:
+                if now >= next_gossip:
+                    actions.extend(st.gossip_tick())
+                    next_gossip = now + gossip_period
+                if now >= next_push:
+                    actions.extend(st.push_tick())
+                    next_push = now + push_period
             if actions:
-                self.perform(actions)
-            if self.wal.unsynced and self.wal.fsync_policy == "interval":
-                self.wal.flush(now) if now - self.wal.last_sync >= self.wal.interval_s else None
-            if now >= next_hb:
-                self.heartbeat()
-                next_hb = now + hb_period
-                if self.wal.size > COMPACT_BYTES:
-                    self.wal.compact(st.snapshot())
-            if now >= next_stats:
-                log.info("shard %d stats: %s", self.index, dict(st.stats))
-                next_stats = now + 60
+                perform(actions)
+            if now >= next_timer:
+                if wal.unsynced and wal.fsync_policy == "interval":
+                    if now - wal.last_sync >= wal.interval_s:
+                        wal.flush(now)
+                if now >= next_hb:
+                    self.heartbeat()
+                    next_hb = now + hb_period
+                    if wal.size > COMPACT_BYTES:
+                        wal.compact(st.snapshot())
+                if now >= next_stats:
+                    log.info("shard %d stats: %s", self.index, dict(st.stats))
+                    next_stats = now + 60
+                next_timer = min(next_gossip, next_hb, next_push, next_stats)
+                if wal.unsynced and wal.fsync_policy == "interval":
+                    next_timer = min(next_timer, wal.last_sync + wal.interval_s)
 
     def close(self) -> None:
         try:
