@@ -269,11 +269,13 @@ class CloudburstConnection:
             self._resolved(rid, target)
 
     def _resolved(self, rid: str, fut: CloudburstFuture) -> None:
-        self._pending.pop(rid, None)
-        name = getattr(fut, "_placement_name", None)
-        if name is not None and self._inflight.get(name, 0) > 0:
-            self._inflight[name] -= 1
-            fut._placement_name = None  # type: ignore[attr-defined]
+        with self._lock:
+            self._pending.pop(rid, None)
+            name = getattr(fut, "_placement_name", None)
+            if name is not None:
+                fut._placement_name = None  # type: ignore[attr-defined]
+                if self._inflight.get(name, 0) > 0:
+                    self._inflight[name] -= 1
 
     def _poll_for(self, fut: CloudburstFuture, wait: float) -> bool:
         """Receive until ``fut`` has its result or ``wait`` seconds passed."""
@@ -342,23 +344,24 @@ class CloudburstConnection:
         scheduler (waiting for its acknowledgement, so unknown names raise here)."""
         with self._lock:
             self._check_open()
-            fut = self._direct_call(placement_name, arguments, output_key, consistency, client_id)
-            if fut is not None:
-                return fut
 
-            def resend(exclude: list[str]) -> tuple[str, pb.DagSchedule | None]:
+            def resend(exclude: list[str]) -> CloudburstFuture:
                 body.ClearField("exclude")
                 body.exclude.extend(exclude)
-                f = self._via_scheduler(kind, body, output_key, placement_name, cache=False)
-                return f.request_id, f._schedule
+                return self._via_scheduler(kind, body, output_key, placement_name, retry=True)
 
-            fut = self._via_scheduler(kind, body, output_key, placement_name)
-            fut._resend = resend
+            fut = self._direct_call(placement_name, arguments, output_key, consistency, client_id)
+            if fut is None:
+                fut = self._via_scheduler(kind, body, output_key, placement_name)
+            fut._resend = resend  # one retry through the scheduler if an executor dies
             return fut
 
     def _via_scheduler(
-        self, kind: str, body: Any, output_key: str, placement_name: str, cache: bool = True
+        self, kind: str, body: Any, output_key: str, placement_name: str, retry: bool = False
     ) -> CloudburstFuture:
+        """Send a call through the scheduler and wait for its acknowledgement. A retry
+        (``retry=True``) is taken over by the original future: no placement caching,
+        no in-flight count of its own."""
         rid = self._next_id()
         req = pb.SchedulerRequest(request_id=rid, response_address=self.response_address)
         getattr(req, kind).CopyFrom(body)
@@ -378,13 +381,13 @@ class CloudburstConnection:
         if fut._error is not None and fut._schedule is None and fut._value is _UNSET:
             self._pending.pop(rid, None)
             raise fut._error  # rejected by the scheduler: raise at the call
-        if fut._schedule is not None and cache and self.direct:
+        if fut._schedule is not None and not retry and self.direct:
             self._placements[placement_name] = (
                 fut._schedule,
                 time.monotonic() + self.placement_lease,
                 _trigger_templates(fut._schedule),
             )
-        if rid in self._pending:
+        if rid in self._pending and not retry:
             fut._placement_name = placement_name  # type: ignore[attr-defined]
             self._inflight[placement_name] = self._inflight.get(placement_name, 0) + 1
         return fut

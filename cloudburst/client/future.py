@@ -91,6 +91,7 @@ class CloudburstFuture:
             if self._value is _UNSET and self._error is None:
                 left = None if deadline is None else deadline - time.monotonic()
                 self._check_executors(left)
+        self._conn._resolved(self.request_id, self)  # idempotent bookkeeping
         if self._error is not None:
             raise self._error
         return self._value
@@ -115,11 +116,15 @@ class CloudburstFuture:
         old = self.request_id
         self._conn._drop_pending(old)
         try:
-            self.request_id, self._schedule = self._resend(sorted(dead))
+            retry = self._resend(sorted(dead))
         except CloudburstException as exc:
             self._error = ExecutorFailed(
                 f"call {old}: executor(s) {sorted(dead)} died while running it and the "
                 f"retry could not start: {exc}"
             )
             return
-        self._conn._pending[self.request_id] = self
+        # This future takes the retry over (its result may even be here already).
+        self.request_id, self._schedule = retry.request_id, retry._schedule
+        self._value, self._error = retry._value, retry._error
+        if self._value is _UNSET and self._error is None:
+            self._conn._pending[self.request_id] = self
