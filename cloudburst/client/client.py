@@ -265,7 +265,7 @@ class CloudburstConnection:
             self._replies[rid] = msg
             return
         target._set_message(msg)
-        if target._value is not _UNSET or target._error is not None:
+        if (target._value is not _UNSET or target._error is not None) and not target._awaiting_ack:
             self._resolved(rid, target)
 
     def _resolved(self, rid: str, fut: CloudburstFuture) -> None:
@@ -366,21 +366,29 @@ class CloudburstConnection:
         req = pb.SchedulerRequest(request_id=rid, response_address=self.response_address)
         getattr(req, kind).CopyFrom(body)
         fut = CloudburstFuture(self, rid, output_key)
+        fut._awaiting_ack = True
         self._pending[rid] = fut
         self._send_scheduler(req)
         deadline = time.monotonic() + self.timeout
-        while fut._schedule is None and fut._error is None and fut._value is _UNSET:
+        # Wait for the acknowledgement (it carries the placement), even if the result
+        # came first: it follows right behind.
+        while fut._awaiting_ack:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                if fut._value is not _UNSET or fut._error is not None:
+                    break  # answered anyway; only the placement is unknown
                 self._pending.pop(rid, None)
                 raise ConnectionFailed(
                     f"the scheduler at {self.scheduler_address} did not acknowledge call {rid} "
                     f"within {self.timeout}s"
                 )
             self._pump(remaining)
-        if fut._error is not None and fut._schedule is None and fut._value is _UNSET:
+        if fut._ack_error:
             self._pending.pop(rid, None)
-            raise fut._error  # rejected by the scheduler: raise at the call
+            assert fut._error is not None
+            raise fut._error  # refused by the scheduler: raise at the call
+        if fut._value is not _UNSET or fut._error is not None:
+            self._pending.pop(rid, None)  # answered already
         if fut._schedule is not None and not retry and self.direct:
             self._placements[placement_name] = (
                 fut._schedule,

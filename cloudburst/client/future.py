@@ -48,6 +48,8 @@ class CloudburstFuture:
         self._retried = False
         self._value: Any = _UNSET
         self._error: BaseException | None = None
+        self._awaiting_ack = False  # sent through the scheduler, acknowledgement not seen
+        self._ack_error = False  # the scheduler refused the call
 
     @property
     def executors(self) -> list[str]:
@@ -68,10 +70,12 @@ class CloudburstFuture:
                 self._value = serializer.from_value(res.value)
             else:
                 self._error = wire.exception_for(res.error)
-        elif kind == "response":
+        elif kind == "response":  # the scheduler's acknowledgement
+            self._awaiting_ack = False
             resp = msg.response
             if not resp.success:
                 self._error = wire.exception_for_code(resp.error, resp.message)
+                self._ack_error = True
             elif resp.HasField("schedule"):
                 self._schedule = resp.schedule
 
