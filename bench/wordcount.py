@@ -65,10 +65,9 @@ def s_mapper(cb: Any, part: int, mb: int) -> Any:
     from cloudburst.ddt import DMap
 
     # One delta per chunk: the chunk's distinct words with this mapper's running totals.
-    out = cb.stream("counts", DMap, writers=MAPPERS, batch_bytes=64 << 20)
+    out = cb.stream("counts", DMap, writers=MAPPERS, batch_bytes=64 << 20, batch_ms=60_000)
     for c in range(mb):
-        for word, n in count_chunk(make_text(part * 1000 + c, CHUNK_BYTES)).items():
-            out.update(word, n)
+        out.update_many(count_chunk(make_text(part * 1000 + c, CHUNK_BYTES)))
         out.flush()
     out.seal()
     yield from ()  # a generator: a streaming producer, so the reducer starts now

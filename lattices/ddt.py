@@ -285,7 +285,7 @@ class DCounter(DDTLattice):
     @classmethod
     def from_plain(cls, plain: Any) -> Self:
         obj = object.__new__(cls)
-        _set(obj, "counts", dict(plain or {}))
+        _set(obj, "counts", plain if type(plain) is dict else dict(plain or {}))
         return obj
 
 
@@ -585,12 +585,32 @@ class DMap(DDTLattice):
         return hash(("DMap", frozenset(self.entries)))
 
     def to_plain(self) -> Any:
-        return [(k, v.type_name, v.to_plain()) for k, v in self.entries.items()]
+        entries = self.entries
+        if entries and all(type(v) is DCounter and v.counts for v in entries.values()):
+            # The common case (word counts): columnar by writer, a flat {key: total}
+            # per writer, so a delta of 10k keys pickles as one dict, not 10k objects.
+            by_writer: dict[str, dict[Any, int]] = {}
+            for k, v in entries.items():
+                for w, n in v.counts.items():  # type: ignore[attr-defined]
+                    by_writer.setdefault(w, {})[k] = n
+            return ("DCounter", by_writer)
+        return ("", [(k, v.type_name, v.to_plain()) for k, v in entries.items()])
 
     @classmethod
     def from_plain(cls, plain: Any) -> Self:
         obj = object.__new__(cls)
-        _set(obj, "entries", {k: DDT_TYPES[t].from_plain(p) for k, t, p in plain or ()})
+        entries: dict[Any, DDTLattice] = {}
+        if plain:
+            kind, body = plain
+            if kind == "DCounter":
+                per_key: dict[Any, dict[str, int]] = {}
+                for w, totals in body.items():
+                    for k, n in totals.items():
+                        per_key.setdefault(k, {})[w] = n
+                entries = {k: DCounter.from_plain(c) for k, c in per_key.items()}
+            else:
+                entries = {k: DDT_TYPES[t].from_plain(p) for k, t, p in body}
+        _set(obj, "entries", entries)
         return obj
 
 

@@ -26,7 +26,7 @@ import time
 import uuid
 import weakref
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -258,7 +258,9 @@ class Stream:
         self._need(DMap)
         with self._wlock:
             if self.inner is DCounter:
-                self._totals[key] = self._totals.get(key, 0) + int(value)
+                if not isinstance(value, int) or value < 0:
+                    raise StreamError("a DMap of DCounter takes increments that are ints >= 0")
+                self._totals[key] = self._totals.get(key, 0) + value
                 self._dirty[key] = True
             elif self.inner is DSet:
                 self._dirty.setdefault(key, set()).add(value)
@@ -267,6 +269,25 @@ class Stream:
             else:
                 raise StreamError(f"DMap over {self.inner.__name__} is not supported")
             self._touch(16 + len(repr(key)))
+
+    def update_many(self, items: Mapping[Any, Any] | Iterable[tuple[Any, Any]]) -> None:
+        """DMap: ``update(key, value)`` for many pairs at once (one lock, one size check)."""
+        self._need(DMap)
+        pairs = items.items() if isinstance(items, Mapping) else items
+        with self._wlock:
+            if self.inner is DCounter:
+                totals, dirty = self._totals, self._dirty
+                size = 0
+                for key, value in pairs:
+                    if not isinstance(value, int) or value < 0:
+                        raise StreamError("a DMap of DCounter takes increments that are ints >= 0")
+                    totals[key] = totals.get(key, 0) + value
+                    dirty[key] = True
+                    size += 24
+                self._touch(size)
+            else:
+                for key, value in pairs:
+                    self.update(key, value)
 
     def set(self, value: Any) -> None:
         """DRegister: set the value (last writer wins); sent at once."""
@@ -541,9 +562,9 @@ class Stream:
             delta = DCounter({writer: self._total})
         elif self.kind is DMap and self._dirty:
             if self.inner is DCounter:
-                entries: dict[Any, DDTLattice] = {
-                    k: DCounter({writer: self._totals[k]}) for k in self._dirty
-                }
+                totals = self._totals
+                make = DCounter.from_plain  # trusted: totals were checked on update
+                entries: dict[Any, DDTLattice] = {k: make({writer: totals[k]}) for k in self._dirty}
             elif self.inner is DSet:
                 entries = {k: DSet(v) for k, v in self._dirty.items()}
             else:

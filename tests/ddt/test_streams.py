@@ -356,3 +356,25 @@ def test_stream_handle_misuse_is_a_clear_error(env: Env) -> None:
         log.append(2)
     assert isinstance(log, Stream)
     s.finish()
+
+
+def test_map_update_many_and_inner_sets(env: Env) -> None:
+    from cloudburst.ddt import DSet as _DSet
+
+    s = env.session("n0", "many")
+    counts = s.stream("counts", DMap, writers=1)
+    counts.update_many({"a": 2, "b": 1})
+    counts.update_many([("a", 3)])
+    counts.seal()
+    tags = s.stream("tags", DMap, writers=1, inner=_DSet)
+    tags.update("x", 1)
+    tags.update_many([("x", 2), ("y", 3)])
+    tags.seal()
+    r = env.session("n0", "many")
+    assert r.stream("counts", DMap).wait(timeout=10) == {"a": 5, "b": 1}
+    assert r.stream("tags", DMap).wait(timeout=10) == {
+        "x": frozenset({1, 2}),
+        "y": frozenset({3}),
+    }
+    s.finish()
+    r.finish()
