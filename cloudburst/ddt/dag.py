@@ -101,6 +101,7 @@ class DagStreams:
         downstream_locations: Sequence[str],
         my_address: str,
         forward: Callable[[Any], None],
+        dag: Any = None,
     ) -> Any:
         """Call ``call(user_lib, *args)`` with streams wired in (see the module doc)."""
         if not self.enabled:
@@ -118,7 +119,8 @@ class DagStreams:
             if inspect.isgenerator(result):
                 streamable = bool(downstream_locations) and my_address not in downstream_locations
                 if streamable:
-                    self._produce(lazy.get(), function, result, forward)
+                    consumers = len(downstream_locations)
+                    self._produce(lazy.get(), function, result, forward, consumers)
                     result = STREAMED
                 else:
                     result = list(result)
@@ -132,7 +134,7 @@ class DagStreams:
                 lazy.session.finish(error)
                 for r in readers:
                     r.close()
-                if not downstream_locations:
+                if not downstream_locations and _single_sink(dag):
                     self.free(call_id)
 
     def _open_arg(self, session: DdtSession, arg: Any, readers: list[Stream]) -> Any:
@@ -151,10 +153,17 @@ class DagStreams:
         return reader
 
     def _produce(
-        self, session: DdtSession, function: str, gen: Any, forward: Callable[[Any], None]
+        self,
+        session: DdtSession,
+        function: str,
+        gen: Any,
+        forward: Callable[[Any], None],
+        readers: int = 1,
     ) -> None:
         name = f"{function}.out"
-        out = session.stream(name, DLog, writers=1, readers=1, retain=False)
+        # Every downstream function reads the whole stream: the hub keeps entries until
+        # all of them have read them (and holds the writer while they lag behind).
+        out = session.stream(name, DLog, writers=1, readers=readers, retain=False)
         forward(StreamArg(session.sid(name), (self.peer_address(),)))
         append = out.append
         try:
@@ -205,6 +214,15 @@ class _CallStreams:
 
     def stream(self, name: str, kind: Any, writers: int = 0, **options: Any) -> Stream:
         return self.get().stream(name, kind, writers, **options)
+
+
+def _single_sink(dag: Any) -> bool:
+    """Whether the DAG ends in one function (then its end is the call's end). With
+    several sinks, one ending says nothing of the others: the streams then expire."""
+    if dag is None:
+        return True
+    sources = {link.source for link in dag.connections}
+    return sum(1 for f in dag.functions if f not in sources) <= 1
 
 
 def _materialize(arg: Any) -> Any:

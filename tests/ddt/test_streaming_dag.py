@@ -231,3 +231,45 @@ def test_consumer_that_stops_early_stops_the_producer(cloud: CloudburstConnectio
     for _ in range(3):
         assert cloud.call_dag("afterdag", {"after_src": [10]}).get(timeout=30) == 45
     assert time.monotonic() - started < 30
+
+
+def test_fan_out_stream_to_two_sinks(cloud: CloudburstConnection) -> None:
+    """One producer streaming to two consumers: each reads the whole stream, and the
+    first sink to end does not free the stream under the other."""
+
+    def fan_src(cb: Any, n: int) -> Any:
+        for i in range(n):  # noqa: UP028
+            yield i
+
+    def fan_sum(cb: Any, items: Any) -> int:
+        value = sum(items)
+        cb.put("fan/sum", value)
+        return value
+
+    def fan_count(cb: Any, items: Any) -> int:
+        import time as _t
+
+        n = 0
+        for _ in items:
+            n += 1
+            if n == 1:
+                _t.sleep(0.5)  # lag behind the other sink
+        cb.put("fan/count", n)
+        return n
+
+    for f in (fan_src, fan_sum, fan_count):
+        cloud.register(f, f.__name__)
+    cloud.register_dag(
+        "fandag",
+        ["fan_src", "fan_sum", "fan_count"],
+        [("fan_src", "fan_sum"), ("fan_src", "fan_count")],
+    )
+    got = cloud.call_dag("fandag", {"fan_src": [50000]}).get(timeout=60)
+    assert got in (sum(range(50000)), 50000)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if cloud.get_object("fan/count") is not None and cloud.get_object("fan/sum") is not None:
+            break
+        time.sleep(0.1)
+    assert cloud.get_object("fan/sum") == sum(range(50000))
+    assert cloud.get_object("fan/count") == 50000
