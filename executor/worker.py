@@ -255,6 +255,7 @@ class Worker:
                     downstream_locations=[sched.locations[d] for d in downs],
                     my_address=self.address,
                     forward=lambda r, fn=fn, downs=downs: self._forward(sched, fn, downs, r),
+                    dag=sched.dag,
                 )
             except (Exception, SystemExit) as exc:  # user code: never kills the worker
                 log.info("[%s] %s raised %s: %s", sched.id, fn, type(exc).__name__, exc)
