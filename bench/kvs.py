@@ -119,6 +119,45 @@ def start_redis(group: ProcessGroup) -> Any:
     return r
 
 
+ECHO_SERVER = """
+import sys, zmq
+ctx = zmq.Context()
+pull = ctx.socket(zmq.PULL)
+pull.bind(sys.argv[1])
+out = {}
+while True:
+    msg = pull.recv()
+    addr, _, body = msg.partition(b" ")
+    sock = out.get(addr)
+    if sock is None:
+        sock = out[addr] = ctx.socket(zmq.PUSH)
+        sock.connect(addr.decode())
+    sock.send(body)
+"""
+
+
+def start_echo(group: ProcessGroup) -> Callable[[int], Any]:
+    """The transport floor: a PUSH -> PULL echo with PUSH back, no KVS work at all."""
+    import zmq
+
+    port = free_port()
+    group.start("echo", [sys.executable, "-c", ECHO_SERVER, f"tcp://127.0.0.1:{port}"])
+    wait_until(lambda: port_open("127.0.0.1", port), 10, "echo server")
+    ctx = zmq.Context.instance()
+    pull = ctx.socket(zmq.PULL)
+    back = pull.bind_to_random_port("tcp://127.0.0.1")
+    push = ctx.socket(zmq.PUSH)
+    push.connect(f"tcp://127.0.0.1:{port}")
+    msg = f"tcp://127.0.0.1:{back} ".encode() + b"x" * 100
+
+    def rtt(i: int) -> Any:
+        push.send(msg)
+        return pull.recv()
+
+    rtt(0)
+    return rtt
+
+
 def timed(fn: Callable[[int], Any], n: int) -> list[float]:
     """Per-call latency in microseconds."""
     out = []
@@ -174,8 +213,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             r.set(k, value)
         nk = len(keys)
 
+        echo = start_echo(group)
         lat = alternate(
             {
+                "zmq_floor": echo,
                 "ours_get": lambda i: ours.get(keys[i % nk]),
                 "redis_get": lambda i: r.get(keys[i % nk]),
                 "ours_put": lambda i: ours.put(
@@ -282,6 +323,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "1MB_put_median_ours_over_redis": ratio(
             large["ours_put"]["median_us"], large["redis_put"]["median_us"]
         ),
+        "zmq_floor_over_redis_get": ratio(
+            single["zmq_floor"]["median_us"], single["redis_get"]["median_us"]
+        ),
     }
     results["targets_met"] = {
         "median_get_put_le_1.5x": results["ratios"]["get_median_ours_over_redis"] <= 1.5
@@ -309,6 +353,10 @@ def markdown(res: dict[str, Any]) -> str:
                 f"| {label} {op.upper()} | {o['median_us']} | {o['p99_us']} | {rd['median_us']} | "
                 f"{rd['p99_us']} | {o['median_us'] / rd['median_us']:.2f} |"
             )
+    f = res["single_key_100B"]["zmq_floor"]
+    lines.append(
+        f"| transport floor: bare pyzmq PUSH/PULL echo, 100 B | {f['median_us']} | {f['p99_us']} | | | |"
+    )
     lines += [
         "",
         "| 100-key batches | ours ops/s | redis pipeline ops/s | ratio (ours/redis) |",
