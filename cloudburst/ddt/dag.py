@@ -35,6 +35,7 @@ import zmq
 from cache import streams as hubproto
 from cloudburst.ddt.session import DdtSession
 from cloudburst.ddt.stream import Stream, StreamAbandoned, _context
+from lattices import SetLattice
 from lattices.ddt import DLog
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,10 @@ class DagStreams:
     def session(self, call_id: str, member: str = "") -> DdtSession:
         if self.cache_address is None:
             raise RuntimeError("DDT streams need the node cache (cache.enabled)")
-        return DdtSession(self.cache_address, call_id, self.cfg, member=member or None)
+        directory = KvsDirectory(self.state, self.peer_address()) if self.state else None
+        return DdtSession(
+            self.cache_address, call_id, self.cfg, member=member or None, directory=directory
+        )
 
     def invoke(
         self,
@@ -163,7 +167,7 @@ class DagStreams:
         name = f"{function}.out"
         # Every downstream function reads the whole stream: the hub keeps entries until
         # all of them have read them (and holds the writer while they lag behind).
-        out = session.stream(name, DLog, writers=1, readers=readers, retain=False)
+        out = session.stream(name, DLog, writers=1, readers=readers, retain=False, directory=None)
         forward(StreamArg(session.sid(name), (self.peer_address(),)))
         append = out.append
         try:
@@ -194,6 +198,31 @@ class DagStreams:
         if self._free_sock is not None:
             self._free_sock.close()
             self._free_sock = None
+
+
+class KvsDirectory:
+    """Which node caches hold writers of a named stream, kept in the KVS.
+
+    ``ddt-peers/<stream id>`` is a Set lattice of cache peer addresses: a writer adds
+    its node cache's (set union merges concurrent writers); a reader on another node
+    looks it up and pulls from those caches, so named streams work across nodes.
+    """
+
+    PREFIX = "ddt-peers/"
+
+    def __init__(self, state: Any, peer: str) -> None:
+        self.state = state
+        self.peer = peer
+
+    def announce(self, sid: str) -> None:
+        if self.peer:
+            self.state.put(self.PREFIX + sid, SetLattice({self.peer.encode()}))
+
+    def lookup(self, sid: str) -> set[str]:
+        lattice = self.state.get([self.PREFIX + sid]).get(self.PREFIX + sid)
+        if lattice is None:
+            return set()
+        return {p.decode() for p in lattice.reveal()} - {self.peer}
 
 
 class _CallStreams:

@@ -32,6 +32,7 @@ class DdtSession:
         cfg: Any = None,
         peers: Iterable[str] = (),
         member: str | None = None,
+        directory: Any = None,
     ) -> None:
         self.address = address
         self.scope = scope
@@ -39,6 +40,7 @@ class DdtSession:
         self.batch_ms = float(getattr(cfg, "batch_ms", 10))
         self.peers = [p for p in peers if p]
         self.member = member
+        self.directory = directory
         self.handles: dict[str, Stream] = {}
 
     def sid(self, name: str) -> str:
@@ -61,6 +63,8 @@ class DdtSession:
         options.setdefault("batch_ms", self.batch_ms)
         options.setdefault("push_to", self.peers)
         options.setdefault("pull_from", self.peers)
+        if self.directory is not None:
+            options.setdefault("directory", self.directory)
         if self.member:
             options.setdefault("member", f"{self.member}-{len(self.handles)}")
         handle = Stream(self.address, self.sid(name), kind, writers, **options)

@@ -177,6 +177,7 @@ class Stream:
         member: str | None = None,
         timeout: float = DEFAULT_TIMEOUT_S,
         keep: bool = True,
+        directory: Any = None,
     ) -> None:
         if kind not in (DLog, DCounter, DMap, DSet, DTensor, DRegister):
             raise StreamError(f"not a DDT type: {kind!r}")
@@ -191,6 +192,10 @@ class Stream:
         self._retain = retain
         self._push_to = list(push_to)
         self._pull_from = list(pull_from)
+        # Optional peer directory (named streams across nodes): ``announce(sid)`` when
+        # this handle starts writing, ``lookup(sid) -> set of cache peer addresses``.
+        self._directory = directory
+        self._next_lookup = 0.0
         self.batch_bytes = int(batch_bytes)
         self.batch_s = float(batch_ms) / 1000.0
         self._timeout = timeout
@@ -478,6 +483,11 @@ class Stream:
 
     def _writer_sock(self) -> zmq.Socket[Any]:
         if self._wsock is None:
+            if self._directory is not None:
+                try:
+                    self._directory.announce(self.name)
+                except Exception:
+                    log.exception("ddt: announcing stream %s failed", self.name)
             sock = _dealer(self._address)
             sock.send_multipart([hubproto.OP_OPEN, self._sid, self._open_meta("w")])
             self._wsock = sock
@@ -489,12 +499,31 @@ class Stream:
         if self._closed:
             raise StreamError(f"stream {self.name!r} is closed")
         if self._rsock is None:
+            self._refresh_sources(time.monotonic(), send=False)
             sock = _dealer(self._address)
             sock.send_multipart([hubproto.OP_OPEN, self._sid, self._open_meta("r")])
             self._rsock = sock
             self._expect(sock, hubproto.R_OPENED, self._timeout)
             _pump.register(self)
         return self._rsock
+
+    def _refresh_sources(self, now: float, send: bool = True) -> None:
+        """Ask the directory for writers' caches not pulled from yet (at most 2/s)."""
+        if self._directory is None or now < self._next_lookup:
+            return
+        self._next_lookup = now + 0.5
+        try:
+            found = set(self._directory.lookup(self.name))
+        except Exception:
+            log.exception("ddt: looking up stream %s failed", self.name)
+            return
+        new = sorted(found - set(self._pull_from))
+        if not new:
+            return
+        self._pull_from += new
+        if send and self._rsock is not None:
+            # The hub subscribes to the new sources; its "opened" answer is skipped.
+            self._rsock.send_multipart([hubproto.OP_OPEN, self._sid, self._open_meta("r")])
 
     def _expect(self, sock: zmq.Socket[Any], op: bytes, timeout: float) -> list[bytes]:
         if not sock.poll(int(timeout * 1000)):
@@ -631,8 +660,14 @@ class Stream:
             self._request(sock)
         deadline = time.monotonic() + timeout
         while True:
-            left = max(0.0, deadline - time.monotonic())
+            now = time.monotonic()
+            self._refresh_sources(now)
+            left = max(0.0, deadline - now)
+            if self._directory is not None:
+                left = min(left, 0.5)  # wake up to look for new writers' caches
             if not sock.poll(int(left * 1000)):
+                if time.monotonic() < deadline:
+                    continue
                 return False
             frames = sock.recv_multipart(copy=True)
             if frames[0] != hubproto.R_DATA or frames[2] != self._outstanding:

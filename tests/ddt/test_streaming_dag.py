@@ -144,9 +144,9 @@ def test_generator_as_last_function_returns_a_list(cloud: CloudburstConnection) 
     assert cloud.call_dag("gendag", {"produce_only": [5]}).get(timeout=60) == [0, 1, 2, 3, 4]
 
 
-def test_streams_cross_nodes(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Two executor nodes (2 workers and a cache each): a 3-stage chain on 3 distinct
-    workers must cross nodes, so items flow producer -> its cache -> the other cache."""
+@pytest.fixture(scope="module")
+def cloud2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudburstConnection]:
+    """Two executor nodes with 2 workers and a cache each."""
     run = tmp_path_factory.mktemp("ddt-2nodes")
     cfg = free_port_config(
         run,
@@ -163,35 +163,72 @@ def test_streams_cross_nodes(tmp_path_factory: pytest.TempPathFactory) -> None:
         wait_ready(cfg, 4, timeout=60.0)
         conn = CloudburstConnection(cfg.ip, cfg.ip, port=cfg.scheduler.port, timeout=30.0)
         try:
-
-            def src(cb: Any, n: int) -> Any:
-                import os
-
-                cb.put("xnode/src", os.getppid())
-                for i in range(n):  # noqa: UP028
-                    yield (i, "x" * 100)
-
-            def mid(cb: Any, items: Any) -> Any:
-                import os
-
-                cb.put("xnode/mid", os.getppid())
-                for i, _pad in items:
-                    yield i * 3
-
-            def sink(cb: Any, items: Any) -> Any:
-                import os
-
-                return sum(items), os.getppid()
-
-            for f in (src, mid, sink):
-                conn.register(f, f.__name__)
-            conn.register_dag("xnode", ["src", "mid", "sink"], [("src", "mid"), ("mid", "sink")])
-            value, sink_node = conn.call_dag("xnode", {"src": [30000]}).get(timeout=60)
-            assert value == 3 * sum(range(30000))
-            nodes = {conn.get_object("xnode/src"), conn.get_object("xnode/mid"), sink_node}
-            assert len(nodes) == 2, nodes  # the chain crossed from one node to the other
+            yield conn
         finally:
             conn.close()
+
+
+def test_streams_cross_nodes(cloud2: CloudburstConnection) -> None:
+    """A 3-stage chain on 3 distinct workers of 2 two-worker nodes must cross nodes, so
+    items flow producer -> its cache -> the other cache -> consumer."""
+    conn = cloud2
+
+    def src(cb: Any, n: int) -> Any:
+        import os
+
+        cb.put("xnode/src", os.getppid())
+        for i in range(n):  # noqa: UP028
+            yield (i, "x" * 100)
+
+    def mid(cb: Any, items: Any) -> Any:
+        import os
+
+        cb.put("xnode/mid", os.getppid())
+        for i, _pad in items:
+            yield i * 3
+
+    def sink(cb: Any, items: Any) -> Any:
+        import os
+
+        return sum(items), os.getppid()
+
+    for f in (src, mid, sink):
+        conn.register(f, f.__name__)
+    conn.register_dag("xnode", ["src", "mid", "sink"], [("src", "mid"), ("mid", "sink")])
+    value, sink_node = conn.call_dag("xnode", {"src": [30000]}).get(timeout=60)
+    assert value == 3 * sum(range(30000))
+    nodes = {conn.get_object("xnode/src"), conn.get_object("xnode/mid"), sink_node}
+    assert len(nodes) == 2, nodes  # the chain crossed from one node to the other
+
+
+def test_named_stream_across_nodes(cloud2: CloudburstConnection) -> None:
+    """Two writers and a reader of a named stream on 3 workers of 2 nodes: at least one
+    writer is on the other node; the reader finds its cache through the directory."""
+    from cloudburst.ddt import DMap
+
+    def nw(cb: Any, word: str) -> int:
+        import os
+
+        out = cb.stream("tally", DMap, writers=2)
+        for _ in range(1000):
+            out.update(word, 1)
+        out.seal()
+        return os.getppid()
+
+    def nr(cb: Any, a: int, b: int) -> Any:
+        import os
+
+        return dict(cb.stream("tally", DMap).wait(timeout=30)), {a, b, os.getppid()}
+
+    conn = cloud2
+    conn.register(nw, "nw1")
+    conn.register(nw, "nw2")
+    conn.register(nr, "nr")
+    conn.register_dag("named2", ["nw1", "nw2", "nr"], [("nw1", "nr"), ("nw2", "nr")])
+    for _ in range(2):
+        tally, nodes = conn.call_dag("named2", {"nw1": ["a"], "nw2": ["b"]}).get(timeout=60)
+        assert tally == {"a": 1000, "b": 1000}
+        assert len(nodes) == 2
 
 
 def test_consumer_that_stops_early_stops_the_producer(cloud: CloudburstConnection) -> None:
