@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any, Protocol
 
-from cloudburst.shared.config import Config
+from cloudburst.shared.config import Config, kvs_host
 from cloudburst.shared.kvs import make_kvs_client
 from lattices import Lattice
 
@@ -33,7 +33,7 @@ class StateClient(Protocol):
 def kvs_routing_address(cfg: Config) -> str:
     """``host:port`` of KVS routing: ``cfg.kvs.host`` if the config has it (a node on
     127.0.0.2 reaching a KVS on 127.0.0.1), else ``cfg.ip`` as everywhere else."""
-    host = getattr(cfg.kvs, "host", "") or cfg.ip
+    host = kvs_host(cfg)
     return f"{host}:{cfg.kvs.routing_port}"
 
 

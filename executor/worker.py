@@ -28,7 +28,7 @@ import zmq
 
 from cloudburst.ddt.dag import STREAMED, DagStreams
 from cloudburst.shared import serializer, wire
-from cloudburst.shared.config import Config, load_config
+from cloudburst.shared.config import Config, kvs_host, load_config, scheduler_host
 from cloudburst.shared.errors import (
     CloudburstTimeoutError,
     FunctionNotFound,
@@ -196,7 +196,7 @@ class Worker:
         if self._kvs is None:
             cfg = self.cfg
             self._kvs = make_kvs_client(
-                cfg.ip, cfg.kvs.routing_port, ip=cfg.ip, timeout=cfg.kvs.request_timeout_s
+                kvs_host(cfg), cfg.kvs.routing_port, ip=cfg.ip, timeout=cfg.kvs.request_timeout_s
             )
         return self._kvs
 
@@ -380,7 +380,7 @@ class Worker:
     def _heartbeat_loop(self) -> None:
         cfg = self.cfg
         period = cfg.executor.heartbeat_period_s
-        schedulers = {f"tcp://{cfg.ip}:{cfg.scheduler.port}"}
+        schedulers = {f"tcp://{scheduler_host(cfg)}:{cfg.scheduler.port}"}
         socks: dict[str, zmq.Socket[Any]] = {}
         kvs: Any = None
         next_discovery = 0.0
@@ -390,7 +390,9 @@ class Worker:
                 next_discovery = now + 2.0
                 try:
                     if kvs is None:
-                        kvs = make_kvs_client(cfg.ip, cfg.kvs.routing_port, ip=cfg.ip, timeout=1.0)
+                        kvs = make_kvs_client(
+                            kvs_host(cfg), cfg.kvs.routing_port, ip=cfg.ip, timeout=1.0
+                        )
                     schedulers |= scheduler_addresses(kvs)
                 except Exception as exc:
                     log.debug("scheduler discovery failed: %s", exc)
@@ -467,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         st = worker.status()
         st.leaving = True
-        for addr in {f"tcp://{cfg.ip}:{cfg.scheduler.port}"}:
+        for addr in {f"tcp://{scheduler_host(cfg)}:{cfg.scheduler.port}"}:
             worker._send(addr, pb.SchedulerRequest(heartbeat=st).SerializeToString())
     except Exception:
         pass

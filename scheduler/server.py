@@ -23,7 +23,7 @@ from typing import Any
 import zmq
 
 from cloudburst.shared import wire
-from cloudburst.shared.config import Config, load_config, replace
+from cloudburst.shared.config import Config, kvs_host, load_config, replace
 from cloudburst.shared.errors import WireError
 from cloudburst.shared.kvs import make_kvs_client
 from cloudburst.shared.proto import cloudburst_pb2 as pb
@@ -44,7 +44,7 @@ class _LazyKvs:
     def _get_client(self) -> Any:
         if self.client is None:
             self.client = make_kvs_client(
-                self.cfg.ip,
+                kvs_host(self.cfg),
                 self.cfg.kvs.routing_port,
                 ip=self.cfg.ip,
                 timeout=min(self.cfg.kvs.request_timeout_s, 2.0),
@@ -104,7 +104,7 @@ class SchedulerServer:
         log.info(
             "scheduler listening on %s (KVS routing at %s:%d)",
             self.address,
-            self.cfg.ip,
+            kvs_host(self.cfg),
             self.cfg.kvs.routing_port,
         )
         self._refresher.start()
@@ -303,7 +303,7 @@ class SchedulerServer:
                 pid=view.pid,
                 load=view.load(now, self.state.policy),
             )
-        st.kvs_address = f"{self.cfg.ip}:{self.cfg.kvs.routing_port}"
+        st.kvs_address = f"{kvs_host(self.cfg)}:{self.cfg.kvs.routing_port}"
         st.scheduler_address = self.address
         st.dead.extend(a for a in req.status.addresses if not self.state.is_alive(a, now))
         st.functions = len(self.registry.functions)

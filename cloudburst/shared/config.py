@@ -30,6 +30,9 @@ ENV_PREFIX = "CLOUDBURST_"
 
 @dataclass(frozen=True)
 class KvsConfig:
+    # Where clients and executor nodes reach KVS routing; empty means ``ip`` (the KVS
+    # runs on this host). A node on 127.0.0.2 sets it to the KVS's host.
+    host: str = ""
     routing_port: int = 6450
     shard_base_port: int = 6200
     gossip_base_port: int = 6250
@@ -49,6 +52,8 @@ class KvsConfig:
 
 @dataclass(frozen=True)
 class SchedulerConfig:
+    # Where executors reach the scheduler; empty means ``ip``.
+    host: str = ""
     port: int = 5000
     threads: int = 1
     heartbeat_timeout_s: float = 3.0
@@ -203,6 +208,16 @@ def load_config(
     data = _merge(data, _env_overrides(env))
     data = _merge(data, overrides)
     return _build(Config, "", data)  # type: ignore[no-any-return]
+
+
+def kvs_host(cfg: Config) -> str:
+    """The host of KVS routing as seen from this process."""
+    return cfg.kvs.host or cfg.ip
+
+
+def scheduler_host(cfg: Config) -> str:
+    """The host of the scheduler as seen from this process."""
+    return cfg.scheduler.host or cfg.ip
 
 
 def replace(cfg: Config, **sections: Mapping[str, Any] | Any) -> Config:

@@ -8,15 +8,18 @@ on the node whose cache holds them.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from cache.client import CacheClient
 from cache.protocol import ipc_address
+from cloudburst.shared.config import replace
 from cloudburst.shared.processes import wait_until
 from cloudburst.shared.reference import CloudburstReference
 from lattices import LWWPairLattice
@@ -98,12 +101,23 @@ def test_placement_follows_the_data_across_two_nodes(tmp_path: Path) -> None:
 
     cluster = start_cluster(tmp_path / "run", workers=2)
     try:
-        cluster.group.python("executor2", "executor.node", "--config", str(cluster.config_path))
+        # The second node is its own host: 127.0.0.2 (every 127.0.0.x is a separate
+        # address on Linux loopback), reaching the KVS and scheduler on 127.0.0.1.
+        cfg2 = replace(
+            cluster.cfg,
+            ip="127.0.0.2",
+            kvs={"host": cluster.cfg.ip},
+            scheduler={"host": cluster.cfg.ip},
+        )
+        cfg2_path = tmp_path / "node2.yml"
+        cfg2_path.write_text(yaml.safe_dump(dataclasses.asdict(cfg2)))
+        cluster.group.python("executor2", "executor.node", "--config", str(cfg2_path))
         cloud = cluster.connect(direct=False)
         try:
             wait_until(lambda: cloud.status()["executors"] >= 4, timeout=60, what="4 workers")
             nodes = sorted({e["node_id"] for e in cloud.status()["executor_list"]})
             assert len(nodes) == 2
+            assert {n.split("/")[0] for n in nodes} == {"127.0.0.1", "127.0.0.2"}
             cfg = cluster.cfg
             fn = cloud.register(where, "where_locality")
             arrays = {
