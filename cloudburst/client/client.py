@@ -417,6 +417,10 @@ class CloudburstConnection:
         if time.monotonic() > expires:
             del self._placements[placement_name]
             return None
+        if _has_references(arguments):
+            # KVS references: let the scheduler place the call where the data is
+            # cached (locality) instead of reusing the last placement.
+            return None
         rid = self._next_id()
         # Only what changes per call is serialized: a protobuf parser merges
         # concatenated messages, so cached template bytes + these bytes = the trigger.
@@ -688,6 +692,12 @@ def _default_scheduler_port() -> int:
     if env and env.isdigit():
         return int(env)
     return SchedulerConfig().port
+
+
+def _has_references(arguments: dict[str, pb.Arguments]) -> bool:
+    return any(
+        arg.WhichOneof("kind") == "reference" for args in arguments.values() for arg in args.values
+    )
 
 
 __all__ = ["CloudburstConnection", "CloudburstFunction", "CloudburstFuture", "CloudburstReference"]

@@ -112,7 +112,7 @@ def test_placement_follows_the_data_across_two_nodes(tmp_path: Path) -> None:
         cfg2_path = tmp_path / "node2.yml"
         cfg2_path.write_text(yaml.safe_dump(dataclasses.asdict(cfg2)))
         cluster.group.python("executor2", "executor.node", "--config", str(cfg2_path))
-        cloud = cluster.connect(direct=False)
+        cloud = cluster.connect()  # direct path on: calls with references still go by locality
         try:
             wait_until(lambda: cloud.status()["executors"] >= 4, timeout=60, what="4 workers")
             nodes = sorted({e["node_id"] for e in cloud.status()["executor_list"]})
