@@ -25,7 +25,13 @@ from cloudburst.shared.errors import CloudburstTimeoutError
 
 # Fresh large allocations are expensive on these machines (page faults); a high mmap
 # threshold lets malloc reuse freed buffers (see PERF_NOTES.md).
-SERVER_ENV = {"MALLOC_MMAP_THRESHOLD_": "16777216", "PYTHONUNBUFFERED": "1"}
+SERVER_ENV = {
+    "MALLOC_MMAP_THRESHOLD_": "16777216",
+    # Without a matching trim threshold glibc returns freed memory at once and numpy
+    # temporaries page-fault again (2.7x slower aggregate stage in bench/pipeline.py).
+    "MALLOC_TRIM_THRESHOLD_": "33554432",
+    "PYTHONUNBUFFERED": "1",
+}
 
 
 def free_port(ip: str = "127.0.0.1") -> int:
