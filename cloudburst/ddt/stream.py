@@ -679,22 +679,12 @@ class Stream:
             body = frames[5:]
             for i in range(0, len(body), 3):
                 self._ready.append((body[i], body[i + 1], body[i + 2]))
-            if not self._would_end():
-                # Ask for more right away so it travels while the caller works.
-                self._request(sock)
+            # Ask for more right away so it travels while the caller works. At the
+            # end of the stream the request still matters: it reports this reader's
+            # final cursor, which releases writers held by back-pressure (a single
+            # read may take more than the buffer bound). The hub parks it harmlessly.
+            self._request(sock)
             return bool(self._ready)
-
-    def _would_end(self) -> bool:
-        sealed = set(self._sealed_by)
-        declared = self._declared
-        for writer, header, _ in self._ready:
-            _, flags, n = hubproto.HEADER.unpack(header)
-            declared = max(declared, n)
-            if flags == hubproto.SEAL:
-                sealed.add(writer)
-            elif flags == hubproto.FAIL:
-                return True
-        return declared > 0 and len(sealed) >= declared
 
     def _request(self, sock: zmq.Socket[Any]) -> None:
         rid = hubproto.u64(next(self._rids))

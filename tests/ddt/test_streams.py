@@ -378,3 +378,34 @@ def test_map_update_many_and_inner_sets(env: Env) -> None:
     }
     s.finish()
     r.finish()
+
+
+def test_reader_finishing_in_one_read_releases_a_held_writer(
+    procs: ProcessGroup, tmp_path: Path
+) -> None:
+    # The writer's acknowledgements are held (backlog > 64 KB) while nobody reads; the
+    # reader then takes everything, seal included, in one read larger than the bound.
+    # Its final cursor must still reach the hub, or the writer's seal waits forever.
+    env = start_env(procs, tmp_path, nodes=1, buffer_max_bytes=64 * 1024)
+    w = env.session("n0", "one").stream("log", DLog, writers=1, readers=1, retain=False)
+    r = env.session("n0", "one").stream("log", DLog)
+    r.value()  # registers the reader at cursor 0
+    errors: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            for i in range(10):  # 160 KB
+                w.append(b"%03d" % i + b"x" * 16000)
+            w.seal(timeout=20)
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            errors.append(exc)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    wait_until(lambda: env.stat("n0", "one/log")["held_acks"] > 0, 20, "held writer")
+    assert sum(1 for _ in r.items(timeout=20)) == 10
+    thread.join(timeout=30)
+    assert not thread.is_alive(), "the writer's seal never returned"
+    assert not errors, errors
+    w.close()
+    r.close()
