@@ -61,6 +61,8 @@ _WRONG_THREAD = pb.WRONG_THREAD
 _from_payload = codec.from_payload
 _key_request_parts = wire.key_request_parts
 _lww_parts = wire.lww_payload_parts
+_parse_response = wire.parse_single_key_response
+_monotonic = time.monotonic
 _LWW: int = pb.LWW
 _to_payload = codec.to_payload
 
@@ -326,31 +328,48 @@ class AnnaTcpClient:
 
     def _single(
         self, rtype: int, key: str, lt: int, payload_parts: list[bytes], timeout: float | None
-    ) -> pb.KeyTuple | None:
-        """Fast path: one key whose address is cached. None: take the general path."""
+    ) -> wire.SingleResponse | None:
+        """Fast path: one key whose address is cached; the parsed one-tuple answer
+        ``(type, key, lattice_type, error, payload, invalidate, response_id)``.
+        None: take the general path."""
         addrs = self._cache.get(key)
         if addrs is None:
             return None
         addr = addrs[0] if len(addrs) == 1 else self._pick(key, addrs)
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        deadline = _monotonic() + (self.timeout if timeout is None else timeout)
         rid = self._id_prefix + str(next(self._seq))
-        parts = _key_request_parts(rtype, key, lt, payload_parts, len(addrs), self._resp_field, rid)
-        data = b"".join(parts)
-        self._sock(addr).send(data, copy=len(data) < COPY_THRESHOLD)  # type: ignore[call-overload]
-        resp = self._resp_msg
+        data = b"".join(
+            _key_request_parts(rtype, key, lt, payload_parts, len(addrs), self._resp_field, rid)
+        )
+        sock = self._push.get(addr) or self._sock(addr)
+        if len(data) < COPY_THRESHOLD:
+            sock.send(data)
+        else:
+            sock.send(data, copy=False)
+        resp_sock = self._resp
         while True:
-            raw = self._recv(self._resp, deadline, "KeyResponse", [addr])
-            try:
-                resp.ParseFromString(raw)
-            except Exception:
-                continue
-            if resp.response_id == rid:
+            raw = self._recv(resp_sock, deadline, "KeyResponse", [addr])
+            t = _parse_response(raw)
+            if t is None:
+                # Not the one-tuple canonical form: let protobuf decode it.
+                msg = self._resp_msg
+                try:
+                    msg.ParseFromString(raw)
+                except Exception:
+                    continue
+                if msg.response_id != rid:
+                    continue
+                if len(msg.tuples) != 1:
+                    self._cache.pop(key, None)
+                    return None
+                pt = msg.tuples[0]
+                t = (msg.type, pt.key, pt.lattice_type, pt.error, pt.payload, pt.invalidate, rid)
+            if t[6] == rid:
                 break
-        t = resp.tuples[0] if len(resp.tuples) == 1 else None
-        if t is None or t.error == _WRONG_THREAD:
+        if t[3] == _WRONG_THREAD or t[1] != key:
             self._cache.pop(key, None)
             return None
-        if t.invalidate:
+        if t[5]:
             self._cache.pop(key, None)
         return t
 
@@ -363,10 +382,10 @@ class AnnaTcpClient:
         if type(keys) is str:
             t = self._single(_GET, keys, 0, [], timeout)
             if t is not None:
-                if t.error != _NO_ERROR:
+                if t[3] != _NO_ERROR:
                     return {keys: None}
                 try:
-                    return {keys: _from_payload(t.lattice_type, t.payload)}
+                    return {keys: _from_payload(t[2], t[4])}
                 except LatticeError as exc:
                     raise AnnaError(
                         f"server returned an undecodable payload for {keys!r}: {exc}"
@@ -427,7 +446,7 @@ class AnnaTcpClient:
                 parts = [payload]
             t = self._single(_PUT, keys, lt, parts, timeout)  # type: ignore[arg-type]
             if t is not None:
-                return t.error == _NO_ERROR
+                return t[3] == _NO_ERROR
         if single:
             klist = [keys]  # type: ignore[list-item]
             vlist = [values]

@@ -107,6 +107,208 @@ def key_request_parts(
     return [*head, b"\x12", varint(sum(map(len, inner))), *inner, response_address_field, *tail]
 
 
+#: A parsed one-tuple KeyRequest: ``(type, key, lattice_type, payload,
+#: address_cache_size, response_address, request_id)``.
+SingleRequest = tuple[int, str, int, bytes, int, str, str]
+
+#: A parsed one-tuple KeyResponse: ``(type, key, lattice_type, error, payload,
+#: invalidate, response_id)``.
+SingleResponse = tuple[int, str, int, int, bytes, bool, str]
+
+
+def _uvarint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
+    """The varint at ``pos`` and the position after it (IndexError past the end)."""
+    b = data[pos]
+    if b < 0x80:
+        return b, pos + 1
+    value = b & 0x7F
+    shift = 7
+    while True:
+        pos += 1
+        b = data[pos]
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, pos + 1
+        shift += 7
+        if shift > 63:
+            raise IndexError("varint too long")
+
+
+def parse_single_key_request(data: bytes | memoryview) -> SingleRequest | None:
+    """Fast decode of the usual request: one tuple, fields in canonical order.
+
+    Returns None for anything else (several tuples, unknown or repeated fields,
+    out-of-range values, malformed bytes): the caller then decodes with
+    :func:`decode_key_request`, which gives the exact protobuf semantics. Whatever
+    this returns equals what protobuf would decode.
+    """
+    try:
+        n = len(data)
+        pos = 0
+        rtype = 0
+        b = data[0]
+        if b == 0x08:
+            rtype = data[1]
+            if rtype > 0x7F:
+                return None
+            pos = 2
+            b = data[2]
+        if b != 0x12:
+            return None
+        tlen, pos = _uvarint(data, pos + 1)
+        tend = pos + tlen
+        if tend > n:
+            return None
+        key = ""
+        lattice_type = 0
+        payload = b""
+        cache_size = 0
+        if pos < tend and data[pos] == 0x0A:
+            ln, pos = _uvarint(data, pos + 1)
+            end = pos + ln
+            if end > tend:
+                return None
+            key = str(data[pos:end], "utf-8")
+            pos = end
+        if pos < tend and data[pos] == 0x10:
+            lattice_type = data[pos + 1]
+            if lattice_type > 0x7F:
+                return None
+            pos += 2
+        if pos < tend and data[pos] == 0x22:
+            ln, pos = _uvarint(data, pos + 1)
+            end = pos + ln
+            if end > tend:
+                return None
+            payload = bytes(data[pos:end])
+            pos = end
+        if pos < tend and data[pos] == 0x28:
+            cache_size, pos = _uvarint(data, pos + 1)
+            if cache_size > 0xFFFFFFFF:
+                return None
+        if pos != tend:
+            return None
+        address = ""
+        request_id = ""
+        if pos < n and data[pos] == 0x1A:
+            ln, pos = _uvarint(data, pos + 1)
+            end = pos + ln
+            if end > n:
+                return None
+            address = str(data[pos:end], "utf-8")
+            pos = end
+        if pos < n and data[pos] == 0x22:
+            ln, pos = _uvarint(data, pos + 1)
+            end = pos + ln
+            if end > n:
+                return None
+            request_id = str(data[pos:end], "utf-8")
+            pos = end
+        if pos != n:
+            return None
+    except (IndexError, UnicodeDecodeError):
+        return None
+    return rtype, key, lattice_type, payload, cache_size, address, request_id
+
+
+def single_key_response(
+    rtype: int,
+    key: str,
+    lattice_type: int,
+    error: int,
+    payload: bytes,
+    invalidate: bool,
+    response_id: str,
+) -> list[bytes]:
+    """A one-tuple serialized ``KeyResponse`` as pieces to ``b"".join`` (the payload
+    is one piece, not copied). Byte-identical to protobuf's encoding."""
+    kb = key.encode()
+    inner = [b"\x0a", varint(len(kb)), kb] if kb else []
+    if lattice_type:
+        inner += [b"\x10", varint(lattice_type)]
+    if error:
+        inner += [b"\x18", varint(error)]
+    if payload:
+        inner += [b"\x22", varint(len(payload)), payload]
+    if invalidate:
+        inner.append(b"\x30\x01")
+    rid = response_id.encode()
+    head = [b"\x08", varint(rtype)] if rtype else []
+    tail = [b"\x1a", varint(len(rid)), rid] if rid else []
+    return [*head, b"\x12", varint(sum(map(len, inner))), *inner, *tail]
+
+
+def parse_single_key_response(data: bytes | memoryview) -> SingleResponse | None:
+    """Fast decode of a one-tuple ``KeyResponse`` in canonical field order; None for
+    anything else (decode those with :func:`decode_key_response`)."""
+    try:
+        n = len(data)
+        pos = 0
+        rtype = 0
+        b = data[0]
+        if b == 0x08:
+            rtype = data[1]
+            if rtype > 0x7F:
+                return None
+            pos = 2
+            b = data[2]
+        if b != 0x12:
+            return None
+        tlen, pos = _uvarint(data, pos + 1)
+        tend = pos + tlen
+        if tend > n:
+            return None
+        key = ""
+        lattice_type = 0
+        error = 0
+        payload = b""
+        invalidate = False
+        if pos < tend and data[pos] == 0x0A:
+            ln, pos = _uvarint(data, pos + 1)
+            end = pos + ln
+            if end > tend:
+                return None
+            key = str(data[pos:end], "utf-8")
+            pos = end
+        if pos < tend and data[pos] == 0x10:
+            lattice_type = data[pos + 1]
+            if lattice_type > 0x7F:
+                return None
+            pos += 2
+        if pos < tend and data[pos] == 0x18:
+            error = data[pos + 1]
+            if error > 0x7F:
+                return None
+            pos += 2
+        if pos < tend and data[pos] == 0x22:
+            ln, pos = _uvarint(data, pos + 1)
+            end = pos + ln
+            if end > tend:
+                return None
+            payload = bytes(data[pos:end])
+            pos = end
+        if pos < tend and data[pos] == 0x30:
+            if data[pos + 1] > 1:
+                return None
+            invalidate = data[pos + 1] == 1
+            pos += 2
+        if pos != tend:
+            return None
+        response_id = ""
+        if pos < n and data[pos] == 0x1A:
+            ln, pos = _uvarint(data, pos + 1)
+            end = pos + ln
+            if end > n:
+                return None
+            response_id = str(data[pos:end], "utf-8")
+            pos = end
+        if pos != n:
+            return None  # a top-level error field or anything unexpected
+    except (IndexError, UnicodeDecodeError):
+        return None
+    return rtype, key, lattice_type, error, payload, invalidate, response_id
+
+
 def string_field(number: int, value: str) -> bytes:
     """A serialized length-delimited field (empty for an empty string, as proto3 does)."""
     raw = value.encode()

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 from anna.membership import METADATA_PREFIX, Placement, merge_membership
 from anna.proto import anna_pb2 as pb
-from anna.wire import KIND_GOSSIP
+from anna.wire import KIND_GOSSIP, single_key_response
 from lattices import codec
 from lattices.base import Lattice, LatticeError
 
@@ -40,10 +40,10 @@ Record = tuple[str, int, bytes]
 # Actions are NamedTuples: immutable like frozen dataclasses, and several times cheaper
 # to build (one per request on the hot path).
 class Reply(NamedTuple):
-    """PUSH ``response`` to ``address``."""
+    """PUSH ``response`` to ``address`` (a message, or already serialized bytes)."""
 
     address: str
-    response: pb.KeyResponse
+    response: pb.KeyResponse | bytes
 
 
 class Append(NamedTuple):
@@ -107,6 +107,10 @@ class ShardState:
         self.subscribers: dict[str, set[str]] = {}
         self.changed: set[str] = set()  # subscribed keys changed since the last push
         self.my_gossip = ""
+        # key -> (this shard owns it, number of replicas), for the placement it was
+        # computed with (reset when the placement object changes).
+        self._own: dict[str, tuple[bool, int]] = {}
+        self._own_for = self.placement
         for node in self.membership.nodes:
             if node.node_id == self.node_id and self.index < len(node.gossip_addresses):
                 self.my_gossip = node.gossip_addresses[self.index]
@@ -123,6 +127,25 @@ class ShardState:
             if ref.index == self.index and ref.node_id == self.node_id:
                 return True
         return False
+
+    def ownership(self, key: str) -> tuple[bool, int]:
+        """``(this shard replicates key, how many shards replicate it)`` (cached)."""
+        if self._own_for is not self.placement:
+            self._own = {}
+            self._own_for = self.placement
+        own = self._own.get(key)
+        if own is None:
+            replicas = self.placement.replicas(key)
+            mine = False
+            for r in replicas:
+                if r.index == self.index and r.node_id == self.node_id:
+                    mine = True
+                    break
+            own = (mine, len(replicas))
+            if len(self._own) > 200_000:
+                self._own.clear()
+            self._own[key] = own
+        return own
 
     def departed(self) -> bool:
         return self.node_id not in self.placement.nodes
@@ -147,6 +170,77 @@ class ShardState:
             resp.response_id = req.request_id
             actions.append(Reply(req.response_address, resp))
         return actions
+
+    def handle_single(
+        self,
+        rtype: int,
+        key: str,
+        lattice_type: int,
+        payload: bytes,
+        cache_size: int,
+        address: str,
+        request_id: str,
+    ) -> list[Action]:
+        """A one-tuple KeyRequest, already decoded (the hot path): the same answer as
+        :meth:`handle_request`, with the reply already serialized."""
+        if rtype == GET:
+            self.stats["get"] += 1
+            owned, nrep = self.ownership(key)
+            lt = 0
+            value = b""
+            invalidate = False
+            if not owned:
+                error = WRONG_THREAD
+            else:
+                invalidate = bool(cache_size) and cache_size != nrep
+                entry = self.store.get(key)
+                if entry is None:
+                    error = KEY_DNE
+                else:
+                    error = NO_ERROR
+                    lt = entry.lattice_type
+                    value = entry.get_payload()
+            if not address:
+                return []
+            return [
+                Reply(
+                    address,
+                    b"".join(
+                        single_key_response(GET, key, lt, error, value, invalidate, request_id)
+                    ),
+                )
+            ]
+        if rtype == PUT:
+            self.stats["put"] += 1
+            owned, nrep = self.ownership(key)
+            invalidate = False
+            actions: list[Action] = []
+            if not owned:
+                error = WRONG_THREAD
+            else:
+                invalidate = bool(cache_size) and cache_size != nrep
+                if key.startswith(METADATA_PREFIX) or not self._merge(key, lattice_type, payload):
+                    error = LATTICE
+                    self.stats["put_lattice_error"] += 1
+                else:
+                    error = NO_ERROR
+                    actions.append(Append([(key, lattice_type, payload)]))
+                    if nrep > 1:
+                        self.dirty.add(key)
+            if address:
+                actions.append(
+                    Reply(
+                        address,
+                        b"".join(
+                            single_key_response(
+                                PUT, key, lattice_type, error, b"", invalidate, request_id
+                            )
+                        ),
+                    )
+                )
+            return actions
+        self.stats["bad_request_type"] += 1
+        return []
 
     def _get(self, req: pb.KeyRequest) -> pb.KeyResponse:
         resp = pb.KeyResponse(type=GET)

@@ -36,7 +36,10 @@ DRAIN = 256  # messages taken from one socket before looking at the others
 COMPACT_BYTES = 64 * 1024 * 1024
 EVENTS = zmq.EVENTS
 POLLIN = zmq.POLLIN
-BUSY_CHECK_MS = 2  # busy mode: how often the gossip and cache sockets are looked at
+BUSY_CHECK_MS = 2
+BIG_FRAME = (
+    64 * 1024
+)  # requests at least this large are parsed in place (no copy)  # busy mode: how often the gossip and cache sockets are looked at
 
 
 def tune_malloc() -> None:
@@ -137,7 +140,8 @@ class ShardServer:
         for a in actions:
             ta = type(a)
             if ta is Reply:
-                send(a.address, a.response.SerializeToString())
+                r = a.response
+                send(a.address, r if isinstance(r, bytes) else r.SerializeToString())
             elif ta is SendInternal:
                 self.outbox.send_multipart(a.address, wire.encode_internal(a.kind, a.message))
 
@@ -173,7 +177,9 @@ class ShardServer:
         st = self.state
         req, gossip, cache = self.req, self.gossip, self.cache
         handle_request = st.handle_request
+        handle_single = st.handle_single
         decode_request = wire.decode_key_request
+        parse_single = wire.parse_single_key_request
         send = self.outbox.send
         perform = self.perform
         wal = self.wal
@@ -203,9 +209,16 @@ class ShardServer:
                         break
                     raise
                 if frame is not None:
-                    # The hot path: one request, its WAL append and reply.
+                    # The hot path: one request, its WAL append and reply. A one-key
+                    # request is decoded by hand and answered with hand-encoded bytes
+                    # (no protobuf objects); anything else takes the general path.
+                    buf = frame.bytes if len(frame) < BIG_FRAME else frame.buffer
                     try:
-                        actions = handle_request(decode_request(frame.buffer))
+                        one = parse_single(buf)
+                        if one is not None:
+                            actions = handle_single(*one)
+                        else:
+                            actions = handle_request(decode_request(buf))
                     except WireError:
                         st.stats["malformed"] += 1
                         actions = []
@@ -215,7 +228,8 @@ class ShardServer:
                         actions = []
                     if len(actions) == 1 and type(actions[0]) is Reply:
                         a = actions[0]
-                        send(a.address, a.response.SerializeToString())
+                        r = a.response
+                        send(a.address, r if isinstance(r, bytes) else r.SerializeToString())
                     elif actions:
                         perform(actions)
                 now = monotonic()

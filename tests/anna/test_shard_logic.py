@@ -212,3 +212,51 @@ def test_replay_rebuilds_state() -> None:
     again = _state()
     again.replay(st.snapshot())
     assert again.store["a"].lattice == LWWPairLattice(2, b"2")
+
+
+def test_single_key_fast_path_answers_exactly_like_the_general_path() -> None:
+    """handle_single (hand-decoded one-key requests) == handle_request, byte for byte,
+    including WRONG_THREAD, KEY_DNE, LATTICE, invalidate, reserved keys, no address,
+    and the WAL append before the reply; also after a membership change."""
+    a = _state(shards=4, index=0, default_local=2)
+    b = _state(shards=4, index=0, default_local=2)
+    lww = to_payload(LWWPairLattice(7, b"v"))
+    sets = to_payload(SetLattice({b"x"}))
+    cases: list[tuple[int, str, int, bytes, int, str]] = []
+    for i in range(30):
+        key = f"k{i}"
+        for rtype, (lt, payload) in (
+            (pb.GET, (0, b"")),
+            (pb.PUT, lww),
+            (pb.GET, (0, b"")),
+            (pb.PUT, sets),  # type mismatch: LATTICE
+            (pb.PUT, (pb.LWW, b"\xff\xff")),  # garbage payload: LATTICE
+            (pb.PUT, (pb.NONE, b"")),
+            (7, (0, b"")),  # unknown request type: dropped
+        ):
+            for cache in (0, 1, 2):
+                cases.append((rtype, key, lt, payload, cache, ADDR))
+        cases.append((pb.PUT, key, *lww, 2, ""))
+    cases.append((pb.PUT, "ANNA_METADATA|x", *lww, 0, ADDR))
+    cases.append((pb.GET, "", 0, b"", 0, ADDR))
+    for rtype, key, lt, payload, cache, addr in cases:
+        t = pb.KeyTuple(key=key, lattice_type=lt, payload=payload, address_cache_size=cache)  # type: ignore[arg-type]
+        slow = a.handle_request(_req(rtype, t, addr=addr, rid="q"))
+        fast = b.handle_single(rtype, key, lt, payload, cache, addr, "q")
+        assert [type(x) for x in slow] == [type(x) for x in fast]
+        for s, f in zip(slow, fast, strict=True):
+            if isinstance(s, Reply):
+                assert isinstance(f, Reply) and isinstance(f.response, bytes)
+                assert s.address == f.address
+                assert s.response.SerializeToString() == f.response  # type: ignore[union-attr]
+            else:
+                assert s == f
+    assert a.stats == b.stats and set(a.store) == set(b.store) and a.dirty == b.dirty
+    # After the membership changes, ownership answers follow the new placement.
+    for st in (a, b):
+        st.handle_membership(pb.Membership(nodes=[make_node("127.0.0.2", 6200, 6250, 4, 1)]))
+    for i in range(30):
+        t = pb.KeyTuple(key=f"k{i}")
+        slow_r = _reply(a.handle_request(_req(pb.GET, t, rid="z")))
+        fast_r = b.handle_single(pb.GET, f"k{i}", 0, b"", 0, ADDR, "z")[0].response
+        assert slow_r.SerializeToString() == fast_r
