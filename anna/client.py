@@ -33,6 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import zmq
+import zmq.backend
 
 from anna import wire
 from anna.errors import AnnaError, AnnaTimeoutError, NoServersError
@@ -63,6 +64,9 @@ _key_request_parts = wire.key_request_parts
 _lww_parts = wire.lww_payload_parts
 _parse_response = wire.parse_single_key_response
 _monotonic = time.monotonic
+# The backend's send, skipping pyzmq's Python-level wrapper (routing_id/group handling,
+# which a PUSH socket never uses).
+_raw_send = zmq.backend.Socket.send
 _LWW: int = pb.LWW
 _to_payload = codec.to_payload
 
@@ -281,9 +285,11 @@ class AnnaTcpClient:
             time.sleep(min(0.2, 0.01 * attempt))
         return results
 
-    def _recv(self, sock: zmq.Socket[Any], deadline: float, what: str, waiting: list[str]) -> bytes:
+    def _recv(
+        self, sock: zmq.Socket[Any], deadline: float, what: str, waiting: list[str] | str
+    ) -> bytes:
         """One frame from ``sock`` (blocking recv: cheaper than poll + recv), or timeout."""
-        remaining = int((deadline - time.monotonic()) * 1000)
+        remaining = int((deadline - _monotonic()) * 1000)
         if remaining > 0:
             # setsockopt only when the socket's timeout is off by more than 2 ms (it is
             # the same from call to call on the hot path).
@@ -295,6 +301,8 @@ class AnnaTcpClient:
                 return sock.recv()  # type: ignore[no-any-return]
             except zmq.Again:
                 pass
+        if isinstance(waiting, str):
+            waiting = [waiting]
         raise AnnaTimeoutError(
             f"timed out after {self.timeout:.1f}s waiting for a {what} from {', '.join(waiting)}",
             waiting[0],
@@ -343,12 +351,12 @@ class AnnaTcpClient:
         )
         sock = self._push.get(addr) or self._sock(addr)
         if len(data) < COPY_THRESHOLD:
-            sock.send(data)
+            _raw_send(sock, data)
         else:
-            sock.send(data, copy=False)
+            _raw_send(sock, data, 0, False)
         resp_sock = self._resp
         while True:
-            raw = self._recv(resp_sock, deadline, "KeyResponse", [addr])
+            raw = self._recv(resp_sock, deadline, "KeyResponse", addr)
             t = _parse_response(raw)
             if t is None:
                 # Not the one-tuple canonical form: let protobuf decode it.

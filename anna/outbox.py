@@ -6,11 +6,16 @@ from collections import Counter, OrderedDict
 from typing import Any
 
 import zmq
+import zmq.backend
 
 from anna import wire
 
 MAX_OUT_SOCKETS = 2048
 COPY_THRESHOLD = 64 * 1024
+NOBLOCK = zmq.NOBLOCK
+# The backend's send, skipping pyzmq's Python-level wrapper (routing_id/group handling,
+# which a PUSH socket never uses).
+_raw_send = zmq.backend.Socket.send
 
 
 class Outbox:
@@ -49,7 +54,7 @@ class Outbox:
         if sock is None:
             return
         try:
-            sock.send(data, zmq.NOBLOCK, copy=len(data) < COPY_THRESHOLD)
+            _raw_send(sock, data, NOBLOCK, len(data) < COPY_THRESHOLD)  # type: ignore[call-overload]
         except zmq.ZMQError:
             self.stats["send_dropped"] += 1
 
