@@ -63,6 +63,7 @@ _from_payload = codec.from_payload
 _key_request_parts = wire.key_request_parts
 _lww_parts = wire.lww_payload_parts
 _parse_response = wire.parse_single_key_response
+_parse_lww = wire.parse_lww_payload
 _monotonic = time.monotonic
 # The backend's send, skipping pyzmq's Python-level wrapper (routing_id/group handling,
 # which a PUSH socket never uses).
@@ -392,6 +393,10 @@ class AnnaTcpClient:
             if t is not None:
                 if t[3] != _NO_ERROR:
                     return {keys: None}
+                if t[2] == _LWW:
+                    lww = _parse_lww(t[4])
+                    if lww is not None:
+                        return {keys: LWWPairLattice(lww[0], lww[1])}
                 try:
                     return {keys: _from_payload(t[2], t[4])}
                 except LatticeError as exc:

@@ -309,6 +309,30 @@ def parse_single_key_response(data: bytes | memoryview) -> SingleResponse | None
     return rtype, key, lattice_type, error, payload, invalidate, response_id
 
 
+def parse_lww_payload(data: bytes) -> tuple[int, bytes] | None:
+    """``(timestamp, value)`` of an ``LWWValue`` payload in canonical form (fields in
+    order, defaults omitted, nothing else); None for anything else (decode those with
+    ``lattices.codec.from_payload``, which gives protobuf's exact semantics)."""
+    try:
+        n = len(data)
+        pos = 0
+        timestamp = 0
+        if n and data[0] == 0x08:
+            timestamp, pos = _uvarint(data, 1)
+            if timestamp == 0 or timestamp > 0xFFFFFFFFFFFFFFFF:
+                return None
+        if pos == n:
+            return timestamp, b""
+        if data[pos] != 0x12:
+            return None
+        ln, pos = _uvarint(data, pos + 1)
+        if ln == 0 or pos + ln != n:
+            return None
+        return timestamp, data[pos:]
+    except IndexError:
+        return None
+
+
 def string_field(number: int, value: str) -> bytes:
     """A serialized length-delimited field (empty for an empty string, as proto3 does)."""
     raw = value.encode()

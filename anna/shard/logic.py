@@ -17,8 +17,10 @@ from typing import Any, NamedTuple
 from anna.membership import METADATA_PREFIX, Placement, merge_membership
 from anna.proto import anna_pb2 as pb
 from anna.wire import KIND_GOSSIP, single_key_response
+from anna.wire import parse_lww_payload as _parse_lww
 from lattices import codec
 from lattices.base import Lattice, LatticeError
+from lattices.lww import LWWPairLattice
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,7 @@ NO_ERROR = pb.NO_ERROR
 KEY_DNE = pb.KEY_DNE
 WRONG_THREAD = pb.WRONG_THREAD
 LATTICE = pb.LATTICE
+LWW = pb.LWW
 
 #: Gossip messages carry at most this many payload bytes (several messages otherwise).
 GOSSIP_BATCH_BYTES = 4 * 1024 * 1024
@@ -295,7 +298,13 @@ class ShardState:
         if entry is not None and entry.lattice_type != lattice_type:
             return False
         try:
-            incoming = codec.from_payload(lattice_type, payload)
+            # LWW in canonical form (what clients send) is decoded by hand; anything
+            # else goes through the codec (protobuf semantics).
+            lww = _parse_lww(payload) if lattice_type == LWW else None
+            if lww is not None:
+                incoming: Lattice[Any] = LWWPairLattice(lww[0], lww[1])
+            else:
+                incoming = codec.from_payload(lattice_type, payload)
         except (LatticeError, ValueError, TypeError):
             return False
         keep = payload if lattice_type in _KEEP_PAYLOAD else None

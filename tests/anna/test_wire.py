@@ -227,3 +227,25 @@ def test_fast_parsers_agree_with_protobuf_on_corrupted_messages(
         else:
             want = (msg.type, t.key, t.lattice_type, t.error, t.payload, t.invalidate)
             assert got == (*want, msg.response_id)
+
+
+@given(st.integers(0, 2**64 - 1), st.binary(max_size=300))
+def test_fast_lww_parse_matches_protobuf(ts: int, value: bytes) -> None:
+    data = pb.LWWValue(timestamp=ts, value=value).SerializeToString()
+    assert wire.parse_lww_payload(data) == (ts, value)
+
+
+@given(st.binary(max_size=60))
+def test_fast_lww_parse_declines_or_agrees(data: bytes) -> None:
+    from lattices import codec
+    from lattices.base import LatticeError
+
+    got = wire.parse_lww_payload(data)
+    if got is None:
+        return
+    try:
+        lat = codec.from_payload(pb.LWW, data)
+    except LatticeError:
+        raise AssertionError(f"fast parse accepted {data!r}, protobuf path rejects it") from None
+    assert (lat.timestamp, lat.value) == got  # type: ignore[attr-defined]
+    assert wire.parse_lww_payload(data + b"\x12\x00") is None  # non-canonical
