@@ -50,6 +50,14 @@ class Lattice(ABC, Generic[T]):
         """Inverse of :meth:`serialize`; raises :class:`LatticeDecodeError` on garbage."""
         raise LatticeError(f"{cls.__name__} has no Anna payload encoding")
 
+    # Lattices are values: subclasses set their fields once in __init__ with
+    # object.__setattr__, and nothing changes them afterwards.
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
     def _check_type(self, other: Any) -> None:
         if type(other) is not type(self):
             raise LatticeTypeMismatch(

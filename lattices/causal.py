@@ -172,12 +172,6 @@ class _CausalBase(Lattice[frozenset[bytes]], Generic[X]):
             raise LatticeError("a causal lattice holds at least one version")
         return out
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable")
-
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented

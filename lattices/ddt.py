@@ -88,12 +88,6 @@ class DDTLattice(Lattice[Any]):
             out = out.merge(v)
         return out
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable")
-
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (self.type_name, self.to_plain()))
 

@@ -76,12 +76,6 @@ class LWWPairLattice(Lattice[bytes]):
             decode(_LWWValue, payload, "LWWValue")
         return cls._make(timestamp, value)
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable")
-
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented

@@ -59,12 +59,6 @@ class PriorityLattice(Lattice[bytes]):
             raise LatticeDecodeError("PriorityValue has a NaN priority")
         return cls(msg.priority, msg.value)
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable")
-
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented

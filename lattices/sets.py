@@ -65,12 +65,6 @@ class _BytesSet(Lattice[R]):
     def __contains__(self, item: object) -> bool:
         return item in self.values
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable")
-
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented

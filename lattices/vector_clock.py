@@ -132,12 +132,6 @@ class VectorClock(Lattice[dict[str, int]]):
     def __len__(self) -> int:
         return len(self._clock)
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable")
-
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
