@@ -134,6 +134,37 @@ def _uvarint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
             raise IndexError("varint too long")
 
 
+def _field(data: bytes | memoryview, pos: int, limit: int) -> tuple[bytes | memoryview, int]:
+    """The length-delimited field whose length varint starts at ``pos``, and the
+    position after it. Raises IndexError (malformed, to the parsers' except) past
+    ``limit``."""
+    ln, pos = _uvarint(data, pos)
+    end = pos + ln
+    if end > limit:
+        raise IndexError("field runs past its message")
+    return data[pos:end], end
+
+
+def _single_tuple(data: bytes | memoryview) -> tuple[int, int, int]:
+    """``(type, start, end)`` of the only tuple of a ``KeyRequest``/``KeyResponse``
+    that starts with ``type = 1`` (optional) and ``tuples = 2``. Raises IndexError
+    for anything else (the parsers then return None)."""
+    rtype = 0
+    pos = 0
+    if data[0] == 0x08:
+        rtype = data[1]
+        if rtype > 0x7F:
+            raise IndexError("multi-byte request type")
+        pos = 2
+    if data[pos] != 0x12:
+        raise IndexError("no tuple")
+    tlen, pos = _uvarint(data, pos + 1)
+    tend = pos + tlen
+    if tend > len(data):
+        raise IndexError("tuple runs past the message")
+    return rtype, pos, tend
+
+
 def parse_single_key_request(data: bytes | memoryview) -> SingleRequest | None:
     """Fast decode of the usual request: one tuple, fields in canonical order.
 
@@ -144,44 +175,22 @@ def parse_single_key_request(data: bytes | memoryview) -> SingleRequest | None:
     """
     try:
         n = len(data)
-        pos = 0
-        rtype = 0
-        b = data[0]
-        if b == 0x08:
-            rtype = data[1]
-            if rtype > 0x7F:
-                return None
-            pos = 2
-            b = data[2]
-        if b != 0x12:
-            return None
-        tlen, pos = _uvarint(data, pos + 1)
-        tend = pos + tlen
-        if tend > n:
-            return None
+        rtype, pos, tend = _single_tuple(data)
         key = ""
         lattice_type = 0
         payload = b""
         cache_size = 0
         if pos < tend and data[pos] == 0x0A:
-            ln, pos = _uvarint(data, pos + 1)
-            end = pos + ln
-            if end > tend:
-                return None
-            key = str(data[pos:end], "utf-8")
-            pos = end
+            raw, pos = _field(data, pos + 1, tend)
+            key = str(raw, "utf-8")
         if pos < tend and data[pos] == 0x10:
             lattice_type = data[pos + 1]
             if lattice_type > 0x7F:
                 return None
             pos += 2
         if pos < tend and data[pos] == 0x22:
-            ln, pos = _uvarint(data, pos + 1)
-            end = pos + ln
-            if end > tend:
-                return None
-            payload = bytes(data[pos:end])
-            pos = end
+            raw, pos = _field(data, pos + 1, tend)
+            payload = bytes(raw)
         if pos < tend and data[pos] == 0x28:
             cache_size, pos = _uvarint(data, pos + 1)
             if cache_size > 0xFFFFFFFF:
@@ -191,19 +200,11 @@ def parse_single_key_request(data: bytes | memoryview) -> SingleRequest | None:
         address = ""
         request_id = ""
         if pos < n and data[pos] == 0x1A:
-            ln, pos = _uvarint(data, pos + 1)
-            end = pos + ln
-            if end > n:
-                return None
-            address = str(data[pos:end], "utf-8")
-            pos = end
+            raw, pos = _field(data, pos + 1, n)
+            address = str(raw, "utf-8")
         if pos < n and data[pos] == 0x22:
-            ln, pos = _uvarint(data, pos + 1)
-            end = pos + ln
-            if end > n:
-                return None
-            request_id = str(data[pos:end], "utf-8")
-            pos = end
+            raw, pos = _field(data, pos + 1, n)
+            request_id = str(raw, "utf-8")
         if pos != n:
             return None
     except (IndexError, UnicodeDecodeError):
@@ -243,33 +244,15 @@ def parse_single_key_response(data: bytes | memoryview) -> SingleResponse | None
     anything else (decode those with :func:`decode_key_response`)."""
     try:
         n = len(data)
-        pos = 0
-        rtype = 0
-        b = data[0]
-        if b == 0x08:
-            rtype = data[1]
-            if rtype > 0x7F:
-                return None
-            pos = 2
-            b = data[2]
-        if b != 0x12:
-            return None
-        tlen, pos = _uvarint(data, pos + 1)
-        tend = pos + tlen
-        if tend > n:
-            return None
+        rtype, pos, tend = _single_tuple(data)
         key = ""
         lattice_type = 0
         error = 0
         payload = b""
         invalidate = False
         if pos < tend and data[pos] == 0x0A:
-            ln, pos = _uvarint(data, pos + 1)
-            end = pos + ln
-            if end > tend:
-                return None
-            key = str(data[pos:end], "utf-8")
-            pos = end
+            raw, pos = _field(data, pos + 1, tend)
+            key = str(raw, "utf-8")
         if pos < tend and data[pos] == 0x10:
             lattice_type = data[pos + 1]
             if lattice_type > 0x7F:
@@ -281,12 +264,8 @@ def parse_single_key_response(data: bytes | memoryview) -> SingleResponse | None
                 return None
             pos += 2
         if pos < tend and data[pos] == 0x22:
-            ln, pos = _uvarint(data, pos + 1)
-            end = pos + ln
-            if end > tend:
-                return None
-            payload = bytes(data[pos:end])
-            pos = end
+            raw, pos = _field(data, pos + 1, tend)
+            payload = bytes(raw)
         if pos < tend and data[pos] == 0x30:
             if data[pos + 1] > 1:
                 return None
@@ -296,12 +275,8 @@ def parse_single_key_response(data: bytes | memoryview) -> SingleResponse | None
             return None
         response_id = ""
         if pos < n and data[pos] == 0x1A:
-            ln, pos = _uvarint(data, pos + 1)
-            end = pos + ln
-            if end > n:
-                return None
-            response_id = str(data[pos:end], "utf-8")
-            pos = end
+            raw, pos = _field(data, pos + 1, n)
+            response_id = str(raw, "utf-8")
         if pos != n:
             return None  # a top-level error field or anything unexpected
     except (IndexError, UnicodeDecodeError):
