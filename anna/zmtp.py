@@ -1,0 +1,802 @@
+"""A minimal ZMTP 3.0 peer over plain blocking sockets: PUSH out, PULL in.
+
+The KVS client's hot path is one request out and one answer back. Through libzmq each
+of those crosses an I/O thread on the client side (the application thread hands the
+message to the I/O thread through a mailbox and waits on another for the answer), so
+a round trip wakes four threads where a redis-py call wakes two. This module speaks
+the wire protocol itself (RFC 23/ZMTP 3.0, NULL mechanism, rfc.zeromq.org/spec/23) on
+ordinary sockets owned by the calling thread, so sending is one ``send`` system call
+and receiving is one ``poll`` plus one ``recv``. The servers keep using libzmq: to
+them this is just another PUSH or PULL peer (Anna's own clients are unaffected).
+
+Only what the KVS client needs: single- and multi-frame messages out
+(:class:`PushConnection`), messages from any number of peers in
+(:class:`PullListener`, fair between peers as libzmq's PULL is), commands after the
+handshake ignored (ZMTP 3.1 PING is only sent when heartbeats are configured, which
+our servers do not do). Everything blocks with a deadline; nothing is threaded.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import select
+import socket
+import struct
+import time
+from collections import deque
+
+GREETING_LEN = 64
+SIGNATURE = b"\xff" + b"\x00" * 8 + b"\x7f"
+# signature, version 3.0, mechanism "NULL" (20 bytes), as-server 0, filler (31 bytes)
+GREETING = SIGNATURE + b"\x03\x00" + b"NULL".ljust(20, b"\x00") + b"\x00" + b"\x00" * 31
+
+FLAG_MORE = 0x01
+FLAG_LONG = 0x02
+FLAG_COMMAND = 0x04
+MAX_MESSAGE = 256 * 1024 * 1024  # the servers' MAXMSGSIZE
+RECV_CHUNK = 64 * 1024
+MAX_OUT_CONNECTIONS = 4096
+
+_pack_long = struct.Struct(">Q").pack
+_unpack_long = struct.Struct(">Q").unpack_from
+_monotonic = time.monotonic
+
+
+class ZmtpError(ConnectionError):
+    """The peer broke the protocol or the connection; the message was not delivered."""
+
+
+def ready_command(socket_type: bytes) -> bytes:
+    """A READY command frame carrying ``Socket-Type`` (RFC 23, NULL mechanism)."""
+    body = b"\x05READY" + b"\x0bSocket-Type" + struct.pack(">I", len(socket_type)) + socket_type
+    return bytes([FLAG_COMMAND, len(body)]) + body
+
+
+def frame_header(size: int, more: bool = False) -> bytes:
+    """The flags and size octets in front of a message frame of ``size`` bytes."""
+    flags = FLAG_MORE if more else 0
+    if size < 256:
+        return bytes((flags, size))
+    return bytes((flags | FLAG_LONG,)) + _pack_long(size)
+
+
+def _remaining(deadline: float) -> float:
+    left = deadline - _monotonic()
+    if left <= 0:
+        raise TimeoutError("deadline passed")
+    return left
+
+
+def _recv_exact(sock: socket.socket, n: int, deadline: float) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        sock.settimeout(_remaining(deadline))
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ZmtpError("peer closed the connection during the handshake")
+        buf += chunk
+    return bytes(buf)
+
+
+def parse_ready(body: bytes) -> dict[bytes, bytes]:
+    """Properties of a READY command body (after the flags and size octets)."""
+    if len(body) < 6 or body[0] != 5 or body[1:6] != b"READY":
+        raise ZmtpError(f"expected a READY command, got {body[:16]!r}")
+    props: dict[bytes, bytes] = {}
+    i = 6
+    while i < len(body):
+        nlen = body[i]
+        name = body[i + 1 : i + 1 + nlen]
+        i += 1 + nlen
+        if i + 4 > len(body):
+            raise ZmtpError("truncated READY property")
+        (vlen,) = struct.unpack_from(">I", body, i)
+        i += 4
+        if i + vlen > len(body):
+            raise ZmtpError("truncated READY property value")
+        props[name.lower()] = body[i : i + vlen]
+        i += vlen
+    return props
+
+
+def handshake(sock: socket.socket, socket_type: bytes, deadline: float) -> dict[bytes, bytes]:
+    """Greeting and READY exchange; the peer's READY properties."""
+    sock.settimeout(_remaining(deadline))
+    sock.sendall(GREETING + ready_command(socket_type))
+    greeting = _recv_exact(sock, GREETING_LEN, deadline)
+    if greeting[0] != 0xFF or greeting[9] != 0x7F:
+        raise ZmtpError("peer is not a ZMTP peer (bad signature)")
+    if greeting[10] < 3:
+        raise ZmtpError(f"peer speaks ZMTP {greeting[10]}.x, 3.0 or newer is needed")
+    if greeting[12:32].rstrip(b"\x00") != b"NULL":
+        raise ZmtpError(f"peer wants security mechanism {greeting[12:32].rstrip(bytes(1))!r}")
+    flags = _recv_exact(sock, 1, deadline)[0]
+    if not flags & FLAG_COMMAND:
+        raise ZmtpError("peer sent a message before its READY command")
+    size = (
+        _unpack_long(_recv_exact(sock, 8, deadline))[0]
+        if flags & FLAG_LONG
+        else _recv_exact(sock, 1, deadline)[0]
+    )
+    if size > 65536:
+        raise ZmtpError("READY command too large")
+    props = parse_ready(_recv_exact(sock, size, deadline))
+    return props
+
+
+def _tune(sock: socket.socket) -> None:
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class PushConnection:
+    """One outgoing connection to a libzmq PULL socket (``tcp://host:port``)."""
+
+    def __init__(self, address: str, deadline: float) -> None:
+        self.address = address
+        host, port = parse_tcp(address)
+        self.sock: socket.socket | None = None
+        last: OSError | None = None
+        delay = 0.005
+        # A server that is (re)starting refuses connections for a moment; libzmq would
+        # reconnect in the background, we retry until the caller's deadline.
+        while True:
+            try:
+                sock = socket.create_connection((host, port), timeout=_remaining(deadline))
+            except TimeoutError:
+                raise TimeoutError(f"could not connect to {address}: {last}") from None
+            except OSError as exc:
+                last = exc
+                left = deadline - _monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"could not connect to {address}: {exc}") from None
+                time.sleep(min(delay, left))
+                delay = min(delay * 2, 0.1)
+                continue
+            try:
+                _tune(sock)
+                props = handshake(sock, b"PUSH", deadline)
+                if props.get(b"socket-type") != b"PULL":
+                    raise ZmtpError(
+                        f"{address} is a {props.get(b'socket-type', b'?').decode()} socket, "
+                        "not PULL"
+                    )
+                sock.settimeout(None)
+                sock.setblocking(True)
+            except BaseException:
+                sock.close()
+                raise
+            self.sock = sock
+            # A PULL peer sends nothing after its READY: the socket turning readable
+            # means the server went away (EOF) and the connection must be reopened.
+            self.poller = select.poll()
+            self.poller.register(sock.fileno(), select.POLLIN)
+            return
+
+    def _check_peer(self) -> None:
+        """Called when the socket is readable: EOF or an error closes the connection."""
+        sock = self.sock
+        assert sock is not None
+        try:
+            data = sock.recv(65536, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.close()
+            raise ZmtpError(f"connection to {self.address} broke: {exc}") from None
+        if not data:
+            self.close()
+            raise ZmtpError(f"{self.address} closed the connection")
+        # Anything else (a PING if the peer has heartbeats on) needs no answer.
+
+    def send(self, data: bytes | bytearray | memoryview) -> None:
+        """One single-frame message (blocks until the kernel has taken it).
+
+        ZmtpError: the connection is (now) closed and nothing was sent; reconnect.
+        """
+        sock = self.sock
+        if sock is None:
+            raise ZmtpError(f"connection to {self.address} is closed")
+        if self.poller.poll(0):
+            self._check_peer()
+        n = len(data)
+        try:
+            if n < 256:
+                sock.sendall(bytes((0, n)) + data)
+            elif n < 65536:
+                sock.sendall(b"\x02" + _pack_long(n) + data)
+            else:
+                self._sendmsg([b"\x02" + _pack_long(n), memoryview(data)])
+        except OSError as exc:
+            self.close()
+            raise ZmtpError(f"send to {self.address} failed: {exc}") from exc
+
+    def send_parts(self, parts: list[bytes]) -> None:
+        """One single-frame message given as pieces (a large value is not joined)."""
+        n = sum(len(p) for p in parts)
+        sock = self.sock
+        if sock is None:
+            raise ZmtpError(f"connection to {self.address} is closed")
+        if self.poller.poll(0):
+            self._check_peer()
+        try:
+            self._sendmsg([frame_header(n), *parts])
+        except OSError as exc:
+            self.close()
+            raise ZmtpError(f"send to {self.address} failed: {exc}") from exc
+
+    def send_multipart(self, frames: list[bytes]) -> None:
+        if self.sock is None:
+            raise ZmtpError(f"connection to {self.address} is closed")
+        if self.poller.poll(0):
+            self._check_peer()
+        pieces: list[bytes] = []
+        last = len(frames) - 1
+        for i, f in enumerate(frames):
+            pieces.append(frame_header(len(f), more=i < last))
+            pieces.append(f)
+        try:
+            self._sendmsg(pieces)
+        except OSError as exc:
+            self.close()
+            raise ZmtpError(f"send to {self.address} failed: {exc}") from exc
+
+    def _sendmsg(self, pieces: list[bytes | memoryview]) -> None:
+        sock = self.sock
+        assert sock is not None
+        views = [memoryview(p) for p in pieces if len(p)]
+        while views:
+            sent = sock.sendmsg(views[:512])
+            while sent:
+                head = views[0]
+                if sent >= len(head):
+                    sent -= len(head)
+                    views.pop(0)
+                else:
+                    views[0] = head[sent:]
+                    sent = 0
+
+    def close(self) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            finally:
+                self.sock = None
+
+
+BIG_FRAME = 64 * 1024  # frames at least this large are received in place
+
+
+class Inbound:
+    """The receiving half of one connection: greeting check, then frames -> messages.
+
+    ``read()`` makes one ``recv`` and returns the messages it completed (each a list of
+    frames). A frame of ``BIG_FRAME`` bytes or more is received straight into a buffer
+    of its size (``recv_into``), so a 1 MB value is not copied on the way in.
+    """
+
+    __slots__ = (
+        "sock",
+        "fd",
+        "buf",
+        "pos",
+        "frames",
+        "greeted",
+        "handshaken",
+        "big",
+        "big_got",
+        "big_more",
+    )
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.buf: bytes | bytearray = b""
+        self.pos = 0
+        self.frames: list[bytes | bytearray] = []
+        self.greeted = False
+        self.handshaken = False  # the peer's READY arrived
+        self.big: bytearray | None = None  # the large frame being received in place
+        self.big_got = 0
+        self.big_more = False
+
+    def read(self) -> list[list[bytes | bytearray]] | None:
+        """Messages completed by one ``recv`` ([] if none); None: the connection ended
+        or broke the protocol (the caller closes it)."""
+        big = self.big
+        if big is not None:
+            try:
+                n = self.sock.recv_into(memoryview(big)[self.big_got :])
+            except (BlockingIOError, InterruptedError):
+                return []
+            except OSError:
+                return None
+            if not n:
+                return None
+            self.big_got += n
+            if self.big_got < len(big):
+                return []
+            self.big = None
+            self.frames.append(big)
+            if self.big_more:
+                return []
+            msg, self.frames = self.frames, []
+            return [msg]
+        try:
+            data = self.sock.recv(RECV_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return []
+        except OSError:
+            return None
+        if not data:
+            return None
+        buf = self.buf
+        if self.pos < len(buf):
+            # A frame continues: accumulate (a bytearray grows in place).
+            if type(buf) is bytes:
+                buf = bytearray(memoryview(buf)[self.pos :])
+                self.pos = 0
+            buf += data
+            self.buf = buf
+        else:
+            self.buf = data  # the common case: parse straight from what recv returned
+            self.pos = 0
+        try:
+            return self._parse()
+        except ZmtpError:
+            return None
+
+    def _parse(self) -> list[list[bytes | bytearray]]:
+        buf = self.buf
+        pos = self.pos
+        end = len(buf)
+        out: list[list[bytes | bytearray]] = []
+        if not self.greeted:
+            if end - pos < GREETING_LEN:
+                return out
+            if buf[pos] != 0xFF or buf[pos + 9] != 0x7F or buf[pos + 10] < 3:
+                raise ZmtpError("not a ZMTP 3 peer")
+            if bytes(buf[pos + 12 : pos + 32]).rstrip(b"\x00") != b"NULL":
+                raise ZmtpError("peer wants a security mechanism")
+            pos += GREETING_LEN
+            self.greeted = True
+        frames = self.frames
+        while end - pos >= 2:
+            flags = buf[pos]
+            if flags & FLAG_LONG:
+                if end - pos < 9:
+                    break
+                size = _unpack_long(buf, pos + 1)[0]
+                start = pos + 9
+            else:
+                size = buf[pos + 1]
+                start = pos + 2
+            if size > MAX_MESSAGE:
+                raise ZmtpError("frame larger than the maximum message size")
+            if end - start < size:
+                if size >= BIG_FRAME and not flags & FLAG_COMMAND:
+                    # Receive the rest of this frame in place.
+                    big = bytearray(size)
+                    have = end - start
+                    big[:have] = memoryview(buf)[start:end]
+                    self.big, self.big_got, self.big_more = big, have, bool(flags & FLAG_MORE)
+                    pos = end
+                break
+            pos = start + size
+            if flags & FLAG_COMMAND:
+                # READY (the socket type is checked by the libzmq peer) or PING (only
+                # sent when heartbeats are configured): nothing to answer.
+                if buf[start : start + 6] == b"\x05READY":
+                    self.handshaken = True
+                continue
+            frames.append(buf[start:pos] if type(buf) is bytes else bytes(buf[start:pos]))
+            if not flags & FLAG_MORE:
+                out.append(frames)
+                frames = []
+        self.frames = frames
+        if pos >= end:
+            self.buf = b""
+            self.pos = 0
+        elif type(buf) is bytearray and pos > 65536:
+            del buf[:pos]
+            self.pos = 0
+        else:
+            self.pos = pos
+        return out
+
+
+def _listen(ip: str, port: int) -> socket.socket:
+    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        lsock.bind((ip, port))
+        lsock.listen(512)
+    except OSError:
+        lsock.close()
+        raise
+    lsock.setblocking(False)
+    return lsock
+
+
+def _accept(lsock: socket.socket, socket_type: bytes) -> list[socket.socket]:
+    """Every pending connection, greeted (our greeting and READY already sent)."""
+    out = []
+    hello = GREETING + ready_command(socket_type)
+    while True:
+        try:
+            sock, _ = lsock.accept()
+        except (BlockingIOError, InterruptedError):
+            return out
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                return out
+            raise
+        sock.setblocking(False)
+        try:
+            _tune(sock)
+            sock.send(hello)  # 64 + 28 bytes into an empty socket buffer
+        except OSError:
+            sock.close()
+            continue
+        out.append(sock)
+
+
+class PullListener:
+    """A listening socket that libzmq PUSH sockets connect to; messages from all.
+
+    ``recv(deadline)`` returns the next whole message as a list of frames. Connections
+    are accepted and their handshakes completed as part of receiving, without blocking
+    on one peer: a peer that connects and says nothing cannot stall the others.
+    """
+
+    def __init__(self, ip: str, port: int = 0) -> None:
+        self.lsock = _listen(ip, port)
+        self.port: int = self.lsock.getsockname()[1]
+        self.address = f"tcp://{ip}:{self.port}"
+        self.poller = select.poll()
+        self.lfd = self.lsock.fileno()
+        self.poller.register(self.lfd, select.POLLIN)
+        self.conns: dict[int, Inbound] = {}
+        self.messages: deque[list[bytes | bytearray]] = deque()
+        self.closed = False
+
+    def recv(self, deadline: float, spin: float = 0.0) -> list[bytes | bytearray] | None:
+        """The next message, or None once ``deadline`` (monotonic) has passed.
+
+        With ``spin`` (seconds) it first polls without sleeping for that long: an
+        answer that arrives meanwhile is taken without a thread wake-up.
+        """
+        messages = self.messages
+        if messages:
+            return messages.popleft()
+        poll = self.poller.poll
+        if spin > 0:
+            spin_end = min(deadline, _monotonic() + spin)
+            while True:
+                events = poll(0)
+                if events:
+                    self._handle(events)
+                    if messages:
+                        return messages.popleft()
+                if _monotonic() >= spin_end:
+                    break
+        while True:
+            left = deadline - _monotonic()
+            try:
+                # Past the deadline: one last look without waiting.
+                events = poll(int(left * 1000) + 1 if left > 0 else 0)
+            except InterruptedError:
+                continue
+            if events:
+                self._handle(events)
+                if messages:
+                    return messages.popleft()
+            if left <= 0:
+                return None
+
+    def _handle(self, events: list[tuple[int, int]]) -> None:
+        conns = self.conns
+        for fd, _ in events:
+            if fd == self.lfd:
+                for sock in _accept(self.lsock, b"PULL"):
+                    conn = Inbound(sock)
+                    conns[conn.fd] = conn
+                    self.poller.register(conn.fd, select.POLLIN)
+                continue
+            conn = conns.get(fd)
+            if conn is None:
+                continue
+            got = conn.read()
+            if got is None:
+                self._drop(conn)
+            elif got:
+                self.messages.extend(got)
+
+    def _drop(self, conn: Inbound) -> None:
+        self.conns.pop(conn.fd, None)
+        try:
+            self.poller.unregister(conn.fd)
+        except KeyError:
+            pass
+        conn.sock.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for conn in list(self.conns.values()):
+            conn.sock.close()
+        self.conns.clear()
+        self.lsock.close()
+
+
+class _Outbound:
+    """A non-blocking PUSH connection of the server: bytes not yet taken by the kernel."""
+
+    __slots__ = (
+        "address",
+        "sock",
+        "fd",
+        "pending",
+        "pending_bytes",
+        "inbound",
+        "writing",
+        "waiting",
+    )
+
+    def __init__(self, address: str, sock: socket.socket) -> None:
+        self.address = address
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.pending: deque[memoryview] = deque()
+        self.pending_bytes = 0
+        self.inbound = Inbound(sock)  # the peer's greeting and READY (then nothing)
+        self.writing = False  # registered for EPOLLOUT
+        # Messages queued before the peer's READY: libzmq rejects a message that
+        # arrives before it has sent its own READY (ZMTP_UNEXPECTED_COMMAND).
+        self.waiting: list[memoryview] | None = []
+
+
+class ZmtpServer:
+    """The server side for a shard: a PULL port for requests and PUSH replies.
+
+    Non-blocking, driven by the caller's loop: :meth:`poll` waits (epoll) up to a
+    timeout and returns the messages that arrived; :meth:`send` queues a reply to a
+    ``tcp://`` address, connecting on first use, and never blocks: what the kernel does
+    not take waits in a bounded queue per peer (``max_pending`` bytes; beyond it replies
+    are dropped and counted, like libzmq's send high-water mark with ``NOBLOCK``).
+    :meth:`fileno` is the epoll descriptor, readable whenever :meth:`poll` has work,
+    so a ``zmq.poll`` over other sockets can include it.
+    """
+
+    def __init__(
+        self, ip: str, port: int, stats: dict[str, int], max_pending: int = 512 << 20
+    ) -> None:
+        self.lsock = _listen(ip, port)
+        self.lfd = self.lsock.fileno()
+        self.epoll = select.epoll()
+        self.epoll.register(self.lfd, select.EPOLLIN)
+        self.inbound: dict[int, Inbound] = {}
+        self.outbound: dict[str, _Outbound] = {}
+        self.out_by_fd: dict[int, _Outbound] = {}
+        self.stats = stats
+        self.max_pending = max_pending
+        self.hello_push = GREETING + ready_command(b"PUSH")
+
+    def fileno(self) -> int:
+        return self.epoll.fileno()
+
+    # ---- receiving ----------------------------------------------------------------------
+
+    def poll(self, timeout: float) -> list[list[bytes | bytearray]]:
+        """Messages that arrived within ``timeout`` seconds (0: only what is there)."""
+        try:
+            events = self.epoll.poll(timeout)
+        except InterruptedError:
+            return []
+        out: list[list[bytes | bytearray]] = []
+        inbound = self.inbound
+        for fd, ev in events:
+            conn = inbound.get(fd)
+            if conn is not None:
+                got = conn.read()
+                if got is None:
+                    self._drop_in(conn)
+                elif got:
+                    out.extend(got)
+            elif fd == self.lfd:
+                for sock in _accept(self.lsock, b"PULL"):
+                    c = Inbound(sock)
+                    inbound[c.fd] = c
+                    self.epoll.register(c.fd, select.EPOLLIN)
+                    self.stats["zmtp_accepted"] += 1
+            else:
+                oc = self.out_by_fd.get(fd)
+                if oc is not None:
+                    self._outbound_event(oc, ev)
+        return out
+
+    def _drop_in(self, conn: Inbound) -> None:
+        self.inbound.pop(conn.fd, None)
+        try:
+            self.epoll.unregister(conn.fd)
+        except (KeyError, OSError):
+            pass
+        conn.sock.close()
+
+    # ---- sending ------------------------------------------------------------------------
+
+    def send(self, address: str, data: bytes | bytearray | memoryview) -> None:
+        """Queue one single-frame message to ``address`` (a ``tcp://host:port``)."""
+        oc = self.outbound.get(address)
+        if oc is None:
+            oc = self._connect(address)
+            if oc is None:
+                return
+        n = len(data)
+        head = bytes((0, n)) if n < 256 else b"\x02" + _pack_long(n)
+        if oc.waiting is not None:  # handshake not finished
+            if oc.pending_bytes + n > self.max_pending:
+                self.stats["send_dropped"] += 1
+                return
+            oc.waiting.append(memoryview(head))
+            oc.waiting.append(memoryview(bytes(data)))
+            oc.pending_bytes += len(head) + n
+            return
+        if oc.pending:
+            if oc.pending_bytes + n > self.max_pending:
+                self.stats["send_dropped"] += 1
+                return
+            oc.pending.append(memoryview(head))
+            oc.pending.append(memoryview(data))
+            oc.pending_bytes += len(head) + n
+            return
+        try:
+            if n < 65536:
+                sent = oc.sock.send(head + data)
+                total = len(head) + n
+                if sent < total:
+                    oc.pending.append(memoryview(head + data)[sent:])
+            else:
+                sent = oc.sock.sendmsg([head, data])
+                total = len(head) + n
+                if sent < total:
+                    if sent < len(head):
+                        oc.pending.append(memoryview(head)[sent:])
+                        oc.pending.append(memoryview(data))
+                    else:
+                        oc.pending.append(memoryview(data)[sent - len(head) :])
+        except (BlockingIOError, InterruptedError):
+            oc.pending.append(memoryview(head))
+            oc.pending.append(memoryview(data))
+            sent, total = 0, len(head) + n
+        except OSError:
+            self.stats["send_dropped"] += 1
+            self._drop_out(oc)
+            return
+        if sent < total:
+            oc.pending_bytes += total - sent
+            self._want_write(oc)
+
+    def _connect(self, address: str) -> _Outbound | None:
+        try:
+            host, port = parse_tcp(address)
+        except ValueError:
+            self.stats["bad_address"] += 1
+            return None
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            _tune(sock)
+            err = sock.connect_ex((host, port))
+        except OSError:  # e.g. a host name that does not resolve without blocking
+            sock.close()
+            self.stats["bad_address"] += 1
+            return None
+        if err not in (0, errno.EINPROGRESS):
+            sock.close()
+            self.stats["send_dropped"] += 1
+            return None
+        oc = _Outbound(address, sock)
+        self.outbound[address] = oc
+        self.out_by_fd[oc.fd] = oc
+        self.epoll.register(oc.fd, select.EPOLLIN)
+        # Our greeting and READY go first; the peer reads them before our messages.
+        oc.pending.append(memoryview(self.hello_push))
+        oc.pending_bytes = len(self.hello_push)
+        if err == 0:
+            self._flush(oc)
+        else:
+            self._want_write(oc)
+        if len(self.outbound) > MAX_OUT_CONNECTIONS:
+            self._drop_out(next(iter(self.outbound.values())))
+        return oc
+
+    def _want_write(self, oc: _Outbound) -> None:
+        if not oc.writing:
+            oc.writing = True
+            self.epoll.modify(oc.fd, select.EPOLLIN | select.EPOLLOUT)
+
+    def _flush(self, oc: _Outbound) -> None:
+        pending = oc.pending
+        try:
+            while pending:
+                sent = oc.sock.sendmsg(list(itertools.islice(pending, 0, 256)))
+                oc.pending_bytes -= sent
+                while sent:
+                    head = pending[0]
+                    if sent >= len(head):
+                        sent -= len(head)
+                        pending.popleft()
+                    else:
+                        pending[0] = head[sent:]
+                        sent = 0
+        except (BlockingIOError, InterruptedError):
+            self._want_write(oc)
+            return
+        except OSError:
+            self.stats["send_dropped"] += 1
+            self._drop_out(oc)
+            return
+        if oc.writing:
+            oc.writing = False
+            self.epoll.modify(oc.fd, select.EPOLLIN)
+
+    def _outbound_event(self, oc: _Outbound, ev: int) -> None:
+        if ev & (select.EPOLLERR | select.EPOLLHUP):
+            self._drop_out(oc)
+            return
+        if ev & select.EPOLLIN:
+            got = oc.inbound.read()  # the peer's greeting/READY; a PULL sends nothing else
+            if got is None:
+                self._drop_out(oc)
+                return
+            if got:
+                self.stats["unexpected_messages"] += len(got)
+            if oc.waiting is not None and oc.inbound.handshaken:
+                oc.pending.extend(oc.waiting)
+                oc.waiting = None
+                self._flush(oc)
+                if oc.fd not in self.out_by_fd:
+                    return
+        if ev & select.EPOLLOUT:
+            self._flush(oc)
+
+    def _drop_out(self, oc: _Outbound) -> None:
+        if self.outbound.get(oc.address) is oc:
+            del self.outbound[oc.address]
+        self.out_by_fd.pop(oc.fd, None)
+        if oc.pending:
+            self.stats["send_dropped"] += 1
+        try:
+            self.epoll.unregister(oc.fd)
+        except (KeyError, OSError):
+            pass
+        oc.sock.close()
+
+    def flush_all(self, timeout: float) -> None:
+        """Give queued replies up to ``timeout`` seconds to leave (on shutdown)."""
+        deadline = _monotonic() + timeout
+        while any(oc.pending for oc in self.outbound.values()) and _monotonic() < deadline:
+            self.poll(0.01)
+
+    def close(self) -> None:
+        for conn in list(self.inbound.values()):
+            conn.sock.close()
+        for oc in list(self.outbound.values()):
+            oc.sock.close()
+        self.inbound.clear()
+        self.outbound.clear()
+        self.out_by_fd.clear()
+        self.lsock.close()
+        self.epoll.close()
+
+
+def parse_tcp(address: str) -> tuple[str, int]:
+    """``tcp://host:port`` -> ``(host, port)`` (ValueError otherwise)."""
+    if not address.startswith("tcp://"):
+        raise ValueError(f"not a tcp:// address: {address!r}")
+    host, sep, port = address[6:].rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"not a tcp://host:port address: {address!r}")
+    return host, int(port)
