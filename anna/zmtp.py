@@ -570,7 +570,7 @@ class ZmtpServer:
     """
 
     def __init__(
-        self, ip: str, port: int, stats: dict[str, int], max_pending: int = 512 << 20
+        self, ip: str, port: int, stats: dict[str, int], max_pending: int = 64 << 20
     ) -> None:
         self.lsock = _listen(ip, port)
         self.lfd = self.lsock.fileno()

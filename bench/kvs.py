@@ -70,17 +70,28 @@ def kvs_ports() -> dict[str, int]:
             return {"routing_port": routing, "shard_base_port": base, "gossip_base_port": gossip}
 
 
-def start_kvs(group: ProcessGroup, tmp: Path, fsync: str, name: str) -> AnnaTcpClient:
+def start_kvs(
+    group: ProcessGroup, tmp: Path, fsync: str, name: str, spin_us: int | None = None
+) -> AnnaTcpClient:
+    """Routing + 1 shard and a client; ``spin_us`` (None: the defaults) sets both the
+    shard's ``shard_spin_us`` and the client's ``spin_us``."""
     ports = kvs_ports()
-    cfg = {
-        "ip": "127.0.0.1",
-        "log_level": "WARNING",
-        "kvs": {**ports, "shards": 1, "data_dir": str(tmp / f"data-{name}"), "wal_fsync": fsync},
+    kvs: dict[str, Any] = {
+        **ports,
+        "shards": 1,
+        "data_dir": str(tmp / f"data-{name}"),
+        "wal_fsync": fsync,
     }
+    if spin_us is not None:
+        kvs["shard_spin_us"] = spin_us
+    cfg = {"ip": "127.0.0.1", "log_level": "WARNING", "kvs": kvs}
     path = tmp / f"{name}.yml"
     path.write_text(yaml.safe_dump(cfg))
     group.start(name, [sys.executable, "-m", "anna.local", "--config", str(path)])
-    client = AnnaTcpClient("127.0.0.1", local=True, routing_port=ports["routing_port"], timeout=10)
+    extra = {} if spin_us is None else {"spin_us": spin_us}
+    client = AnnaTcpClient(
+        "127.0.0.1", local=True, routing_port=ports["routing_port"], timeout=10, **extra
+    )
 
     def ready() -> bool:
         try:
@@ -93,12 +104,20 @@ def start_kvs(group: ProcessGroup, tmp: Path, fsync: str, name: str) -> AnnaTcpC
     return client
 
 
-def start_redis(group: ProcessGroup) -> Any:
+def start_redis(group: ProcessGroup, name: str = "redis", aof_dir: Path | None = None) -> Any:
+    """redis-server on a free port; with ``aof_dir``: an append-only file there with
+    ``appendfsync no`` (what our WAL does with ``wal_fsync: never``), else no
+    persistence at all."""
     import redis
 
     port = free_port()
+    persist = (
+        ["--appendonly", "yes", "--appendfsync", "no", "--dir", str(aof_dir)]
+        if aof_dir
+        else ["--appendonly", "no"]
+    )
     group.start(
-        "redis",
+        name,
         [
             ensure_redis(),
             "--port",
@@ -107,8 +126,7 @@ def start_redis(group: ProcessGroup) -> Any:
             "127.0.0.1",
             "--save",
             "",
-            "--appendonly",
-            "no",
+            *persist,
             "--protected-mode",
             "no",
         ],
@@ -158,6 +176,24 @@ def start_echo(group: ProcessGroup) -> Callable[[int], Any]:
     return rtt
 
 
+def tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and all its descendants (Linux /proc)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{p}/task").iterdir():
+                kids = (task / "children").read_text().split()
+                todo.extend(int(k) for k in kids)
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
 def timed(fn: Callable[[int], Any], n: int) -> list[float]:
     """Per-call latency in microseconds."""
     out = []
@@ -179,16 +215,31 @@ def summary(samples: list[float]) -> dict[str, float]:
 
 
 def alternate(
-    pairs: dict[str, Callable[[int], Any]], n: int, rounds: int
+    pairs: dict[str, Callable[[int], Any]],
+    n: int,
+    rounds: int,
+    cpu: dict[str, list[float]] | None = None,
+    servers: dict[str, int] | None = None,
 ) -> dict[str, list[float]]:
-    """Run every function n/rounds times per round, alternating, after a warm-up."""
+    """Run every function n/rounds times per round, alternating, after a warm-up.
+
+    With ``cpu``: CPU seconds per call are added to ``cpu[name]`` as
+    ``[client, server]``, the server being the process tree ``servers[name]``.
+    """
     for fn in pairs.values():
         timed(fn, max(10, n // 20))
     out: dict[str, list[float]] = {k: [] for k in pairs}
     per = max(1, n // rounds)
     for _ in range(rounds):
         for name, fn in pairs.items():
+            spid = (servers or {}).get(name)
+            c0, s0 = time.process_time(), tree_cpu_s(spid) if spid else 0.0
             out[name] += timed(fn, per)
+            if cpu is not None:
+                c1, s1 = time.process_time(), tree_cpu_s(spid) if spid else 0.0
+                acc = cpu.setdefault(name, [0.0, 0.0])
+                acc[0] += (c1 - c0) / (per * rounds)
+                acc[1] += (s1 - s0) / (per * rounds)
     return out
 
 
@@ -207,27 +258,50 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="kvs-bench-") as tmpdir, ProcessGroup() as group:
         tmp = Path(tmpdir)
         ours = start_kvs(group, tmp, args.fsync, "kvs")
+        # The same KVS with the spin-before-sleep windows off on both sides.
+        calm = start_kvs(group, tmp, args.fsync, "kvs-nospin", spin_us=0)
         r = start_redis(group)
         for k in keys:
             ours.put(k, LWWPairLattice(make_timestamp(), value))
+            calm.put(k, LWWPairLattice(make_timestamp(), value))
             r.set(k, value)
         nk = len(keys)
 
         echo = start_echo(group)
+        pids = {name: group.procs[name].pid for name in ("kvs", "kvs-nospin", "redis", "echo")}
+        cpu: dict[str, list[float]] = {}
         lat = alternate(
             {
                 "zmq_floor": echo,
                 "ours_get": lambda i: ours.get(keys[i % nk]),
+                "ours_nospin_get": lambda i: calm.get(keys[i % nk]),
                 "redis_get": lambda i: r.get(keys[i % nk]),
                 "ours_put": lambda i: ours.put(
+                    keys[i % nk], LWWPairLattice(make_timestamp(), value)
+                ),
+                "ours_nospin_put": lambda i: calm.put(
                     keys[i % nk], LWWPairLattice(make_timestamp(), value)
                 ),
                 "redis_put": lambda i: r.set(keys[i % nk], value),
             },
             n,
             rounds,
+            cpu,
+            {
+                "zmq_floor": pids["echo"],
+                "ours_get": pids["kvs"],
+                "ours_put": pids["kvs"],
+                "ours_nospin_get": pids["kvs-nospin"],
+                "ours_nospin_put": pids["kvs-nospin"],
+                "redis_get": pids["redis"],
+                "redis_put": pids["redis"],
+            },
         )
         single = {k: summary(v) for k, v in lat.items()}
+        for k, (ccpu, scpu) in cpu.items():
+            single[k]["client_cpu_us"] = round(ccpu * 1e6, 1)
+            single[k]["server_cpu_us"] = round(scpu * 1e6, 1)
+        calm.close()
 
         batch_keys = [keys[j : j + 100] for j in range(0, nk, 100)]
         batch_vals = [value] * 100
@@ -268,14 +342,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for k, v in blat.items()
         }
 
+        (tmp / "aof").mkdir()
+        raof = start_redis(group, "redis-aof", tmp / "aof")
         ours.put("big", LWWPairLattice(make_timestamp(), big))
         r.set("big", big)
+        raof.set("big", big)
         biglat = alternate(
             {
                 "ours_get": lambda i: ours.get("big"),
                 "redis_get": lambda i: r.get("big"),
                 "ours_put": lambda i: ours.put("big", LWWPairLattice(make_timestamp(), big)),
                 "redis_put": lambda i: r.set("big", big),
+                "redis_aof_put": lambda i: raof.set("big", big),
             },
             nbig,
             min(rounds, 5),
@@ -323,6 +401,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "1MB_put_median_ours_over_redis": ratio(
             large["ours_put"]["median_us"], large["redis_put"]["median_us"]
         ),
+        "get_median_nospin_over_redis": ratio(
+            single["ours_nospin_get"]["median_us"], single["redis_get"]["median_us"]
+        ),
+        "put_median_nospin_over_redis": ratio(
+            single["ours_nospin_put"]["median_us"], single["redis_put"]["median_us"]
+        ),
+        "1MB_put_median_ours_over_redis_aof": ratio(
+            large["ours_put"]["median_us"], large["redis_aof_put"]["median_us"]
+        ),
         "zmq_floor_over_redis_get": ratio(
             single["zmq_floor"]["median_us"], single["redis_get"]["median_us"]
         ),
@@ -346,6 +433,14 @@ def markdown(res: dict[str, Any]) -> str:
         "| measurement | ours median µs | ours p99 µs | redis median µs | redis p99 µs | ratio (ours/redis) |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
+    sk = res["single_key_100B"]
+    for op in ("get", "put"):
+        o, rd = sk[f"ours_nospin_{op}"], sk[f"redis_{op}"]
+        lines.append(
+            f"| single key 100 B {op.upper()}, spin off (`spin_us=0`, `shard_spin_us: 0`) | "
+            f"{o['median_us']} | {o['p99_us']} | {rd['median_us']} | {rd['p99_us']} | "
+            f"{o['median_us'] / rd['median_us']:.2f} |"
+        )
     for section, label in (("single_key_100B", "single key 100 B"), ("value_1MB", "1 MB value")):
         for op in ("get", "put"):
             o, rd = res[section][f"ours_{op}"], res[section][f"redis_{op}"]
@@ -353,10 +448,27 @@ def markdown(res: dict[str, Any]) -> str:
                 f"| {label} {op.upper()} | {o['median_us']} | {o['p99_us']} | {rd['median_us']} | "
                 f"{rd['p99_us']} | {o['median_us'] / rd['median_us']:.2f} |"
             )
+    o, rd = res["value_1MB"]["ours_put"], res["value_1MB"]["redis_aof_put"]
+    lines.append(
+        f"| 1 MB value PUT vs redis with AOF (`appendfsync no`, like our `wal_fsync: never`) | "
+        f"{o['median_us']} | {o['p99_us']} | {rd['median_us']} | {rd['p99_us']} | "
+        f"{o['median_us'] / rd['median_us']:.2f} |"
+    )
     f = res["single_key_100B"]["zmq_floor"]
     lines.append(
         f"| transport floor: bare pyzmq PUSH/PULL echo, 100 B | {f['median_us']} | {f['p99_us']} | | | |"
     )
+    lines += [
+        "",
+        "CPU per single-key call (µs; client = this process, server = the server's "
+        "process tree, routing included for ours):",
+        "",
+        "| call | client CPU | server CPU |",
+        "| --- | --- | --- |",
+    ]
+    for name, v in sk.items():
+        if "client_cpu_us" in v:
+            lines.append(f"| {name} | {v['client_cpu_us']} | {v['server_cpu_us']} |")
     lines += [
         "",
         "| 100-key batches | ours ops/s | redis pipeline ops/s | ratio (ours/redis) |",
