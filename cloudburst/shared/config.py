@@ -53,6 +53,9 @@ class KvsConfig:
     # wake-up (~20-40 us on these VMs). Costs up to this much CPU per isolated
     # request; 0 turns it off. See docs/kvs.md ("hot path").
     shard_spin_us: int = 50
+    # ``anna.local`` on SIGTERM/SIGINT departs cleanly (hands its keys to the other
+    # live nodes) for at most this long before stopping its children anyway.
+    depart_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,9 @@ class CacheConfig:
     capacity_bytes: int = 512 * 1024 * 1024
     push_period_ms: int = 50
     ipc_dir: str = ".local/ipc"
+    # The cache re-sends the CacheSubscription of every held key this often, so a
+    # shard that restarted (and forgot its subscribers) pushes again. 0 disables.
+    subscription_refresh_s: float = 5.0
 
 
 @dataclass(frozen=True)
