@@ -233,6 +233,33 @@ class CacheState:
             actions.append(KvsSend(addr, msg.SerializeToString()))
         return actions
 
+    def resubscribe_all(self, chunk: int = 10000) -> list[Action]:
+        """Re-send the subscription of every held key: one ``CacheSubscription`` per
+        shard subscription address (``chunk`` keys at most per message).
+
+        A shard keeps subscriptions in memory only, so one that restarted at the same
+        address no longer pushes; the shell calls this every
+        ``cache.subscription_refresh_s``. Re-subscribing is idempotent at the shard (a
+        set of subscribers per key), but the shard answers it like a new subscription:
+        it pushes the key's current value at its next tick (merged here as a no-op
+        when unchanged).
+        """
+        per_addr: dict[str, list[str]] = {}
+        for key, addrs in self.subs.items():
+            for addr in addrs:
+                per_addr.setdefault(addr, []).append(key)
+        actions: list[Action] = []
+        for addr in sorted(per_addr):
+            keys = per_addr[addr]
+            for i in range(0, len(keys), chunk):
+                msg = pb.CacheSubscription(
+                    cache_address=self.response_address, keys=keys[i : i + chunk]
+                )
+                actions.append(KvsSend(addr, msg.SerializeToString()))
+        if per_addr:
+            self.stats["subscription_refreshes"] += 1
+        return actions
+
     # ---- client requests --------------------------------------------------------------
 
     def client_get(

@@ -145,6 +145,7 @@ class CacheServer:
             "pid": os.getpid(),
             "streams": self.hub is not None,
             "push_period_ms": self.cfg.cache.push_period_ms,
+            "subscription_refresh_s": self.cfg.cache.subscription_refresh_s,
         }
 
     # ---- actions --------------------------------------------------------------------------
@@ -228,6 +229,9 @@ class CacheServer:
         tick_period = STREAM_TICK_S if hub is not None else LOGIC_TICK_S
         next_tick = time.monotonic()
         next_stats = next_tick + 60
+        # Re-subscribe every held key periodically: a restarted shard forgot us.
+        resub_period = self.cfg.cache.subscription_refresh_s
+        next_resub = next_tick + resub_period if resub_period > 0 else float("inf")
         while self.running:
             timeout = max(0, int((next_tick - time.monotonic()) * 1000) + 1)
             try:
@@ -281,6 +285,9 @@ class CacheServer:
                         except Exception:
                             log.exception("cache %s: stream tick failed", self.node_id)
                     next_tick = now + tick_period
+                if now >= next_resub:
+                    actions += st.resubscribe_all()
+                    next_resub = now + resub_period
             except Exception:  # one bad event never stops the cache
                 self.shell_stats["internal_errors"] += 1
                 log.exception("cache %s: event handling failed", self.node_id)

@@ -305,3 +305,53 @@ def test_summary_keeps_the_largest_keys() -> None:
         fetch(st, [k], store)
     assert set(st.key_sizes(limit=2)) == {"k4", "k3"}
     assert len(st.key_sizes()) == 5
+
+
+def test_resubscribe_all_batches_one_message_per_shard() -> None:
+    st = make()
+    other = "tcp://127.0.0.2:6201"
+    fetch(st, ["a", "b", "c"], {k: lww(1, k.encode()) for k in "abc"})
+    # "c" lives on two shards (e.g. replication 2): both must hear of it.
+    st.addresses["c"] = [SHARD, other]
+    st._subscribe("c")
+    acts = st.resubscribe_all()
+    assert all(isinstance(a, KvsSend) for a in acts)
+    by_addr = {a.address: pb.CacheSubscription.FromString(a.data) for a in acts}
+    assert len(acts) == len(by_addr) == 2  # one message per shard subscription address
+    assert sorted(by_addr[subscription_address(SHARD)].keys) == ["a", "b", "c"]
+    assert list(by_addr[subscription_address(other)].keys) == ["c"]
+    for sub in by_addr.values():
+        assert sub.cache_address == RESP and not sub.unsubscribe
+    assert st.snapshot_stats()["subscription_refreshes"] == 1
+
+
+def test_resubscribe_all_chunks_huge_subscriptions() -> None:
+    st = make()
+    keys = [f"k{i}" for i in range(25)]
+    fetch(st, keys, {k: lww(1, b"v") for k in keys})
+    acts = st.resubscribe_all(chunk=10)
+    assert [len(pb.CacheSubscription.FromString(a.data).keys) for a in acts] == [10, 10, 5]
+    assert sorted(k for a in acts for k in pb.CacheSubscription.FromString(a.data).keys) == sorted(
+        keys
+    )
+
+
+def test_resubscribe_all_skips_evicted_keys_and_sends_nothing_when_empty() -> None:
+    st = make()
+    assert st.resubscribe_all() == []
+    fetch(st, ["a", "b"], {"a": lww(1, b"x"), "b": lww(1, b"y")})
+    st._unsubscribe(["a"])  # what an eviction does
+    (act,) = st.resubscribe_all()
+    assert list(pb.CacheSubscription.FromString(act.data).keys) == ["b"]
+
+
+def test_push_after_resubscription_updates_the_copy() -> None:
+    """The restarted shard's push (answer to the re-subscription) reaches the copy."""
+    st = make()
+    fetch(st, ["k"], {"k": lww(1, b"old")})
+    st.resubscribe_all()
+    push = pb.KeyResponse(type=pb.PUT)
+    lt, payload = codec.to_payload(lww(2, b"new"))
+    push.tuples.add(key="k", lattice_type=lt, payload=payload)
+    st.key_response(push, 1.0)
+    assert get_reply(st.client_get(b"c", b"2", ["k"], 1.0))[0][2] == payload
