@@ -22,6 +22,7 @@ KIND_HEARTBEAT = b"heartbeat"
 KIND_GOSSIP = b"gossip"
 KIND_DEPART = b"depart"
 KIND_JOIN = b"join"
+KIND_ANTI_ENTROPY = b"antientropy"
 
 INTERNAL_KINDS = {
     KIND_MEMBERSHIP: pb.Membership,
@@ -29,6 +30,7 @@ INTERNAL_KINDS = {
     KIND_GOSSIP: pb.Gossip,
     KIND_DEPART: pb.Depart,
     KIND_JOIN: pb.Membership,
+    KIND_ANTI_ENTROPY: pb.AntiEntropy,
 }
 
 

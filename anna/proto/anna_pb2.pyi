@@ -261,3 +261,27 @@ class Depart(_message.Message):
     node_id: str
     epoch: int
     def __init__(self, node_id: _Optional[str] = ..., epoch: _Optional[int] = ...) -> None: ...
+
+class KeyHash(_message.Message):
+    __slots__ = ("key", "hash")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    hash: int
+    def __init__(self, key: _Optional[str] = ..., hash: _Optional[int] = ...) -> None: ...
+
+class AntiEntropy(_message.Message):
+    __slots__ = ("sender", "buckets", "digest", "bucket_ids", "keys", "want")
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_IDS_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    WANT_FIELD_NUMBER: _ClassVar[int]
+    sender: str
+    buckets: int
+    digest: bytes
+    bucket_ids: _containers.RepeatedScalarFieldContainer[int]
+    keys: _containers.RepeatedCompositeFieldContainer[KeyHash]
+    want: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, sender: _Optional[str] = ..., buckets: _Optional[int] = ..., digest: _Optional[bytes] = ..., bucket_ids: _Optional[_Iterable[int]] = ..., keys: _Optional[_Iterable[_Union[KeyHash, _Mapping]]] = ..., want: _Optional[_Iterable[str]] = ...) -> None: ...

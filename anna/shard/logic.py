@@ -2,13 +2,27 @@
 
 The shell (:mod:`anna.shard.server`) decodes messages, feeds them here and carries out
 the returned actions: :class:`Reply` (PUSH a KeyResponse), :class:`Append` (write to
-the WAL before any reply of the same batch is sent), :class:`SendInternal` (gossip and
-hand-off to other shards).
+the WAL before any reply of the same batch is sent), :class:`SendInternal` (gossip,
+anti-entropy and hand-off to other shards).
+
+Replica-to-replica merges (gossip, anti-entropy, hand-off, WAL replay) resolve a
+lattice *type* conflict deterministically: the larger ``LatticeType`` number wins (the
+stored value is replaced by the incoming one if that decodes; an incoming smaller type
+is ignored). Per key, the state is then the join of every accepted value under the
+order (type, lattice order), so replicas converge whatever the arrival order. A client
+PUT of a type different from the stored one still answers LATTICE.
+
+Anti-entropy: for each peer shard, a digest of ``AE_BUCKETS`` XORs of
+``hash(key, type, payload)`` over the keys both replicate, maintained incrementally
+(keys changed since the last refresh are re-hashed lazily, a bounded number per tick,
+never on the request path). See :meth:`ShardState.anti_entropy_tick`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import struct
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -16,7 +30,7 @@ from typing import Any, NamedTuple
 
 from anna.membership import METADATA_PREFIX, Placement, merge_membership
 from anna.proto import anna_pb2 as pb
-from anna.wire import KIND_GOSSIP, single_key_response
+from anna.wire import KIND_ANTI_ENTROPY, KIND_GOSSIP, single_key_response
 from anna.wire import parse_lww_payload as _parse_lww
 from lattices import codec
 from lattices.base import Lattice, LatticeError
@@ -35,6 +49,15 @@ LWW = pb.LWW
 
 #: Gossip messages carry at most this many payload bytes (several messages otherwise).
 GOSSIP_BATCH_BYTES = 4 * 1024 * 1024
+
+#: Anti-entropy digest: this many buckets (8 bytes each) per peer.
+AE_BUCKETS = 1024
+#: At most this many (key, hash) pairs in one step-2 answer (more buckets next period).
+AE_MAX_KEYS = 20_000
+#: Lazy re-hash budget per tick: at most this many keys and this many payload bytes.
+AE_REHASH_KEYS = 5_000
+AE_REHASH_BYTES = 8 * 1024 * 1024
+_AE_DIGEST = struct.Struct(f"<{AE_BUCKETS}Q")
 
 
 Record = tuple[str, int, bytes]
@@ -60,7 +83,7 @@ class SendInternal(NamedTuple):
 
     address: str
     kind: bytes
-    message: pb.Gossip
+    message: pb.Gossip | pb.AntiEntropy
 
 
 Action = Reply | Append | SendInternal
@@ -102,6 +125,7 @@ class ShardState:
     default_local: int = 1
     store: dict[str, Entry] = field(default_factory=dict)
     stats: Counter[str] = field(default_factory=Counter)
+    anti_entropy: bool = True  # keep the anti-entropy digests (the shell: period > 0)
 
     def __post_init__(self) -> None:
         self.placement = self._placement()
@@ -114,6 +138,15 @@ class ShardState:
         # computed with (reset when the placement object changes).
         self._own: dict[str, tuple[bool, int]] = {}
         self._own_for = self.placement
+        # Anti-entropy index. key -> (hash, bucket, peers' gossip addresses) as counted
+        # in the digests; peer -> bucket XORs; peer -> bucket -> keys. Keys changed since
+        # they were indexed wait in ae_pending (re-hashed by _ae_refresh, bounded).
+        self._ae_key: dict[str, tuple[int, int, tuple[str, ...]]] = {}
+        self._ae_xor: dict[str, list[int]] = {}
+        self._ae_idx: dict[str, dict[int, set[str]]] = {}
+        self.ae_pending: set[str] = set()
+        self._peers_for: Placement | None = None
+        self._peers: frozenset[str] = frozenset()
         for node in self.membership.nodes:
             if node.node_id == self.node_id and self.index < len(node.gossip_addresses):
                 self.my_gossip = node.gossip_addresses[self.index]
@@ -333,13 +366,32 @@ class ShardState:
             if key.startswith(METADATA_PREFIX):
                 continue
             lt, payload = t.lattice_type, t.payload
-            if self._merge(key, lt, payload):
+            if self.merge_replica(key, lt, payload):
                 appended.append((key, lt, payload))
+                if self.anti_entropy:
+                    self.ae_pending.add(key)
                 if not self.owns(key):
                     self.handoff.add(key)
             else:
                 self.stats["gossip_rejected"] += 1
         return [Append(appended)] if appended else []
+
+    def merge_replica(self, key: str, lattice_type: int, payload: bytes) -> bool:
+        """Merge a value from another replica (or the WAL), resolving a type conflict:
+        the larger lattice type number wins. False if nothing changed for a reason
+        (invalid payload, or a smaller type than the stored one)."""
+        entry = self.store.get(key)
+        if entry is None or entry.lattice_type == lattice_type or lattice_type == NONE:
+            return self._merge(key, lattice_type, payload)
+        if lattice_type < entry.lattice_type:
+            self.stats["type_conflict_ignored"] += 1
+            return False
+        del self.store[key]
+        if self._merge(key, lattice_type, payload):
+            self.stats["type_conflict_replaced"] += 1
+            return True
+        self.store[key] = entry  # the larger type did not decode: keep what we had
+        return False
 
     def gossip_tick(self) -> list[Action]:
         """Send changed keys to the other replicas, and keys owned elsewhere away."""
@@ -356,6 +408,8 @@ class ShardState:
                         key=key, lattice_type=entry.lattice_type, payload=entry.get_payload()
                     )
                 )
+        if self.anti_entropy:
+            self.ae_pending.update(self.dirty)
         self.dirty.clear()
         drops: list[Record] = []
         for key in self.handoff:
@@ -377,7 +431,11 @@ class ShardState:
                 del self.store[key]
                 drops.append((key, NONE, b""))
                 self.stats["handed_off"] += 1
+                if self.anti_entropy:
+                    self.ae_pending.add(key)
         self.handoff.clear()
+        if self.anti_entropy and self.ae_pending:
+            self._ae_refresh()
         actions: list[Action] = []
         if drops:
             actions.append(Append(drops))
@@ -406,6 +464,9 @@ class ShardState:
                 # New replicas need the value; if we no longer own it, it leaves.
                 self.handoff.add(key)
                 moved += 1
+        if self.anti_entropy:
+            self.ae_pending.update(self.store)  # the peers of (some) keys changed
+            self.ae_pending.update(self._ae_key)
         log.info(
             "shard %s/%d: membership now %d live node(s); %d key(s) to re-place",
             self.node_id,
@@ -414,6 +475,182 @@ class ShardState:
             moved,
         )
         return []
+
+    # ---- anti-entropy ----------------------------------------------------------------
+
+    def _ae_refresh(self, max_keys: int = AE_REHASH_KEYS, max_bytes: int = AE_REHASH_BYTES) -> bool:
+        """Re-index up to ``max_keys`` pending keys (or ``max_bytes`` of payload);
+        True when nothing is pending any more."""
+        pending = self.ae_pending
+        n = hashed = 0
+        while pending and n < max_keys and hashed < max_bytes:
+            key = pending.pop()
+            n += 1
+            hashed += self._ae_index_key(key)
+        self.stats["ae_rehashed"] += n
+        return not pending
+
+    def _ae_index_key(self, key: str) -> int:
+        """Replace ``key``'s contribution to the digests; the payload bytes hashed."""
+        old = self._ae_key.pop(key, None)
+        if old is not None:
+            h, b, peers = old
+            for p in peers:
+                self._ae_xor[p][b] ^= h
+                keys = self._ae_idx[p][b]
+                keys.discard(key)
+                if not keys:
+                    del self._ae_idx[p][b]
+                    if not self._ae_idx[p]:
+                        del self._ae_idx[p]
+                        del self._ae_xor[p]
+        entry = self.store.get(key)
+        if entry is None:
+            return 0
+        peers: list[str] = []
+        mine = False
+        for ref in self.placement.replicas(key):
+            if ref.index == self.index and ref.node_id == self.node_id:
+                mine = True
+            else:
+                peers.append(ref.gossip_address)
+        if not mine or not peers:
+            return 0
+        payload = entry.get_payload()
+        h = ae_hash(key, entry.lattice_type, payload)
+        b = ae_bucket(key)
+        for p in peers:
+            xor = self._ae_xor.get(p)
+            if xor is None:
+                xor = self._ae_xor[p] = [0] * AE_BUCKETS
+                self._ae_idx[p] = {}
+            xor[b] ^= h
+            self._ae_idx[p].setdefault(b, set()).add(key)
+        self._ae_key[key] = (h, b, tuple(peers))
+        return len(payload)
+
+    def ae_digest(self, peer: str) -> bytes:
+        """The digest of the keys this shard replicates with ``peer`` (as indexed)."""
+        xor = self._ae_xor.get(peer)
+        return _AE_DIGEST.pack(*xor) if xor is not None else bytes(8 * AE_BUCKETS)
+
+    def _known_peer(self, address: str) -> bool:
+        """Whether ``address`` is the gossip address of a shard in the membership."""
+        if self._peers_for is not self.placement:
+            self._peers = frozenset(
+                a for n in self.membership.nodes for a in n.gossip_addresses if a
+            )
+            self._peers_for = self.placement
+        return address in self._peers and address != self.my_gossip
+
+    def anti_entropy_tick(self) -> list[Action]:
+        """Step 1: a digest to every peer this shard shares replicated keys with.
+
+        Deferred (counted in ``ae_deferred``) while changed keys still wait to be
+        re-hashed after this tick's bounded budget."""
+        if not self.anti_entropy:
+            return []
+        self.ae_pending.update(self.dirty)
+        if not self._ae_refresh():
+            self.stats["ae_deferred"] += 1
+            return []
+        actions: list[Action] = []
+        for peer, xor in self._ae_xor.items():
+            msg = pb.AntiEntropy(
+                sender=self.my_gossip, buckets=AE_BUCKETS, digest=_AE_DIGEST.pack(*xor)
+            )
+            actions.append(SendInternal(peer, KIND_ANTI_ENTROPY, msg))
+        self.stats["ae_digest_out"] += len(actions)
+        return actions
+
+    def handle_anti_entropy(self, msg: pb.AntiEntropy) -> list[Action]:
+        """Steps 1-3 of the exchange (see ``AntiEntropy`` in proto/anna.proto)."""
+        peer = msg.sender
+        if not self.anti_entropy or not self._known_peer(peer):
+            self.stats["ae_ignored"] += 1
+            return []
+        if msg.digest:
+            if msg.buckets != AE_BUCKETS or len(msg.digest) != 8 * AE_BUCKETS:
+                self.stats["malformed"] += 1
+                self.stats["ae_malformed"] += 1
+                return []
+            return self._ae_compare(peer, msg.digest)
+        if msg.bucket_ids:
+            return self._ae_diff(peer, msg)
+        if msg.want:
+            return self._ae_send(peer, msg.want[:AE_MAX_KEYS])
+        self.stats["ae_empty"] += 1
+        return []
+
+    def _ae_compare(self, peer: str, digest: bytes) -> list[Action]:
+        """Step 2: the buckets that differ, with (key, hash) of what we hold there."""
+        self.stats["ae_digest_in"] += 1
+        self._ae_refresh()
+        theirs = _AE_DIGEST.unpack(digest)
+        mine = self._ae_xor.get(peer) or [0] * AE_BUCKETS
+        idx = self._ae_idx.get(peer, {})
+        out = pb.AntiEntropy(sender=self.my_gossip, buckets=AE_BUCKETS)
+        n = 0
+        for b in range(AE_BUCKETS):
+            if mine[b] == theirs[b]:
+                continue
+            keys = idx.get(b, ())
+            if n and n + len(keys) > AE_MAX_KEYS:
+                self.stats["ae_buckets_postponed"] += 1
+                continue
+            out.bucket_ids.append(b)
+            for key in keys:
+                out.keys.add(key=key, hash=self._ae_key[key][0])
+            n += len(keys)
+        if not out.bucket_ids:
+            self.stats["ae_in_sync"] += 1
+            return []
+        self.stats["ae_buckets_differ"] += len(out.bucket_ids)
+        return [SendInternal(peer, KIND_ANTI_ENTROPY, out)]
+
+    def _ae_diff(self, peer: str, msg: pb.AntiEntropy) -> list[Action]:
+        """Step 3: send the peer what it lacks or holds differently, ask for the rest."""
+        self._ae_refresh()
+        theirs: dict[str, int] = {kh.key: kh.hash for kh in msg.keys[:AE_MAX_KEYS]}
+        idx = self._ae_idx.get(peer, {})
+        send: list[str] = []
+        for b in set(msg.bucket_ids):
+            if b >= AE_BUCKETS:
+                self.stats["ae_malformed"] += 1
+                continue
+            for key in idx.get(b, ()):
+                if theirs.get(key) != self._ae_key[key][0]:
+                    send.append(key)
+        want = pb.AntiEntropy(sender=self.my_gossip, buckets=AE_BUCKETS)
+        for key, h in theirs.items():
+            known = self._ae_key.get(key)
+            if known is not None and known[0] == h:
+                continue
+            if key.startswith(METADATA_PREFIX) or not self.ownership(key)[0]:
+                continue
+            want.want.append(key)
+        actions = self._ae_send(peer, send)
+        if want.want:
+            self.stats["ae_keys_wanted"] += len(want.want)
+            actions.append(SendInternal(peer, KIND_ANTI_ENTROPY, want))
+        return actions
+
+    def _ae_send(self, peer: str, keys: Iterable[str]) -> list[Action]:
+        """Gossip messages to ``peer`` with the stored tuples of ``keys``."""
+        tuples = []
+        for key in keys:
+            entry = self.store.get(key)
+            if entry is not None:
+                tuples.append(
+                    pb.KeyTuple(
+                        key=key, lattice_type=entry.lattice_type, payload=entry.get_payload()
+                    )
+                )
+        self.stats["ae_keys_sent"] += len(tuples)
+        return [
+            SendInternal(peer, KIND_GOSSIP, pb.Gossip(tuples=batch, sender=self.my_gossip))
+            for batch in _batches(tuples)
+        ]
 
     # ---- cache push ----------------------------------------------------------------------
 
@@ -462,13 +699,17 @@ class ShardState:
         for t in tuples:
             if t.lattice_type == NONE:
                 self.store.pop(t.key, None)
-            elif self._merge(t.key, t.lattice_type, t.payload):
+            elif self.merge_replica(t.key, t.lattice_type, t.payload):
+                # (the log only holds accepted values: replaying them with the gossip
+                # rule rebuilds the same state, type replacements included)
                 n += 1
             else:
                 self.stats["replay_rejected"] += 1
         for key in self.store:
             if not self.owns(key):
                 self.handoff.add(key)
+        if self.anti_entropy:
+            self.ae_pending.update(self.store)
         return n
 
     def snapshot(self) -> Iterator[pb.KeyTuple]:
@@ -488,3 +729,20 @@ def _batches(tuples: list[pb.KeyTuple]) -> Iterator[list[pb.KeyTuple]]:
             batch, size = [], 0
     if batch:
         yield batch
+
+
+def ae_hash(key: str, lattice_type: int, payload: bytes) -> int:
+    """The 64-bit hash of one stored value, XORed into its bucket of the digest."""
+    kb = key.encode()
+    h = hashlib.blake2b(
+        struct.pack("<IQ", len(kb), lattice_type), digest_size=8, person=b"anna-ae-v"
+    )
+    h.update(kb)
+    h.update(payload)
+    return int.from_bytes(h.digest(), "little")
+
+
+def ae_bucket(key: str) -> int:
+    """The digest bucket of ``key`` (the same in every process)."""
+    h = hashlib.blake2b(key.encode(), digest_size=4, person=b"anna-ae-b")
+    return int.from_bytes(h.digest(), "little") % AE_BUCKETS

@@ -90,6 +90,7 @@ class ShardServer:
             kvs.virtual_nodes,
             kvs.replication_global,
             kvs.replication_local,
+            anti_entropy=kvs.anti_entropy_period_s > 0,
         )
         base = Path(data_dir or kvs.data_dir)
         self.wal = WriteAheadLog(
@@ -202,7 +203,9 @@ class ShardServer:
         gossip_period = max(0.01, kvs.gossip_period_s)
         hb_period = max(0.01, kvs.heartbeat_period_s)
         push_period = max(0.001, self.cfg.cache.push_period_ms / 1000.0)
+        ae_period = kvs.anti_entropy_period_s
         now = monotonic()
+        next_ae = now + ae_period if ae_period > 0 else float("inf")
         next_gossip = now + gossip_period
         next_hb = now
         next_push = now + push_period
@@ -293,6 +296,8 @@ class ShardServer:
                             actions.extend(st.handle_gossip(imsg))  # type: ignore[arg-type]
                         elif kind == wire.KIND_MEMBERSHIP:
                             actions.extend(st.handle_membership(imsg))  # type: ignore[arg-type]
+                        elif kind == wire.KIND_ANTI_ENTROPY:
+                            actions.extend(st.handle_anti_entropy(imsg))  # type: ignore[arg-type]
                         else:
                             st.stats["unexpected_internal"] += 1
                     except WireError:
@@ -320,6 +325,9 @@ class ShardServer:
                 if now >= next_push:
                     actions.extend(st.push_tick())
                     next_push = now + push_period
+                if now >= next_ae:
+                    actions.extend(st.anti_entropy_tick())
+                    next_ae = now + max(0.01, ae_period)
             if actions:
                 perform(actions)
             if now >= next_timer:
@@ -334,7 +342,7 @@ class ShardServer:
                 if now >= next_stats:
                     log.info("shard %d stats: %s", self.index, dict(st.stats))
                     next_stats = now + 60
-                next_timer = min(next_gossip, next_hb, next_push, next_stats)
+                next_timer = min(next_gossip, next_hb, next_push, next_stats, next_ae)
                 if wal.unsynced and wal.fsync_policy == "interval":
                     next_timer = min(next_timer, wal.last_sync + wal.interval_s)
 

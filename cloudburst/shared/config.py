@@ -53,6 +53,9 @@ class KvsConfig:
     # wake-up (~20-40 us on these VMs). Costs up to this much CPU per isolated
     # request; 0 turns it off. See docs/kvs.md ("hot path").
     shard_spin_us: int = 50
+    # Every this many seconds each shard sends a digest of the keys it replicates with
+    # each peer shard; differing buckets are exchanged and merged (anti-entropy). 0 = off.
+    anti_entropy_period_s: float = 5.0
     # ``anna.local`` on SIGTERM/SIGINT departs cleanly (hands its keys to the other
     # live nodes) for at most this long before stopping its children anyway.
     depart_timeout_s: float = 10.0
