@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -83,3 +84,31 @@ def test_per_key_replication_factor(kvs_factory: Any) -> None:
         assert len(client.get_addresses(["cold"])["cold"]) == 1
     finally:
         client.close()
+
+
+def test_replica_that_missed_writes_converges_by_anti_entropy(kvs_factory: Any) -> None:
+    # Gossip every 30 s: within this test only anti-entropy (every 0.3 s) can carry the
+    # writes made at one replica to the other, and settle a lattice type conflict.
+    kvs: KvsCluster = kvs_factory(
+        shards=2, replication_local=2, gossip_period_s=30, anti_entropy_period_s=0.3
+    )
+    raw = Raw()
+    try:
+        r0, r1 = kvs.shard_address(0), kvs.shard_address(1)
+        keys = [f"ae{i}" for i in range(50)]
+        for key in keys:
+            _put(raw, r0, key, SetLattice({key.encode()}))
+        _put(raw, r0, "t", LWWPairLattice(7, b"lww"))
+        _put(raw, r1, "t", SetLattice({b"set"}))  # SET (2) beats LWW (1) everywhere
+        want = {key: SetLattice({key.encode()}).serialize() for key in keys}
+        want["t"] = SetLattice({b"set"}).serialize()
+        start = time.monotonic()
+        poll(
+            lambda: all(_read(raw, a, k) == v for a in (r0, r1) for k, v in want.items()),
+            6,
+            "anti-entropy convergence",
+            interval=0.1,
+        )
+        assert time.monotonic() - start < 6
+    finally:
+        raw.close()
