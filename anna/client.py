@@ -38,7 +38,7 @@ import socket as _socket
 import time
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import zmq
 
@@ -124,6 +124,7 @@ class AnnaTcpClient:
         self.offset = offset
         self.timeout = timeout
         self.spin = max(0, spin_us) / 1e6
+        self._call_timeout = timeout  # the timeout of the call in progress (messages)
         self.routing_address = f"tcp://{host}:{port}"
         self.ip = ip or _local_ip_for(host)
         self._closed = True
@@ -158,20 +159,26 @@ class AnnaTcpClient:
                 conn = zmtp.PushConnection(addr, deadline)
             except TimeoutError as exc:
                 raise AnnaTimeoutError(
-                    f"timed out after {self.timeout:.1f}s connecting to {addr} ({exc})", addr
+                    f"timed out after {self._call_timeout:.1f}s connecting to {addr} ({exc})",
+                    addr,
                 ) from None
             except (zmtp.ZmtpError, OSError) as exc:
                 raise AnnaError(f"cannot talk to {addr}: {exc}") from None
             self._push[addr] = conn
         return conn
 
-    def _send(self, addr: str, data: bytes | list[bytes], deadline: float) -> None:
-        """One message to ``addr``; a broken connection is reopened once and the
-        message sent again (requests are idempotent: GETs, and PUTs of lattices)."""
+    def _send(
+        self, addr: str, data: bytes | list[bytes], deadline: float, many: bool = False
+    ) -> None:
+        """One message to ``addr`` (``data`` a list: its pieces; with ``many``: a list
+        of whole messages). A broken connection is reopened once and the message sent
+        again (requests are idempotent: GETs, and PUTs of lattices)."""
         for attempt in (0, 1):
             conn = self._connection(addr, deadline)
             try:
-                if type(data) is list:
+                if many:
+                    conn.send_many(data)  # type: ignore[arg-type]
+                elif type(data) is list:
                     conn.send_parts(data)
                 else:
                     conn.send(data)  # type: ignore[arg-type]
@@ -185,7 +192,8 @@ class AnnaTcpClient:
         return self._id_prefix + str(next(self._seq))
 
     def _deadline(self, timeout: float | None) -> float:
-        return time.monotonic() + (self.timeout if timeout is None else timeout)
+        self._call_timeout = self.timeout if timeout is None else timeout
+        return time.monotonic() + self._call_timeout
 
     # ---- routing ----------------------------------------------------------------------
 
@@ -279,7 +287,7 @@ class AnnaTcpClient:
                         lt, payload = payloads[key]
                         tuples.add(
                             key=key,
-                            lattice_type=lt,  # type: ignore[arg-type]
+                            lattice_type=lt,
                             payload=payload,
                             address_cache_size=len(addrs[key]),
                         )
@@ -308,20 +316,22 @@ class AnnaTcpClient:
 
     def _recv(
         self, sock: zmtp.PullListener, deadline: float, what: str, waiting: list[str] | str
-    ) -> bytes | bytearray:
+    ) -> bytes:
         """One single-frame message from ``sock`` (spinning up to ``spin`` first), or
-        timeout."""
+        timeout. A large frame is a bytearray received in place; nothing writes to it,
+        so it is typed as bytes."""
         while True:
             frames = sock.recv(deadline, self.spin)
             if frames is None:
                 break
             if len(frames) == 1:
-                return frames[0]
+                return cast(bytes, frames[0])
             # A multi-frame message is nothing a KVS server sends to a client: skip it.
         if isinstance(waiting, str):
             waiting = [waiting]
         raise AnnaTimeoutError(
-            f"timed out after {self.timeout:.1f}s waiting for a {what} from {', '.join(waiting)}",
+            f"timed out after {self._call_timeout:.1f}s waiting for a {what} from "
+            f"{', '.join(waiting)}",
             waiting[0],
         )
 
@@ -361,7 +371,8 @@ class AnnaTcpClient:
         if addrs is None:
             return None
         addr = addrs[0] if len(addrs) == 1 else self._pick(key, addrs)
-        deadline = _monotonic() + (self.timeout if timeout is None else timeout)
+        self._call_timeout = t = self.timeout if timeout is None else timeout
+        deadline = _monotonic() + t
         rid = self._id_prefix + str(next(self._seq))
         parts = _key_request_parts(rtype, key, lt, payload_parts, len(addrs), self._resp_field, rid)
         if payload_parts and len(payload_parts[-1]) >= COPY_THRESHOLD:
@@ -404,18 +415,7 @@ class AnnaTcpClient:
         if type(keys) is str:
             t = self._single(_GET, keys, 0, [], timeout)
             if t is not None:
-                if t[3] != _NO_ERROR:
-                    return {keys: None}
-                if t[2] == _LWW:
-                    lww = _parse_lww(t[4])
-                    if lww is not None:
-                        return {keys: LWWPairLattice(lww[0], lww[1])}
-                try:
-                    return {keys: _from_payload(t[2], t[4])}
-                except LatticeError as exc:
-                    raise AnnaError(
-                        f"server returned an undecodable payload for {keys!r}: {exc}"
-                    ) from None
+                return {keys: _decode_single(keys, t)}
         klist = [keys] if isinstance(keys, str) else list(keys)
         answers = self._execute(_GET, klist, None, False, timeout)
         out: dict[str, Lattice[Any] | None] = {}
@@ -506,6 +506,118 @@ class AnnaTcpClient:
             return out[klist[0]]
         return out
 
+    def pipeline(self) -> Pipeline:
+        """A batch of single-key GETs and PUTs sent without waiting for each answer
+        (like a redis-py pipeline); see :class:`Pipeline`."""
+        return Pipeline(self)
+
+    def _single_parts(
+        self, rtype: int, key: str, value: Lattice[Any] | None
+    ) -> tuple[int, list[bytes]]:
+        if value is None:
+            return 0, []
+        if type(value) is LWWPairLattice:
+            return _LWW, _lww_parts(value.timestamp, value.value)
+        try:
+            lt, payload = _to_payload(value)
+        except LatticeError as exc:
+            raise AnnaError(f"cannot PUT {key!r}: {exc}") from None
+        return lt, [payload]
+
+    def _pipelined(
+        self,
+        ops: list[tuple[int, str, Lattice[Any] | None]],
+        timeout: float | None,
+        window: int = 1000,
+    ) -> list[Any]:
+        """Send every op, at most ``window`` unanswered at a time; answers in op order."""
+        deadline = self._deadline(timeout)
+        for _, key, _ in ops:
+            if type(key) is not str:
+                raise TypeError(f"keys must be str, not {type(key).__name__}")
+        missing = list(dict.fromkeys(k for _, k, _ in ops if k not in self._cache))
+        if missing:
+            self._ask_routing(missing, deadline)
+        encoded = [
+            (rtype, key, *self._single_parts(rtype, key, value)) for rtype, key, value in ops
+        ]
+        results: list[Any] = [None] * len(ops)
+        pending: dict[str, tuple[int, str]] = {}  # request id -> (op index, address)
+        retry: list[int] = []
+        field = self._resp_field
+        nxt = 0
+        while nxt < len(ops) or pending:
+            # Small requests to one server leave together, one system call per batch.
+            batch: dict[str, list[bytes]] = {}
+            while nxt < len(ops) and len(pending) < window:
+                rtype, key, lt, parts = encoded[nxt]
+                addrs = self._cache.get(key)
+                if not addrs:
+                    retry.append(nxt)  # routing forgot it meanwhile: the slow path
+                    nxt += 1
+                    continue
+                addr = addrs[0] if len(addrs) == 1 else self._pick(key, addrs)
+                rid = self._id_prefix + str(next(self._seq))
+                msg = _key_request_parts(rtype, key, lt, parts, len(addrs), field, rid)
+                if parts and len(parts[-1]) >= COPY_THRESHOLD:
+                    queued = batch.pop(addr, None)
+                    if queued:  # keep the order of ops per server
+                        self._send(addr, queued, deadline, many=True)
+                    self._send(addr, msg, deadline)
+                else:
+                    batch.setdefault(addr, []).append(b"".join(msg))
+                pending[rid] = (nxt, addr)
+                nxt += 1
+            for addr, msgs in batch.items():
+                self._send(addr, msgs, deadline, many=True)
+            if not pending:
+                continue
+            waiting = sorted({a for _, a in pending.values()})
+            raw = self._recv(self._resp, deadline, "KeyResponse", waiting)
+            t = _parse_response(raw)
+            if t is None:
+                msg_pb = self._resp_msg
+                try:
+                    msg_pb.ParseFromString(raw)
+                except Exception:
+                    continue
+                if msg_pb.response_id not in pending or len(msg_pb.tuples) != 1:
+                    entry = pending.pop(msg_pb.response_id, None)
+                    if entry is not None:
+                        retry.append(entry[0])
+                    continue
+                pt = msg_pb.tuples[0]
+                t = (
+                    msg_pb.type,
+                    pt.key,
+                    pt.lattice_type,
+                    pt.error,
+                    pt.payload,
+                    pt.invalidate,
+                    msg_pb.response_id,
+                )
+            entry = pending.pop(t[6], None)
+            if entry is None:
+                continue  # a late answer to an earlier request
+            i = entry[0]
+            rtype, key, _ = ops[i]
+            if t[3] == _WRONG_THREAD or t[1] != key:
+                self._cache.pop(key, None)
+                retry.append(i)
+                continue
+            if t[5]:
+                self._cache.pop(key, None)
+            results[i] = _decode_single(key, t) if rtype == _GET else t[3] == _NO_ERROR
+        # Keys that moved: one at a time on the general path (re-asks routing), in order.
+        for i in sorted(retry):
+            rtype, key, value = ops[i]
+            left = max(0.001, deadline - _monotonic())
+            if rtype == _GET:
+                results[i] = self.get([key], timeout=left)[key]
+            else:
+                results[i] = self.put([key], [value], timeout=left)[key]  # type: ignore[index, list-item]
+        return results
+
     def set_replication(
         self, key: str, global_replication: int, local_replication: int = 1
     ) -> None:
@@ -547,6 +659,67 @@ class AnnaTcpClient:
             self.close()
         except Exception:
             pass
+
+
+class Pipeline:
+    """Single-key GETs and PUTs queued, then sent together by :meth:`execute`.
+
+    ::
+
+        p = kvs.pipeline()
+        p.get("a").put("b", LWWPairLattice(make_timestamp(), b"v")).get("b")
+        a, ok, b = p.execute()          # [lattice or None, True/False, lattice or None]
+
+    Every request is sent before the first answer is awaited (at most 1000 unanswered
+    at a time), so the cost per op is the work, not a round trip. Operations on one
+    key reach its shard in queue order over one connection, so a GET queued after a
+    PUT of the same key sees it. A key whose owner changed (WRONG_THREAD) is retried
+    on the general path. ``execute`` empties the queue; the pipeline can be reused.
+    """
+
+    def __init__(self, client: AnnaTcpClient) -> None:
+        self._client = client
+        self._ops: list[tuple[int, str, Lattice[Any] | None]] = []
+
+    def get(self, key: str) -> Pipeline:
+        self._ops.append((_GET, key, None))
+        return self
+
+    def put(self, key: str, value: Lattice[Any]) -> Pipeline:
+        if not isinstance(value, Lattice):
+            raise TypeError(f"PUT {key!r}: a lattice is needed, not {type(value).__name__}")
+        self._ops.append((_PUT, key, value))
+        return self
+
+    def __len__(self) -> int:
+        return len(self._ops)
+
+    def execute(self, timeout: float | None = None) -> list[Any]:
+        """Answers in queue order: a lattice or None for a GET, a bool for a PUT."""
+        ops, self._ops = self._ops, []
+        if not ops:
+            return []
+        return self._client._pipelined(ops, timeout)
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._ops.clear()
+
+
+def _decode_single(key: str, t: wire.SingleResponse) -> Lattice[Any] | None:
+    """The lattice in a parsed one-tuple answer (None: KEY_DNE or another error)."""
+    if t[3] != _NO_ERROR:
+        return None
+    if t[2] == _LWW:
+        lww = _parse_lww(t[4])
+        if lww is not None:
+            return LWWPairLattice(lww[0], lww[1])
+    try:
+        return _from_payload(t[2], t[4])
+    except LatticeError as exc:
+        raise AnnaError(f"server returned an undecodable payload for {key!r}: {exc}") from None
 
 
 def _decode(tuples: Iterable[pb.KeyTuple]) -> Lattice[Any] | None:

@@ -211,6 +211,23 @@ class PushConnection:
             self.close()
             raise ZmtpError(f"send to {self.address} failed: {exc}") from exc
 
+    def send_many(self, messages: list[bytes]) -> None:
+        """Several single-frame messages in one system call (a pipeline's batch)."""
+        sock = self.sock
+        if sock is None:
+            raise ZmtpError(f"connection to {self.address} is closed")
+        if self.poller.poll(0):
+            self._check_peer()
+        pieces: list[bytes] = []
+        for m in messages:
+            pieces.append(frame_header(len(m)))
+            pieces.append(m)
+        try:
+            sock.sendall(b"".join(pieces))
+        except OSError as exc:
+            self.close()
+            raise ZmtpError(f"send to {self.address} failed: {exc}") from exc
+
     def send_parts(self, parts: list[bytes]) -> None:
         """One single-frame message given as pieces (a large value is not joined)."""
         n = sum(len(p) for p in parts)
@@ -648,7 +665,8 @@ class ZmtpServer:
                 self.stats["send_dropped"] += 1
                 return
             oc.pending.append(memoryview(head))
-            oc.pending.append(memoryview(data))
+            # Queued: keep our own copy unless it is immutable (libzmq copies too).
+            oc.pending.append(memoryview(data if type(data) is bytes else bytes(data)))
             oc.pending_bytes += len(head) + n
             return
         try:
@@ -661,14 +679,15 @@ class ZmtpServer:
                 sent = oc.sock.sendmsg([head, data])
                 total = len(head) + n
                 if sent < total:
+                    rest = data if type(data) is bytes else bytes(data)
                     if sent < len(head):
                         oc.pending.append(memoryview(head)[sent:])
-                        oc.pending.append(memoryview(data))
+                        oc.pending.append(memoryview(rest))
                     else:
-                        oc.pending.append(memoryview(data)[sent - len(head) :])
+                        oc.pending.append(memoryview(rest)[sent - len(head) :])
         except (BlockingIOError, InterruptedError):
             oc.pending.append(memoryview(head))
-            oc.pending.append(memoryview(data))
+            oc.pending.append(memoryview(data if type(data) is bytes else bytes(data)))
             sent, total = 0, len(head) + n
         except OSError:
             self.stats["send_dropped"] += 1
@@ -689,7 +708,7 @@ class ZmtpServer:
         try:
             _tune(sock)
             err = sock.connect_ex((host, port))
-        except OSError:  # e.g. a host name that does not resolve without blocking
+        except (OSError, OverflowError, ValueError):  # e.g. a name that does not resolve
             sock.close()
             self.stats["bad_address"] += 1
             return None
@@ -766,7 +785,7 @@ class ZmtpServer:
         if self.outbound.get(oc.address) is oc:
             del self.outbound[oc.address]
         self.out_by_fd.pop(oc.fd, None)
-        if oc.pending:
+        if oc.pending or oc.waiting:
             self.stats["send_dropped"] += 1
         try:
             self.epoll.unregister(oc.fd)
@@ -797,6 +816,6 @@ def parse_tcp(address: str) -> tuple[str, int]:
     if not address.startswith("tcp://"):
         raise ValueError(f"not a tcp:// address: {address!r}")
     host, sep, port = address[6:].rpartition(":")
-    if not sep or not port.isdigit() or not host:
+    if not sep or not port.isdigit() or not host or not 0 < int(port) < 65536:
         raise ValueError(f"not a tcp://host:port address: {address!r}")
     return host, int(port)

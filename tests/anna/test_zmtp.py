@@ -275,9 +275,6 @@ def test_server_send_to_nobody_does_not_block(server):
     assert stats["bad_address"] == 4
 
 
-@pytest.mark.xfail(
-    strict=True, reason="parse_tcp does not range-check the port; _connect lets OverflowError out"
-)
 def test_server_send_to_out_of_range_port_is_a_bad_address(server):
     srv, _, stats = server
     try:
@@ -292,10 +289,6 @@ def test_server_send_to_out_of_range_port_is_a_bad_address(server):
     assert stats["bad_address"] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_drop_out counts a drop only if oc.pending is non-empty, not for oc.waiting",
-)
 def test_server_counts_messages_lost_before_handshake(ctx, server):
     srv, _, stats = server
     _, paddr = ctx.bound(zmq.PUSH)  # not a PULL: libzmq hangs up during the handshake
