@@ -4,19 +4,33 @@
 tombstoned in the membership table, its shards hand every key off to the new owners,
 and it can then be stopped (give it a few gossip periods). The node id is
 ``<ip>:<shard_base_port>`` of the leaving node.
+
+:func:`depart_and_wait` is the whole clean leave (used by ``anna.local`` on
+SIGTERM/SIGINT): find out whether other live nodes exist, send the ``Depart`` to the
+node's own routing, wait until that routing no longer places keys on the node, give
+the shards a few gossip periods to ship their keys, all within a deadline.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import zmq
 
 from anna import wire
 from anna.proto import anna_pb2 as pb
 from anna.routing.server import normalize_address
+
+log = logging.getLogger(__name__)
+
+#: Keys asked about to see which nodes the ring places data on (see :func:`placed_on`).
+PROBE_KEYS = 512
 
 
 def depart(routing: str, node_id: str, linger_ms: int = 2000) -> None:
@@ -30,6 +44,113 @@ def depart(routing: str, node_id: str, linger_ms: int = 2000) -> None:
         sock.close()
     finally:
         ctx.term()
+
+
+def placed_on(
+    routing: str, ip: str, timeout: float = 2.0, keys: int = PROBE_KEYS
+) -> set[str] | None:
+    """The shard addresses routing places a sample of ``keys`` random keys on.
+
+    An empty set: routing has no live storage node (NO_SERVERS); None: no answer
+    within ``timeout``. With ``keys`` = 512 a node owning 1/64 of the ring is missed
+    with probability ~3e-4, so this tells reliably whether *other* live nodes exist
+    (it is not a membership listing).
+    """
+    ctx = zmq.Context()
+    try:
+        pull = ctx.socket(zmq.PULL)
+        pull.setsockopt(zmq.LINGER, 0)
+        port = pull.bind_to_random_port(f"tcp://{ip}")
+        push = ctx.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 0)
+        push.setsockopt(zmq.SNDTIMEO, int(timeout * 1000))
+        push.connect(normalize_address(routing))
+        rid = os.urandom(8).hex()
+        req = pb.KeyAddressRequest(
+            response_address=f"tcp://{ip}:{port}",
+            keys=[f"__depart_probe_{rid}_{i}" for i in range(keys)],
+            request_id=rid,
+        )
+        try:
+            push.send(req.SerializeToString())
+        except zmq.Again:
+            return None
+        deadline = time.monotonic() + timeout
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                if not pull.poll(int(left * 1000) + 1):
+                    continue
+                resp = wire.decode_address_response(pull.recv())
+                if resp.response_id != rid:
+                    continue
+                if resp.error == pb.NO_SERVERS:
+                    return set()
+                return {a for ka in resp.addresses for a in ka.ips}
+            return None
+        finally:
+            pull.close(0)
+            push.close(0)
+    finally:
+        ctx.term()
+
+
+@dataclass
+class DepartOutcome:
+    """What :func:`depart_and_wait` did (``anna.local`` logs it)."""
+
+    status: str  # alone | departed | timeout | no_routing | aborted
+    seconds: float
+    others: int = 0  # shards of other nodes seen before departing
+    detail: str = ""
+
+
+def depart_and_wait(
+    routing: str,
+    node_id: str,
+    own_shards: Iterable[str],
+    ip: str,
+    timeout: float = 10.0,
+    settle: float = 1.5,
+    abort: Callable[[], bool] = lambda: False,
+) -> DepartOutcome:
+    """Leave the cluster cleanly within ``timeout`` seconds (see the module docstring).
+
+    ``routing`` is the node's own routing (so it does not re-admit its own shards),
+    ``own_shards`` their request addresses, ``ip`` where to bind the probe's reply
+    socket, ``settle`` how long the shards get to hand their keys off once routing
+    agrees the node left (a few gossip periods). ``abort()`` true stops waiting.
+    """
+    start = time.monotonic()
+    deadline = start + timeout
+    own = set(own_shards)
+
+    def left() -> float:
+        return max(0.0, deadline - time.monotonic())
+
+    before = placed_on(routing, ip, timeout=min(2.0, left()))
+    if before is None:
+        return DepartOutcome("no_routing", time.monotonic() - start, detail="no answer")
+    others = before - own
+    if not others:
+        return DepartOutcome("alone", time.monotonic() - start)
+    depart(routing, node_id, linger_ms=int(min(2.0, left()) * 1000))
+    while True:
+        if abort():
+            return DepartOutcome("aborted", time.monotonic() - start, len(others))
+        now_on = placed_on(routing, ip, timeout=min(1.0, left()))
+        if now_on is not None and not (now_on & own):
+            break
+        if left() <= 0:
+            return DepartOutcome(
+                "timeout", time.monotonic() - start, len(others), "routing still places keys here"
+            )
+        time.sleep(min(0.05, left()))
+    # Routing agrees: the shards got the table at the same time and hand every key off
+    # at their next gossip tick (what is still queued ships when they stop).
+    end = min(deadline, time.monotonic() + settle)
+    while time.monotonic() < end and not abort():
+        time.sleep(min(0.05, max(0.0, end - time.monotonic())))
+    return DepartOutcome("departed", time.monotonic() - start, len(others))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,8 +2,13 @@
 
 Starts one routing process and ``cfg.kvs.shards`` storage shard processes as its
 children, restarts a child that dies unexpectedly, and stops them all on SIGTERM or
-SIGINT. Children get ``PR_SET_PDEATHSIG`` so they die even if this process is killed
-with SIGKILL (no orphans). Only the configured ports are bound (by the children):
+SIGINT. Before stopping, if other live nodes exist, the node departs cleanly
+(:func:`anna.admin.depart_and_wait`: tombstone through its own routing, then its shards
+hand every key off), for at most ``kvs.depart_timeout_s`` (0: never); a second signal
+cuts the wait short. A single-node cluster just stops. Children run in their own
+process group, so a terminal's Ctrl-C or a group-wide SIGTERM reaches only this
+launcher, which then stops them in order; they also get ``PR_SET_PDEATHSIG`` so they
+die even if this process is killed with SIGKILL (no orphans). Only the configured ports are bound (by the children):
 routing ``routing_port``, shard t ``shard_base_port+t`` (requests),
 ``gossip_base_port+t`` (gossip) and ``shard_base_port+t+100`` (cache subscriptions).
 ``--seed`` joins an existing cluster through its routing.
@@ -18,8 +23,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
-from cloudburst.shared.config import load_config
+from anna.admin import depart_and_wait
+from cloudburst.shared.config import Config, load_config
 from cloudburst.shared.processes import SERVER_ENV
 
 log = logging.getLogger(__name__)
@@ -30,6 +37,45 @@ def _pdeathsig() -> None:
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
         pass
+
+
+def clean_depart(cfg: Config, abort: Callable[[], bool]) -> None:
+    """Hand this node's keys to the other live nodes (bounded), logging what happened."""
+    kv = cfg.kvs
+    if kv.depart_timeout_s <= 0:
+        return
+    own = [f"tcp://{cfg.ip}:{kv.shard_base_port + t}" for t in range(kv.shards)]
+    node_id = f"{cfg.ip}:{kv.shard_base_port}"
+    try:
+        out = depart_and_wait(
+            f"tcp://{cfg.ip}:{kv.routing_port}",
+            node_id,
+            own,
+            cfg.ip,
+            timeout=kv.depart_timeout_s,
+            settle=max(1.0, 3 * kv.gossip_period_s),
+            abort=abort,
+        )
+    except Exception:
+        log.exception("clean depart of %s failed; stopping anyway", node_id)
+        return
+    if out.status == "alone":
+        log.info("no other live node: stopping without a hand-off")
+    elif out.status == "departed":
+        log.info(
+            "node %s departed (%d shard(s) of other nodes take its keys) in %.2f s",
+            node_id,
+            out.others,
+            out.seconds,
+        )
+    else:
+        log.warning(
+            "clean depart of %s did not complete (%s%s) after %.2f s; stopping anyway",
+            node_id,
+            out.status,
+            f": {out.detail}" if out.detail else "",
+            out.seconds,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,12 +103,20 @@ def main(argv: list[str] | None = None) -> int:
 
     def start(name: str) -> None:
         children[name] = subprocess.Popen(
-            specs[name], env=env, stdin=subprocess.DEVNULL, preexec_fn=_pdeathsig
+            specs[name],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_pdeathsig,
+            process_group=0,  # a group-wide signal must not stop them before the depart
         )
 
+    signals = 0
+    gave_up = False
+
     def stop(signum: int, frame: object) -> None:
-        nonlocal stopping
+        nonlocal stopping, signals
         stopping = True
+        signals += 1
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -84,12 +138,14 @@ def main(argv: list[str] | None = None) -> int:
                     recent = [t for t in restarts.get(name, []) if time.monotonic() - t < 30]
                     if len(recent) >= 5:
                         log.error("%s keeps dying (exit %s); giving up", name, proc.returncode)
-                        stopping = True
+                        stopping = gave_up = True
                         break
                     log.warning("%s exited with %s; restarting it", name, proc.returncode)
                     recent.append(time.monotonic())
                     restarts[name] = recent
                     start(name)
+        if signals and not gave_up and children["routing"].poll() is None:
+            clean_depart(cfg, abort=lambda: signals > 1)
     finally:
         for proc in children.values():
             if proc.poll() is None:
