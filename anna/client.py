@@ -78,6 +78,19 @@ _to_payload = codec.to_payload
 
 _ids = itertools.count()
 
+#: How long a data request keeps trying to connect to a server that refuses before the
+#: client asks routing again (the node may have departed or died; a restarting shard
+#: comes back on the same address and is simply connected to on a later attempt).
+REROUTE_AFTER_S = 0.25
+
+
+class _Unreachable(Exception):
+    """A server could not be connected to within ``REROUTE_AFTER_S``: re-ask routing."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(address)
+        self.address = address
+
 
 def _parse_elb(elb_addr: str, routing_port: int | None) -> tuple[str, int]:
     addr = elb_addr[6:] if elb_addr.startswith("tcp://") else elb_addr
@@ -152,12 +165,15 @@ class AnnaTcpClient:
 
     # ---- plumbing ---------------------------------------------------------------------
 
-    def _connection(self, addr: str, deadline: float) -> zmtp.PushConnection:
+    def _connection(self, addr: str, deadline: float, reroute: bool = False) -> zmtp.PushConnection:
         conn = self._push.get(addr)
         if conn is None or conn.sock is None:
+            limit = min(deadline, _monotonic() + REROUTE_AFTER_S) if reroute else deadline
             try:
-                conn = zmtp.PushConnection(addr, deadline)
+                conn = zmtp.PushConnection(addr, limit)
             except TimeoutError as exc:
+                if limit < deadline:
+                    raise _Unreachable(addr) from None
                 raise AnnaTimeoutError(
                     f"timed out after {self._call_timeout:.1f}s connecting to {addr} ({exc})",
                     addr,
@@ -168,13 +184,20 @@ class AnnaTcpClient:
         return conn
 
     def _send(
-        self, addr: str, data: bytes | list[bytes], deadline: float, many: bool = False
+        self,
+        addr: str,
+        data: bytes | list[bytes],
+        deadline: float,
+        many: bool = False,
+        reroute: bool = False,
     ) -> None:
         """One message to ``addr`` (``data`` a list: its pieces; with ``many``: a list
         of whole messages). A broken connection is reopened once and the message sent
-        again (requests are idempotent: GETs, and PUTs of lattices)."""
+        again (requests are idempotent: GETs, and PUTs of lattices). With ``reroute``
+        a server refusing connections for ``REROUTE_AFTER_S`` raises ``_Unreachable``
+        (the caller asks routing again) instead of being retried until the deadline."""
         for attempt in (0, 1):
-            conn = self._connection(addr, deadline)
+            conn = self._connection(addr, deadline, reroute)
             try:
                 if many:
                     conn.send_many(data)  # type: ignore[arg-type]
@@ -260,6 +283,7 @@ class AnnaTcpClient:
         results: dict[str, list[pb.KeyTuple]] = {}
         pending = list(dict.fromkeys(keys))
         attempt = 0
+        unreachable: list[str] = []
         while pending:
             addrs = self.get_addresses(pending, deadline - time.monotonic())
             groups: dict[str, list[str]] = {}
@@ -272,6 +296,7 @@ class AnnaTcpClient:
                 for a in reps if all_replicas else (self._pick(key, reps),):
                     groups.setdefault(a, []).append(key)
             outstanding: dict[str, str] = {}
+            moved: list[str] = []
             for addr, gkeys in groups.items():
                 rid = self._next_id()
                 req = self._req
@@ -291,9 +316,14 @@ class AnnaTcpClient:
                             payload=payload,
                             address_cache_size=len(addrs[key]),
                         )
-                self._send(addr, req.SerializeToString(), deadline)
+                try:
+                    self._send(addr, req.SerializeToString(), deadline, reroute=True)
+                except _Unreachable:
+                    unreachable.append(addr)
+                    moved.extend(gkeys)
+                    continue
                 outstanding[rid] = addr
-            retry: list[str] = []
+            retry: list[str] = moved
             partial: dict[str, list[pb.KeyTuple]] = {}
             self._collect(outstanding, deadline, partial, retry)
             for key, tl in partial.items():
@@ -306,6 +336,13 @@ class AnnaTcpClient:
                 self._cache.pop(key, None)
             attempt += 1
             if time.monotonic() + 0.01 * attempt >= deadline:
+                if unreachable:
+                    raise AnnaTimeoutError(
+                        f"timed out after {self._call_timeout:.1f}s connecting to "
+                        f"{unreachable[-1]} (routing {self.routing_address} still places "
+                        f"keys {pending[:5]} there)",
+                        unreachable[-1],
+                    )
                 raise AnnaTimeoutError(
                     f"keys {pending[:5]} still answered WRONG_THREAD after {attempt} attempts "
                     f"(routing {self.routing_address})",
@@ -371,14 +408,18 @@ class AnnaTcpClient:
         if addrs is None:
             return None
         addr = addrs[0] if len(addrs) == 1 else self._pick(key, addrs)
-        self._call_timeout = t = self.timeout if timeout is None else timeout
-        deadline = _monotonic() + t
+        self._call_timeout = tmo = self.timeout if timeout is None else timeout
+        deadline = _monotonic() + tmo
         rid = self._id_prefix + str(next(self._seq))
         parts = _key_request_parts(rtype, key, lt, payload_parts, len(addrs), self._resp_field, rid)
-        if payload_parts and len(payload_parts[-1]) >= COPY_THRESHOLD:
-            self._send(addr, parts, deadline)  # a large value goes out without a join
-        else:
-            self._send(addr, b"".join(parts), deadline)
+        try:
+            if payload_parts and len(payload_parts[-1]) >= COPY_THRESHOLD:
+                self._send(addr, parts, deadline, reroute=True)  # a large value: no join
+            else:
+                self._send(addr, b"".join(parts), deadline, reroute=True)
+        except _Unreachable:
+            self._cache.pop(key, None)
+            return None  # the general path asks routing again
         resp_sock = self._resp
         while True:
             raw = self._recv(resp_sock, deadline, "KeyResponse", addr)
@@ -544,6 +585,7 @@ class AnnaTcpClient:
         results: list[Any] = [None] * len(ops)
         pending: dict[str, tuple[int, str]] = {}  # request id -> (op index, address)
         retry: list[int] = []
+        dead: set[str] = set()  # servers that refused connections during this execute
         field = self._resp_field
         nxt = 0
         while nxt < len(ops) or pending:
@@ -561,15 +603,31 @@ class AnnaTcpClient:
                 msg = _key_request_parts(rtype, key, lt, parts, len(addrs), field, rid)
                 if parts and len(parts[-1]) >= COPY_THRESHOLD:
                     queued = batch.pop(addr, None)
-                    if queued:  # keep the order of ops per server
-                        self._send(addr, queued, deadline, many=True)
-                    self._send(addr, msg, deadline)
-                else:
+                    if addr not in dead:
+                        try:
+                            if queued:  # keep the order of ops per server
+                                self._send(addr, queued, deadline, many=True, reroute=True)
+                            self._send(addr, msg, deadline, reroute=True)
+                        except _Unreachable:
+                            dead.add(addr)
+                elif addr not in dead:
                     batch.setdefault(addr, []).append(b"".join(msg))
                 pending[rid] = (nxt, addr)
                 nxt += 1
             for addr, msgs in batch.items():
-                self._send(addr, msgs, deadline, many=True)
+                if addr not in dead:
+                    try:
+                        self._send(addr, msgs, deadline, many=True, reroute=True)
+                    except _Unreachable:
+                        dead.add(addr)
+            if dead:
+                # Every op waiting on a server that refuses takes the general path,
+                # which asks routing again.
+                for rid, (i, a) in list(pending.items()):
+                    if a in dead:
+                        del pending[rid]
+                        retry.append(i)
+                        self._cache.pop(ops[i][1], None)
             if not pending:
                 continue
             waiting = sorted({a for _, a in pending.values()})
