@@ -494,13 +494,13 @@ class ShardState:
         """Replace ``key``'s contribution to the digests; the payload bytes hashed."""
         old = self._ae_key.pop(key, None)
         if old is not None:
-            h, b, peers = old
-            for p in peers:
-                self._ae_xor[p][b] ^= h
-                keys = self._ae_idx[p][b]
+            old_h, old_b, old_peers = old
+            for p in old_peers:
+                self._ae_xor[p][old_b] ^= old_h
+                keys = self._ae_idx[p][old_b]
                 keys.discard(key)
                 if not keys:
-                    del self._ae_idx[p][b]
+                    del self._ae_idx[p][old_b]
                     if not self._ae_idx[p]:
                         del self._ae_idx[p]
                         del self._ae_xor[p]
