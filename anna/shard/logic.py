@@ -134,6 +134,8 @@ class ShardState:
         self.handoff: set[str] = set()  # stored here but owned elsewhere: send and drop
         self.subscribers: dict[str, set[str]] = {}
         self.changed: set[str] = set()  # subscribed keys changed since the last push
+        # New subscribers owed the current value: address -> keys (only they get it).
+        self.welcome: dict[str, set[str]] = {}
         self.my_gossip = ""
         # key -> (this shard owns it, number of replicas), for the placement it was
         # computed with (reset when the placement object changes).
@@ -656,7 +658,10 @@ class ShardState:
     # ---- cache push ----------------------------------------------------------------------
 
     def handle_subscription(self, msg: pb.CacheSubscription) -> None:
-        """A cache (un)subscribes to keys; a new subscriber gets the current value first."""
+        """A cache (un)subscribes to keys; a new subscriber gets the current value first.
+
+        Caches re-send their subscriptions periodically (a restarted shard forgot
+        them): a repeat from a cache already subscribed to the key changes nothing."""
         addr = msg.cache_address
         if not addr:
             self.stats["bad_subscription"] += 1
@@ -669,15 +674,21 @@ class ShardState:
                     if not subs:
                         del self.subscribers[key]
             else:
-                self.subscribers.setdefault(key, set()).add(addr)
+                subs = self.subscribers.setdefault(key, set())
+                if addr in subs:
+                    self.stats["resubscribed"] += 1
+                    continue
+                subs.add(addr)
                 if key in self.store:
-                    self.changed.add(key)
+                    self.welcome.setdefault(addr, set()).add(key)
 
     def push_tick(self) -> list[Action]:
-        """KeyResponses (type PUT, full merged payload) for changed subscribed keys."""
-        if not self.changed:
+        """KeyResponses (type PUT, full merged payload) for changed subscribed keys, and
+        the current value of each key to the subscribers that are new to it."""
+        if not self.changed and not self.welcome:
             return []
         per_addr: dict[str, pb.KeyResponse] = {}
+        sent: dict[str, set[str]] = {}
         for key in self.changed:
             entry = self.store.get(key)
             subs = self.subscribers.get(key)
@@ -689,7 +700,21 @@ class ShardState:
                 if resp is None:
                     resp = per_addr[addr] = pb.KeyResponse(type=PUT)
                 resp.tuples.add(key=key, lattice_type=entry.lattice_type, payload=payload)
+                sent.setdefault(addr, set()).add(key)
+        for addr, keys in self.welcome.items():
+            done = sent.get(addr, ())
+            for key in keys:
+                entry = self.store.get(key)
+                if entry is None or key in done or addr not in self.subscribers.get(key, ()):
+                    continue
+                resp = per_addr.get(addr)
+                if resp is None:
+                    resp = per_addr[addr] = pb.KeyResponse(type=PUT)
+                resp.tuples.add(
+                    key=key, lattice_type=entry.lattice_type, payload=entry.get_payload()
+                )
         self.changed.clear()
+        self.welcome.clear()
         return [Reply(addr, resp) for addr, resp in per_addr.items()]
 
     # ---- durability ------------------------------------------------------------------------

@@ -191,8 +191,18 @@ def test_cache_push() -> None:
     (push,) = st.push_tick()
     got = {t.key: SetLattice.parse(t.payload) for t in push.response.tuples}
     assert got == {"k": SetLattice({b"a", b"b"}), "j": SetLattice({b"x"})}
+    # The cache's periodic refresh repeats its subscriptions: nothing is pushed again...
+    st.handle_subscription(pb.CacheSubscription(cache_address="tcp://c:1", keys=["k", "j"]))
+    assert st.push_tick() == []
+    # ...but a second cache subscribing gets the current value, and only it.
+    st.handle_subscription(pb.CacheSubscription(cache_address="tcp://c:2", keys=["k"]))
+    (second,) = st.push_tick()
+    assert second.address == "tcp://c:2" and [t.key for t in second.response.tuples] == ["k"]
     st.handle_subscription(
         pb.CacheSubscription(cache_address="tcp://c:1", keys=["k", "j"], unsubscribe=True)
+    )
+    st.handle_subscription(
+        pb.CacheSubscription(cache_address="tcp://c:2", keys=["k"], unsubscribe=True)
     )
     st.handle_request(_req(pb.PUT, _put_tuple("k", SetLattice({b"c"})), addr=""))
     assert st.push_tick() == []
