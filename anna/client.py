@@ -37,7 +37,7 @@ import random
 import socket as _socket
 import time
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import zmq
@@ -352,7 +352,11 @@ class AnnaTcpClient:
         return results
 
     def _recv(
-        self, sock: zmtp.PullListener, deadline: float, what: str, waiting: list[str] | str
+        self,
+        sock: zmtp.PullListener,
+        deadline: float,
+        what: str,
+        waiting: list[str] | str | Callable[[], list[str]],
     ) -> bytes:
         """One single-frame message from ``sock`` (spinning up to ``spin`` first), or
         timeout. A large frame is a bytearray received in place; nothing writes to it,
@@ -364,6 +368,8 @@ class AnnaTcpClient:
             if len(frames) == 1:
                 return cast(bytes, frames[0])
             # A multi-frame message is nothing a KVS server sends to a client: skip it.
+        if callable(waiting):
+            waiting = waiting()
         if isinstance(waiting, str):
             waiting = [waiting]
         raise AnnaTimeoutError(
@@ -630,8 +636,12 @@ class AnnaTcpClient:
                         self._cache.pop(ops[i][1], None)
             if not pending:
                 continue
-            waiting = sorted({a for _, a in pending.values()})
-            raw = self._recv(self._resp, deadline, "KeyResponse", waiting)
+            raw = self._recv(
+                self._resp,
+                deadline,
+                "KeyResponse",
+                lambda: sorted({a for _, a in pending.values()}),
+            )
             t = _parse_response(raw)
             if t is None:
                 msg_pb = self._resp_msg

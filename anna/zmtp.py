@@ -25,6 +25,7 @@ import socket
 import struct
 import time
 from collections import deque
+from collections.abc import Sequence
 
 GREETING_LEN = 64
 SIGNATURE = b"\xff" + b"\x00" * 8 + b"\x7f"
@@ -258,7 +259,7 @@ class PushConnection:
             self.close()
             raise ZmtpError(f"send to {self.address} failed: {exc}") from exc
 
-    def _sendmsg(self, pieces: list[bytes | memoryview]) -> None:
+    def _sendmsg(self, pieces: Sequence[bytes | memoryview]) -> None:
         sock = self.sock
         assert sock is not None
         views = [memoryview(p) for p in pieces if len(p)]
@@ -437,7 +438,7 @@ def _listen(ip: str, port: int) -> socket.socket:
 
 def _accept(lsock: socket.socket, socket_type: bytes) -> list[socket.socket]:
     """Every pending connection, greeted (our greeting and READY already sent)."""
-    out = []
+    out: list[socket.socket] = []
     hello = GREETING + ready_command(socket_type)
     while True:
         try:
@@ -516,9 +517,9 @@ class PullListener:
         for fd, _ in events:
             if fd == self.lfd:
                 for sock in _accept(self.lsock, b"PULL"):
-                    conn = Inbound(sock)
-                    conns[conn.fd] = conn
-                    self.poller.register(conn.fd, select.POLLIN)
+                    new = Inbound(sock)
+                    conns[new.fd] = new
+                    self.poller.register(new.fd, select.POLLIN)
                 continue
             conn = conns.get(fd)
             if conn is None:
@@ -599,6 +600,8 @@ class ZmtpServer:
         self.stats = stats
         self.max_pending = max_pending
         self.hello_push = GREETING + ready_command(b"PUSH")
+        self.corked = False
+        self.dirty: dict[int, _Outbound] = {}  # connections with corked messages
 
     def fileno(self) -> int:
         return self.epoll.fileno()
@@ -660,14 +663,16 @@ class ZmtpServer:
             oc.waiting.append(memoryview(bytes(data)))
             oc.pending_bytes += len(head) + n
             return
-        if oc.pending:
+        if oc.pending or self.corked:
             if oc.pending_bytes + n > self.max_pending:
                 self.stats["send_dropped"] += 1
                 return
+            if self.corked and not oc.writing:
+                self.dirty[oc.fd] = oc
+            oc.pending_bytes += len(head) + n
             oc.pending.append(memoryview(head))
             # Queued: keep our own copy unless it is immutable (libzmq copies too).
             oc.pending.append(memoryview(data if type(data) is bytes else bytes(data)))
-            oc.pending_bytes += len(head) + n
             return
         try:
             if n < 65536:
@@ -696,6 +701,18 @@ class ZmtpServer:
         if sent < total:
             oc.pending_bytes += total - sent
             self._want_write(oc)
+
+    def cork(self) -> None:
+        """Hold replies until :meth:`uncork`: then each connection's messages leave in
+        one system call."""
+        self.corked = True
+
+    def uncork(self) -> None:
+        self.corked = False
+        dirty, self.dirty = self.dirty, {}
+        for oc in dirty.values():
+            if self.out_by_fd.get(oc.fd) is oc and oc.pending and not oc.writing:
+                self._flush(oc)
 
     def _connect(self, address: str) -> _Outbound | None:
         try:
@@ -784,7 +801,9 @@ class ZmtpServer:
     def _drop_out(self, oc: _Outbound) -> None:
         if self.outbound.get(oc.address) is oc:
             del self.outbound[oc.address]
-        self.out_by_fd.pop(oc.fd, None)
+        if self.out_by_fd.get(oc.fd) is not oc:
+            return  # already dropped (its descriptor may belong to a newer connection)
+        del self.out_by_fd[oc.fd]
         if oc.pending or oc.waiting:
             self.stats["send_dropped"] += 1
         try:
