@@ -43,6 +43,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from plotting import pyplot  # noqa: E402 (bench/, the script's own directory)
+
 RESULTS = ROOT / "bench" / "results"
 
 
@@ -332,13 +335,8 @@ def write_reports(
         "and Ray; p99 <= 3x our median; stretch: lower than the process pool.",
     ]
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("[bench] matplotlib missing: no plot (pip install '.[bench]')")
+    plt = pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(8, 5))
     for name, runs in sorted(raw.items(), key=lambda kv: statistics.median(median_run(kv[1]))):

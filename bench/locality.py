@@ -45,6 +45,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from plotting import pyplot  # noqa: E402 (bench/, the script's own directory)
+
 from anna.client import AnnaTcpClient  # noqa: E402
 from cache.client import CacheClient  # noqa: E402
 from cache.protocol import ipc_address  # noqa: E402
@@ -278,11 +280,9 @@ def freshness(kvs: AnnaTcpClient, cc: CacheClient, trials: int) -> dict[str, Any
 
 
 def plot(platform_res: dict[str, Any], datapath: dict[str, Any], sizes: list[int]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
+    if plt is None:
+        return
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     series = [
         (axes[0], platform_res, ("warm", "cold", "redis"), "Cloudburst call (client-timed)"),

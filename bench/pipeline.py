@@ -43,6 +43,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from plotting import pyplot  # noqa: E402 (bench/, the script's own directory)
+
 RESULTS = ROOT / "bench" / "results"
 #: SERVER_ENV raises the mmap threshold; without a matching trim threshold glibc gives
 #: freed 1 MB buffers back to the OS at once and every numpy temporary page-faults again
@@ -467,11 +470,9 @@ def summarize(results: dict[str, Any], variants: list[str]) -> dict[str, Any]:
 
 
 def plot(results: dict[str, Any], variants: list[str], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
+    if plt is None:
+        return
     size = max(results["sizes_mb"])
     fig, axes = plt.subplots(len(variants), 1, figsize=(11, 1.6 * len(variants) + 1), sharex=True)
     colors = {"parse": "tab:blue", "transform": "tab:orange", "aggregate": "tab:green"}
