@@ -428,23 +428,13 @@ class AnnaTcpClient:
             return None  # the general path asks routing again
         resp_sock = self._resp
         while True:
-            raw = self._recv(resp_sock, deadline, "KeyResponse", addr)
-            t = _parse_response(raw)
-            if t is None:
-                # Not the one-tuple canonical form: let protobuf decode it.
-                msg = self._resp_msg
-                try:
-                    msg.ParseFromString(raw)
-                except Exception:
+            t = self._answer(self._recv(resp_sock, deadline, "KeyResponse", addr))
+            if isinstance(t, str):  # an answer with several tuples
+                if t != rid:
                     continue
-                if msg.response_id != rid:
-                    continue
-                if len(msg.tuples) != 1:
-                    self._cache.pop(key, None)
-                    return None
-                pt = msg.tuples[0]
-                t = (msg.type, pt.key, pt.lattice_type, pt.error, pt.payload, pt.invalidate, rid)
-            if t[6] == rid:
+                self._cache.pop(key, None)
+                return None
+            if t is not None and t[6] == rid:
                 break
         if t[3] == _WRONG_THREAD or t[1] != key:
             self._cache.pop(key, None)
@@ -452,6 +442,30 @@ class AnnaTcpClient:
         if t[5]:
             self._cache.pop(key, None)
         return t
+
+    def _answer(self, raw: bytes) -> wire.SingleResponse | str | None:
+        """A ``KeyResponse`` with one tuple, parsed (by hand in canonical form, else by
+        protobuf); the ``response_id`` of one with several tuples; None if undecodable."""
+        t = _parse_response(raw)
+        if t is not None:
+            return t
+        msg = self._resp_msg
+        try:
+            msg.ParseFromString(raw)
+        except Exception:
+            return None
+        if len(msg.tuples) != 1:
+            return msg.response_id
+        pt = msg.tuples[0]
+        return (
+            msg.type,
+            pt.key,
+            pt.lattice_type,
+            pt.error,
+            pt.payload,
+            pt.invalidate,
+            msg.response_id,
+        )
 
     # ---- public API --------------------------------------------------------------------
 
@@ -642,28 +656,14 @@ class AnnaTcpClient:
                 "KeyResponse",
                 lambda: sorted({a for _, a in pending.values()}),
             )
-            t = _parse_response(raw)
+            t = self._answer(raw)
             if t is None:
-                msg_pb = self._resp_msg
-                try:
-                    msg_pb.ParseFromString(raw)
-                except Exception:
-                    continue
-                if msg_pb.response_id not in pending or len(msg_pb.tuples) != 1:
-                    entry = pending.pop(msg_pb.response_id, None)
-                    if entry is not None:
-                        retry.append(entry[0])
-                    continue
-                pt = msg_pb.tuples[0]
-                t = (
-                    msg_pb.type,
-                    pt.key,
-                    pt.lattice_type,
-                    pt.error,
-                    pt.payload,
-                    pt.invalidate,
-                    msg_pb.response_id,
-                )
+                continue
+            if isinstance(t, str):  # several tuples: not an answer to a one-key request
+                bad = pending.pop(t, None)
+                if bad is not None:
+                    retry.append(bad[0])
+                continue
             entry = pending.pop(t[6], None)
             if entry is None:
                 continue  # a late answer to an earlier request
