@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import itertools
+import os
 import select
 import socket
 import struct
@@ -42,6 +43,7 @@ MAX_OUT_CONNECTIONS = 4096
 _pack_long = struct.Struct(">Q").pack
 _unpack_long = struct.Struct(">Q").unpack_from
 _monotonic = time.monotonic
+_yield = os.sched_yield
 
 
 class ZmtpError(ConnectionError):
@@ -498,6 +500,9 @@ class PullListener:
                         return messages.popleft()
                 if _monotonic() >= spin_end:
                     break
+                # If the server shares our core, let it run: spinning would only
+                # delay the answer we wait for until our time slice ends.
+                _yield()
         while True:
             left = deadline - _monotonic()
             try:

@@ -201,6 +201,7 @@ class ShardServer:
         perform = self.perform
         wal = self.wal
         monotonic = time.monotonic
+        sched_yield = os.sched_yield
         gossip_period = max(0.01, kvs.gossip_period_s)
         hb_period = max(0.01, kvs.heartbeat_period_s)
         push_period = max(0.001, self.cfg.cache.push_period_ms / 1000.0)
@@ -227,6 +228,7 @@ class ShardServer:
                         # that is waiting on us is then taken without a wake-up.
                         spin_end = monotonic() + spin
                         while not messages and monotonic() < spin_end:
+                            sched_yield()  # a client on our core gets to send it
                             messages = req.poll(0)
                         if not messages:
                             messages = req.poll(busy_timeout)
