@@ -49,6 +49,8 @@ from scheduler.logic import sources
 log = logging.getLogger(__name__)
 
 NORMAL = pb.NORMAL
+#: How long a wait for an answer polls without sleeping before it blocks (seconds).
+SPIN_S = 200e-6
 
 
 class DagRegistration(tuple[bool, int]):
@@ -242,8 +244,19 @@ class CloudburstConnection:
     def _pump(self, wait: float) -> bool:
         """Receive what arrives within ``wait`` seconds (at least one message, then
         whatever is queued); returns whether anything arrived."""
-        if not self._pull.poll(max(0, math.ceil(wait * 1000))):
-            return False
+        pull = self._pull
+        if not pull.poll(0):
+            # Poll without sleeping for a moment first (yielding the core between
+            # polls): an answer arriving meanwhile skips a thread wake-up.
+            spin_end = time.monotonic() + min(wait, SPIN_S)
+            while True:
+                if pull.poll(0):
+                    break
+                if time.monotonic() >= spin_end:
+                    if not pull.poll(max(0, math.ceil((wait - SPIN_S) * 1000))):
+                        return False
+                    break
+                os.sched_yield()
         while True:
             try:
                 data = self._pull.recv(zmq.NOBLOCK)
