@@ -39,6 +39,7 @@ FLAG_COMMAND = 0x04
 MAX_MESSAGE = 256 * 1024 * 1024  # the servers' MAXMSGSIZE
 RECV_CHUNK = 64 * 1024
 MAX_OUT_CONNECTIONS = 4096
+ACCEPT_PAUSE_S = 0.1  # out of descriptors: how long the listener is not watched
 
 _pack_long = struct.Struct(">Q").pack
 _unpack_long = struct.Struct(">Q").unpack_from
@@ -438,19 +439,27 @@ def _listen(ip: str, port: int) -> socket.socket:
     return lsock
 
 
-def _accept(lsock: socket.socket, socket_type: bytes) -> list[socket.socket]:
-    """Every pending connection, greeted (our greeting and READY already sent)."""
+#: accept() errors that mean "out of descriptors or memory": stop accepting a moment.
+_EXHAUSTED = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
+def _accept(lsock: socket.socket, socket_type: bytes) -> tuple[list[socket.socket], bool]:
+    """Every pending connection, greeted (our greeting and READY already sent), and
+    whether accepting stopped because descriptors or memory ran out (the listener
+    then stays readable: the caller should stop watching it for a moment)."""
     out: list[socket.socket] = []
     hello = GREETING + ready_command(socket_type)
     while True:
         try:
             sock, _ = lsock.accept()
         except (BlockingIOError, InterruptedError):
-            return out
+            return out, False
         except OSError as exc:
-            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                return out
-            raise
+            if exc.errno in _EXHAUSTED:
+                return out, True
+            if isinstance(exc, ConnectionError) or exc.errno in (errno.EPROTO, errno.EPERM):
+                continue  # that connection died before we took it: the next one
+            return out, False
         sock.setblocking(False)
         try:
             _tune(sock)
@@ -521,7 +530,7 @@ class PullListener:
         conns = self.conns
         for fd, _ in events:
             if fd == self.lfd:
-                for sock in _accept(self.lsock, b"PULL"):
+                for sock in _accept(self.lsock, b"PULL")[0]:
                     new = Inbound(sock)
                     conns[new.fd] = new
                     self.poller.register(new.fd, select.POLLIN)
@@ -607,6 +616,7 @@ class ZmtpServer:
         self.hello_push = GREETING + ready_command(b"PUSH")
         self.corked = False
         self.dirty: dict[int, _Outbound] = {}  # connections with corked messages
+        self.accept_paused_until = 0.0
 
     def fileno(self) -> int:
         return self.epoll.fileno()
@@ -615,6 +625,9 @@ class ZmtpServer:
 
     def poll(self, timeout: float) -> list[list[bytes | bytearray]]:
         """Messages that arrived within ``timeout`` seconds (0: only what is there)."""
+        if self.accept_paused_until and _monotonic() >= self.accept_paused_until:
+            self.accept_paused_until = 0.0
+            self.epoll.register(self.lfd, select.EPOLLIN)
         try:
             events = self.epoll.poll(timeout)
         except InterruptedError:
@@ -630,11 +643,18 @@ class ZmtpServer:
                 elif got:
                     out.extend(got)
             elif fd == self.lfd:
-                for sock in _accept(self.lsock, b"PULL"):
+                socks, exhausted = _accept(self.lsock, b"PULL")
+                for sock in socks:
                     c = Inbound(sock)
                     inbound[c.fd] = c
                     self.epoll.register(c.fd, select.EPOLLIN)
                     self.stats["zmtp_accepted"] += 1
+                if exhausted:
+                    # Out of descriptors: the listener stays readable, so stop watching
+                    # it for a moment instead of spinning on it.
+                    self.stats["accept_exhausted"] += 1
+                    self.epoll.unregister(self.lfd)
+                    self.accept_paused_until = _monotonic() + ACCEPT_PAUSE_S
             else:
                 oc = self.out_by_fd.get(fd)
                 if oc is not None:

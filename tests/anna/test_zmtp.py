@@ -559,3 +559,64 @@ def test_parse_tcp():
     for bad in ("udp://h:1", "tcp://h", "tcp://:5", "tcp://h:", "tcp://h:x1", "tcp://h:-1", "h:1"):
         with pytest.raises(ValueError):
             parse_tcp(bad)
+
+
+OUT_OF_FDS_SERVER = """
+import resource, sys, time
+from collections import Counter
+from anna.zmtp import ZmtpServer
+
+stats = Counter()
+srv = ZmtpServer("127.0.0.1", int(sys.argv[1]), stats)
+resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
+print("ready", flush=True)
+got = []
+start_cpu, end = time.process_time(), time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end and not got:
+    got = srv.poll(0.05)
+cpu = time.process_time() - start_cpu
+print("got", got, "exhausted", stats["accept_exhausted"], "cpu", round(cpu, 3), flush=True)
+"""
+
+
+def test_server_out_of_descriptors_neither_spins_nor_stops_accepting(tmp_path):
+    """More connections than descriptors: the listener is paused, not spun on, and a
+    peer that comes once descriptors are free again gets its message through."""
+    import subprocess
+    import sys
+
+    port = free_port(IP)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", OUT_OF_FDS_SERVER, str(port), "20"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    hogs: list[socket.socket] = []
+    ctx = zmq.Context()
+    push = ctx.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 0)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        for _ in range(80):  # well past the server's 48 descriptors
+            hogs.append(socket.create_connection((IP, port), timeout=5))
+        time.sleep(1.5)  # the server meets EMFILE and pauses its listener meanwhile
+        for s in hogs:
+            s.close()
+        hogs.clear()
+        push.connect(f"tcp://{IP}:{port}")
+        push.send(b"after the storm")
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        for s in hogs:
+            s.close()
+        push.close(0)
+        ctx.term()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    assert "got [[b'after the storm']]" in out, out
+    fields = out.split()
+    assert int(fields[fields.index("exhausted") + 1]) >= 1, out
+    # ~2 s of wall time in poll: a listener spun on would burn most of it.
+    assert float(fields[fields.index("cpu") + 1]) < 1.0, out
