@@ -16,6 +16,7 @@ import yaml
 from cache.client import CacheClient
 from cloudburst.shared.config import Config, load_config
 from cloudburst.shared.processes import (
+    ManagedProcess,
     ProcessGroup,
     free_port,
     free_port_block,
@@ -90,21 +91,27 @@ def write_config(tmp: Path, **cache: object) -> tuple[Config, Path]:
     return load_config(path, env={}), path
 
 
+def start_kvs(group: ProcessGroup, cfg: Config, path: Path) -> ManagedProcess:
+    """``anna.local`` with ``path``'s config in ``group``, once its ports answer."""
+    proc = group.python("kvs", "anna.local", "--config", str(path))
+    wait_until(
+        lambda: (
+            port_open("127.0.0.1", cfg.kvs.routing_port)
+            and port_open("127.0.0.1", cfg.kvs.shard_base_port)
+        ),
+        timeout=30,
+        what="local KVS",
+    )
+    return proc
+
+
 @pytest.fixture(scope="module")
 def _kvs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Config, Path, str]]:
     """One KVS per test module (tests use distinct keys); always stopped."""
     tmp = tmp_path_factory.mktemp("cache-kvs")
     cfg, path = write_config(tmp)
     with ProcessGroup(log_dir=tmp / "logs") as group:
-        group.python("kvs", "anna.local", "--config", str(path))
-        wait_until(
-            lambda: (
-                port_open("127.0.0.1", cfg.kvs.routing_port)
-                and port_open("127.0.0.1", cfg.kvs.shard_base_port)
-            ),
-            timeout=30,
-            what="local KVS",
-        )
+        start_kvs(group, cfg, path)
         yield cfg, path, f"127.0.0.1:{cfg.kvs.routing_port}"
     assert not [p.name for p in group.procs.values() if p.alive()]
 

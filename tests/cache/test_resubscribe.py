@@ -15,7 +15,7 @@ import pytest
 from anna.client import AnnaTcpClient
 from cloudburst.shared.processes import ProcessGroup, port_open, wait_until
 from lattices import LWWPairLattice, make_timestamp
-from tests.cache.conftest import Cluster, write_config
+from tests.cache.conftest import Cluster, start_kvs, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -37,15 +37,7 @@ def _shard_pids(launcher: int) -> list[int]:
 
 def test_cache_resubscribes_after_shard_restart(procs: ProcessGroup, tmp_path: Path) -> None:
     cfg, path = write_config(tmp_path, subscription_refresh_s=REFRESH_S)
-    kvs_proc = procs.python("kvs", "anna.local", "--config", str(path))
-    wait_until(
-        lambda: (
-            port_open("127.0.0.1", cfg.kvs.routing_port)
-            and port_open("127.0.0.1", cfg.kvs.shard_base_port)
-        ),
-        timeout=30,
-        what="local KVS",
-    )
+    kvs_proc = start_kvs(procs, cfg, path)
     cluster = Cluster(cfg, path, procs, f"127.0.0.1:{cfg.kvs.routing_port}", tmp_path)
     kvs = AnnaTcpClient(cluster.kvs_addr, timeout=5.0)
     cc = cluster.start_cache("r1")
