@@ -59,6 +59,21 @@ def tune_malloc() -> None:
         pass
 
 
+def raise_fd_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit: every client holds two connections to
+    the shard (requests in, replies out), and the default soft limit is often 1024."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY:
+            hard = 1 << 20
+        if soft != resource.RLIM_INFINITY and soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, OSError, ValueError):
+        pass
+
+
 def die_with_parent() -> None:
     """Ask Linux to SIGTERM this process when its parent dies (no orphans)."""
     try:
@@ -385,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.die_with_parent:
         die_with_parent()
     tune_malloc()
+    raise_fd_limit()
     cfg = load_config(args.config)
     logging.basicConfig(
         level=cfg.log_level,
