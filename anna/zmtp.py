@@ -39,6 +39,7 @@ FLAG_COMMAND = 0x04
 MAX_MESSAGE = 256 * 1024 * 1024  # the servers' MAXMSGSIZE
 RECV_CHUNK = 64 * 1024
 MAX_OUT_CONNECTIONS = 4096
+COPY_BELOW = 65536  # smaller messages are joined with their header into one buffer
 ACCEPT_PAUSE_S = 0.1  # out of descriptors: how long the listener is not watched
 
 _pack_long = struct.Struct(">Q").pack
@@ -198,71 +199,47 @@ class PushConnection:
 
         ZmtpError: the connection is (now) closed and nothing was sent; reconnect.
         """
-        sock = self.sock
-        if sock is None:
-            raise ZmtpError(f"connection to {self.address} is closed")
-        if self.poller.poll(0):
-            self._check_peer()
-        n = len(data)
-        try:
-            if n < 256:
-                sock.sendall(bytes((0, n)) + data)
-            elif n < 65536:
-                sock.sendall(b"\x02" + _pack_long(n) + data)
-            else:
-                self._sendmsg([b"\x02" + _pack_long(n), memoryview(data)])
-        except OSError as exc:
-            self.close()
-            raise ZmtpError(f"send to {self.address} failed: {exc}") from exc
+        self._write([frame_header(len(data)), data], join=len(data) < COPY_BELOW)
 
     def send_many(self, messages: list[bytes]) -> None:
         """Several single-frame messages in one system call (a pipeline's batch)."""
-        sock = self.sock
-        if sock is None:
-            raise ZmtpError(f"connection to {self.address} is closed")
-        if self.poller.poll(0):
-            self._check_peer()
         pieces: list[bytes] = []
         for m in messages:
             pieces.append(frame_header(len(m)))
             pieces.append(m)
-        try:
-            sock.sendall(b"".join(pieces))
-        except OSError as exc:
-            self.close()
-            raise ZmtpError(f"send to {self.address} failed: {exc}") from exc
+        self._write(pieces, join=True)
 
     def send_parts(self, parts: list[bytes]) -> None:
         """One single-frame message given as pieces (a large value is not joined)."""
-        n = sum(len(p) for p in parts)
-        sock = self.sock
-        if sock is None:
-            raise ZmtpError(f"connection to {self.address} is closed")
-        if self.poller.poll(0):
-            self._check_peer()
-        try:
-            self._sendmsg([frame_header(n), *parts])
-        except OSError as exc:
-            self.close()
-            raise ZmtpError(f"send to {self.address} failed: {exc}") from exc
+        self._write([frame_header(sum(len(p) for p in parts)), *parts], join=False)
 
     def send_multipart(self, frames: list[bytes]) -> None:
-        if self.sock is None:
-            raise ZmtpError(f"connection to {self.address} is closed")
-        if self.poller.poll(0):
-            self._check_peer()
         pieces: list[bytes] = []
         last = len(frames) - 1
         for i, f in enumerate(frames):
             pieces.append(frame_header(len(f), more=i < last))
             pieces.append(f)
+        self._write(pieces, join=False)
+
+    def _write(self, pieces: Sequence[bytes | bytearray | memoryview], join: bool) -> None:
+        """Send ``pieces`` whole (``join``: as one joined buffer, cheaper for small
+        messages; else with ``sendmsg``, no copy). A peer that went away, or a failed
+        send, closes the connection and raises ZmtpError."""
+        sock = self.sock
+        if sock is None:
+            raise ZmtpError(f"connection to {self.address} is closed")
+        if self.poller.poll(0):
+            self._check_peer()
         try:
-            self._sendmsg(pieces)
+            if join:
+                sock.sendall(b"".join(pieces))
+            else:
+                self._sendmsg(pieces)
         except OSError as exc:
             self.close()
             raise ZmtpError(f"send to {self.address} failed: {exc}") from exc
 
-    def _sendmsg(self, pieces: Sequence[bytes | memoryview]) -> None:
+    def _sendmsg(self, pieces: Sequence[bytes | bytearray | memoryview]) -> None:
         sock = self.sock
         assert sock is not None
         views = [memoryview(p) for p in pieces if len(p)]
@@ -424,6 +401,11 @@ class Inbound:
         else:
             self.pos = pos
         return out
+
+
+def _owned(data: bytes | bytearray | memoryview) -> memoryview:
+    """A view of ``data`` safe to queue: copied unless immutable (libzmq copies too)."""
+    return memoryview(data if type(data) is bytes else bytes(data))
 
 
 def _listen(ip: str, port: int) -> socket.socket:
@@ -685,7 +667,7 @@ class ZmtpServer:
                 self.stats["send_dropped"] += 1
                 return
             oc.waiting.append(memoryview(head))
-            oc.waiting.append(memoryview(bytes(data)))
+            oc.waiting.append(_owned(data))
             oc.pending_bytes += len(head) + n
             return
         if oc.pending or self.corked:
@@ -696,8 +678,7 @@ class ZmtpServer:
                 self.dirty[oc.fd] = oc
             oc.pending_bytes += len(head) + n
             oc.pending.append(memoryview(head))
-            # Queued: keep our own copy unless it is immutable (libzmq copies too).
-            oc.pending.append(memoryview(data if type(data) is bytes else bytes(data)))
+            oc.pending.append(_owned(data))
             return
         try:
             if n < 65536:
@@ -709,15 +690,15 @@ class ZmtpServer:
                 sent = oc.sock.sendmsg([head, data])
                 total = len(head) + n
                 if sent < total:
-                    rest = data if type(data) is bytes else bytes(data)
+                    rest = _owned(data)
                     if sent < len(head):
                         oc.pending.append(memoryview(head)[sent:])
-                        oc.pending.append(memoryview(rest))
+                        oc.pending.append(rest)
                     else:
-                        oc.pending.append(memoryview(rest)[sent - len(head) :])
+                        oc.pending.append(rest[sent - len(head) :])
         except (BlockingIOError, InterruptedError):
             oc.pending.append(memoryview(head))
-            oc.pending.append(memoryview(data if type(data) is bytes else bytes(data)))
+            oc.pending.append(_owned(data))
             sent, total = 0, len(head) + n
         except OSError:
             self.stats["send_dropped"] += 1

@@ -239,10 +239,9 @@ class CacheState:
 
         A shard keeps subscriptions in memory only, so one that restarted at the same
         address no longer pushes; the shell calls this every
-        ``cache.subscription_refresh_s``. Re-subscribing is idempotent at the shard (a
-        set of subscribers per key), but the shard answers it like a new subscription:
-        it pushes the key's current value at its next tick (merged here as a no-op
-        when unchanged).
+        ``cache.subscription_refresh_s``. A shard that still knows this cache as a
+        subscriber of a key ignores the repeat; one that forgot it (restarted) takes it
+        as a new subscription and pushes the key's current value.
         """
         per_addr: dict[str, list[str]] = {}
         for key, addrs in self.subs.items():
