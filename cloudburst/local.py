@@ -371,8 +371,11 @@ def start(
     try:
         _wait_started(cfg, proc, timeout)
     except StartFailed:
-        stop(cfg, out=lambda _: None)
+        # Nothing was served yet: no need for the ordered stop, just stop it all now.
+        _kill_all([proc.pid, *cluster_pids(cfg)], grace=1.0)
         proc.poll()
+        _kill_all(cluster_pids(cfg), grace=1.0)
+        _clean_run_files(cfg)
         raise
     proc.returncode = 0  # detached on purpose: no ResourceWarning for an unwaited child
 
@@ -391,7 +394,7 @@ def _wait_started(cfg: Config, proc: subprocess.Popen[bytes], timeout: float) ->
             raise StartFailed(exited)
         try:
             if port_open(cfg.ip, cfg.kvs.routing_port) and port_open(cfg.ip, cfg.scheduler.port):
-                wait_ready(cfg, cfg.executor.workers, timeout=0.0, attempt_timeout=1.0)
+                wait_ready(cfg, cfg.executor.workers, timeout=0.0, attempt_timeout=0.5)
                 return
         except TimeoutError as exc:
             last = exc
