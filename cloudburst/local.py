@@ -260,7 +260,22 @@ def cluster_pids(cfg: Config) -> list[int]:
     names its ``config.yml`` (the supervisor, the roles, shards, cache, workers)."""
     marker = str(config_path(cfg)).encode()
     me = os.getpid()
-    return [pid for pid, cmd in _processes() if marker in cmd and pid != me and alive(pid)]
+    found = [pid for pid, cmd in _processes() if marker in cmd and pid != me and alive(pid)]
+    return found + [p for p in _legacy_pids(cfg) if p not in found]
+
+
+def _legacy_pids(cfg: Config) -> list[int]:
+    """Role processes recorded by the launcher before the supervisor existed
+    (``{"processes": [{"name", "pid"}]}``, started with a relative config path)."""
+    data = read_json(_cluster_file(cfg))
+    if not data or not isinstance(data.get("processes"), list):
+        return []
+    pids = []
+    for entry in data["processes"]:
+        pid = entry.get("pid") if isinstance(entry, dict) else None
+        if isinstance(pid, int) and alive(pid) and "config.yml" in _cmdline(pid):
+            pids.append(pid)
+    return pids
 
 
 def supervisor_pid(cfg: Config) -> int | None:

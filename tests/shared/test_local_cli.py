@@ -116,3 +116,21 @@ def test_entry_points_run(argv: list[str]) -> None:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd="/")
     assert done.returncode == 0, done.stderr
     assert "Usage:" in done.stdout
+
+
+def test_stop_sweeps_a_cluster_recorded_by_the_old_launcher(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", "--config", ".local/config.yml"]
+    )
+    try:
+        write_json_atomic(
+            tmp_path / "cluster.json", {"processes": [{"name": "kvs", "pid": old.pid}]}
+        )
+        assert main(["local", "stop", "--run-dir", str(tmp_path)]) == 0
+        assert "stopped the local cluster (1 processes)" in capsys.readouterr().out
+        assert old.wait(timeout=10) == -15
+    finally:
+        old.kill()
+        old.wait(timeout=10)
