@@ -260,8 +260,19 @@ def cluster_pids(cfg: Config) -> list[int]:
     names its ``config.yml`` (the supervisor, the roles, shards, cache, workers)."""
     marker = str(config_path(cfg)).encode()
     me = os.getpid()
-    found = [pid for pid, cmd in _processes() if marker in cmd and pid != me and alive(pid)]
+    found = [
+        pid
+        for pid, cmd in _processes()
+        if marker in cmd and pid != me and _started_with(cmd, marker) and alive(pid)
+    ]
     return found + [p for p in _legacy_pids(cfg) if p not in found]
+
+
+def _started_with(cmdline: bytes, config: bytes) -> bool:
+    """Whether a command line has ``--config <config>`` (an editor or ``tail`` of the
+    file does not)."""
+    args = cmdline.split(b"\0")
+    return any(a == b"--config" and b == config for a, b in zip(args, args[1:], strict=False))
 
 
 def _legacy_pids(cfg: Config) -> list[int]:

@@ -52,13 +52,18 @@ def test_a_process_that_exits_during_start_is_named_with_its_log(tmp_path: Path)
         cleanup(cfg)
 
 
-def test_start_refuses_a_second_cluster_and_reset_refuses_a_running_one(
+def test_fresh_wipes_and_a_running_cluster_is_never_started_twice_nor_reset(
     tmp_path: Path,
 ) -> None:
     cfg, path = launcher_config(tmp_path / "run", workers=1)
+    old = Path(cfg.kvs.data_dir) / "shard0" / "from-an-old-run"
+    old.parent.mkdir(parents=True)
+    old.write_bytes(b"x" * 7)
     try:
-        first = cli("start", "--config", str(path))
+        first = cli("start", "--config", str(path), "--fresh")
         assert first.returncode == 0, first.stdout + first.stderr
+        assert f"--fresh: deleted {cfg.kvs.data_dir} (7 bytes)" in first.stdout
+        assert not old.exists()
         again = cli("start", "--config", str(path), timeout=30)
         assert again.returncode == 1 and "already running" in again.stderr
         reset = cli("reset", "--config", str(path), timeout=30)

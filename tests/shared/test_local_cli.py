@@ -134,3 +134,16 @@ def test_stop_sweeps_a_cluster_recorded_by_the_old_launcher(
     finally:
         old.kill()
         old.wait(timeout=10)
+
+
+def test_only_processes_started_with_the_config_count(tmp_path: Path) -> None:
+    cfg = local.resolve(Config(), tmp_path)
+    path = str(local.config_path(cfg))
+    ours = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "--config", path])
+    viewer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", path])
+    try:
+        assert local.cluster_pids(cfg) == [ours.pid]
+    finally:
+        for proc in (ours, viewer):
+            proc.kill()
+            proc.wait(timeout=10)
