@@ -31,7 +31,7 @@ from pathlib import Path
 from anna.admin import depart_and_wait
 from cloudburst.shared.config import Config, load_config
 from cloudburst.shared.processes import SERVER_ENV
-from cloudburst.supervisor import Spec, Supervised
+from cloudburst.supervisor import POLL_S, Spec, Supervised
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             if "routing" in sup.failed():
                 log.error("routing keeps dying; the KVS stops")
                 return 1
-            time.sleep(0.05)
+            time.sleep(POLL_S)
         if "routing" in sup.live():
             clean_depart(cfg, abort=lambda: signals > 1)
     finally:

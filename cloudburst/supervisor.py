@@ -43,6 +43,9 @@ from cloudburst.supervision import Child, RestartPolicy
 log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
+#: How often a supervisor looks at its children (a restart waits at most this long
+#: beyond its back-off).
+POLL_S = 0.1
 #: Top-level children in start order (stopped in reverse).
 ROLES = (("kvs", "anna.local"), ("scheduler", "scheduler.server"), ("executor", "executor.node"))
 
@@ -285,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("supervising %s", {n: p.pid for n, p in sup.procs.items()})
     while not stop_signals:
         sup.poll()
-        time.sleep(0.05)
+        time.sleep(POLL_S)
     log.info("stopping")
     sup.stop(["executor", "scheduler", "kvs"], grace=8.0)
     log.info("stopped")

@@ -28,7 +28,7 @@ from typing import Any
 
 from cloudburst.shared.config import load_config
 from cloudburst.shared.processes import SERVER_ENV
-from cloudburst.supervisor import Spec, Supervised
+from cloudburst.supervisor import POLL_S, Spec, Supervised
 from executor.state import NODE_CACHE_ENV, kvs_routing_address
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ class Node:
             if all(n in self.sup.failed() for n in workers):
                 log.error("every worker keeps dying; the node stops")
                 return 1
-            time.sleep(0.05)
+            time.sleep(POLL_S)
         return 0
 
     def stop(self, *_: Any) -> None:

@@ -114,3 +114,41 @@ def test_kill_any_process_and_the_cluster_heals(tmp_path: Path) -> None:
     finally:
         cleanup(cfg)
     print("recovery after kill -9 (s):", {k: round(v, 2) for k, v in figures.items()})
+
+
+def test_a_crash_loop_is_reported_by_status_and_the_rest_keeps_serving(tmp_path: Path) -> None:
+    cfg, path = launcher_config(tmp_path / "run", workers=1)
+    try:
+        started = cli("start", "--config", str(path))
+        assert started.returncode == 0, started.stdout + started.stderr
+        conn = connect(cfg)
+        try:
+            conn.register(lambda _, x: x + 1, "inc")
+        finally:
+            conn.close()
+        # From now on the cache cannot create its socket: every restart exits at once.
+        ipc = Path(cfg.cache.ipc_dir)
+        for sock in ipc.iterdir():
+            sock.unlink()
+        ipc.rmdir()
+        ipc.write_text("not a directory")
+        pid = _pid(cfg, "cache", 2)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+
+        def cache_failed() -> bool:
+            return any(x.name == "cache" and x.state == "failed" for x in local.status_lines(cfg))
+
+        wait_until(cache_failed, 60, "the cache to be marked failed")
+        status = cli("status", "--config", str(path), timeout=30)
+        assert status.returncode == 2, status.stdout
+        line = next(x for x in status.stdout.splitlines() if x.split()[0] == "cache")
+        assert line.split()[1:4] == ["-", "failed", "4"], line  # 5 exits: 4 restarts
+        assert "exit status 1" in line
+        log = (Path(cfg.run_dir) / "logs" / "executor.log").read_text()
+        assert "crash loop (5 exits within 60s" in log and "not restarting it" in log
+        # Workers use the KVS directly: calls are still served.
+        assert _call_ok(cfg)
+        ipc.unlink()  # let stop clean up as usual
+    finally:
+        cleanup(cfg)
