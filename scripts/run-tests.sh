@@ -4,6 +4,7 @@
 set -euo pipefail
 source "$(dirname "$0")/ensure-env.sh"
 ensure_redis
+unset CLOUDBURST_EXTRAS  # ours, not a config override (CLOUDBURST_<SECTION>__<FIELD>)
 cd "$ROOT"
 echo "[tests] ruff"
 "$VENV/bin/ruff" check .

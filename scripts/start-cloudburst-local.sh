@@ -8,5 +8,6 @@
 set -euo pipefail
 CLOUDBURST_EXTRAS="${CLOUDBURST_EXTRAS:-test}"
 source "$(dirname "$0")/ensure-env.sh"
+unset CLOUDBURST_EXTRAS  # ours, not a config override (CLOUDBURST_<SECTION>__<FIELD>)
 cd "$ROOT"
 exec "$PY" -m cloudburst.local start "$@"
