@@ -396,7 +396,7 @@ def start(
     )
     try:
         _wait_started(cfg, proc, timeout)
-    except StartFailed:
+    except BaseException:  # StartFailed, or Ctrl-C while waiting
         # Nothing was served yet: no need for the ordered stop, just stop it all now.
         _kill_all([proc.pid, *cluster_pids(cfg)], grace=1.0)
         proc.poll()
