@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,3 +69,21 @@ def cleanup(cfg: Config) -> None:
                 pass
     wait_until(lambda: not local.cluster_pids(cfg), 10, "the cluster's processes to exit")
     assert not left, f"processes left after stop: {left}"
+
+
+@contextmanager
+def launched(run_dir: Path, workers: int = 2, **sections: Any) -> Iterator[Config]:
+    """A cluster started by the real launcher (supervisor and all), always stopped::
+
+    with launched(tmp_path / "run") as cfg:
+        conn = connect(cfg)
+        ...
+        local.status_lines(cfg)   # every process: pid, state, restarts
+    """
+    cfg, path = launcher_config(run_dir, workers=workers, **sections)
+    try:
+        started = cli("start", "--config", str(path))
+        assert started.returncode == 0, started.stdout + started.stderr
+        yield cfg
+    finally:
+        cleanup(cfg)

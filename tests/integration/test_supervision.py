@@ -16,7 +16,7 @@ import pytest
 from cloudburst import local
 from cloudburst.shared.config import Config
 from cloudburst.shared.processes import wait_until
-from tests.integration.localcluster import cleanup, cli, connect, launcher_config
+from tests.integration.localcluster import cleanup, cli, connect, launched, launcher_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -117,10 +117,8 @@ def test_kill_any_process_and_the_cluster_heals(tmp_path: Path) -> None:
 
 
 def test_a_crash_loop_is_reported_by_status_and_the_rest_keeps_serving(tmp_path: Path) -> None:
-    cfg, path = launcher_config(tmp_path / "run", workers=1)
-    try:
-        started = cli("start", "--config", str(path))
-        assert started.returncode == 0, started.stdout + started.stderr
+    with launched(tmp_path / "run", workers=1) as cfg:
+        path = local.config_path(cfg)
         conn = connect(cfg)
         try:
             conn.register(lambda _, x: x + 1, "inc")
@@ -150,5 +148,3 @@ def test_a_crash_loop_is_reported_by_status_and_the_rest_keeps_serving(tmp_path:
         # Workers use the KVS directly: calls are still served.
         assert _call_ok(cfg)
         ipc.unlink()  # let stop clean up as usual
-    finally:
-        cleanup(cfg)
