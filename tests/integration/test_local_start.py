@@ -71,3 +71,15 @@ def test_fresh_wipes_and_a_running_cluster_is_never_started_twice_nor_reset(
         assert Path(cfg.kvs.data_dir).exists()
     finally:
         cleanup(cfg)
+
+
+def test_a_start_that_times_out_leaves_nothing_running(tmp_path: Path) -> None:
+    cfg, path = launcher_config(tmp_path / "run", workers=1)
+    try:
+        done = cli("start", "--config", str(path), "--timeout", "0.5", timeout=60)
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "the cluster was not ready within 0.5s" in done.stderr
+        assert not local.cluster_pids(cfg)
+        assert not (Path(cfg.run_dir) / "cluster.json").exists()
+    finally:
+        cleanup(cfg)
