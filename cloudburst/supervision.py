@@ -101,9 +101,12 @@ class Child:
         self.started_at = now
         self.restart_at = None
 
-    def exited(self, returncode: int | None, now: float, stopping: bool = False) -> Decision:
-        """The process exited with ``returncode`` (Popen's: negative = signal)."""
-        self.last_exit = describe_exit(returncode)
+    def exited(
+        self, returncode: int | None, now: float, stopping: bool = False, why: str = ""
+    ) -> Decision:
+        """The process exited with ``returncode`` (Popen's: negative = signal), or could
+        not be started (``why`` says why)."""
+        self.last_exit = why or describe_exit(returncode)
         self.last_pid, self.pid = self.pid, None
         if stopping:
             self.state = "stopped"

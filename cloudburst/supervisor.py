@@ -184,8 +184,12 @@ class Supervised:
         now = self.clock()
         for name, child in self.children.items():
             if not self.stopping and child.due(now):
-                self.start(name)
                 changed = True
+                try:
+                    self.start(name)
+                except OSError as exc:  # fork/exec failed: back off as after an exit
+                    decision = child.exited(None, now, why=f"could not start: {exc}")
+                    log.error("%s: %s (%s)", name, child.last_exit, decision.action)
         if changed:
             self.write_state()
         return changed

@@ -93,3 +93,12 @@ def test_bad_policies_are_refused() -> None:
         RestartPolicy(initial_delay_s=2.0, max_delay_s=1.0)
     with pytest.raises(ValueError):
         RestartPolicy(max_exits=0)
+
+
+def test_a_failed_start_backs_off_like_an_exit() -> None:
+    child = Child("scheduler", RestartPolicy(initial_delay_s=0.1, factor=3.0))
+    child.started(1, 0.0)
+    child.exited(1, 1.0)
+    decision = child.exited(None, 1.1, why="could not start: [Errno 24] Too many open files")
+    assert (decision.action, decision.delay_s) == ("restart", pytest.approx(0.3))
+    assert child.last_exit == "could not start: [Errno 24] Too many open files"
