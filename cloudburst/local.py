@@ -247,12 +247,20 @@ def _short(cmd: str, width: int = 80) -> str:
 
 
 def alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie does not)."""
+    """Whether ``pid`` runs. A zombie does not, but a process whose main thread is
+    a zombie while its other threads still exit does: it may still hold its sockets."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
         return False
+    for tid in tasks or [str(pid)]:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                    return True
+        except (OSError, IndexError):
+            continue
+    return False
 
 
 def cluster_pids(cfg: Config) -> list[int]:
