@@ -95,6 +95,105 @@ def placed_on(
 
 
 @dataclass
+class KeyListing:
+    """What :func:`list_keys` found: every live key with the prefix (deduplicated over
+    replicas), the shards asked, and those that did not answer or cut their list."""
+
+    keys: list[str]
+    shards: list[str]
+    missing: list[str]
+    truncated: list[str]
+
+
+def membership(routing: str, ip: str, timeout: float = 2.0) -> pb.Membership | None:
+    """The membership table of the routing at ``routing`` (None: no answer)."""
+    ctx = zmq.Context()
+    try:
+        pull = ctx.socket(zmq.PULL)
+        pull.setsockopt(zmq.LINGER, 0)
+        port = pull.bind_to_random_port(f"tcp://{ip}")
+        push = ctx.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 0)
+        push.setsockopt(zmq.SNDTIMEO, int(timeout * 1000))
+        push.connect(normalize_address(routing))
+        req = pb.KeyRequest(response_address=f"tcp://{ip}:{port}", request_id="membership")
+        try:
+            push.send_multipart(wire.encode_internal(wire.KIND_LIST_KEYS, req))
+            if not pull.poll(int(timeout * 1000)):
+                return None
+            kind, msg = wire.decode_internal(pull.recv_multipart())
+        except zmq.Again:
+            return None
+        finally:
+            pull.close(0)
+            push.close(0)
+        return msg if isinstance(msg, pb.Membership) else None
+    finally:
+        ctx.term()
+
+
+def live_shards(table: pb.Membership) -> list[str]:
+    """Gossip addresses of the shards of every live node of ``table``."""
+    return sorted(a for n in table.nodes if not n.departed for a in n.gossip_addresses)
+
+
+def list_keys(routing: str, ip: str, prefix: str = "", timeout: float = 5.0) -> KeyListing:
+    """Every live key starting with ``prefix``: asks routing for the membership, then
+    every live shard for its keys (one ``KIND_LIST_KEYS`` each) within ``timeout``.
+    Raises ``TimeoutError`` when routing does not answer."""
+    deadline = time.monotonic() + timeout
+    table = membership(routing, ip, timeout=min(2.0, timeout))
+    if table is None:
+        raise TimeoutError(f"KVS routing at {normalize_address(routing)} did not answer")
+    shards = live_shards(table)
+    keys: set[str] = set()
+    answered: set[str] = set()
+    truncated: list[str] = []
+    ctx = zmq.Context()
+    try:
+        pull = ctx.socket(zmq.PULL)
+        pull.setsockopt(zmq.LINGER, 0)
+        port = pull.bind_to_random_port(f"tcp://{ip}")
+        pushes = []
+        try:
+            rid = os.urandom(8).hex()
+            for i, addr in enumerate(shards):
+                push = ctx.socket(zmq.PUSH)
+                push.setsockopt(zmq.LINGER, 0)
+                push.setsockopt(zmq.SNDTIMEO, 1000)
+                push.connect(addr)
+                pushes.append(push)
+                req = pb.KeyRequest(response_address=f"tcp://{ip}:{port}", request_id=f"{rid}-{i}")
+                req.tuples.add(key=prefix)
+                try:
+                    push.send_multipart(wire.encode_internal(wire.KIND_LIST_KEYS, req))
+                except zmq.Again:
+                    continue
+            while len(answered) < len(shards):
+                left = deadline - time.monotonic()
+                if left <= 0 or not pull.poll(int(left * 1000) + 1):
+                    break
+                resp = wire.decode_key_response(pull.recv())
+                head, _, idx = resp.response_id.rpartition("-")
+                if head != rid or not idx.isdigit() or int(idx) >= len(shards):
+                    continue
+                addr = shards[int(idx)]
+                answered.add(addr)
+                keys.update(t.key for t in resp.tuples)
+                if resp.error == pb.TIMEOUT:
+                    truncated.append(addr)
+        finally:
+            pull.close(0)
+            for push in pushes:
+                push.close(0)
+    finally:
+        ctx.term()
+    return KeyListing(
+        sorted(keys), shards, [s for s in shards if s not in answered], sorted(truncated)
+    )
+
+
+@dataclass
 class DepartOutcome:
     """What :func:`depart_and_wait` did (``anna.local`` logs it)."""
 

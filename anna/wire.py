@@ -23,6 +23,10 @@ KIND_GOSSIP = b"gossip"
 KIND_DEPART = b"depart"
 KIND_JOIN = b"join"
 KIND_ANTI_ENTROPY = b"antientropy"
+#: Operator listing (anna.admin.list_keys): a KeyRequest whose first tuple's key is
+#: the prefix. Routing answers with its Membership, a shard with a KeyResponse of the
+#: live keys it stores (keys only) to ``response_address``.
+KIND_LIST_KEYS = b"listkeys"
 
 INTERNAL_KINDS = {
     KIND_MEMBERSHIP: pb.Membership,
@@ -31,6 +35,7 @@ INTERNAL_KINDS = {
     KIND_DEPART: pb.Depart,
     KIND_JOIN: pb.Membership,
     KIND_ANTI_ENTROPY: pb.AntiEntropy,
+    KIND_LIST_KEYS: pb.KeyRequest,
 }
 
 

@@ -4,7 +4,16 @@
 
     cloudburst local start [--fresh] [--executors N] [--shards N] [--config FILE]
                            [--run-dir DIR] [--timeout S]
-    cloudburst local stop | status | reset | logs [NAME] [-n LINES]
+    cloudburst local stop | status | reset | logs [NAME] [-n LINES] [-f]
+    cloudburst [--address HOST[:PORT]] [--debug] status | top
+    cloudburst functions list | show NAME | delete NAME
+    cloudburst dags list | show NAME | delete NAME
+    cloudburst kvs get KEY | put KEY VALUE | delete KEY | keys [PREFIX]
+    cloudburst logs [CALL_ID]
+
+Read commands take ``--json``. Exit status: 0 done, 1 failed (one line on stderr;
+the traceback with ``--debug``), 2 usage error. Shell completion: ``eval
+"$(_CLOUDBURST_COMPLETE=bash_source cloudburst)"`` (``zsh_source``, ``fish_source``).
 
 ``python -m cloudburst.local ARGS`` and ``scripts/start-cloudburst-local.sh`` /
 ``scripts/stop-cloudburst-local.sh`` run ``cloudburst local ARGS``. The original
@@ -14,7 +23,10 @@ ignored, with a note. See :mod:`cloudburst.local` for what each command does.
 
 from __future__ import annotations
 
+import json
 import sys
+import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -72,9 +84,78 @@ def _common(fn: Any) -> Any:
     return fn
 
 
+DEBUG = {"on": False}
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def cli() -> None:
+@click.option(
+    "--address",
+    envvar="CLOUDBURST_ADDRESS",
+    help="the cluster's scheduler HOST[:PORT] (env CLOUDBURST_ADDRESS; default: the "
+    "local cluster of the run directory, else 127.0.0.1:5000)",
+)
+@click.option(
+    "--run-dir",
+    "top_run_dir",
+    type=click.Path(file_okay=False),
+    help="a local cluster's directory (default .local or CLOUDBURST_RUN_DIR)",
+)
+@click.option("--timeout", "top_timeout", type=click.FloatRange(min=0.1), default=10.0,
+              show_default=True, help="seconds to wait for each answer")  # fmt: skip
+@click.option("--debug", is_flag=True, envvar="CLOUDBURST_DEBUG", help="tracebacks on errors")
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    address: str | None,
+    top_run_dir: str | None,
+    top_timeout: float,
+    debug: bool,
+) -> None:
     """Cloudburst: stateful functions over a lattice KVS."""
+    DEBUG["on"] = debug
+    ctx.obj = Target(address, top_run_dir, top_timeout)
+
+
+class Target:
+    """The cluster a command talks to (see :mod:`cloudburst.ops`)."""
+
+    def __init__(self, address: str | None, run_dir: str | None, timeout: float) -> None:
+        self.address = address
+        self.run_dir = run_dir
+        self.timeout = timeout
+        self._conn: Any = None
+
+    def local_cfg(self) -> Config | None:
+        from cloudburst.ops import local_config
+
+        cfg = _config(None, self.run_dir)
+        return local_config(Path(cfg.run_dir))
+
+    def local_run_cfg(self) -> Config:
+        """The resolved config of the local run directory (for state and logs)."""
+        return _config(None, self.run_dir)
+
+    def connect(self) -> Any:
+        from cloudburst.client.client import CloudburstConnection
+        from cloudburst.ops import resolve_address
+
+        if self._conn is None:
+            host, port = resolve_address(self.address, None if self.address else self.local_cfg())
+            self._conn = CloudburstConnection(
+                host, timeout=self.timeout, port=port, connect_timeout=self.timeout
+            )
+            click.get_current_context().call_on_close(self._conn.close)
+        return self._conn
+
+
+def _emit(as_json: bool, doc: Any, text: str | None = None) -> None:
+    if as_json:
+        click.echo(json.dumps(doc, indent=2, sort_keys=True, default=str))
+    else:
+        click.echo(text if text is not None else str(doc))
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="print JSON")
 
 
 @cli.group("local")
@@ -178,6 +259,326 @@ def logs(config: str | None, run_dir: str | None, name: str | None, lines: int) 
             click.echo(line)
 
 
+# -- the cluster -------------------------------------------------------------------
+
+
+def _routing(conn: Any) -> str:
+    if not conn.kvs_address:
+        raise click.ClickException("the scheduler did not say where the KVS is")
+    return str(conn.kvs_address)
+
+
+def _kvs_nodes(conn: Any, timeout: float) -> list[dict[str, Any]] | None:
+    from anna.admin import membership
+
+    table = membership(_routing(conn), conn.ip, timeout=min(timeout, 3.0))
+    if table is None:
+        return None
+    return [
+        {
+            "node": n.node_id,
+            "state": "departed" if n.departed else "live",
+            "shards": list(n.shard_addresses),
+            "epoch": n.epoch,
+        }
+        for n in sorted(table.nodes, key=lambda n: n.node_id)
+    ]
+
+
+def _processes(target: Target) -> list[dict[str, Any]] | None:
+    """The local supervision tree, when the command talks to the local cluster."""
+    import dataclasses
+
+    from cloudburst.local import status_lines
+
+    cfg = target.local_cfg()
+    if cfg is None:
+        return None
+    if target.address:
+        from cloudburst.ops import resolve_address
+
+        if resolve_address(target.address, cfg) != (cfg.ip, cfg.scheduler.port):
+            return None
+    lines = status_lines(target.local_run_cfg())
+    return [dataclasses.asdict(line) for line in lines] or None
+
+
+def _metrics_endpoints(target: Target) -> list[dict[str, Any]] | None:
+    try:
+        from cloudburst.shared.metrics import endpoints
+    except ImportError:
+        return None
+    cfg = target.local_cfg()
+    return endpoints(cfg.run_dir) if cfg is not None else None
+
+
+def _status_doc(target: Target, with_keys: bool) -> dict[str, Any]:
+    from anna.admin import list_keys
+    from cloudburst.ops import cluster_status
+
+    conn = target.connect()
+    sched = conn.status()
+    keys = None
+    if with_keys:
+        try:
+            keys = len(list_keys(_routing(conn), conn.ip, "", timeout=target.timeout).keys)
+        except TimeoutError:
+            keys = None
+    return cluster_status(
+        sched,
+        _kvs_nodes(conn, target.timeout),
+        _processes(target),
+        keys,
+        _metrics_endpoints(target),
+    )
+
+
+@cli.command("status")
+@json_option
+@click.option("--no-keys", is_flag=True, help="do not count the KVS keys (a scan of every shard)")
+@click.pass_obj
+def cluster_status_cmd(target: Target, as_json: bool, no_keys: bool) -> None:
+    """The cluster: executors and their load, functions, DAGs, KVS nodes and keys,
+    processes and restarts (local cluster), metrics endpoints."""
+    from cloudburst.ops import format_status
+
+    doc = _status_doc(target, not no_keys)
+    _emit(as_json, doc, format_status(doc))
+
+
+@cli.command("top")
+@click.option("--interval", type=click.FloatRange(min=0.2), default=2.0, show_default=True)
+@click.option("--count", type=click.IntRange(min=0), default=0, help="refreshes (0: until Ctrl-C)")
+@click.pass_obj
+def top(target: Target, interval: float, count: int) -> None:
+    """``status``, refreshed every INTERVAL seconds."""
+    from cloudburst.ops import format_status
+
+    n = 0
+    while True:
+        doc = _status_doc(target, with_keys=False)
+        if sys.stdout.isatty():
+            click.clear()
+        click.echo(time.strftime("%H:%M:%S ") + format_status(doc))
+        n += 1
+        if count and n >= count:
+            return
+        time.sleep(interval)
+
+
+@cli.group("functions")
+def functions() -> None:
+    """Registered functions."""
+
+
+@functions.command("list")
+@json_option
+@click.option("--prefix", default="", help="only names starting with PREFIX")
+@click.pass_obj
+def functions_list(target: Target, as_json: bool, prefix: str) -> None:
+    """Names of the registered functions."""
+    names = target.connect().list(prefix)
+    _emit(as_json, names, "\n".join(names))
+
+
+@functions.command("show")
+@json_option
+@click.argument("name")
+@click.pass_obj
+def functions_show(target: Target, as_json: bool, name: str) -> None:
+    """A function: its stored body size and the executors that loaded it."""
+    from cloudburst.shared.errors import FunctionNotFound
+
+    conn = target.connect()
+    try:
+        conn.get_function(name)
+    except FunctionNotFound:
+        raise click.ClickException(f"no function named {name!r}") from None
+    lattice = conn.get_object(f"funcs/{name}", deserialize=False)
+    execs = [e["address"] for e in conn.status()["executor_list"] if name in e["functions"]]
+    doc = {
+        "name": name,
+        "key": f"funcs/{name}",
+        "bytes": len(lattice.serialize()) if lattice is not None else None,
+        "executors": sorted(execs),
+    }
+    text = f"{name}: {doc['bytes']} bytes in KVS key {doc['key']}; loaded on " + (
+        ", ".join(doc["executors"]) or "no executor yet"
+    )
+    _emit(as_json, doc, text)
+
+
+@functions.command("delete")
+@click.argument("name")
+@click.pass_obj
+def functions_delete(target: Target, name: str) -> None:
+    """Delete a registered function."""
+    conn = target.connect()
+    if not hasattr(conn, "delete_function"):
+        raise click.ClickException(
+            "this version of the client cannot delete functions (no delete_function)"
+        )
+    result = conn.delete_function(name)
+    if result is not None and not result:
+        raise click.ClickException(
+            f"cannot delete function {name!r}: {getattr(result, 'message', '') or result}"
+        )
+    click.echo(f"deleted function {name}")
+
+
+@cli.group("dags")
+def dags() -> None:
+    """Registered DAGs."""
+
+
+def _dags(conn: Any, timeout: float, prefix: str = "") -> list[dict[str, Any]]:
+    from anna.admin import list_keys
+    from cloudburst.ops import DAGS_PREFIX, dag_info
+
+    listing = list_keys(_routing(conn), conn.ip, DAGS_PREFIX + prefix, timeout=timeout)
+    if listing.missing:
+        raise click.ClickException(f"KVS shards did not answer: {', '.join(listing.missing)}")
+    if not listing.keys:
+        return []
+    values = conn._kvs_client().get(listing.keys)
+    out = []
+    for key in listing.keys:
+        info = dag_info(key[len(DAGS_PREFIX) :], values.get(key))
+        if info is not None:
+            out.append(info)
+    return out
+
+
+@dags.command("list")
+@json_option
+@click.option("--prefix", default="", help="only names starting with PREFIX")
+@click.pass_obj
+def dags_list(target: Target, as_json: bool, prefix: str) -> None:
+    """Registered DAGs and their functions."""
+    from cloudburst.ops import table
+
+    found = _dags(target.connect(), target.timeout, prefix)
+    rows = [[d["name"], " -> ".join(d["functions"])] for d in found]
+    _emit(as_json, found, table(["DAG", "functions"], rows) if found else "no DAGs")
+
+
+@dags.command("show")
+@json_option
+@click.argument("name")
+@click.pass_obj
+def dags_show(target: Target, as_json: bool, name: str) -> None:
+    """A DAG: its functions and connections."""
+    from cloudburst.ops import DAGS_PREFIX, dag_info
+
+    conn = target.connect()
+    info = dag_info(name, conn.get_object(DAGS_PREFIX + name, deserialize=False))
+    if info is None:
+        raise click.ClickException(f"no DAG named {name!r}")
+    text = (
+        f"{info['name']}: functions {', '.join(info['functions'])}\n"
+        + "\n".join(f"  {a} -> {b}" for a, b in info["connections"])
+    ).rstrip()
+    _emit(as_json, info, text)
+
+
+@dags.command("delete")
+@click.argument("name")
+@click.pass_obj
+def dags_delete(target: Target, name: str) -> None:
+    """Delete a DAG."""
+    result = target.connect().delete_dag(name)
+    if not result:
+        raise click.ClickException(f"cannot delete DAG {name!r}: {result.message or 'no such DAG'}")
+    click.echo(f"deleted DAG {name}")
+
+
+@cli.group("kvs")
+def kvs() -> None:
+    """Objects in the KVS."""
+
+
+@kvs.command("get")
+@json_option
+@click.argument("key")
+@click.pass_obj
+def kvs_get(target: Target, as_json: bool, key: str) -> None:
+    """A value: its lattice type, size and a readable summary (exit 1: no such key)."""
+    from cloudburst.ops import describe
+
+    doc = describe(key, target.connect().get_object(key, deserialize=False))
+    if not doc["found"]:
+        if as_json:
+            _emit(True, doc)
+        raise click.ClickException(f"no key {key!r}")
+    val = doc["value"]
+    detail = ", ".join(
+        f"{k}={val[k]}" for k in ("shape", "dtype", "min", "max", "mean", "len") if k in val
+    )
+    text = (
+        f"{key}: {doc['lattice']}, {doc['bytes']} bytes, {val.get('type')}"
+        + (f" ({detail})" if detail else "")
+        + f"\n{val.get('repr', val.get('error', ''))}"
+    )
+    _emit(as_json, doc, text)
+
+
+@kvs.command("put")
+@click.argument("key")
+@click.argument("value")
+@click.option("--type", "kind", type=click.Choice(["str", "int", "float", "json", "bytes"]),
+              default="str", show_default=True, help="how to read VALUE")  # fmt: skip
+@click.pass_obj
+def kvs_put(target: Target, key: str, value: str, kind: str) -> None:
+    """Store VALUE under KEY (as put_object does: LWW)."""
+    from cloudburst.ops import parse_value
+
+    try:
+        obj = parse_value(value, kind)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="VALUE") from None
+    if not target.connect().put_object(key, obj):
+        raise click.ClickException(f"the KVS did not acknowledge the put of {key!r}")
+    click.echo(f"stored {key}")
+
+
+@kvs.command("delete")
+@click.argument("key")
+@click.pass_obj
+def kvs_delete(target: Target, key: str) -> None:
+    """Delete KEY."""
+    if not target.connect().delete_object(key):
+        raise click.ClickException(f"the KVS did not acknowledge the delete of {key!r}")
+    click.echo(f"deleted {key}")
+
+
+@kvs.command("keys")
+@json_option
+@click.argument("prefix", default="")
+@click.pass_obj
+def kvs_keys(target: Target, as_json: bool, prefix: str) -> None:
+    """Every live key starting with PREFIX (asks every KVS shard)."""
+    from anna.admin import list_keys
+
+    conn = target.connect()
+    listing = list_keys(_routing(conn), conn.ip, prefix, timeout=target.timeout)
+    doc = {
+        "prefix": prefix,
+        "keys": listing.keys,
+        "shards": len(listing.shards),
+        "missing": listing.missing,
+        "truncated": listing.truncated,
+    }
+    _emit(as_json, doc, "\n".join(listing.keys))
+    if listing.missing:
+        raise click.ClickException(
+            f"incomplete: KVS shards did not answer: {', '.join(listing.missing)}"
+        )
+    if listing.truncated:
+        raise click.ClickException(
+            f"incomplete: shards cut their list: {', '.join(listing.truncated)}"
+        )
+
+
 def main(argv: Sequence[str] | None = None, prog_name: str = "cloudburst") -> int:
     """Run the command line; returns the exit status."""
     try:
@@ -194,6 +595,15 @@ def main(argv: Sequence[str] | None = None, prog_name: str = "cloudburst") -> in
         return exc.exit_code
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+    except Exception as exc:  # one clear line; the traceback with --debug
+        if DEBUG["on"]:
+            traceback.print_exc()
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        click.echo(f"error: {text}", err=True)
+        return 1
     return rv if isinstance(rv, int) else 0
 
 

@@ -132,6 +132,7 @@ def free_port_config(
         scheduler={"port": free_port(ip)},
         executor={"workers": workers, "base_port": 0},
         cache={"ipc_dir": str(run / "ipc")},
+        metrics={"base_port": 0},  # random ports, recorded in <run_dir>/metrics/
     )
     return replace(base, **sections) if sections else base
 

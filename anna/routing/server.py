@@ -114,6 +114,9 @@ class RoutingServer:
                         sends.extend(st.handle_peer_membership(msg, now))  # type: ignore[arg-type]
                     elif kind == wire.KIND_DEPART:
                         sends.extend(st.handle_depart(msg, now))  # type: ignore[arg-type]
+                    elif kind == wire.KIND_LIST_KEYS:  # anna.admin: who stores what
+                        table = st.membership.SerializeToString()
+                        sends.append(Send(msg.response_address, [wire.KIND_MEMBERSHIP, table]))  # type: ignore[attr-defined]
                     else:
                         st.stats["unexpected_internal"] += 1
                 except WireError:

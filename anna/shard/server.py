@@ -22,6 +22,7 @@ from typing import Any, cast
 import zmq
 
 from anna import wire
+from anna.listing import list_keys_response
 from anna.membership import digest, make_node, node_id_for
 from anna.outbox import Outbox
 from anna.proto import anna_pb2 as pb
@@ -331,6 +332,13 @@ class ShardServer:
                             actions.extend(st.handle_membership(imsg))
                         elif kind == wire.KIND_ANTI_ENTROPY:
                             actions.extend(st.handle_anti_entropy(imsg))
+                        elif kind == wire.KIND_LIST_KEYS:
+                            lreq = cast(pb.KeyRequest, imsg)
+                            prefix = lreq.tuples[0].key if lreq.tuples else ""
+                            self.outbox.send(
+                                lreq.response_address,
+                                list_keys_response(st.store, prefix, lreq.request_id),
+                            )
                         else:
                             st.stats["unexpected_internal"] += 1
                     except WireError:

@@ -26,6 +26,9 @@ import yaml
 from cloudburst.shared.errors import ConfigError
 
 ENV_PREFIX = "CLOUDBURST_"
+#: CLOUDBURST_* variables that are not config overrides (the config file; the
+#: cluster the ``cloudburst`` command talks to; test/bench switches).
+NOT_OVERRIDES = frozenset(ENV_PREFIX + name for name in ("CONFIG", "ADDRESS", "DEBUG", "EXTRAS"))
 
 
 @dataclass(frozen=True)
@@ -101,20 +104,34 @@ class DdtConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    # Every server process serves Prometheus text at http://<ip>:<port>/metrics and
+    # records its port in <run_dir>/metrics/<name>-<pid>.json (docs/operations.md).
+    enabled: bool = True
+    # Ports: routing base_port, scheduler +1, executor node +2, cache +3, shard t
+    # +10+t, worker i +50+i. A taken port falls back to a random one (recorded).
+    # 0: every process binds a random free port (tests, several clusters per host).
+    base_port: int = 9400
+
+
+@dataclass(frozen=True)
 class Config:
     ip: str = "127.0.0.1"
     log_level: str = "INFO"
+    log_format: str = "text"  # text | json (one JSON object per line)
     run_dir: str = ".local"
     kvs: KvsConfig = field(default_factory=KvsConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     ddt: DdtConfig = field(default_factory=DdtConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("kvs", "wal_fsync"): ("always", "interval", "never"),
     ("", "log_level"): ("DEBUG", "INFO", "WARNING", "ERROR"),
+    ("", "log_format"): ("text", "json"),
 }
 
 
@@ -188,7 +205,7 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, val in env.items():
-        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+        if not key.startswith(ENV_PREFIX) or key in NOT_OVERRIDES:
             continue
         path = key[len(ENV_PREFIX) :].lower().split("__")
         node = out
