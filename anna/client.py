@@ -45,6 +45,7 @@ import zmq
 from anna import wire, zmtp
 from anna.errors import AnnaError, AnnaTimeoutError, NoServersError
 from anna.proto import anna_pb2 as pb
+from cloudburst.shared.metrics import timed_kvs
 
 # Submodules, not `from lattices import ...`: lattices/__init__ imports anna.proto, so
 # importing lattices first would otherwise see a partially initialized package.
@@ -469,6 +470,7 @@ class AnnaTcpClient:
 
     # ---- public API --------------------------------------------------------------------
 
+    @timed_kvs("get")
     def get(
         self, keys: str | Iterable[str], timeout: float | None = None
     ) -> dict[str, Lattice[Any] | None]:
@@ -492,6 +494,7 @@ class AnnaTcpClient:
         answers = self._execute(_GET, klist, None, True, timeout)
         return {key: _decode(answers.get(key, ())) for key in klist}
 
+    @timed_kvs("put")
     def put(
         self,
         keys: str | Sequence[str],
@@ -567,6 +570,7 @@ class AnnaTcpClient:
             return out[klist[0]]
         return out
 
+    @timed_kvs("delete")
     def delete(
         self, keys: str | Iterable[str], timeout: float | None = None
     ) -> bool | dict[str, bool]:

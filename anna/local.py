@@ -29,7 +29,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from anna.admin import depart_and_wait
+from cloudburst.shared import metrics
 from cloudburst.shared.config import Config, load_config
+from cloudburst.shared.logs import setup_logging
 from cloudburst.shared.processes import SERVER_ENV
 from cloudburst.supervisor import POLL_S, Spec, Supervised
 
@@ -84,9 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     cfg = load_config(args.config)
-    logging.basicConfig(
-        level=cfg.log_level, format="%(asctime)s %(levelname)s anna.local %(message)s"
-    )
+    setup_logging(cfg, "kvs", "kvs", "%(asctime)s %(levelname)s anna.local %(message)s")
     env = {**os.environ, **SERVER_ENV}
     common = ["--config", args.config] if args.config else []
     sup = Supervised(
@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    metrics.export_restarts(sup)
+    metrics.serve(cfg, "kvs", "kvs")
     sup.start_all()
     log.info(
         "KVS on %s: routing :%d, %d shard(s) from :%d (pids %s)",

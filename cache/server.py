@@ -32,8 +32,10 @@ from anna.outbox import Outbox
 from cache import protocol
 from cache.actions import KvsSend, Reply, SendPeer
 from cache.logic import CacheState
+from cloudburst.shared import metrics
 from cloudburst.shared.config import Config, load_config
 from cloudburst.shared.errors import WireError
+from cloudburst.shared.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -325,7 +327,7 @@ _COUNTERS = {
 }
 
 
-def start_metrics(server: CacheServer, port: int) -> None:
+def start_metrics(server: CacheServer, port: int | None) -> None:
     """Serve the cache's counters as Prometheus text on ``http://<ip>:port/metrics``."""
     from prometheus_client import start_http_server
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -345,7 +347,8 @@ def start_metrics(server: CacheServer, port: int) -> None:
                 yield fam
 
     REGISTRY.register(CacheCollector())
-    start_http_server(port, addr=server.ip)
+    if port is not None:  # None: cloudburst.shared.metrics.serve serves it
+        start_http_server(port, addr=server.ip)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -364,14 +367,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     cfg = load_config(args.config)
-    logging.basicConfig(
-        level=cfg.log_level,
-        format=f"%(asctime)s %(levelname)s cache[{args.node_id}] %(name)s %(message)s",
+    setup_logging(
+        cfg,
+        "cache",
+        "cache",
+        f"%(asctime)s %(levelname)s cache[{args.node_id}] %(name)s %(message)s",
     )
     kvs = args.kvs or f"{cfg.ip}:{cfg.kvs.routing_port}"
     server = CacheServer(cfg, args.node_id, kvs, ip=args.ip, peer_port=args.peer_port)
     if args.metrics_port:
         start_metrics(server, args.metrics_port)
+    elif cfg.metrics.enabled:
+        start_metrics(server, None)
+        metrics.serve(cfg, "cache", "cache")
 
     def stop(signum: int, frame: object) -> None:
         server.running = False

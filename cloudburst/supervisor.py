@@ -259,8 +259,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = str(Path(args.config).resolve())
     cfg = load_config(config)
-    logging.basicConfig(
-        level=cfg.log_level, format="%(asctime)s supervisor %(levelname)s: %(message)s"
+    from cloudburst.shared import metrics
+    from cloudburst.shared.logs import setup_logging
+
+    setup_logging(
+        cfg, "supervisor", "supervisor", "%(asctime)s supervisor %(levelname)s: %(message)s"
     )
     run_dir = Path(cfg.run_dir)
     states = state_dir(run_dir)
@@ -288,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    metrics.export_restarts(sup)
+    metrics.serve(cfg, "supervisor", "supervisor")
     sup.start_all()
     log.info("supervising %s", {n: p.pid for n, p in sup.procs.items()})
     while not stop_signals:

@@ -26,7 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cloudburst.shared import metrics
 from cloudburst.shared.config import load_config
+from cloudburst.shared.logs import setup_logging
 from cloudburst.shared.processes import SERVER_ENV
 from cloudburst.supervisor import POLL_S, Spec, Supervised
 from executor.state import NODE_CACHE_ENV, kvs_routing_address
@@ -111,8 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     cfg = load_config(args.config)
-    logging.basicConfig(
-        level=cfg.log_level, format="%(asctime)s executor-node %(levelname)s: %(message)s"
+    setup_logging(
+        cfg,
+        "executor-node",
+        "executor-node",
+        "%(asctime)s executor-node %(levelname)s: %(message)s",
     )
     node = Node(
         args.config,
@@ -120,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{cfg.ip}/{os.getpid()}",
         args.state_file,
     )
+    metrics.export_restarts(node.sup)
+    metrics.serve(cfg, "executor-node", "executor-node")
     signal.signal(signal.SIGTERM, node.stop)
     signal.signal(signal.SIGINT, node.stop)
     try:

@@ -27,7 +27,7 @@ from typing import Any
 import zmq
 
 from cloudburst.ddt.dag import STREAMED, DagStreams
-from cloudburst.shared import serializer, wire
+from cloudburst.shared import metrics, serializer, wire
 from cloudburst.shared.config import Config, kvs_host, load_config, scheduler_host
 from cloudburst.shared.errors import (
     CloudburstTimeoutError,
@@ -37,6 +37,7 @@ from cloudburst.shared.errors import (
     WireError,
 )
 from cloudburst.shared.kvs import make_kvs_client
+from cloudburst.shared.logs import setup_logging
 from cloudburst.shared.proto import cloudburst_pb2 as pb
 from cloudburst.shared.values import to_lattice
 from executor.invoke import (
@@ -171,7 +172,11 @@ class Worker:
             return
         try:
             if isinstance(action, Run):
+                t0 = time.perf_counter()
+                log.debug("[%s] %s: running", action.schedule.id, action.function)
                 self.run(action)
+                took = time.perf_counter() - t0
+                metrics.executed(str(self.index), action.schedule.dag.name, action.function, took)
             elif isinstance(action, Cancel):
                 self._cancel_downstream(action.schedule, action.function, action.error)
         except Exception:  # a bug of ours must not kill the worker either
@@ -336,6 +341,7 @@ class Worker:
             self._send(sched.response_address, reply.SerializeToString())
 
     def _fail(self, sched: pb.DagSchedule, fn: str, err: pb.RemoteError) -> None:
+        metrics.CALL_ERRORS.labels("executor", "function", fn).inc()
         if sched.response_address:
             reply = pb.ClientMessage(response_id=sched.id)
             reply.result.response_id = sched.id
@@ -459,11 +465,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--node-id", default="")
     args = parser.parse_args(argv)
     cfg = load_config(args.config)
-    logging.basicConfig(
-        level=cfg.log_level,
-        format=f"%(asctime)s executor[{args.index}] %(levelname)s %(name)s: %(message)s",
+    setup_logging(
+        cfg,
+        "worker",
+        f"worker{args.index}",
+        f"%(asctime)s executor[{args.index}] %(levelname)s %(name)s: %(message)s",
     )
     worker = Worker(cfg, args.index, args.node_id)
+    metrics.QUEUE_LENGTH.labels("worker", "parked").set_function(lambda: len(worker.parked))
+    metrics.serve(cfg, "worker", f"worker{args.index}", args.index)
     # Everything allocated so far lives as long as the process: keep it out of the
     # cyclic GC's generations so collections stay short (fewer latency spikes).
     gc.collect()

@@ -22,10 +22,11 @@ from typing import Any
 
 import zmq
 
-from cloudburst.shared import wire
+from cloudburst.shared import metrics, wire
 from cloudburst.shared.config import Config, kvs_host, load_config, replace
 from cloudburst.shared.errors import WireError
 from cloudburst.shared.kvs import make_kvs_client
+from cloudburst.shared.logs import setup_logging
 from cloudburst.shared.proto import cloudburst_pb2 as pb
 from scheduler.logic import PlanError, SchedulerState, check_name, validate_dag
 from scheduler.placement import PlacementPolicy
@@ -161,6 +162,7 @@ class SchedulerServer:
                 log.warning("bad heartbeat: %s", exc)
             return
         reply = pb.ClientMessage(response_id=req.request_id)
+        t0 = time.perf_counter()
         try:
             handler = getattr(self, f"_on_{kind}")
             handler(req, reply)
@@ -171,6 +173,13 @@ class SchedulerServer:
         except Exception as exc:
             log.exception("internal error handling %s", kind)
             self._error(reply, pb.INTERNAL_ERROR, f"scheduler internal error: {exc!r}")
+        if kind in ("call", "dag_call"):
+            ok = reply.WhichOneof("kind") != "response" or reply.response.success
+            name = req.call.name if kind == "call" else req.dag_call.name
+            metrics.scheduled(
+                "function" if kind == "call" else "dag", name, ok, time.perf_counter() - t0
+            )
+            log.debug("[%s] %s %s: %s", req.request_id, kind, name, "placed" if ok else "refused")
         if req.response_address:
             self.send(req.response_address, reply.SerializeToString())
 
@@ -328,10 +337,12 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(args.config)
     if args.port:
         cfg = replace(cfg, scheduler={"port": args.port})
-    logging.basicConfig(
-        level=cfg.log_level, format="%(asctime)s scheduler %(levelname)s %(name)s: %(message)s"
+    setup_logging(
+        cfg, "scheduler", "scheduler", "%(asctime)s scheduler %(levelname)s %(name)s: %(message)s"
     )
     server = SchedulerServer(cfg)
+    metrics.QUEUE_LENGTH.labels("scheduler", "registry_updates").set_function(server.updates.qsize)
+    metrics.serve(cfg, "scheduler", "scheduler")
     signal.signal(signal.SIGTERM, server.stop)
     signal.signal(signal.SIGINT, server.stop)
     try:

@@ -23,8 +23,10 @@ from anna.membership import make_node
 from anna.outbox import Outbox
 from anna.routing.logic import RoutingState, Send
 from anna.shard.server import die_with_parent
+from cloudburst.shared import metrics
 from cloudburst.shared.config import Config, load_config
 from cloudburst.shared.errors import WireError
+from cloudburst.shared.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -150,11 +152,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.die_with_parent:
         die_with_parent()
     cfg = load_config(args.config)
-    logging.basicConfig(
-        level=cfg.log_level,
-        format=f"%(asctime)s %(levelname)s routing@{cfg.ip} %(name)s: %(message)s",
+    setup_logging(
+        cfg,
+        "routing",
+        "routing",
+        f"%(asctime)s %(levelname)s routing@{cfg.ip} %(name)s: %(message)s",
     )
     server = RoutingServer(cfg, args.seed, storage=not args.no_storage)
+    metrics.export_stats("anna_routing", {}, lambda: server.state.stats)
+    metrics.serve(cfg, "routing", "routing")
 
     def stop(signum: int, frame: object) -> None:
         server.running = False

@@ -29,8 +29,10 @@ from anna.proto import anna_pb2 as pb
 from anna.shard.logic import Append, Reply, SendInternal, ShardState
 from anna.shard.wal import WriteAheadLog
 from anna.zmtp import ZmtpServer
+from cloudburst.shared import metrics
 from cloudburst.shared.config import Config, load_config
 from cloudburst.shared.errors import WireError
+from cloudburst.shared.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -416,11 +418,21 @@ def main(argv: list[str] | None = None) -> int:
     tune_malloc()
     raise_fd_limit()
     cfg = load_config(args.config)
-    logging.basicConfig(
-        level=cfg.log_level,
-        format=f"%(asctime)s %(levelname)s shard{args.shard}@{cfg.ip} %(name)s: %(message)s",
+    setup_logging(
+        cfg,
+        "shard",
+        f"shard{args.shard}",
+        f"%(asctime)s %(levelname)s shard{args.shard}@{cfg.ip} %(name)s: %(message)s",
     )
     server = ShardServer(cfg, args.shard)
+    st = server.state
+    metrics.export_stats(  # requests by type (get/put/delete), gossip, ... and key count
+        "anna_shard",
+        {"shard": str(args.shard)},
+        lambda: {**st.stats, "keys": len(st.store), "subscribed_keys": len(st.subscribers)},
+        gauges=frozenset({"keys", "subscribed_keys"}),
+    )
+    metrics.serve(cfg, "shard", f"shard{args.shard}", args.shard)
 
     def stop(signum: int, frame: object) -> None:
         server.running = False

@@ -21,11 +21,13 @@ import struct
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from time import perf_counter
 
 from google.protobuf.message import DecodeError
 
 from anna.proto import anna_pb2 as pb
 from anna.wire import varint
+from cloudburst.shared.metrics import WAL_FSYNC_SECONDS, WAL_WRITE_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +138,7 @@ class WriteAheadLog:
             total += _HEADER.size + length
         if not parts:
             return
+        t0 = perf_counter()
         written = os.writev(self._fd, parts[:IOV_MAX])
         if written != total or len(parts) > IOV_MAX:
             rest = b"".join(parts)[written:]
@@ -143,6 +146,7 @@ class WriteAheadLog:
             done = 0
             while done < len(rest):
                 done += os.write(self._fd, view[done:])
+        WAL_WRITE_SECONDS.observe(perf_counter() - t0)
         self.size += total
         self.unsynced = True
 
@@ -153,14 +157,18 @@ class WriteAheadLog:
         if self.fsync_policy == "always" or (
             self.fsync_policy == "interval" and now - self.last_sync >= self.interval_s
         ):
+            t0 = perf_counter()
             os.fdatasync(self._fd)
+            WAL_FSYNC_SECONDS.observe(perf_counter() - t0)
             self.unsynced = False
             self.last_sync = now
 
     def flush(self, now: float) -> None:
         """Fsync whatever is pending (the interval timer and shutdown call this)."""
         if self.unsynced and self.fsync_policy != "never":
+            t0 = perf_counter()
             os.fdatasync(self._fd)
+            WAL_FSYNC_SECONDS.observe(perf_counter() - t0)
             self.unsynced = False
             self.last_sync = now
 

@@ -1,0 +1,272 @@
+"""Prometheus metrics of every server process (see docs/operations.md).
+
+Each process calls :func:`serve` once: it starts ``prometheus_client``'s HTTP server
+on its port (``metrics.base_port`` + the role's offset; ``base_port: 0`` or a taken
+port: a random free one) and records ``{name, role, pid, port, url}`` in
+``<run_dir>/metrics/<name>-<pid>.json``, which ``cloudburst status`` and the tests
+read (:func:`endpoints`). The families every role shares are defined here, so an
+instrumented spot is one line (``CALLS.labels(...).inc()``). Counters a process
+already keeps in a dict (the KVS shards' and routing's ``stats``) are exported at
+scrape time by :func:`export_stats`: nothing is added to their hot path.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import REGISTRY, Collector
+
+from cloudburst.shared.config import Config
+
+log = logging.getLogger(__name__)
+
+#: Port offsets from ``metrics.base_port`` (``index`` is the shard or worker index).
+OFFSETS = {
+    "routing": 0,
+    "scheduler": 1,
+    "executor-node": 2,
+    "cache": 3,
+    "supervisor": 4,
+    "kvs": 5,  # anna.local, the KVS's supervisor
+    "shard": 10,
+    "worker": 50,
+}
+INDEXED = {"shard", "worker"}
+
+_LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_FAST = (5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.05, 0.25)
+
+# -- families shared by the roles ------------------------------------------------------
+
+CALLS = Counter("cloudburst_calls", "calls handled, by function or DAG", ["role", "kind", "name"])
+CALL_ERRORS = Counter(
+    "cloudburst_call_errors", "calls that failed, by function or DAG", ["role", "kind", "name"]
+)
+CALL_SECONDS = Histogram(
+    "cloudburst_call_seconds",
+    "call latency: scheduler = time to place, executor = time to run",
+    ["role", "kind", "name"],
+    buckets=_LATENCY,
+)
+QUEUE_LENGTH = Gauge("cloudburst_queue_length", "messages waiting", ["role", "queue"])
+QUEUE_WAIT = Histogram(
+    "cloudburst_queue_wait_seconds", "time a call waited before it ran", ["role"], buckets=_LATENCY
+)
+WORKER_BUSY = Counter(
+    "cloudburst_worker_busy_seconds", "seconds a worker spent running user code", ["worker"]
+)
+KVS_OPS = Counter("cloudburst_kvs_requests", "KVS requests made by this process", ["type"])
+KVS_SECONDS = Histogram(
+    "cloudburst_kvs_request_seconds",
+    "KVS request latency seen by this process",
+    ["type"],
+    buckets=_LATENCY,
+)
+WAL_WRITE_SECONDS = Histogram("anna_wal_write_seconds", "WAL append (write) latency", buckets=_FAST)
+WAL_FSYNC_SECONDS = Histogram("anna_wal_fsync_seconds", "WAL fsync latency", buckets=_FAST)
+
+
+def port_for(cfg: Config, role: str, index: int = 0) -> int:
+    """The configured metrics port of ``role`` (0: a random one)."""
+    base = cfg.metrics.base_port
+    if not base:
+        return 0
+    return base + OFFSETS.get(role, 6) + (index if role in INDEXED else 0)
+
+
+def metrics_dir(run_dir: str | os.PathLike[str]) -> Path:
+    return Path(run_dir) / "metrics"
+
+
+def serve(cfg: Config, role: str, name: str, index: int = 0) -> int | None:
+    """Start this process's ``/metrics`` server and record it; returns the port (None:
+    metrics are off or no port could be bound; the process runs on either way)."""
+    from prometheus_client import start_http_server
+
+    if not cfg.metrics.enabled:
+        return None
+    wanted = port_for(cfg, role, index)
+    try:
+        server, _ = start_http_server(wanted, addr=cfg.ip)
+    except OSError as exc:
+        if not wanted:
+            log.warning("%s: no metrics port: %s", name, exc)
+            return None
+        log.warning("%s: metrics port %d is taken (%s); using a random one", name, wanted, exc)
+        try:
+            server, _ = start_http_server(0, addr=cfg.ip)
+        except OSError as exc2:
+            log.warning("%s: no metrics port: %s", name, exc2)
+            return None
+    port = int(server.server_port)
+    record = {
+        "name": name,
+        "role": role,
+        "pid": os.getpid(),
+        "port": port,
+        "url": f"http://{cfg.ip}:{port}/metrics",
+        "started": time.time(),
+    }
+    try:
+        out = metrics_dir(cfg.run_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / f".{name}-{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(record))
+        tmp.replace(out / f"{name}-{os.getpid()}.json")
+    except OSError as exc:
+        log.warning("%s: cannot record the metrics port in %s: %s", name, cfg.run_dir, exc)
+    log.info("%s: metrics on %s", name, record["url"])
+    return port
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def endpoints(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The recorded ``/metrics`` endpoints of the live processes of a run directory
+    (records of exited processes are removed)."""
+    out = []
+    d = metrics_dir(run_dir)
+    if not d.is_dir():
+        return []
+    for path in sorted(d.glob("*.json")):
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(rec, dict) or not isinstance(rec.get("pid"), int):
+            continue
+        if not _alive(rec["pid"]):
+            path.unlink(missing_ok=True)
+            continue
+        out.append(rec)
+    return sorted(out, key=lambda r: (r["role"], r["name"]))
+
+
+class StatsCollector(Collector):
+    """Exports ``{name: number}`` dicts read at scrape time as ``<prefix>_<name>``."""
+
+    def __init__(
+        self,
+        prefix: str,
+        labels: Mapping[str, str],
+        read: Callable[[], Mapping[str, float]],
+        gauges: frozenset[str] = frozenset(),
+    ) -> None:
+        self.prefix = prefix
+        self.labels = dict(labels)
+        self.read = read
+        self.gauges = gauges
+
+    def collect(self) -> Any:
+        try:
+            stats = dict(self.read())
+        except Exception:  # a dict changing size under us: skip this scrape
+            return
+        keys, values = list(self.labels), list(self.labels.values())
+        for name, value in sorted(stats.items()):
+            metric = f"{self.prefix}_{name}"
+            fam: Any
+            if name in self.gauges:
+                fam = GaugeMetricFamily(metric, f"{self.prefix} {name}", labels=keys)
+            else:
+                fam = CounterMetricFamily(metric, f"{self.prefix} {name}", labels=keys)
+            fam.add_metric(values, float(value))
+            yield fam
+
+
+def export_stats(
+    prefix: str,
+    labels: Mapping[str, str],
+    read: Callable[[], Mapping[str, float]],
+    gauges: frozenset[str] = frozenset(),
+) -> None:
+    """Export the counters ``read()`` returns at every scrape (see :class:`StatsCollector`)."""
+    REGISTRY.register(StatsCollector(prefix, labels, read, gauges))
+
+
+class RestartsCollector(Collector):
+    """``cloudburst_process_restarts_total{supervisor, process}`` and
+    ``cloudburst_process_up`` of the children of a supervisor (``Supervised``)."""
+
+    def __init__(self, sup: Any) -> None:
+        self.sup = sup
+
+    def collect(self) -> Any:
+        restarts = CounterMetricFamily(
+            "cloudburst_process_restarts",
+            "restarts of a supervised process",
+            labels=["supervisor", "process"],
+        )
+        up = GaugeMetricFamily(
+            "cloudburst_process_up",
+            "1 while a supervised process runs",
+            labels=["supervisor", "process"],
+        )
+        for name, child in list(self.sup.children.items()):
+            restarts.add_metric([self.sup.name, name], float(child.restarts))
+            proc = self.sup.procs.get(name)
+            up.add_metric([self.sup.name, name], 1.0 if proc and proc.poll() is None else 0.0)
+        yield restarts
+        yield up
+
+
+def export_restarts(sup: Any) -> None:
+    REGISTRY.register(RestartsCollector(sup))
+
+
+def executed(worker: str, dag: str, function: str, seconds: float) -> None:
+    """An executor ran ``function`` (of ``dag``) for ``seconds``."""
+    CALLS.labels("executor", "function", function).inc()
+    CALL_SECONDS.labels("executor", "function", function).observe(seconds)
+    WORKER_BUSY.labels(worker).inc(seconds)
+    if dag and dag != function:
+        CALLS.labels("executor", "dag", dag).inc()
+
+
+def scheduled(kind: str, name: str, ok: bool, seconds: float) -> None:
+    """The scheduler placed (``ok``) or refused a call of function/DAG ``name``."""
+    CALLS.labels("scheduler", kind, name).inc()
+    CALL_SECONDS.labels("scheduler", kind, name).observe(seconds)
+    if not ok:
+        CALL_ERRORS.labels("scheduler", kind, name).inc()
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def timed_kvs(kind: str) -> Callable[[_F], _F]:
+    """Decorate a KVS client method: ``cloudburst_kvs_requests_total{type}`` and
+    ``cloudburst_kvs_request_seconds{type}`` (errors count too)."""
+    ops = KVS_OPS.labels(kind)
+    hist = KVS_SECONDS.labels(kind)
+
+    def wrap(fn: _F) -> _F:
+        @functools.wraps(fn)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                hist.observe(time.perf_counter() - t0)
+                ops.inc()
+
+        return cast(_F, inner)
+
+    return wrap

@@ -1,0 +1,131 @@
+"""Every process of a launched local cluster (free ports, temp dir) serves Prometheus
+text at /metrics, recorded in <run_dir>/metrics/, with the families of its role."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from cloudburst.shared.metrics import endpoints
+from cloudburst.shared.processes import wait_until
+from tests.integration.localcluster import ROOT, clean_env, connect, launched
+
+pytestmark = pytest.mark.integration
+
+
+def scrape(url: str) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            assert resp.status == 200
+            return resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        raise AssertionError(f"{url}: {exc}") from None
+
+
+def incr(_, x: int) -> int:
+    return x + 1
+
+
+def fails(_, x: int) -> int:
+    raise ValueError(f"no {x}")
+
+
+EXPECTED = {
+    "supervisor": ["cloudburst_process_restarts_total", "cloudburst_process_up"],
+    "kvs": ['cloudburst_process_restarts_total{process="shard0",supervisor="kvs"}'],
+    "routing": ["anna_routing_heartbeats_total", "process_cpu_seconds_total"],
+    "shard": [
+        'anna_shard_keys{shard="0"}',
+        'anna_shard_put_total{shard="0"}',
+        "anna_wal_write_seconds_bucket",
+        "anna_wal_fsync_seconds_count",
+    ],
+    "scheduler": [
+        'cloudburst_calls_total{kind="dag",name="m_dag",role="scheduler"}',
+        'cloudburst_call_seconds_bucket{kind="dag"',
+        'cloudburst_call_errors_total{kind="dag",name="no_such_dag",role="scheduler"}',
+        'cloudburst_queue_length{queue="registry_updates",role="scheduler"}',
+        'cloudburst_kvs_requests_total{type="get"}',
+    ],
+    "executor-node": ['cloudburst_process_restarts_total{process="cache",supervisor="executor"'],
+    "cache": [
+        "cloudburst_cache_hits_total",
+        "cloudburst_cache_misses_total",
+        "cloudburst_cache_bytes",
+        "cloudburst_cache_evictions_total",
+    ],  # fmt: skip
+    "worker": [
+        'cloudburst_queue_length{queue="parked",role="worker"}',
+        "cloudburst_worker_busy_seconds_total",
+        "cloudburst_kvs_request_seconds_bucket",
+    ],
+}
+
+
+def test_every_process_serves_metrics(tmp_path: Path) -> None:
+    with launched(tmp_path / "run", workers=2) as cfg:
+        with connect(cfg, timeout=20) as conn:
+            conn.register(incr, "m_incr")
+            conn.register(fails, "m_fails")
+            assert conn.register_dag("m_dag", ["m_incr"], [])
+            for i in range(3):
+                assert conn.call_dag("m_dag", {"m_incr": [i]}, direct_response=True) == i + 1
+            with pytest.raises(Exception, match="no 1"):
+                conn.exec_func("m_fails", [1]).get()
+            with pytest.raises(Exception):
+                conn.call_dag("no_such_dag", {"x": [1]}).get()
+            conn.put_object("m/key", 5)
+            assert conn.get_object("m/key") == 5
+
+        names = {"supervisor", "kvs", "routing", "shard0", "scheduler", "executor-node",
+                 "cache", "worker0", "worker1"}  # fmt: skip
+        wait_until(
+            lambda: {e["name"] for e in endpoints(cfg.run_dir)} >= names, 30, "metrics records"
+        )
+        eps = endpoints(cfg.run_dir)
+        assert {e["name"] for e in eps} == names
+        assert len({e["port"] for e in eps}) == len(eps)
+        worker_text = ""
+        for ep in eps:
+            text = scrape(ep["url"])
+            assert "process_resident_memory_bytes" in text or ep["role"] != "routing"
+            if ep["role"] == "worker":
+                worker_text += text
+                continue
+            for family in EXPECTED[ep["role"]]:
+                assert family in text, (ep["name"], family)
+        for family in EXPECTED["worker"] + [
+            'cloudburst_calls_total{kind="function",name="m_incr",role="executor"}',
+            'cloudburst_call_errors_total{kind="function",name="m_fails",role="executor"}',
+            'cloudburst_call_seconds_count{kind="function",name="m_incr",role="executor"}',
+        ]:
+            assert family in worker_text, family
+
+        # cloudburst status lists them (the local cluster of --run-dir)
+        env = clean_env()
+        out = subprocess.run(
+            [sys.executable, "-m", "cloudburst", "--run-dir", cfg.run_dir, "status", "--json"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        doc = json.loads(out.stdout)
+        assert {m["name"] for m in doc["metrics"]} == names
+        procs = {p["name"]: p for p in doc["processes"]}
+        assert procs["scheduler"]["state"] == "running" and doc["restarts"] == 0
+
+        # a restart shows in the supervisor's metrics and in status
+        sched_pid = procs["scheduler"]["pid"]
+        os.kill(sched_pid, 9)
+        sup = next(e for e in endpoints(cfg.run_dir) if e["name"] == "supervisor")
+        wait_until(
+            lambda: 'process="scheduler",supervisor="supervisor"} 1.0' in scrape(sup["url"]),
+            60,
+            "the scheduler's restart in the supervisor's metrics",
+        )
