@@ -240,9 +240,13 @@ def reset(config: str | None, run_dir: str | None) -> None:
 @local.command()
 @_common
 @click.argument("name", required=False)
-@click.option("-n", "--lines", type=click.IntRange(min=1), default=40, show_default=True)
-def logs(config: str | None, run_dir: str | None, name: str | None, lines: int) -> None:
-    """Print the end of the logs (all, or NAME: supervisor, kvs, scheduler, executor)."""
+@click.option("-n", "--lines", type=click.IntRange(min=0), default=40, show_default=True)
+@click.option("-f", "--follow", is_flag=True, help="keep printing new lines, merged by time")
+def logs(
+    config: str | None, run_dir: str | None, name: str | None, lines: int, follow: bool
+) -> None:
+    """Print the end of the logs (all, or NAME: supervisor, kvs, scheduler, executor);
+    ``-f`` follows every process's log merged in time order (Ctrl-C stops)."""
     cfg = _config(config, run_dir)
     log_dir = Path(cfg.run_dir) / "logs"
     files = sorted(log_dir.glob("*.log")) if log_dir.is_dir() else []
@@ -250,6 +254,9 @@ def logs(config: str | None, run_dir: str | None, name: str | None, lines: int) 
         files = [f for f in files if f.stem == name]
         if not files:
             raise click.UsageError(f"no log named {name!r} in {log_dir}")
+    if follow:
+        _follow(cfg.run_dir, name, lines)
+        return
     if not files:
         click.echo(f"no logs in {log_dir}")
         return
@@ -577,6 +584,48 @@ def kvs_keys(target: Target, as_json: bool, prefix: str) -> None:
         raise click.ClickException(
             f"incomplete: shards cut their list: {', '.join(listing.truncated)}"
         )
+
+
+def _follow(run_dir: str, name: str | None, lines: int) -> None:
+    from cloudburst.logs import follow, log_files
+
+    def paths() -> list[Path]:
+        return [p for p in log_files(run_dir) if name is None or p.stem == name]
+
+    try:
+        follow(paths, lambda line: click.echo(f"{line.source:10s} {line.text}"), lines=lines)
+    except KeyboardInterrupt:
+        pass
+
+
+@cli.command("logs")
+@json_option
+@click.argument("call_id", required=False)
+@click.option("-n", "--lines", type=click.IntRange(min=0), default=40, show_default=True)
+@click.option("-f", "--follow", "follow_", is_flag=True, help="keep printing new lines")
+@click.pass_obj
+def logs_cmd(target: Target, as_json: bool, call_id: str | None, lines: int, follow_: bool) -> None:
+    """The local cluster's logs merged in time order, or with CALL_ID the lines of
+    every process about that call (exit 1: none). Calls are logged with
+    ``log_level: DEBUG``; see docs/operations.md."""
+    from cloudburst.logs import call_lines, log_files, merged
+
+    run_dir = target.local_run_cfg().run_dir
+    files = log_files(run_dir)
+    if not files:
+        raise click.ClickException(f"no logs in {run_dir}/logs (use --run-dir)")
+    if follow_ and not call_id:
+        _follow(run_dir, None, lines)
+        return
+    found = call_lines(files, call_id) if call_id else merged(files)[-lines:]
+    if as_json:
+        docs = [{"t": ln.t, "source": ln.source, "line": ln.text, "json": ln.doc()} for ln in found]
+        _emit(True, docs)
+    else:
+        for ln in found:
+            click.echo(f"{ln.source:10s} {ln.text}")
+    if call_id and not found:
+        raise click.ClickException(f"no log line mentions call {call_id!r} in {run_dir}/logs")
 
 
 def main(argv: Sequence[str] | None = None, prog_name: str = "cloudburst") -> int:

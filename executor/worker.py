@@ -177,6 +177,9 @@ class Worker:
                 self.run(action)
                 took = time.perf_counter() - t0
                 metrics.executed(str(self.index), action.schedule.dag.name, action.function, took)
+                log.debug(
+                    "[%s] %s: done in %.2f ms", action.schedule.id, action.function, took * 1e3
+                )
             elif isinstance(action, Cancel):
                 self._cancel_downstream(action.schedule, action.function, action.error)
         except Exception:  # a bug of ours must not kill the worker either

@@ -79,7 +79,7 @@ def test_every_process_serves_metrics(tmp_path: Path) -> None:
                 assert conn.call_dag("m_dag", {"m_incr": [i]}, direct_response=True) == i + 1
             with pytest.raises(Exception, match="no 1"):
                 conn.exec_func("m_fails", [1]).get()
-            with pytest.raises(Exception):
+            with pytest.raises(Exception, match="no_such_dag"):
                 conn.call_dag("no_such_dag", {"x": [1]}).get()
             conn.put_object("m/key", 5)
             assert conn.get_object("m/key") == 5

@@ -1,0 +1,87 @@
+"""Logs of a launched local cluster in JSON lines: one call followed through the
+scheduler's and the executor's logs (``cloudburst logs CALL_ID``), and ``cloudburst
+local logs -f`` merging every process's log in time order."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cloudburst.client.client import CloudburstConnection
+from tests.integration.localcluster import ROOT, clean_env, launched
+
+pytestmark = pytest.mark.integration
+
+
+def incr(_, x: int) -> int:
+    return x + 1
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cloudburst", *args],
+        cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_follow_one_call_through_the_logs(tmp_path: Path) -> None:
+    with launched(tmp_path / "run", workers=1, log_format="json", log_level="DEBUG") as cfg:
+        conn = CloudburstConnection(
+            cfg.ip, cfg.ip, port=cfg.scheduler.port, timeout=20, direct=False
+        )
+        try:
+            conn.register(incr, "lg_incr")
+            assert conn.register_dag("lg_dag", ["lg_incr"], [])
+            fut = conn.call_dag("lg_dag", {"lg_incr": [1]})
+            assert fut.get() == 2
+            call_id = fut.request_id
+        finally:
+            conn.close()
+
+        deadline = time.monotonic() + 30
+        while True:
+            out = cli("--run-dir", cfg.run_dir, "logs", call_id, "--json")
+            docs = json.loads(out.stdout) if out.returncode == 0 else []
+            roles = {d["json"]["role"] for d in docs if d["json"]}
+            if {"scheduler", "worker"} <= roles or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert out.returncode == 0, out.stderr
+        assert {"scheduler", "worker"} <= roles, docs
+        for d in docs:
+            assert d["json"]["call_id"] == call_id
+            assert d["json"]["process"] and d["json"]["pid"] > 0
+        assert [d["t"] for d in docs] == sorted(d["t"] for d in docs)
+        text = cli("--run-dir", cfg.run_dir, "logs", call_id)
+        assert text.returncode == 0 and "scheduler" in text.stdout
+        none = cli("--run-dir", cfg.run_dir, "logs", "no-such-call-id")
+        assert none.returncode == 1 and "no-such-call-id" in none.stderr
+
+        # -f: the existing lines of every process merged by time, then new ones
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cloudburst", "local", "logs", "-f", "-n", "200",
+             "--run-dir", cfg.run_dir],
+            cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            time.sleep(4)
+        finally:
+            proc.terminate()
+            try:
+                output, _ = proc.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                output, _ = proc.communicate(timeout=20)
+        rows = [r for r in output.splitlines() if r.strip()]
+        sources = {r.split(None, 1)[0] for r in rows}
+        assert {"kvs", "scheduler", "executor", "supervisor"} <= sources, sources
+        parts = [r.split(None, 1) for r in rows]
+        times = [json.loads(p[1])["t"] for p in parts if len(p) == 2 and p[1].startswith("{")]
+        assert len(times) > 10
+        # in time order (a line written just before a poll may come one poll late)
+        assert all(b >= a - 1.0 for a, b in zip(times, times[1:], strict=False)), times
