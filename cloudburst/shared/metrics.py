@@ -116,6 +116,10 @@ def serve(cfg: Config, role: str, name: str, index: int = 0) -> int | None:
         "url": f"http://{cfg.ip}:{port}/metrics",
         "started": time.time(),
     }
+    if not Path(cfg.run_dir).is_absolute():
+        # Not a local-mode cluster (those resolve run_dir): nothing to record into.
+        log.info("%s: metrics on %s", name, record["url"])
+        return port
     try:
         out = metrics_dir(cfg.run_dir)
         out.mkdir(parents=True, exist_ok=True)
