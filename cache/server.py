@@ -377,9 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     server = CacheServer(cfg, args.node_id, kvs, ip=args.ip, peer_port=args.peer_port)
     if args.metrics_port:
         start_metrics(server, args.metrics_port)
-    elif cfg.metrics.enabled:
+    elif metrics.serve(cfg, "cache", "cache"):
         start_metrics(server, None)
-        metrics.serve(cfg, "cache", "cache")
 
     def stop(signum: int, frame: object) -> None:
         server.running = False

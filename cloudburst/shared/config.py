@@ -112,6 +112,9 @@ class MetricsConfig:
     # +10+t, worker i +50+i. A taken port falls back to a random one (recorded).
     # 0: every process binds a random free port (tests, several clusters per host).
     base_port: int = 9400
+    # Only processes of a local-mode cluster (an absolute run_dir, as `cloudburst local
+    # start` and free_port_config write it) serve metrics; false: every process does.
+    local_only: bool = True
 
 
 @dataclass(frozen=True)

@@ -92,7 +92,8 @@ def serve(cfg: Config, role: str, name: str, index: int = 0) -> int | None:
     metrics are off or no port could be bound; the process runs on either way)."""
     from prometheus_client import start_http_server
 
-    if not cfg.metrics.enabled:
+    local = Path(cfg.run_dir).is_absolute()
+    if not cfg.metrics.enabled or (cfg.metrics.local_only and not local):
         return None
     wanted = port_for(cfg, role, index)
     try:
@@ -116,7 +117,7 @@ def serve(cfg: Config, role: str, name: str, index: int = 0) -> int | None:
         "url": f"http://{cfg.ip}:{port}/metrics",
         "started": time.time(),
     }
-    if not Path(cfg.run_dir).is_absolute():
+    if not local:
         # Not a local-mode cluster (those resolve run_dir): nothing to record into.
         log.info("%s: metrics on %s", name, record["url"])
         return port

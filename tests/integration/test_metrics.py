@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import urllib.error
@@ -83,6 +84,7 @@ def test_every_process_serves_metrics(tmp_path: Path) -> None:
                 conn.call_dag("no_such_dag", {"x": [1]}).get()
             conn.put_object("m/key", 5)
             assert conn.get_object("m/key") == 5
+            assert conn.delete_object("m/key")
 
         names = {"supervisor", "kvs", "routing", "shard0", "scheduler", "executor-node",
                  "cache", "worker0", "worker1"}  # fmt: skip
@@ -93,8 +95,10 @@ def test_every_process_serves_metrics(tmp_path: Path) -> None:
         assert {e["name"] for e in eps} == names
         assert len({e["port"] for e in eps}) == len(eps)
         worker_text = ""
+        all_text = ""
         for ep in eps:
             text = scrape(ep["url"])
+            all_text += text
             assert "process_resident_memory_bytes" in text or ep["role"] != "routing"
             if ep["role"] == "worker":
                 worker_text += text
@@ -107,6 +111,16 @@ def test_every_process_serves_metrics(tmp_path: Path) -> None:
             'cloudburst_call_seconds_count{kind="function",name="m_incr",role="executor"}',
         ]:
             assert family in worker_text, family
+
+        # every family the Grafana dashboard plots exists (gossip and anti-entropy
+        # counters appear only with several replicas)
+        dashboard = json.loads((ROOT / "deploy" / "grafana" / "cloudburst.json").read_text())
+        exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+        used = set(re.findall(r"\b((?:cloudburst|anna|process)_[a-z_]+)", exprs))
+        conditional = {"anna_shard_gossip_out_total", "anna_shard_gossip_in_total",
+                       "anna_shard_ae_keys_sent_total"}  # fmt: skip
+        missing = {m for m in used - conditional if m not in all_text}
+        assert not missing, missing
 
         # cloudburst status lists them (the local cluster of --run-dir)
         env = clean_env()
