@@ -331,13 +331,27 @@ def _status_doc(target: Target, with_keys: bool) -> dict[str, Any]:
             keys = len(list_keys(_routing(conn), conn.ip, "", timeout=target.timeout).keys)
         except TimeoutError:
             keys = None
-    return cluster_status(
-        sched,
-        _kvs_nodes(conn, target.timeout),
-        _processes(target),
-        keys,
-        _metrics_endpoints(target),
-    )
+    eps = _metrics_endpoints(target)
+    doc = cluster_status(sched, _kvs_nodes(conn, target.timeout), _processes(target), keys, eps)
+    if eps:
+        doc["totals"] = _totals(eps)
+    return doc
+
+
+def _totals(eps: list[dict[str, Any]]) -> dict[str, float]:
+    """Counters summed over every process's /metrics (unreachable ones skipped)."""
+    import urllib.request
+
+    from cloudburst.ops import scrape_totals
+
+    texts = []
+    for ep in eps:
+        try:
+            with urllib.request.urlopen(ep["url"], timeout=2) as resp:
+                texts.append(resp.read().decode())
+        except OSError:
+            continue
+    return scrape_totals(texts)
 
 
 @cli.command("status")
@@ -359,11 +373,17 @@ def cluster_status_cmd(target: Target, as_json: bool, no_keys: bool) -> None:
 @click.pass_obj
 def top(target: Target, interval: float, count: int) -> None:
     """``status``, refreshed every INTERVAL seconds."""
-    from cloudburst.ops import format_status
+    from cloudburst.ops import format_status, rates
 
     n = 0
+    before: tuple[float, dict[str, float]] | None = None
     while True:
         doc = _status_doc(target, with_keys=False)
+        now = time.monotonic()
+        if doc.get("totals"):
+            if before is not None:
+                doc["rates"] = rates(doc["totals"], before[1], now - before[0])
+            before = (now, doc["totals"])
         if sys.stdout.isatty():
             click.clear()
         click.echo(time.strftime("%H:%M:%S ") + format_status(doc))

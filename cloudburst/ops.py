@@ -222,7 +222,68 @@ def format_status(doc: dict[str, Any]) -> str:
             for p in doc["processes"]
         ]
         parts.append(table(["process", "pid", "state", "restarts", "last exit"], rows))
+    tot = doc.get("totals")
+    if tot:
+        hits, misses = tot["cache_hits"], tot["cache_misses"]
+        ratio = f"{hits / (hits + misses):.0%}" if hits + misses else "-"
+        line = (
+            f"calls: {tot['scheduler_calls']:.0f} scheduled ({tot['scheduler_errors']:.0f} "
+            f"refused), {tot['executor_calls']:.0f} functions run ({tot['executor_errors']:.0f} "
+            f"failed)   cache: {tot['cache_bytes']:.0f} bytes, hit ratio {ratio}"
+        )
+        r = doc.get("rates")
+        if r:
+            line += (
+                f"\nper second: {r['scheduler_calls']:.1f} calls scheduled, "
+                f"{r['executor_calls']:.1f} functions run, "
+                f"{r['executor_errors'] + r['scheduler_errors']:.1f} errors"
+            )
+        parts.insert(2, line)
     if doc.get("metrics"):
         rows = [[m["name"], m["role"], m["pid"], m["url"]] for m in doc["metrics"]]
         parts.append(table(["metrics of", "role", "pid", "url"], rows))
     return "\n\n".join(parts)
+
+
+def scrape_totals(texts: list[str]) -> dict[str, float]:
+    """Cluster totals from the Prometheus text of every process: calls and errors as
+    the scheduler and the executors count them, cache bytes/hits/misses, KVS keys."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {
+        "scheduler_calls": 0.0,
+        "scheduler_errors": 0.0,
+        "executor_calls": 0.0,
+        "executor_errors": 0.0,
+        "cache_bytes": 0.0,
+        "cache_hits": 0.0,
+        "cache_misses": 0.0,
+    }
+    for text in texts:
+        for fam in text_string_to_metric_families(text):
+            for s in fam.samples:
+                role = s.labels.get("role")
+                if s.name == "cloudburst_calls_total" and s.labels.get("kind") == "function":
+                    if role in ("scheduler", "executor"):
+                        out[f"{role}_calls"] += s.value
+                elif s.name == "cloudburst_calls_total" and role == "scheduler":
+                    out["scheduler_calls"] += s.value
+                elif s.name == "cloudburst_call_errors_total" and role in ("scheduler", "executor"):
+                    out[f"{role}_errors"] += s.value
+                elif s.name in ("cloudburst_cache_bytes", "cloudburst_cache_hits_total",
+                                "cloudburst_cache_misses_total"):  # fmt: skip
+                    key = s.name.removeprefix("cloudburst_").removesuffix("_total")
+                    out[key] += s.value
+    return out
+
+
+def rates(
+    now: dict[str, float], before: dict[str, float] | None, seconds: float
+) -> dict[str, float]:
+    """Per-second rates of the counters of :func:`scrape_totals` between two scrapes."""
+    if not before or seconds <= 0:
+        return {}
+    return {
+        k: max(0.0, now[k] - before.get(k, 0.0)) / seconds
+        for k in ("scheduler_calls", "scheduler_errors", "executor_calls", "executor_errors")
+    }

@@ -22,7 +22,7 @@ from typing import Any
 
 import zmq
 
-from cloudburst.shared import metrics, wire
+from cloudburst.shared import metrics, version, wire
 from cloudburst.shared.config import Config, kvs_host, load_config, replace
 from cloudburst.shared.errors import WireError
 from cloudburst.shared.kvs import make_kvs_client
@@ -314,6 +314,8 @@ class SchedulerServer:
             )
         st.kvs_address = f"{kvs_host(self.cfg)}:{self.cfg.kvs.routing_port}"
         st.scheduler_address = self.address
+        st.server_version = version.__version__
+        version.check(log, req.status.client_version, "scheduler", "client")
         st.dead.extend(a for a in req.status.addresses if not self.state.is_alive(a, now))
         st.functions = len(self.registry.functions)
         st.dags = len(self.registry.dags)

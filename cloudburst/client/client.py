@@ -30,7 +30,7 @@ import cloudpickle
 import zmq
 
 from cloudburst.client.future import _UNSET, CloudburstFuture
-from cloudburst.shared import wire
+from cloudburst.shared import version, wire
 from cloudburst.shared.config import SchedulerConfig
 from cloudburst.shared.errors import (
     CloudburstException,
@@ -186,13 +186,15 @@ class CloudburstConnection:
                 "./scripts/start-cloudburst-local.sh)"
             )
         try:
-            status = self._request("status", pb.StatusQuery(), timeout=connect_timeout).status
+            query = pb.StatusQuery(client_version=version.__version__)
+            status = self._request("status", query, timeout=connect_timeout).status
         except CloudburstTimeoutError:
             raise ConnectionFailed(
                 f"the Cloudburst scheduler at {self.scheduler_address} accepted a connection "
                 f"but did not answer within {connect_timeout}s"
             ) from None
         self.kvs_address = status.kvs_address
+        version.check(log, status.server_version, "client", "scheduler")
 
     def _next_id(self) -> str:
         return self._prefix + str(next(self._seq))

@@ -139,3 +139,27 @@ def test_shell_completion() -> None:
     r = run(None, env={"_CLOUDBURST_COMPLETE": "bash_complete", "COMP_WORDS": "cloudburst kv",
                        "COMP_CWORD": "1"})  # fmt: skip
     assert "kvs" in r.stdout
+
+
+def test_version_exchange(cl: Cluster, monkeypatch: pytest.MonkeyPatch, caplog: Any) -> None:
+    import logging
+
+    import cloudburst
+    from cloudburst.shared import version
+    from cloudburst.shared.processes import wait_until
+
+    monkeypatch.setattr(version, "__version__", "0.0.1-old")
+    with caplog.at_level(logging.WARNING):
+        cl.connect().close()
+    assert any(
+        "this client is cloudburst 0.0.1-old, the scheduler is cloudburst "
+        f"{cloudburst.__version__}" in r.getMessage()
+        for r in caplog.records
+    ), caplog.records
+    expected = (
+        f"this scheduler is cloudburst {cloudburst.__version__}, the client is cloudburst 0.0.1-old"
+    )
+    sched = cl.group.procs["scheduler"]
+    wait_until(lambda: expected in sched.log_tail(400), 20, "the scheduler's warning")
+    cl.connect().close()
+    assert sched.log_tail(400).count(expected) == 1

@@ -131,6 +131,15 @@ def test_every_process_serves_metrics(tmp_path: Path) -> None:
         assert out.returncode == 0, out.stderr
         doc = json.loads(out.stdout)
         assert {m["name"] for m in doc["metrics"]} == names
+        assert doc["totals"]["scheduler_calls"] >= 3  # m_dag through the scheduler
+        assert doc["totals"]["executor_calls"] >= 4 and doc["totals"]["executor_errors"] >= 1
+        top = subprocess.run(
+            [sys.executable, "-m", "cloudburst", "--run-dir", cfg.run_dir, "top", "--count", "2",
+             "--interval", "0.5"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert top.returncode == 0, top.stderr
+        assert "per second:" in top.stdout and "functions run" in top.stdout
         procs = {p["name"]: p for p in doc["processes"]}
         assert procs["scheduler"]["state"] == "running" and doc["restarts"] == 0
 

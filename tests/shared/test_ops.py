@@ -143,3 +143,21 @@ def test_key_listing_skips_tombstones() -> None:
     assert live_keys(store, "") == ["a/1", "b/1"]
     resp = apb.KeyResponse.FromString(list_keys_response(store, "", "r1"))
     assert resp.response_id == "r1" and [t.key for t in resp.tuples] == ["a/1", "b/1"]
+
+
+def test_version_mismatch_warns_once(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from cloudburst.shared import version
+
+    log = logging.getLogger("vtest")
+    assert version.mismatch("1.0", "", "client", "scheduler") is None
+    assert version.mismatch("1.0", "1.0", "client", "scheduler") is None
+    with caplog.at_level(logging.WARNING, logger="vtest"):
+        assert version.check(log, "9.9-test", "client", "scheduler", mine="1.0")
+        assert version.check(log, "9.9-test", "client", "scheduler", mine="1.0")
+    warnings = [r.getMessage() for r in caplog.records]
+    assert warnings == [
+        "version mismatch: this client is cloudburst 1.0, the scheduler is cloudburst "
+        "9.9-test; upgrade one of them if calls fail"
+    ]
