@@ -23,12 +23,14 @@ import os
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import cloudpickle
 import zmq
 
+from anna.errors import AnnaError, AnnaTimeoutError
 from cloudburst.client.future import _UNSET, CloudburstFuture
 from cloudburst.shared import wire
 from cloudburst.shared.config import SchedulerConfig
@@ -51,6 +53,11 @@ log = logging.getLogger(__name__)
 NORMAL = pb.NORMAL
 #: How long a wait for an answer polls without sleeping before it blocks (seconds).
 SPIN_S = 200e-6
+#: The longest a wait blocks on the socket in one go: a waiting thread notices within
+#: this time that another thread closed the connection.
+WAIT_SLICE_S = 0.1
+#: How long close() waits for a KVS request running in another thread.
+CLOSE_WAIT_S = 0.5
 
 
 class DagRegistration(tuple[bool, int]):
@@ -147,16 +154,26 @@ class CloudburstConnection:
         self.scheduler_address = f"tcp://{host}:{sched_port}"
         self.ip = ip or _local_ip_for(host)
         self._lock = threading.RLock()
-        self._ctx: zmq.Context[Any] = zmq.Context()
+        self._kvs_lock = threading.Lock()
+        self._pid = os.getpid()
         self._closed = False
-        self._pull = self._ctx.socket(zmq.PULL)
-        self._pull.setsockopt(zmq.LINGER, 0)
+        # A private context, its sockets and the KVS client are released by a
+        # finalizer that holds them but not the connection: it runs when the
+        # connection is closed, dropped (even inside a reference cycle) or still alive
+        # at interpreter exit, closes every socket (linger 0) and only then terminates
+        # the context, so nothing ever waits in Context.term().
+        self._ctx: zmq.Context[Any] = zmq.Context()
+        self._sockets: list[zmq.Socket[Any]] = []
+        self._owned: list[Any] = []  # the KVS client, once made
+        self._finalizer = weakref.finalize(
+            self, _release, self._ctx, self._sockets, self._owned, self._pid
+        )
+        self._pull = self._socket(zmq.PULL)
         self._pull.setsockopt(zmq.RCVHWM, 0)
         self.response_address = (
             f"tcp://{self.ip}:{self._pull.bind_to_random_port(f'tcp://{self.ip}')}"
         )
-        self._sched = self._ctx.socket(zmq.PUSH)
-        self._sched.setsockopt(zmq.LINGER, 0)
+        self._sched = self._socket(zmq.PUSH)
         self._sched.connect(self.scheduler_address)
         self._push: dict[str, zmq.Socket[Any]] = {}
         self._prefix = f"{uuid.uuid4().hex[:12]}-"
@@ -176,6 +193,19 @@ class CloudburstConnection:
             raise
 
     # --- plumbing ----------------------------------------------------------
+
+    def _socket(self, kind: int) -> zmq.Socket[Any]:
+        sock = self._ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        self._sockets.append(sock)
+        return sock
+
+    def _close_socket(self, sock: zmq.Socket[Any]) -> None:
+        sock.close(linger=0)
+        try:
+            self._sockets.remove(sock)
+        except ValueError:
+            pass
 
     def _connect(self, connect_timeout: float) -> None:
         host, port = split_address(self.scheduler_address, 0)
@@ -244,18 +274,29 @@ class CloudburstConnection:
     def _pump(self, wait: float) -> bool:
         """Receive what arrives within ``wait`` seconds (at least one message, then
         whatever is queued); returns whether anything arrived."""
+        self._check_open()
         pull = self._pull
         if not pull.poll(0):
             # Poll without sleeping for a moment first (yielding the core between
             # polls): an answer arriving meanwhile skips a thread wake-up.
-            spin_end = time.monotonic() + min(wait, SPIN_S)
+            now = time.monotonic()
+            spin_end = now + min(wait, SPIN_S)
+            end = now + wait
             while True:
                 if pull.poll(0):
                     break
-                if time.monotonic() >= spin_end:
-                    if not pull.poll(max(0, math.ceil((wait - SPIN_S) * 1000))):
+                now = time.monotonic()
+                if now >= spin_end:
+                    # Blocking waits in slices: a close() from another thread is
+                    # noticed within WAIT_SLICE_S.
+                    left = end - now
+                    got = pull.poll(max(0, math.ceil(min(left, WAIT_SLICE_S) * 1000)))
+                    if got:
+                        break
+                    self._check_open()
+                    if left <= WAIT_SLICE_S:
                         return False
-                    break
+                    continue
                 os.sched_yield()
         while True:
             try:
@@ -316,8 +357,19 @@ class CloudburstConnection:
             query = pb.StatusQuery(addresses=list(addresses))
             status = self._request("status", query, timeout=wait).status
         except CloudburstTimeoutError:
-            log.warning("the scheduler did not answer a liveness check; still waiting")
-            return set()
+            # No scheduler to ask (down or restarting): an executor that does not even
+            # accept connections any more is not running the call.
+            gone = set()
+            for address in addresses:
+                host, port = split_address(address, 0)
+                if not port_open(host, port, timeout=0.2):
+                    gone.add(address)
+            if not gone:
+                log.warning(
+                    "the scheduler at %s did not answer a liveness check; still waiting",
+                    self.scheduler_address,
+                )
+            return gone
         return set(status.dead)
 
     def _forget_placement(self, dead: Iterable[str]) -> None:
@@ -329,6 +381,12 @@ class CloudburstConnection:
     def _check_open(self) -> None:
         if self._closed:
             raise CloudburstException("this CloudburstConnection is closed")
+        if os.getpid() != self._pid:
+            raise CloudburstException(
+                f"this CloudburstConnection was created in process {self._pid} and cannot "
+                f"be used in process {os.getpid()} (a forked child): ZeroMQ sockets do not "
+                "survive fork(); make a new connection in the child"
+            )
 
     def _encode_args(self, args: Iterable[Any], out: pb.Arguments) -> None:
         for arg in args:
@@ -358,10 +416,17 @@ class CloudburstConnection:
         with self._lock:
             self._check_open()
 
-            def resend(exclude: list[str]) -> CloudburstFuture:
+            ref = weakref.ref(self)  # the future must not keep the connection alive
+
+            def resend(exclude: list[str], timeout: float | None = None) -> CloudburstFuture:
+                conn = ref()
+                if conn is None:
+                    raise CloudburstException("the connection was garbage-collected")
                 body.ClearField("exclude")
                 body.exclude.extend(exclude)
-                return self._via_scheduler(kind, body, output_key, placement_name, retry=True)
+                return conn._via_scheduler(
+                    kind, body, output_key, placement_name, retry=True, timeout=timeout
+                )
 
             fut = self._direct_call(placement_name, arguments, output_key, consistency, client_id)
             if fut is None:
@@ -370,11 +435,19 @@ class CloudburstConnection:
             return fut
 
     def _via_scheduler(
-        self, kind: str, body: Any, output_key: str, placement_name: str, retry: bool = False
+        self,
+        kind: str,
+        body: Any,
+        output_key: str,
+        placement_name: str,
+        retry: bool = False,
+        timeout: float | None = None,
     ) -> CloudburstFuture:
-        """Send a call through the scheduler and wait for its acknowledgement. A retry
-        (``retry=True``) is taken over by the original future: no placement caching,
-        no in-flight count of its own."""
+        """Send a call through the scheduler and wait for its acknowledgement (at most
+        the connection's timeout, or ``timeout`` if shorter). A retry (``retry=True``)
+        is taken over by the original future: no placement caching, no in-flight count
+        of its own."""
+        wait = self.timeout if timeout is None else max(0.0, min(timeout, self.timeout))
         rid = self._next_id()
         req = pb.SchedulerRequest(request_id=rid, response_address=self.response_address)
         getattr(req, kind).CopyFrom(body)
@@ -382,7 +455,7 @@ class CloudburstConnection:
         fut._awaiting_ack = True
         self._pending[rid] = fut
         self._send_scheduler(req)
-        deadline = time.monotonic() + self.timeout
+        deadline = time.monotonic() + wait
         # Wait for the acknowledgement (it carries the placement), even if the result
         # came first: it follows right behind.
         while fut._awaiting_ack:
@@ -393,7 +466,7 @@ class CloudburstConnection:
                 self._pending.pop(rid, None)
                 raise ConnectionFailed(
                     f"the scheduler at {self.scheduler_address} did not acknowledge call {rid} "
-                    f"within {self.timeout}s"
+                    f"within {wait:g}s (is it running?)"
                 )
             self._pump(remaining)
         if fut._ack_error:
@@ -456,8 +529,7 @@ class CloudburstConnection:
         for address, data in msgs:
             sock = self._push.get(address)
             if sock is None:
-                sock = self._push[address] = self._ctx.socket(zmq.PUSH)
-                sock.setsockopt(zmq.LINGER, 0)
+                sock = self._push[address] = self._socket(zmq.PUSH)
                 sock.setsockopt(zmq.SNDHWM, 1000)
                 # Queue only on a live connection: a send to an executor that is gone
                 # (or not connected yet) fails at once and the call uses the scheduler.
@@ -468,6 +540,8 @@ class CloudburstConnection:
             except zmq.Again:  # that executor is not taking messages: use the scheduler
                 self._pending.pop(rid, None)
                 del self._placements[placement_name]
+                # It may be gone for good (a restarted cluster places elsewhere).
+                self._close_socket(self._push.pop(address))
                 return None
         fut._placement_name = placement_name  # type: ignore[attr-defined]
         self._inflight[placement_name] = self._inflight.get(placement_name, 0) + 1
@@ -594,13 +668,14 @@ class CloudburstConnection:
 
     def get_object(self, key: str, deserialize: bool = True) -> Any:
         """The value stored under ``key`` (``None`` if absent)."""
-        lattice = self._kvs_client().get([key]).get(key)
+        lattice = self._kvs_call(lambda kvs: kvs.get([key]).get(key))
         return from_lattice(lattice) if deserialize else lattice
 
     def put_object(self, key: str, value: Any) -> bool:
         """Store ``value`` under ``key``: a ``set`` as a Set lattice, anything else as
         LWW (a lattice is stored as is)."""
-        return bool(self._kvs_client().put(key, to_lattice(value)))
+        lattice = to_lattice(value)
+        return bool(self._kvs_call(lambda kvs: kvs.put(key, lattice)))
 
     def status(self) -> dict[str, Any]:
         """What the scheduler sees: ``{'executors': live worker count, ...}``."""
@@ -627,34 +702,86 @@ class CloudburstConnection:
         self._check_open()
         if self._kvs is None:
             host, port = split_address(self.kvs_address, 6450)
-            if not port_open(host, port, timeout=1.0):
-                raise ConnectionFailed(f"cannot reach the KVS routing tier at tcp://{host}:{port}")
+            if not port_open(host, port, timeout=min(1.0, self.timeout)):
+                raise ConnectionFailed(
+                    f"cannot reach the KVS routing tier at tcp://{host}:{port}: nothing "
+                    "accepts connections there"
+                )
             self._kvs = make_kvs_client(host, port, ip=self.ip, timeout=self.timeout)
+            self._owned.append(self._kvs)
         return self._kvs
 
+    def _kvs_call(self, op: Any) -> Any:
+        """Run ``op(kvs_client)`` (one thread at a time: the KVS client is not
+        thread-safe), bounded by the connection's timeout; a KVS server that does
+        not answer is named as the routing tier or a storage node."""
+        with self._kvs_lock:
+            kvs = self._kvs_client()
+            try:
+                return op(kvs)
+            except AnnaTimeoutError as exc:
+                routing = kvs.routing_address
+                if exc.address == routing or "KeyAddressResponse" in str(exc):
+                    part = f"the KVS routing tier at {routing}"
+                else:
+                    part = f"the KVS storage node at {exc.address or '?'}"
+                raise AnnaTimeoutError(f"{part} did not answer: {exc}", exc.address) from None
+            except AnnaError as exc:
+                if type(exc) is not AnnaError:
+                    raise  # NoServersError is a ConnectionFailed already
+                raise ConnectionFailed(f"KVS request failed: {exc}") from None
+
     def close(self) -> None:
-        """Close the sockets; the connection cannot be used afterwards."""
+        """Close the sockets and terminate the context (promptly, whatever is
+        outstanding); the connection cannot be used afterwards. Safe to call from
+        another thread while one waits on a future (that wait raises), and from a
+        forked child (which leaves the parent's sockets alone)."""
         if self._closed:
             return
-        self._closed = True
-        if self._kvs is not None:
+        self._closed = True  # a thread waiting on the socket stops within WAIT_SLICE_S
+        if os.getpid() != self._pid:
+            self._finalizer.detach()
+            return
+        with self._lock:
+            # A KVS request in another thread ends within the connection's timeout;
+            # wait a little for it, else leave the KVS client to be closed with it.
+            got_kvs = self._kvs_lock.acquire(timeout=CLOSE_WAIT_S)
             try:
-                self._kvs.close()
-            except Exception:
-                pass
-        for sock in self._push.values():
-            sock.close(linger=0)
-        for name in ("_sched", "_pull"):
-            other = getattr(self, name, None)
-            if other is not None:
-                other.close(linger=0)
-        self._ctx.term()
+                if not got_kvs and self._kvs is not None:
+                    self._owned.remove(self._kvs)
+                self._finalizer()
+            finally:
+                if got_kvs:
+                    self._kvs_lock.release()
 
     def __enter__(self) -> CloudburstConnection:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _release(
+    ctx: zmq.Context[Any], sockets: list[zmq.Socket[Any]], owned: list[Any], pid: int
+) -> None:
+    """The connection's finalizer (``close()``, garbage collection or interpreter exit):
+    sockets first, with no linger, then the context. In a forked child it does nothing:
+    those sockets are the parent's."""
+    if os.getpid() != pid:
+        return
+    for client in owned:
+        try:
+            client.close()
+        except Exception:  # noqa: BLE001 - best effort at teardown
+            pass
+    owned.clear()
+    for sock in sockets:
+        try:
+            sock.close(linger=0)
+        except Exception:  # noqa: BLE001
+            pass
+    sockets.clear()
+    ctx.destroy(linger=0)  # also any socket made behind our back; then term()
 
 
 def _trigger_templates(tmpl: pb.DagSchedule) -> list[tuple[str, bytes]]:
