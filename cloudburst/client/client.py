@@ -373,10 +373,17 @@ class CloudburstConnection:
         return set(status.dead)
 
     def _forget_placement(self, dead: Iterable[str]) -> None:
+        """Drop cached placements on ``dead`` executors and the sockets to them (a
+        restarted cluster runs its executors elsewhere)."""
         dead = set(dead)
-        for name, (tmpl, _, _) in list(self._placements.items()):
-            if dead & set(tmpl.locations.values()):
-                del self._placements[name]
+        with self._lock:
+            for name, (tmpl, _, _) in list(self._placements.items()):
+                if dead & set(tmpl.locations.values()):
+                    del self._placements[name]
+            for address in dead:
+                sock = self._push.pop(address, None)
+                if sock is not None:
+                    self._close_socket(sock)
 
     def _check_open(self) -> None:
         if self._closed:

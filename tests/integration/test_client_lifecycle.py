@@ -126,7 +126,7 @@ def test_issue_example_dropped_connection_does_not_hang(cluster: Cluster) -> Non
         """,
         timeout=60,
     )
-    print("drop with a call outstanding: released in %.3fs" % out["release"])
+    print(f"drop with a call outstanding: released in {out['release']:.3f}s")
     assert out["release"] < 5.0
     assert out["threads"] == 0  # libzmq's I/O and reaper threads are gone
 
@@ -203,7 +203,7 @@ def test_exit_with_connection_alive_and_calls_outstanding(cluster: Cluster) -> N
         timeout=60,
     )
     exit_time = time.time() - out["ready"]
-    print("exit with a call outstanding: process gone %.3fs after its last line" % exit_time)
+    print(f"exit with a call outstanding: process gone {exit_time:.3f}s after its last line")
     assert exit_time < 7.0  # before the call's 8 s; a hang would take for ever
 
 
@@ -211,10 +211,19 @@ def test_close_while_kvs_does_not_answer(own_cluster: Cluster) -> None:
     kvs = own_cluster.group.procs["kvs"]
     port = own_cluster.cfg.scheduler.port
     code = """
-        c = connect(timeout=30)
+        c = connect(timeout=3)
         c.put_object('lc_k', 1)
+        c.put_object('lc_big', b'small')  # its storage node's address is cached
         report(ready=1)
         sys.stdin.readline()  # the KVS is stopped now
+        # a large PUT fills the socket buffers toward the stopped node: bounded too
+        t = time.monotonic()
+        try:
+            c.put_object('lc_big', b'x' * (64 << 20))
+            big = ['ok', '']
+        except errors.CloudburstException as exc:
+            big = [type(exc).__name__, str(exc)]
+        big_secs = time.monotonic() - t
         errs = []
         def reader():
             try:
@@ -224,7 +233,7 @@ def test_close_while_kvs_does_not_answer(own_cluster: Cluster) -> None:
         th = threading.Thread(target=reader, daemon=True); th.start()
         time.sleep(0.5)   # the read is waiting on the stopped KVS
         t = time.monotonic(); c.close(); closed = time.monotonic() - t
-        report(close=closed, tasks=tasks())
+        report(close=closed, tasks=tasks(), big=big, big_secs=big_secs)
         """
     src = PREAMBLE.format(port=port) + textwrap.dedent(code)
     proc = subprocess.Popen(
@@ -239,25 +248,46 @@ def test_close_while_kvs_does_not_answer(own_cluster: Cluster) -> None:
     try:
         assert proc.stdout is not None and proc.stdin is not None
         assert json.loads(proc.stdout.readline()) == {"ready": 1}
-        os.kill(kvs.pid, signal.SIGSTOP)
+        _signal_tree(kvs.pid, signal.SIGSTOP)  # anna.local, its routing and shards
         try:
             proc.stdin.write("go\n")
             proc.stdin.flush()
-            out, err = proc.communicate(timeout=30)
+            out, err = proc.communicate(timeout=90)
         finally:
-            os.kill(kvs.pid, signal.SIGCONT)
+            _signal_tree(kvs.pid, signal.SIGCONT)
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
-        pytest.fail(f"close() hung while the KVS was stopped\n{out}\n{err}")
+        pytest.fail(f"the child hung while the KVS was stopped\n{out}\n{err}")
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
     assert proc.returncode == 0, err
     res = json.loads(out.strip().splitlines()[-1])
-    print("close with a KVS read stuck on a stopped KVS: %.3fs" % res["close"])
+    print(f"close with a KVS read stuck on a stopped KVS: {res['close']:.3f}s")
+    print(f"64 MB PUT to a stopped KVS (timeout 3 s): {res['big']} after {res['big_secs']:.2f}s")
     assert res["close"] < 3.0
+    assert res["big"][0] == "AnnaTimeoutError" and "KVS" in res["big"][1], res["big"]
+    assert res["big_secs"] < 30.0  # a send that makes no progress for 3 s fails
+
+
+def _signal_tree(pid: int, sig: int) -> None:
+    """Signal ``pid`` and its descendants (each KVS process is its own group)."""
+    pids = [pid]
+    i = 0
+    while i < len(pids):
+        try:
+            kids = Path(f"/proc/{pids[i]}/task/{pids[i]}/children").read_text().split()
+        except OSError:
+            kids = []
+        pids.extend(int(k) for k in kids)
+        i += 1
+    for p in pids:
+        try:
+            os.kill(p, sig)
+        except ProcessLookupError:
+            pass
 
 
 # --- 2. no leaks across many connections -------------------------------------------------
@@ -460,6 +490,8 @@ def test_scheduler_down_calls_honour_timeouts(own_cluster: Cluster) -> None:
         report(res=res)
         sys.stdin.readline()   # the executor is dead too now
         attempt('get_no_timeout', lambda: running.get(), 10)
+        t = time.monotonic(); c.close()
+        res['close'] = ['ok', 'closed with the cluster dead', time.monotonic() - t, 1]
         report(res=res)
         """
     res = _scripted(
@@ -548,7 +580,9 @@ def _scripted(cluster: Cluster, port: int, code: str, steps: list[Any]) -> dict[
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
-    assert proc.returncode == 0, f"child exited with {proc.returncode} (killed: hung?)\n{out}\n{err}"
+    assert proc.returncode == 0, (
+        f"child exited with {proc.returncode} (killed: hung?)\n{out}\n{err}"
+    )
     lines = [ln for ln in out.splitlines() if ln.startswith("{")]
     res: dict[str, Any] = json.loads(lines[-1])["res"]
     return res
