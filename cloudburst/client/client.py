@@ -157,6 +157,7 @@ class CloudburstConnection:
         self._kvs_lock = threading.Lock()
         self._pid = os.getpid()
         self._closed = False
+        self._closing = threading.Event()  # set by close() and by the finalizer
         # A private context, its sockets and the KVS client are released by a
         # finalizer that holds them but not the connection: it runs when the
         # connection is closed, dropped (even inside a reference cycle) or still alive
@@ -166,7 +167,14 @@ class CloudburstConnection:
         self._sockets: list[zmq.Socket[Any]] = []
         self._owned: list[Any] = []  # the KVS client, once made
         self._finalizer = weakref.finalize(
-            self, _release, self._ctx, self._sockets, self._owned, self._pid
+            self,
+            _release,
+            self._ctx,
+            self._sockets,
+            self._owned,
+            self._pid,
+            self._lock,
+            self._closing,
         )
         self._pull = self._socket(zmq.PULL)
         self._pull.setsockopt(zmq.RCVHWM, 0)
@@ -386,7 +394,7 @@ class CloudburstConnection:
                     self._close_socket(sock)
 
     def _check_open(self) -> None:
-        if self._closed:
+        if self._closed or self._closing.is_set():
             raise CloudburstException("this CloudburstConnection is closed")
         if os.getpid() != self._pid:
             raise CloudburstException(
@@ -746,6 +754,7 @@ class CloudburstConnection:
         if self._closed:
             return
         self._closed = True  # a thread waiting on the socket stops within WAIT_SLICE_S
+        self._closing.set()
         if os.getpid() != self._pid:
             self._finalizer.detach()
             return
@@ -769,13 +778,30 @@ class CloudburstConnection:
 
 
 def _release(
-    ctx: zmq.Context[Any], sockets: list[zmq.Socket[Any]], owned: list[Any], pid: int
+    ctx: zmq.Context[Any],
+    sockets: list[zmq.Socket[Any]],
+    owned: list[Any],
+    pid: int,
+    lock: threading.RLock,
+    closing: threading.Event,
 ) -> None:
     """The connection's finalizer (``close()``, garbage collection or interpreter exit):
     sockets first, with no linger, then the context. In a forked child it does nothing:
-    those sockets are the parent's."""
+    those sockets are the parent's. At exit a daemon thread may still be waiting on
+    the socket: ``closing`` makes it stop (within WAIT_SLICE_S) and release ``lock``
+    before the socket is closed under it."""
     if os.getpid() != pid:
         return
+    closing.set()
+    got = lock.acquire(timeout=4 * WAIT_SLICE_S)
+    try:
+        _close_all(ctx, sockets, owned)
+    finally:
+        if got:
+            lock.release()
+
+
+def _close_all(ctx: zmq.Context[Any], sockets: list[zmq.Socket[Any]], owned: list[Any]) -> None:
     for client in owned:
         try:
             client.close()

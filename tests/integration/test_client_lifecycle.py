@@ -197,6 +197,11 @@ def test_exit_with_connection_alive_and_calls_outstanding(cluster: Cluster) -> N
         c.register(lambda _, t: __import__('time').sleep(t), 'lc_exit_slow')
         fut = c.exec_func('lc_exit_slow', [8])
         c.get_object('lc_exit')
+        # a daemon thread is still waiting on the socket when the interpreter exits
+        waiter = threading.Thread(target=lambda: c.exec_func('lc_exit_slow', [8]).get(),
+                                  daemon=True)
+        waiter.start()
+        time.sleep(0.5)
         report(ready=time.time())
         # the interpreter exits here with the connection alive
         """,
