@@ -606,8 +606,16 @@ def test_connection_survives_a_cluster_restart(own_cluster: Cluster) -> None:
             assert inc(i).get(timeout=10) == i + 1
             assert c.call_dag('lc_rs_dag', {'lc_rs_inc': i}).get(timeout=10) == i + 1
         c.put_object('lc_rs', 'before')
+        slow = c.register(lambda _, x: __import__('time').sleep(3) or x, 'lc_rs_slow')
+        inflight = slow(11)    # still running when the cluster stops
         report(ready=1)
         sys.stdin.readline()   # the whole cluster was stopped and started again
+        t = time.monotonic()
+        try:
+            lost = ['value', inflight.get(timeout=60)]
+        except errors.CloudburstException as exc:
+            lost = [type(exc).__name__, str(exc)]
+        lost_secs = time.monotonic() - t
         t = time.monotonic()
         res = {
             'exec_func': inc(5).get(timeout=30),
@@ -618,6 +626,8 @@ def test_connection_survives_a_cluster_restart(own_cluster: Cluster) -> None:
             'register': c.register(lambda _, x: x * 3, 'lc_rs_new')(2).get(timeout=30),
         }
         res['secs'] = time.monotonic() - t
+        res['inflight'] = lost
+        res['inflight_secs'] = lost_secs
         report(res=res)
         """
 
@@ -633,3 +643,7 @@ def test_connection_survives_a_cluster_restart(own_cluster: Cluster) -> None:
     assert res["read_back"] == "after"
     assert res["register"] == 6
     assert res["secs"] < 60.0
+    # the call running when the cluster stopped was retried on the new cluster, or
+    # failed saying its executor died; either way within get()'s timeout
+    assert res["inflight"] in (["value", 11],) or res["inflight"][0] == "ExecutorFailed", res
+    assert res["inflight_secs"] < 63.0
