@@ -117,10 +117,10 @@ def test_issue_example_dropped_connection_does_not_hang(cluster: Cluster) -> Non
             c = connect(local=True)
             s = c.register(lambda _, t: __import__('time').sleep(t), f's_{uuid.uuid4().hex[:6]}')
             s(2)            # still running when the connection goes out of scope
+            return time.monotonic()
 
         base = tasks()  # the imports' own threads
-        t = time.monotonic()
-        session()
+        t = session()   # the connection is dropped here
         gc.collect()
         report(release=time.monotonic() - t, threads=tasks() - base)
         """,
