@@ -696,7 +696,7 @@ class CloudburstConnection:
         """Delete ``key`` from the KVS (replicas, caches and the WAL honour it; a later
         ``get_object`` returns ``None`` until the next ``put_object``). True once a
         replica acknowledged."""
-        return bool(self._kvs_client().delete(key))
+        return bool(self._kvs_call(lambda kvs: kvs.delete(key)))
 
     def status(self) -> dict[str, Any]:
         """What the scheduler sees: ``{'executors': live worker count, ...}``."""
