@@ -406,7 +406,8 @@ def test_forked_child_fails_clearly_and_leaves_the_parent_working(cluster: Clust
         inc = c.register(lambda _, x: x + 1, 'lc_fork_inc')
         assert inc(1).get(timeout=10) == 2
         c.put_object('lc_fork', 5)
-        inflight = c.exec_func('lc_fork_inc', [41])   # outstanding at fork time
+        slow = c.register(lambda _, t: __import__('time').sleep(t) or t, 'lc_fork_slow')
+        inflight = slow(2)   # outstanding at fork time
 
         # os.fork(): the child gets a clear error, then drops and collects the
         # connection and exits normally (finalizers and atexit run in the child).
@@ -459,7 +460,7 @@ def test_forked_child_fails_clearly_and_leaves_the_parent_working(cluster: Clust
     for msg in out["child"]:
         assert "forked child" in msg, out["child"]
     assert out["mp"] == 3
-    assert out["parent"] == [42, 10, 5]
+    assert out["parent"] == [2, 10, 5]
 
 
 # --- 3. timeouts the caller chose; errors name the silent part ---------------------------
