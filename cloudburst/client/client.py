@@ -155,6 +155,10 @@ class CloudburstConnection:
         self.ip = ip or _local_ip_for(host)
         self._lock = threading.RLock()
         self._kvs_lock = threading.Lock()
+        # Sends and bookkeeping take _lock (never held while waiting); receiving takes
+        # _recv_lock; waiters are woken through _arrived (see _wait_until).
+        self._recv_lock = threading.Lock()
+        self._arrived = threading.Condition(threading.Lock())
         self._pid = os.getpid()
         self._closed = False
         self._closing = threading.Event()  # set by close() and by the finalizer
@@ -173,7 +177,7 @@ class CloudburstConnection:
             self._sockets,
             self._owned,
             self._pid,
-            self._lock,
+            (self._recv_lock, self._lock),  # the order every thread takes them in
             self._closing,
         )
         self._pull = self._socket(zmq.PULL)
@@ -245,30 +249,29 @@ class CloudburstConnection:
 
     def _request(self, kind: str, body: Any, timeout: float | None = None) -> pb.ClientMessage:
         """Send a control request and wait for its answer (raising on an error)."""
-        with self._lock:
-            self._check_open()
-            rid = self._next_id()
-            req = pb.SchedulerRequest(request_id=rid, response_address=self.response_address)
-            field = getattr(req, kind)
-            if isinstance(body, str):
-                setattr(req, kind, body)
-            else:
-                field.CopyFrom(body)
-            self._pending[rid] = None
-            try:
+        rid = self._next_id()
+        req = pb.SchedulerRequest(request_id=rid, response_address=self.response_address)
+        field = getattr(req, kind)
+        if isinstance(body, str):
+            setattr(req, kind, body)
+        else:
+            field.CopyFrom(body)
+        try:
+            with self._lock:
+                self._check_open()
+                self._pending[rid] = None
                 self._send_scheduler(req)
-                wait = self.timeout if timeout is None else timeout
-                deadline = time.monotonic() + wait
-                while rid not in self._replies:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise CloudburstTimeoutError(
-                            f"the scheduler at {self.scheduler_address} did not answer a "
-                            f"{kind} request within {wait}s"
-                        )
-                    self._pump(remaining)
+            wait = self.timeout if timeout is None else timeout
+            replies = self._replies
+            if not self._wait_until(lambda: rid in replies, wait):
+                raise CloudburstTimeoutError(
+                    f"the scheduler at {self.scheduler_address} did not answer a "
+                    f"{kind} request within {wait}s"
+                )
+            with self._lock:
                 return self._replies.pop(rid)
-            finally:
+        finally:
+            with self._lock:
                 self._pending.pop(rid, None)
                 self._replies.pop(rid, None)
 
@@ -278,6 +281,37 @@ class CloudburstConnection:
         if not resp.success:
             raise wire.exception_for_code(resp.error, resp.message)
         return resp
+
+    def _wait_until(self, done: Any, wait: float) -> bool:
+        """Wait at most ``wait`` seconds for ``done()``; whether it came true.
+
+        One thread at a time receives (``_recv_lock``) and hands every message to its
+        future or request; the others wait on ``_arrived``, which the receiver
+        notifies after each batch, and one of them takes over when it stops. The
+        state lock is never held while waiting, so other threads keep sending."""
+        deadline = time.monotonic() + wait
+        recv_lock, arrived = self._recv_lock, self._arrived
+        while True:
+            if done():
+                return True
+            remaining = deadline - time.monotonic()
+            if recv_lock.acquire(blocking=False):
+                try:
+                    self._pump(max(0.0, min(remaining, WAIT_SLICE_S)))
+                except zmq.ZMQError:
+                    self._check_open()  # closed under us: say so
+                    raise
+                finally:
+                    recv_lock.release()
+                    with arrived:
+                        arrived.notify_all()
+            elif remaining > 0:
+                with arrived:
+                    if not done():
+                        arrived.wait(min(remaining, WAIT_SLICE_S))
+                self._check_open()
+            if remaining <= 0:
+                return bool(done())
 
     def _pump(self, wait: float) -> bool:
         """Receive what arrives within ``wait`` seconds (at least one message, then
@@ -320,15 +354,18 @@ class CloudburstConnection:
             log.warning("dropping a malformed message: %s", exc)
             return
         rid = msg.response_id
-        if rid not in self._pending:
-            return  # a late answer (an ack after its result, a retried call's first try)
-        target = self._pending[rid]
-        if target is None:
-            self._replies[rid] = msg
-            return
-        target._set_message(msg)
-        if (target._value is not _UNSET or target._error is not None) and not target._awaiting_ack:
-            self._resolved(rid, target)
+        with self._lock:
+            target = self._pending.get(rid, _UNSET)
+            if target is _UNSET:
+                return  # a late answer (an ack after its result, a retried call's first try)
+            if target is None:
+                self._replies[rid] = msg
+                return
+            target._set_message(msg)
+            if (
+                target._value is not _UNSET or target._error is not None
+            ) and not target._awaiting_ack:
+                self._resolved(rid, target)
 
     def _resolved(self, rid: str, fut: CloudburstFuture) -> None:
         with self._lock:
@@ -341,20 +378,10 @@ class CloudburstConnection:
 
     def _poll_for(self, fut: CloudburstFuture, wait: float) -> bool:
         """Receive until ``fut`` has its result or ``wait`` seconds passed."""
-        with self._lock:
-            deadline = time.monotonic() + wait
-            while fut._value is _UNSET and fut._error is None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 and wait > 0:
-                    return False
-                if not self._pump(max(remaining, 0)) and remaining <= 0:
-                    return False
-                if wait <= 0:
-                    break
-            if fut._error is not None or fut._value is not _UNSET:
-                self._resolved(fut.request_id, fut)
-                return True
-            return False
+        if self._wait_until(lambda: fut._value is not _UNSET or fut._error is not None, wait):
+            self._resolved(fut.request_id, fut)
+            return True
+        return False
 
     def _drop_pending(self, rid: str) -> None:
         self._pending.pop(rid, None)
@@ -428,26 +455,25 @@ class CloudburstConnection:
     ) -> CloudburstFuture:
         """Start a call: directly on a cached placement if possible, else through the
         scheduler (waiting for its acknowledgement, so unknown names raise here)."""
-        with self._lock:
+        ref = weakref.ref(self)  # the future must not keep the connection alive
+
+        def resend(exclude: list[str], timeout: float | None = None) -> CloudburstFuture:
+            conn = ref()
+            if conn is None:
+                raise CloudburstException("the connection was garbage-collected")
+            body.ClearField("exclude")
+            body.exclude.extend(exclude)
+            return conn._via_scheduler(
+                kind, body, output_key, placement_name, retry=True, timeout=timeout
+            )
+
+        with self._lock:  # never held while waiting (see _wait_until)
             self._check_open()
-
-            ref = weakref.ref(self)  # the future must not keep the connection alive
-
-            def resend(exclude: list[str], timeout: float | None = None) -> CloudburstFuture:
-                conn = ref()
-                if conn is None:
-                    raise CloudburstException("the connection was garbage-collected")
-                body.ClearField("exclude")
-                body.exclude.extend(exclude)
-                return conn._via_scheduler(
-                    kind, body, output_key, placement_name, retry=True, timeout=timeout
-                )
-
             fut = self._direct_call(placement_name, arguments, output_key, consistency, client_id)
-            if fut is None:
-                fut = self._via_scheduler(kind, body, output_key, placement_name)
-            fut._resend = resend  # one retry through the scheduler if an executor dies
-            return fut
+        if fut is None:
+            fut = self._via_scheduler(kind, body, output_key, placement_name)
+        fut._resend = resend  # one retry through the scheduler if an executor dies
+        return fut
 
     def _via_scheduler(
         self,
@@ -468,22 +494,31 @@ class CloudburstConnection:
         getattr(req, kind).CopyFrom(body)
         fut = CloudburstFuture(self, rid, output_key)
         fut._awaiting_ack = True
-        self._pending[rid] = fut
-        self._send_scheduler(req)
-        deadline = time.monotonic() + wait
+        with self._lock:
+            self._check_open()
+            self._pending[rid] = fut
+            try:
+                self._send_scheduler(req)
+            except BaseException:
+                self._pending.pop(rid, None)
+                raise
         # Wait for the acknowledgement (it carries the placement), even if the result
         # came first: it follows right behind.
-        while fut._awaiting_ack:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                if fut._value is not _UNSET or fut._error is not None:
-                    break  # answered anyway; only the placement is unknown
-                self._pending.pop(rid, None)
-                raise ConnectionFailed(
-                    f"the scheduler at {self.scheduler_address} did not acknowledge call {rid} "
-                    f"within {wait:g}s (is it running?)"
-                )
-            self._pump(remaining)
+        acked = self._wait_until(lambda: not fut._awaiting_ack, wait)
+        with self._lock:
+            return self._after_ack(fut, acked, wait, placement_name, retry)
+
+    def _after_ack(
+        self, fut: CloudburstFuture, acked: bool, wait: float, placement_name: str, retry: bool
+    ) -> CloudburstFuture:
+        rid = fut.request_id
+        if not acked and fut._value is _UNSET and fut._error is None:
+            self._pending.pop(rid, None)
+            raise ConnectionFailed(
+                f"the scheduler at {self.scheduler_address} did not acknowledge call {rid} "
+                f"within {wait:g}s (is it running?)"
+            )
+        # (not acked but answered anyway: only the placement is unknown)
         if fut._ack_error:
             self._pending.pop(rid, None)
             assert fut._error is not None
@@ -764,17 +799,16 @@ class CloudburstConnection:
         if os.getpid() != self._pid:
             self._finalizer.detach()
             return
-        with self._lock:
-            # A KVS request in another thread ends within the connection's timeout;
-            # wait a little for it, else leave the KVS client to be closed with it.
-            got_kvs = self._kvs_lock.acquire(timeout=CLOSE_WAIT_S)
-            try:
-                if not got_kvs and self._kvs is not None:
-                    self._owned.remove(self._kvs)
-                self._finalizer()
-            finally:
-                if got_kvs:
-                    self._kvs_lock.release()
+        # A KVS request in another thread ends within the connection's timeout; wait
+        # a little for it, else leave the KVS client to be closed when it is dropped.
+        got_kvs = self._kvs_lock.acquire(timeout=CLOSE_WAIT_S)
+        try:
+            if not got_kvs and self._kvs is not None:
+                self._owned.remove(self._kvs)
+            self._finalizer()  # takes the receive, then the send lock
+        finally:
+            if got_kvs:
+                self._kvs_lock.release()
 
     def __enter__(self) -> CloudburstConnection:
         return self
@@ -788,22 +822,22 @@ def _release(
     sockets: list[zmq.Socket[Any]],
     owned: list[Any],
     pid: int,
-    lock: threading.RLock,
+    locks: tuple[Any, ...],
     closing: threading.Event,
 ) -> None:
     """The connection's finalizer (``close()``, garbage collection or interpreter exit):
     sockets first, with no linger, then the context. In a forked child it does nothing:
     those sockets are the parent's. At exit a daemon thread may still be waiting on
-    the socket: ``closing`` makes it stop (within WAIT_SLICE_S) and release ``lock``
-    before the socket is closed under it."""
+    the socket: ``closing`` makes it stop (within WAIT_SLICE_S) and release ``locks``
+    (sending, receiving) before the sockets are closed under it."""
     if os.getpid() != pid:
         return
     closing.set()
-    got = lock.acquire(timeout=4 * WAIT_SLICE_S)
+    held = [lock for lock in locks if lock.acquire(timeout=4 * WAIT_SLICE_S)]
     try:
         _close_all(ctx, sockets, owned)
     finally:
-        if got:
+        for lock in reversed(held):
             lock.release()
 
 

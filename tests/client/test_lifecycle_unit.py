@@ -36,7 +36,7 @@ def test_release_closes_sockets_and_clients_before_the_context() -> None:
         socks,
         owned,
         os.getpid(),
-        threading.RLock(),
+        (threading.RLock(), threading.Lock()),
         closing,
     )
     assert log == [
@@ -55,7 +55,7 @@ def test_release_in_another_process_touches_nothing() -> None:
         [_Recorder(log, "pull")],
         [],
         os.getpid() + 1,  # "the parent"
-        threading.RLock(),
+        (threading.RLock(), threading.Lock()),
         threading.Event(),
     )
     assert log == []
@@ -68,7 +68,9 @@ def test_release_of_a_real_context_with_open_sockets_is_immediate() -> None:
     push = ctx.socket(zmq.PUSH)
     push.connect("tcp://127.0.0.1:9")  # nobody there: a message stays queued
     push.send(b"queued")
-    client_mod._release(ctx, [pull, push], [], os.getpid(), threading.RLock(), threading.Event())
+    client_mod._release(
+        ctx, [pull, push], [], os.getpid(), (threading.RLock(), threading.Lock()), threading.Event()
+    )
     assert ctx.closed and pull.closed and push.closed
 
 

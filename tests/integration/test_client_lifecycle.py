@@ -372,6 +372,35 @@ def test_one_connection_shared_by_8_threads(cluster: Cluster) -> None:
     assert out["errs"] == [] and out["alive"] == 0, out
 
 
+def test_a_thread_waiting_on_a_long_call_does_not_hold_up_the_others(cluster: Cluster) -> None:
+    out = child(
+        cluster.cfg.scheduler.port,
+        """
+        c = connect()
+        slow = c.register(lambda _, t: __import__('time').sleep(t) or t, 'lc_thr_long')
+        long_done = []
+        def waiter():
+            long_done.append((slow(15).get(timeout=60), time.monotonic()))
+        th = threading.Thread(target=waiter); th.start()
+        time.sleep(0.5)   # the waiter is receiving now
+        t = time.monotonic()
+        for i in range(20):   # requests answered by the scheduler and the KVS
+            assert c.status()['executors'] >= 1
+            assert 'lc_thr_long' in c.list('lc_thr_')
+            c.put_object('lc_thr_quick', i)
+            assert c.get_object('lc_thr_quick') == i
+        quick_end = time.monotonic()
+        th.join(timeout=60)
+        report(quick=quick_end - t, before_long=not long_done or quick_end < long_done[0][1],
+               long=long_done[0][0] if long_done else None)
+        """,
+        timeout=120,
+    )
+    print(f"20 x (status, list, put, get) while another thread waits 15 s: {out['quick']:.2f}s")
+    assert out["long"] == 15
+    assert out["before_long"], out  # not serialized behind the long wait
+
+
 def test_close_from_another_thread_ends_a_waiting_get(cluster: Cluster) -> None:
     out = child(
         cluster.cfg.scheduler.port,
