@@ -810,6 +810,13 @@ class CloudburstConnection:
             if got_kvs:
                 self._kvs_lock.release()
 
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "a CloudburstConnection cannot be pickled or sent to another process "
+            "(multiprocessing spawn/forkserver, a process pool): make a connection in "
+            "each process"
+        )
+
     def __enter__(self) -> CloudburstConnection:
         return self
 

@@ -95,3 +95,11 @@ def test_a_received_result_stays_readable_without_the_connection() -> None:
     gc.collect()
     assert fut.get() == 42
     assert fut.done()
+
+
+def test_a_connection_cannot_be_pickled_to_another_process() -> None:
+    import pickle
+
+    conn = object.__new__(client_mod.CloudburstConnection)
+    with pytest.raises(TypeError, match="make a connection in each process"):
+        pickle.dumps(conn)
