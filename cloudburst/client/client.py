@@ -196,6 +196,7 @@ class CloudburstConnection:
         self._placements: dict[str, tuple[pb.DagSchedule, float, list[tuple[str, bytes]]]] = {}
         self._inflight: dict[str, int] = {}
         self._kvs: Any = None
+        self._dead_reason = ""  # why _dead_executors found executors dead (for messages)
         self._warned_consistency = False
         self.kvs_address = ""
         try:
@@ -404,7 +405,14 @@ class CloudburstConnection:
                     "the scheduler at %s did not answer a liveness check; still waiting",
                     self.scheduler_address,
                 )
+            self._dead_reason = (
+                f"they no longer accept connections and the scheduler at "
+                f"{self.scheduler_address} does not answer"
+            )
             return gone
+        self._dead_reason = (
+            f"the scheduler at {self.scheduler_address} marked them dead: no heartbeat"
+        )
         return set(status.dead)
 
     def _forget_placement(self, dead: Iterable[str]) -> None:

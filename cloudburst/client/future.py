@@ -141,6 +141,7 @@ class CloudburstFuture:
             self._error = ExecutorFailed(
                 f"call {self.request_id}: executor(s) {sorted(dead)} died while running it"
                 + (" (after one retry)" if self._retried else "")
+                + f" ({conn._dead_reason})"
             )
             return
         self._retried = True
@@ -150,8 +151,8 @@ class CloudburstFuture:
             retry = self._resend(sorted(dead), timeout)
         except CloudburstException as exc:
             self._error = ExecutorFailed(
-                f"call {old}: executor(s) {sorted(dead)} died while running it and the "
-                f"retry could not start: {exc}"
+                f"call {old}: executor(s) {sorted(dead)} died while running it "
+                f"({conn._dead_reason}) and the retry could not start: {exc}"
             )
             return
         # This future takes the retry over (its result may even be here already).
