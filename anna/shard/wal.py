@@ -27,7 +27,7 @@ from google.protobuf.message import DecodeError
 
 from anna.proto import anna_pb2 as pb
 from anna.wire import varint
-from cloudburst.shared.metrics import WAL_FSYNC_SECONDS, WAL_WRITE_SECONDS
+from cloudburst.shared.metrics import WAL_FSYNC_OBSERVE, WAL_WRITE_OBSERVE
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ class WriteAheadLog:
             done = 0
             while done < len(rest):
                 done += os.write(self._fd, view[done:])
-        WAL_WRITE_SECONDS.observe(perf_counter() - t0)
+        WAL_WRITE_OBSERVE(perf_counter() - t0)
         self.size += total
         self.unsynced = True
 
@@ -159,7 +159,7 @@ class WriteAheadLog:
         ):
             t0 = perf_counter()
             os.fdatasync(self._fd)
-            WAL_FSYNC_SECONDS.observe(perf_counter() - t0)
+            WAL_FSYNC_OBSERVE(perf_counter() - t0)
             self.unsynced = False
             self.last_sync = now
 
@@ -168,7 +168,7 @@ class WriteAheadLog:
         if self.unsynced and self.fsync_policy != "never":
             t0 = perf_counter()
             os.fdatasync(self._fd)
-            WAL_FSYNC_SECONDS.observe(perf_counter() - t0)
+            WAL_FSYNC_OBSERVE(perf_counter() - t0)
             self.unsynced = False
             self.last_sync = now
 

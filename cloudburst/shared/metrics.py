@@ -17,13 +17,15 @@ import json
 import logging
 import os
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from prometheus_client import Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
+from prometheus_client.utils import floatToGoString
 
 from cloudburst.shared.config import Config
 
@@ -64,15 +66,64 @@ QUEUE_WAIT = Histogram(
 WORKER_BUSY = Counter(
     "cloudburst_worker_busy_seconds", "seconds a worker spent running user code", ["worker"]
 )
-KVS_OPS = Counter("cloudburst_kvs_requests", "KVS requests made by this process", ["type"])
-KVS_SECONDS = Histogram(
+
+
+class FastHistogram(Collector):
+    """A histogram for hot paths: an observation is a bisect and two increments
+    (~0.3 us against ~2 us for ``prometheus_client.Histogram``, which takes a lock);
+    observers in several threads may, rarely, lose an increment (no lock);
+    the scrape thread reads a copy. ``count_name`` also exports the count as a counter."""
+
+    def __init__(
+        self,
+        name: str,
+        doc: str,
+        buckets: tuple[float, ...],
+        label: str = "",
+        count_name: str = "",
+    ) -> None:
+        self.name, self.doc, self.bounds = name, doc, list(buckets)
+        self.label, self.count_name = label, count_name
+        self.series: dict[str, tuple[list[int], list[float]]] = {}
+        REGISTRY.register(self)
+
+    def child(self, value: str = "") -> Callable[[float], None]:
+        """``observe(seconds)`` of the series ``label=value``."""
+        counts, total = self.series.setdefault(value, ([0] * (len(self.bounds) + 1), [0.0]))
+        bounds = self.bounds
+
+        def observe(v: float) -> None:
+            counts[bisect_left(bounds, v)] += 1
+            total[0] += v
+
+        return observe
+
+    def collect(self) -> Any:
+        labels = [self.label] if self.label else []
+        hist = HistogramMetricFamily(self.name, self.doc, labels=labels)
+        count = CounterMetricFamily(self.count_name or self.name, self.doc, labels=labels)
+        for value, (counts, total) in list(self.series.items()):
+            cum, acc = [], 0
+            for bound, c in zip([*self.bounds, float("inf")], list(counts), strict=True):
+                acc += c
+                cum.append((floatToGoString(bound), acc))
+            lv = [value] if self.label else []
+            hist.add_metric(lv, cum, total[0])
+            count.add_metric(lv, acc)
+        yield hist
+        if self.count_name:
+            yield count
+
+
+KVS_SECONDS = FastHistogram(
     "cloudburst_kvs_request_seconds",
-    "KVS request latency seen by this process",
-    ["type"],
-    buckets=_LATENCY,
+    "KVS requests made by this process and their latency",
+    _LATENCY,
+    label="type",
+    count_name="cloudburst_kvs_requests",
 )
-WAL_WRITE_SECONDS = Histogram("anna_wal_write_seconds", "WAL append (write) latency", buckets=_FAST)
-WAL_FSYNC_SECONDS = Histogram("anna_wal_fsync_seconds", "WAL fsync latency", buckets=_FAST)
+WAL_WRITE_OBSERVE = FastHistogram("anna_wal_write_seconds", "WAL append latency", _FAST).child()
+WAL_FSYNC_OBSERVE = FastHistogram("anna_wal_fsync_seconds", "WAL fsync latency", _FAST).child()
 
 
 def port_for(cfg: Config, role: str, index: int = 0) -> int:
@@ -259,18 +310,17 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 def timed_kvs(kind: str) -> Callable[[_F], _F]:
     """Decorate a KVS client method: ``cloudburst_kvs_requests_total{type}`` and
     ``cloudburst_kvs_request_seconds{type}`` (errors count too)."""
-    ops = KVS_OPS.labels(kind)
-    hist = KVS_SECONDS.labels(kind)
+    observe = KVS_SECONDS.child(kind)
+    clock = time.perf_counter
 
     def wrap(fn: _F) -> _F:
         @functools.wraps(fn)
         def inner(*args: Any, **kwargs: Any) -> Any:
-            t0 = time.perf_counter()
+            t0 = clock()
             try:
                 return fn(*args, **kwargs)
             finally:
-                hist.observe(time.perf_counter() - t0)
-                ops.inc()
+                observe(clock() - t0)
 
         return cast(_F, inner)
 
