@@ -219,12 +219,21 @@ def stop(config: str | None, run_dir: str | None, keep_data: bool, legacy: tuple
 
 @local.command()
 @_common
-def status(config: str | None, run_dir: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def status(config: str | None, run_dir: str | None, as_json: bool) -> None:
     """Show every process with its pid, state and restarts (exit 0: all running,
     1: not running, 2: something is not running)."""
-    from cloudburst.local import status as do_status
+    import dataclasses
 
-    sys.exit(do_status(_config(config, run_dir), out=click.echo))
+    from cloudburst.local import status as do_status
+    from cloudburst.local import status_lines
+
+    cfg = _config(config, run_dir)
+    if not as_json:
+        sys.exit(do_status(cfg, out=click.echo))
+    lines = status_lines(cfg)
+    click.echo(json.dumps([dataclasses.asdict(line) for line in lines], indent=2))
+    sys.exit(1 if not lines else 0 if all(ln.state == "running" for ln in lines) else 2)
 
 
 @local.command()

@@ -143,6 +143,15 @@ def test_every_process_serves_metrics(tmp_path: Path) -> None:
         procs = {p["name"]: p for p in doc["processes"]}
         assert procs["scheduler"]["state"] == "running" and doc["restarts"] == 0
 
+        local_json = subprocess.run(
+            [sys.executable, "-m", "cloudburst", "local", "status", "--json", "--run-dir",
+             cfg.run_dir],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert local_json.returncode == 0, local_json.stderr
+        tree = {p["name"]: p for p in json.loads(local_json.stdout)}
+        assert tree["scheduler"]["pid"] == procs["scheduler"]["pid"] and "worker1" in tree
+
         # a restart shows in the supervisor's metrics and in status
         sched_pid = procs["scheduler"]["pid"]
         os.kill(sched_pid, 9)
