@@ -161,3 +161,23 @@ def test_version_mismatch_warns_once(caplog: pytest.LogCaptureFixture) -> None:
         "version mismatch: this client is cloudburst 1.0, the scheduler is cloudburst "
         "9.9-test; upgrade one of them if calls fail"
     ]
+
+
+def test_fast_histogram_exports_cumulative_buckets() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    hist = metrics.FastHistogram(
+        "t_fast_seconds", "doc", (0.1, 1.0), label="type", count_name="t_fast_ops"
+    )
+    metrics.REGISTRY.unregister(hist)
+    reg = CollectorRegistry()
+    reg.register(hist)
+    observe = hist.child("get")
+    for v in (0.05, 0.5, 0.5, 5.0):
+        observe(v)
+    text = generate_latest(reg).decode()
+    assert 't_fast_seconds_bucket{le="0.1",type="get"} 1.0' in text
+    assert 't_fast_seconds_bucket{le="1.0",type="get"} 3.0' in text
+    assert 't_fast_seconds_bucket{le="+Inf",type="get"} 4.0' in text
+    assert 't_fast_seconds_sum{type="get"} 6.05' in text
+    assert 't_fast_ops_total{type="get"} 4.0' in text
