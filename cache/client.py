@@ -38,6 +38,7 @@ from zmq.utils.monitor import recv_monitor_message
 from cache import protocol
 from cloudburst.shared.config import Config, load_config
 from cloudburst.shared.errors import CloudburstException, CloudburstTimeoutError, WireError
+from cloudburst.shared.logs import CURRENT_CALL
 from lattices import codec
 from lattices.base import Lattice, LatticeError
 
@@ -145,7 +146,9 @@ class CacheClient:
                 self._up = False
 
     def _next_rid(self) -> bytes:
-        return self._prefix + str(next(self._seq)).encode()
+        call = CURRENT_CALL[0]  # the worker's current call: the cache logs it (DEBUG)
+        rid = self._prefix + str(next(self._seq)).encode()
+        return rid + b"@" + call.encode() if call else rid
 
     def _request(self, frames: list[bytes], timeout: float | None = None) -> list[bytes] | None:
         """Send one request, return the reply body; None if the cache is unreachable."""

@@ -187,6 +187,9 @@ class CacheServer:
             return []
         rid = frames[2]
         st = self.state
+        if b"@" in rid and log.isEnabledFor(logging.DEBUG):
+            call = rid.split(b"@", 1)[1].decode(errors="replace")
+            log.debug("[%s] %s of %d frame(s)", call, op.decode(errors="replace"), len(frames) - 3)
         try:
             if op == protocol.OP_GET:
                 return st.client_get(identity, rid, protocol.decode_get_args(frames[3:]), now)

@@ -37,7 +37,7 @@ from cloudburst.shared.errors import (
     WireError,
 )
 from cloudburst.shared.kvs import make_kvs_client
-from cloudburst.shared.logs import setup_logging
+from cloudburst.shared.logs import CURRENT_CALL, setup_logging
 from cloudburst.shared.proto import cloudburst_pb2 as pb
 from cloudburst.shared.values import to_lattice
 from executor.invoke import (
@@ -174,7 +174,11 @@ class Worker:
             if isinstance(action, Run):
                 t0 = time.perf_counter()
                 log.debug("[%s] %s: running", action.schedule.id, action.function)
-                self.run(action)
+                CURRENT_CALL[0] = action.schedule.id
+                try:
+                    self.run(action)
+                finally:
+                    CURRENT_CALL[0] = ""
                 took = time.perf_counter() - t0
                 metrics.executed(str(self.index), action.schedule.dag.name, action.function, took)
                 log.debug(

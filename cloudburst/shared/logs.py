@@ -22,6 +22,9 @@ from typing import Any
 from cloudburst.shared.config import Config
 
 CALL_ID = re.compile(r"^\[([^\]\s]+)\]")
+#: The call a worker is running (``""``: none). The cache client appends it to its
+#: request ids (``<rid>@<call id>``) so the cache can log the call's requests.
+CURRENT_CALL = [""]
 
 
 class JsonFormatter(logging.Formatter):

@@ -1,5 +1,5 @@
 """Logs of a launched local cluster in JSON lines: one call followed through the
-scheduler's and the executor's logs (``cloudburst logs CALL_ID``), and ``cloudburst
+logs of the scheduler, the executor and the cache (``cloudburst logs CALL_ID``), and ``cloudburst
 local logs -f`` merging every process's log in time order."""
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from tests.integration.localcluster import ROOT, clean_env, launched
 pytestmark = pytest.mark.integration
 
 
-def incr(_, x: int) -> int:
-    return x + 1
+def incr(lib, x: int) -> int:
+    lib.put("lg/key", x)  # through the node's cache: it logs the call's requests
+    return lib.get("lg/key") + 1
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -48,11 +49,11 @@ def test_follow_one_call_through_the_logs(tmp_path: Path) -> None:
             out = cli("--run-dir", cfg.run_dir, "logs", call_id, "--json")
             docs = json.loads(out.stdout) if out.returncode == 0 else []
             roles = {d["json"]["role"] for d in docs if d["json"]}
-            if {"scheduler", "worker"} <= roles or time.monotonic() > deadline:
+            if {"scheduler", "worker", "cache"} <= roles or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
         assert out.returncode == 0, out.stderr
-        assert {"scheduler", "worker"} <= roles, docs
+        assert {"scheduler", "worker", "cache"} <= roles, docs
         for d in docs:
             assert d["json"]["call_id"] == call_id
             assert d["json"]["process"] and d["json"]["pid"] > 0
