@@ -382,6 +382,18 @@ def main(argv: list[str] | None = None) -> int:
         start_metrics(server, args.metrics_port)
     elif metrics.serve(cfg, "cache", "cache"):
         start_metrics(server, None)
+        hub = server.hub
+        if hub is not None:  # DDT deltas (entries), back-pressure waits (held acks)
+            metrics.export_stats(
+                "cloudburst_ddt",
+                {"node": args.node_id},
+                lambda: {
+                    **hub.stats,
+                    "streams": len(hub.streams),
+                    "waiting_writers": sum(len(x.held_acks) for x in list(hub.streams.values())),
+                },
+                gauges=frozenset({"streams", "waiting_writers"}),
+            )
 
     def stop(signum: int, frame: object) -> None:
         server.running = False

@@ -60,6 +60,9 @@ EXPECTED = {
         "cloudburst_cache_hits_total",
         "cloudburst_cache_misses_total",
         "cloudburst_cache_bytes",
+        "cloudburst_ddt_entries_total",
+        "cloudburst_ddt_held_total",
+        "cloudburst_ddt_waiting_writers",
         "cloudburst_cache_evictions_total",
     ],  # fmt: skip
     "worker": [
