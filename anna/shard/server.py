@@ -242,6 +242,9 @@ class ShardServer:
         if span is None:
             return False
         key = span[1]
+        if key in self.big_keys:
+            self.deferred.append(frame)  # behind the large PUT of the same key
+            return True
         self.big_keys[key] = self.big_keys.get(key, 0) + 1
         self.state.stats["big_requests"] += 1
         self.big.submit(
