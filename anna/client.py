@@ -82,7 +82,7 @@ _ids = itertools.count()
 MAX_VALUE_BYTES = 1536 * 1024 * 1024
 #: A PUT's timeout grows by one second per this many payload bytes (the shard writes
 #: and fsyncs the value before it answers).
-LARGE_VALUE_RATE = 32 * 1024 * 1024
+LARGE_VALUE_RATE = 8 * 1024 * 1024
 
 #: How long a data request keeps trying to connect to a server that refuses before the
 #: client asks routing again (the node may have departed or died; a restarting shard
@@ -465,7 +465,9 @@ class AnnaTcpClient:
     def _answer(self, raw: bytes) -> wire.SingleResponse | str | None:
         """A ``KeyResponse`` with one tuple, parsed (by hand in canonical form, else by
         protobuf); the ``response_id`` of one with several tuples; None if undecodable."""
-        t = _parse_response(raw)
+        # A large answer (a bytearray received in place) is parsed through a view, so
+        # its value is copied out once (in _decode_single), not three times.
+        t = _parse_response(memoryview(raw) if isinstance(raw, bytearray) else raw)
         if t is not None:
             return t
         msg = self._resp_msg
@@ -550,8 +552,14 @@ class AnnaTcpClient:
                 except LatticeError as exc:
                     raise AnnaError(f"cannot PUT {keys!r}: {exc}") from None
                 parts = [payload]
-            sized = self._sized_timeout(keys, sum(map(len, parts)), timeout)  # type: ignore[arg-type]
+            size = sum(map(len, parts))
+            sized = self._sized_timeout(keys, size, timeout)  # type: ignore[arg-type]
             t = self._single(_PUT, keys, lt, parts, sized)  # type: ignore[arg-type]
+            if t is None and size >= COPY_THRESHOLD:
+                # A large value: learn the key's address so it goes out in pieces,
+                # not copied into a protobuf message.
+                self.get_addresses([keys], sized)  # type: ignore[list-item]
+                t = self._single(_PUT, keys, lt, parts, sized)  # type: ignore[arg-type]
             if t is not None:
                 return t[3] == _NO_ERROR
         if single:

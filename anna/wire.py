@@ -8,7 +8,7 @@ Every decode failure becomes :class:`cloudburst.shared.errors.WireError`.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from google.protobuf.message import DecodeError, Message
 
@@ -16,6 +16,9 @@ from anna.proto import anna_pb2 as pb
 from cloudburst.shared.errors import WireError
 
 M = TypeVar("M", bound=Message)
+
+#: parse_single_key_response leaves payloads at least this large as views.
+LARGE_VIEW = 1 << 20
 
 KIND_MEMBERSHIP = b"membership"
 KIND_HEARTBEAT = b"heartbeat"
@@ -313,7 +316,8 @@ def single_key_response(
 
 def parse_single_key_response(data: bytes | memoryview) -> SingleResponse | None:
     """Fast decode of a one-tuple ``KeyResponse`` in canonical field order; None for
-    anything else (decode those with :func:`decode_key_response`)."""
+    anything else (decode those with :func:`decode_key_response`). A payload of
+    ``LARGE_VIEW`` bytes or more of a memoryview is returned as a view of it."""
     try:
         n = len(data)
         rtype, pos, tend = _single_tuple(data)
@@ -337,7 +341,9 @@ def parse_single_key_response(data: bytes | memoryview) -> SingleResponse | None
             pos += 2
         if pos < tend and data[pos] == 0x22:
             raw, pos = _field(data, pos + 1, tend)
-            payload = bytes(raw)
+            # A large payload of a memoryview stays a view (no copy): the caller
+            # copies the value out of it once.
+            payload = bytes(raw) if len(raw) < LARGE_VIEW else cast(bytes, raw)
         if pos < tend and data[pos] == 0x30:
             if data[pos + 1] > 1:
                 return None

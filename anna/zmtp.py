@@ -575,6 +575,7 @@ class _Outbound:
         "fd",
         "pending",
         "pending_bytes",
+        "pending_large",
         "inbound",
         "writing",
         "waiting",
@@ -586,6 +587,10 @@ class _Outbound:
         self.fd = sock.fileno()
         self.pending: deque[memoryview] = deque()
         self.pending_bytes = 0
+        # Bytes of large messages (over half the bound) among pending_bytes, at most:
+        # they do not count against the bound, so a large answer does not make the
+        # replies queued behind it be dropped (reset when the queue empties).
+        self.pending_large = 0
         self.inbound = Inbound(sock)  # the peer's greeting and READY (then nothing)
         self.writing = False  # registered for EPOLLOUT
         # Messages queued before the peer's READY: libzmq rejects a message that
@@ -684,23 +689,21 @@ class ZmtpServer:
                 return
         n = len(data)
         head = bytes((0, n)) if n < 256 else b"\x02" + _pack_long(n)
-        # A message larger than the queue bound is still taken while the queue is at
-        # most half full (a large value's reply is never dropped for being large).
         if oc.waiting is not None:  # handshake not finished
-            if oc.pending_bytes + min(n, self.max_pending >> 1) > self.max_pending:
+            if self._over(oc, n):
                 self.stats["send_dropped"] += 1
                 return
             oc.waiting.append(memoryview(head))
             oc.waiting.append(_owned(data))
-            oc.pending_bytes += len(head) + n
+            self._queued(oc, len(head) + n)
             return
         if oc.pending or self.corked:
-            if oc.pending_bytes + min(n, self.max_pending >> 1) > self.max_pending:
+            if self._over(oc, n):
                 self.stats["send_dropped"] += 1
                 return
             if self.corked and not oc.writing:
                 self.dirty[oc.fd] = oc
-            oc.pending_bytes += len(head) + n
+            self._queued(oc, len(head) + n)
             oc.pending.append(memoryview(head))
             oc.pending.append(_owned(data))
             return
@@ -729,8 +732,48 @@ class ZmtpServer:
             self._drop_out(oc)
             return
         if sent < total:
-            oc.pending_bytes += total - sent
+            self._queued(oc, total - sent)
             self._want_write(oc)
+
+    def _over(self, oc: _Outbound, n: int) -> bool:
+        """Whether a message of ``n`` bytes would exceed the peer's queue bound. Large
+        messages (over half the bound) do not count: one is taken while the rest of
+        the queue is at most half the bound, and what follows it is still taken."""
+        base = oc.pending_bytes - oc.pending_large
+        if n > self.max_pending >> 1:
+            return base > self.max_pending >> 1
+        return base + n > self.max_pending
+
+    def _queued(self, oc: _Outbound, n: int) -> None:
+        oc.pending_bytes += n
+        if n > self.max_pending >> 1:
+            oc.pending_large += n
+
+    def send_parts(self, address: str, parts: Sequence[bytes]) -> None:
+        """Queue one single-frame message made of ``parts`` (immutable, not copied:
+        a large value's answer goes out straight from the stored value)."""
+        oc = self.outbound.get(address)
+        if oc is None:
+            oc = self._connect(address)
+            if oc is None:
+                return
+        n = sum(map(len, parts))
+        head = bytes((0, n)) if n < 256 else b"\x02" + _pack_long(n)
+        queue = oc.waiting if oc.waiting is not None else oc.pending
+        if queue or self.corked or oc.waiting is not None:
+            if self._over(oc, n):
+                self.stats["send_dropped"] += 1
+                return
+            if self.corked and not oc.writing and oc.waiting is None:
+                self.dirty[oc.fd] = oc
+            queue.append(memoryview(head))
+            queue.extend(memoryview(p) for p in parts if p)
+            self._queued(oc, len(head) + n)
+            return
+        oc.pending.append(memoryview(head))
+        oc.pending.extend(memoryview(p) for p in parts if p)
+        self._queued(oc, len(head) + n)
+        self._flush(oc)
 
     def cork(self) -> None:
         """Hold replies until :meth:`uncork`: then each connection's messages leave in
@@ -804,6 +847,7 @@ class ZmtpServer:
             self.stats["send_dropped"] += 1
             self._drop_out(oc)
             return
+        oc.pending_large = 0  # the queue is empty
         if oc.writing:
             oc.writing = False
             self.epoll.modify(oc.fd, select.EPOLLIN)

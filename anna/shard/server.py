@@ -223,8 +223,12 @@ class ShardServer:
             elif ta is SendInternal:
                 self.outbox.send_multipart(a.address, wire.encode_internal(a.kind, a.message))
             elif ta is ReplyParts:
-                # A large value's answer: joined off the loop, sent when ready.
-                self.big.submit(bigvalue.join, (a.parts,), partial(self._send_built, a.address))
+                # A large value's answer: its pieces go out as they are (the value
+                # itself is not copied); over libzmq (ipc://) joined off the loop first.
+                if a.address.startswith("tcp://"):
+                    self.req.send_parts(a.address, a.parts)
+                else:
+                    self.big.submit(bigvalue.join, (a.parts,), partial(self._send_built, a.address))
 
     def _send_built(self, address: str, data: bytes | Exception) -> None:
         if isinstance(data, Exception):

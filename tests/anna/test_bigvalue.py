@@ -195,3 +195,45 @@ def test_background_compaction_recovers_after_a_crash_at_every_step(tmp_path: Pa
     assert not (d / "wal.old").exists() and _replayed(d) == want
     wal.close()
     assert [t.key for t in read_records(d / "snapshot")[0]] == ["a", "b", "c", "d"]
+
+
+def test_server_send_parts_in_order_with_send_before_and_after_the_handshake() -> None:
+    import zmq
+
+    from anna.zmtp import ZmtpServer
+    from cloudburst.shared.processes import free_port
+
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    paddr = f"tcp://127.0.0.1:{pull.bind_to_random_port('tcp://127.0.0.1')}"
+    stats: dict[str, int] = {}
+    from collections import Counter
+
+    stats = Counter()
+    srv = ZmtpServer("127.0.0.1", free_port("127.0.0.1"), stats, max_pending=1 << 20)
+    big = bytes(range(256)) * (20 << 12)  # 20 MB, far over the queue bound
+    try:
+        srv.send(paddr, b"first")  # queued until the peer's READY
+        srv.send_parts(paddr, [b"a", b"", b"bc"])
+        srv.send_parts(paddr, [b"head:", big, b":tail"])  # a large answer is not dropped
+        srv.send(paddr, b"last")
+        got: list[bytes] = []
+        end = time.monotonic() + 20
+        while len(got) < 4 and time.monotonic() < end:
+            srv.poll(0.005)
+            while pull.poll(0):
+                got.append(pull.recv())
+        assert got[:2] == [b"first", b"abc"] and got[3:] == [b"last"]
+        assert len(got[2]) == len(big) + 10 and got[2] == b"head:" + big + b":tail"
+        srv.cork()
+        srv.send_parts(paddr, [b"x", b"y"])
+        srv.uncork()
+        end = time.monotonic() + 10
+        while pull.poll(0) == 0 and time.monotonic() < end:
+            srv.poll(0.005)
+        assert pull.recv() == b"xy"
+        assert stats["send_dropped"] == 0
+    finally:
+        srv.close()
+        pull.close(0)
+        ctx.term()
