@@ -617,7 +617,13 @@ class ShardServer:
                     next_hb = now + hb_period
                     self.maybe_compact()
                 if now >= next_stats:
-                    log.info("shard %d stats: %s", self.index, dict(st.stats))
+                    log.info(
+                        "shard %d stats: %s; %d key(s), %d tombstone(s)",
+                        self.index,
+                        dict(st.stats),
+                        len(st.store),
+                        len(st.tombs),
+                    )
                     next_stats = now + 60
                 next_timer = min(next_gossip, next_hb, next_push, next_stats, next_ae, next_gc)
                 if wal.unsynced and wal.fsync_policy == "interval":
