@@ -65,6 +65,10 @@ AE_MAX_KEYS = 20_000
 AE_REHASH_KEYS = 2_000
 AE_REHASH_BYTES = 4 * 1024 * 1024
 _AE_DIGEST = struct.Struct(f"<{AE_BUCKETS}Q")
+#: LWW payloads larger than this are hashed by their length, first and last AE_SAMPLE
+#: bytes (the timestamp is in the first bytes).
+AE_SAMPLE = 1 << 20
+AE_SAMPLE_ABOVE = 4 << 20
 
 
 Record = tuple[str, int, bytes]
@@ -1014,7 +1018,16 @@ def ae_hash(key: str, lattice_type: int, payload: bytes) -> int:
         struct.pack("<IQ", len(kb), lattice_type), digest_size=8, person=b"anna-ae-v"
     )
     h.update(kb)
-    h.update(payload)
+    if lattice_type == LWW and len(payload) > AE_SAMPLE_ABOVE:
+        # A large LWW value: its timestamp (the payload's first bytes), its length and
+        # its first and last MiB stand for it, so indexing it costs ~2 ms on the shard's
+        # loop instead of ~0.3 s per 100 MB.
+        view = memoryview(payload)
+        h.update(len(payload).to_bytes(8, "little"))
+        h.update(view[:AE_SAMPLE])
+        h.update(view[-AE_SAMPLE:])
+    else:
+        h.update(payload)
     return int.from_bytes(h.digest(), "little")
 
 

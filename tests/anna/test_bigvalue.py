@@ -237,3 +237,22 @@ def test_server_send_parts_in_order_with_send_before_and_after_the_handshake() -
         srv.close()
         pull.close(0)
         ctx.term()
+
+
+def test_anti_entropy_hash_of_a_large_lww_value_samples_it() -> None:
+    from anna.shard.logic import AE_SAMPLE_ABOVE, ae_hash
+
+    size = AE_SAMPLE_ABOVE + 10
+    a = LWWPairLattice(5, b"a" * size).serialize()
+    assert ae_hash("k", pb.LWW, a) == ae_hash("k", pb.LWW, bytes(a))
+    for other in (
+        LWWPairLattice(6, b"a" * size).serialize(),  # another timestamp
+        LWWPairLattice(5, b"a" * (size + 1)).serialize(),  # another length
+        LWWPairLattice(5, b"b" + b"a" * (size - 1)).serialize(),  # another first MiB
+        LWWPairLattice(5, b"a" * (size - 1) + b"b").serialize(),  # another last MiB
+    ):
+        assert ae_hash("k", pb.LWW, other) != ae_hash("k", pb.LWW, a)
+    assert ae_hash("j", pb.LWW, a) != ae_hash("k", pb.LWW, a)
+    # other types and small values are hashed whole
+    small = LWWPairLattice(5, b"a" * 100).serialize()
+    assert ae_hash("k", pb.LWW, small) != ae_hash("k", pb.LWW, small[:-1] + b"b")
