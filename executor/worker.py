@@ -46,6 +46,14 @@ from executor.invoke import (
     load_function,
     resolve_args,
 )
+from executor.limits import (
+    EXIT_MEMORY,
+    EXIT_TIMEOUT,
+    CallLimits,
+    Limits,
+    ResultExpiry,
+    effective_limits,
+)
 from executor.state import NODE_CACHE_ENV, make_state_client
 from executor.triggers import (
     Cancel,
@@ -57,7 +65,7 @@ from executor.triggers import (
     upstreams,
 )
 from executor.userlib import UserLibrary
-from scheduler.registry import func_key, scheduler_addresses
+from scheduler.registry import decode_function, func_key, scheduler_addresses
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +115,9 @@ class Worker:
         self.next_retry = float("inf")
         self.running = True
         self.leaving = False
+        self.limits = CallLimits(self._on_timeout)
+        self.expiry = ResultExpiry(cfg.executor.result_ttl_s)
+        self._delete_warned = False
         self._hb_thread = threading.Thread(
             target=self._heartbeat_loop, name="heartbeat", daemon=True
         )
@@ -157,6 +168,8 @@ class Worker:
                 for call_id, fn in self.book.expire(now):
                     log.warning("[%s] %s: dropped, an upstream result never came", call_id, fn)
                 next_expire = now + 1.0
+                if now >= self.expiry.next_due():
+                    self._delete_expired(now)
 
     def handle(self, data: bytes) -> None:
         """Handle one message; never raises (a bad message is logged and dropped)."""
@@ -210,11 +223,13 @@ class Worker:
             if lattice is not None and getattr(lattice, "timestamp", 0) < version:
                 # The node cache has not seen the re-registration yet: ask the KVS.
                 lattice = self._direct_kvs().get([key]).get(key) or lattice
-            if lattice is None:
+            record = None if lattice is None else decode_function(_payload(lattice))
+            if record is None:  # never registered, or deleted
+                self.functions.pop(name, None)
                 raise FunctionNotFound(wire._Message(f"function {name!r} is not registered"))
-            body = serializer.from_bytes(lattice.reveal())
-            fn = load_function(name, body, self.lib)
+            fn = load_function(name, record.body, self.lib)
             fn.version = getattr(lattice, "timestamp", 0)
+            fn.timeout_s, fn.memory_bytes = record.timeout_s, record.memory_bytes
             if fn.version < version:
                 log.warning(
                     "function %r: wanted version %d, the store has %d", name, version, fn.version
@@ -241,22 +256,50 @@ class Worker:
             return None
         except Exception as exc:
             return self._fail(sched, fn, _load_error(exc, fn))
+        ecfg = self.cfg.executor
         while True:
             self.busy = 1
             downs = downstreams(sched.dag, fn)
+            limits = effective_limits(
+                loaded.timeout_s,
+                loaded.memory_bytes,
+                ecfg.default_function_timeout_s,
+                ecfg.default_function_memory_bytes,
+            )
             try:
-                result = invoke(
-                    loaded,
-                    self.lib,
-                    args,
-                    self.streams,
-                    call_id=sched.id,
-                    function=fn,
-                    downstream_locations=[sched.locations[d] for d in downs],
-                    my_address=self.address,
-                    forward=lambda r, fn=fn, downs=downs: self._forward(sched, fn, downs, r),
-                    dag=sched.dag,
+                with self.limits.apply(limits, (sched, fn, limits)) as applied:
+                    result = invoke(
+                        loaded,
+                        self.lib,
+                        args,
+                        self.streams,
+                        call_id=sched.id,
+                        function=fn,
+                        downstream_locations=[sched.locations[d] for d in downs],
+                        my_address=self.address,
+                        forward=lambda r, fn=fn, downs=downs: self._forward(sched, fn, downs, r),
+                        dag=sched.dag,
+                    )
+            except MemoryError as exc:
+                if not applied.memory_limited:
+                    log.info("[%s] %s ran out of memory: %s", sched.id, fn, exc)
+                    return self._fail(sched, fn, wire.remote_error(exc, fn))
+                # Past its limit: report, then make way for a fresh worker (other
+                # threads may have hit the limit too).
+                log.warning(
+                    "[%s] %s exceeded its memory limit of %d bytes; this worker exits",
+                    sched.id,
+                    fn,
+                    limits.memory_bytes,
                 )
+                err = wire.limit_error(
+                    pb.FUNCTION_MEMORY_EXCEEDED,
+                    fn,
+                    limits.memory_bytes,
+                    f"function {fn!r} exceeded its memory limit of {limits.memory_bytes} bytes "
+                    f"(call {sched.id}); its worker was replaced",
+                )
+                _exit_after(self._failure_messages(sched, fn, err), EXIT_MEMORY)
             except (Exception, SystemExit) as exc:  # user code: never kills the worker
                 log.info("[%s] %s raised %s: %s", sched.id, fn, type(exc).__name__, exc)
                 return self._fail(sched, fn, wire.remote_error(exc, fn))
@@ -323,33 +366,92 @@ class Worker:
                         fn,
                     ),
                 )
+            if sched.expiring_output:
+                self.expiry.add(sched.output_key, time.monotonic())
         res.success = True
         res.value.type = kind  # type: ignore[assignment]
         res.value.body = body
         if sched.response_address:
             self._send(sched.response_address, reply.SerializeToString())
 
-    def _fail(self, sched: pb.DagSchedule, fn: str, err: pb.RemoteError) -> None:
+    def _delete_expired(self, now: float) -> None:
+        """Delete exec_func results older than ``executor.result_ttl_s`` from the KVS."""
+        keys = self.expiry.due(now)
+        if not keys:
+            return
+        try:
+            kvs = self._direct_kvs()
+            delete = getattr(kvs, "delete", None)
+            if delete is None:
+                if not self._delete_warned:
+                    self._delete_warned = True
+                    log.warning("this KVS client cannot delete: call results are kept")
+                return
+            delete(keys)
+        except Exception as exc:  # the KVS is down: they expire again on the next round
+            log.warning("deleting %d expired call results failed: %s", len(keys), exc)
+            for key in keys:
+                self.expiry.add(key, now)
+            return
+        log.debug("deleted %d expired call results", len(keys))
+
+    def _failure_messages(
+        self, sched: pb.DagSchedule, fn: str, err: pb.RemoteError
+    ) -> list[tuple[str, bytes]]:
+        """The messages that report a failed call: the error to the caller, and a
+        cancelling trigger to each downstream function."""
+        out = []
         if sched.response_address:
             reply = pb.ClientMessage(response_id=sched.id)
             reply.result.response_id = sched.id
             reply.result.success = False
             reply.result.executor = self.address
             reply.result.error.CopyFrom(err)
-            self._send(sched.response_address, reply.SerializeToString())
-        self._cancel_downstream(sched, fn, err)
+            out.append((sched.response_address, reply.SerializeToString()))
+        return out + self._cancel_messages(sched, fn, err)
+
+    def _fail(self, sched: pb.DagSchedule, fn: str, err: pb.RemoteError) -> None:
+        for address, data in self._failure_messages(sched, fn, err):
+            self._send(address, data)
 
     def _cancel_downstream(self, sched: pb.DagSchedule, fn: str, err: pb.RemoteError) -> None:
+        for address, data in self._cancel_messages(sched, fn, err):
+            self._send(address, data)
+
+    def _cancel_messages(
+        self, sched: pb.DagSchedule, fn: str, err: pb.RemoteError
+    ) -> list[tuple[str, bytes]]:
         downs = downstreams(sched.dag, fn)
         if not downs:
-            return
+            return []
         msg = pb.ExecutorMessage()
         msg.trigger.schedule.CopyFrom(forward_schedule(sched, sched.dag.functions))
         msg.trigger.source = fn
         msg.trigger.error.CopyFrom(err)
+        out = []
         for down in downs:
             msg.trigger.target_function = down
-            self._send(sched.locations[down], msg.SerializeToString())
+            out.append((sched.locations[down], msg.SerializeToString()))
+        return out
+
+    def _on_timeout(self, info: tuple[pb.DagSchedule, str, Limits]) -> None:
+        """The watchdog thread: a call ran past its time limit. Report it and exit (the
+        node starts a fresh worker; a call cannot be stopped safely from outside)."""
+        sched, fn, limits = info
+        log.warning(
+            "[%s] %s ran past its time limit of %gs; this worker exits",
+            sched.id,
+            fn,
+            limits.timeout_s,
+        )
+        err = wire.limit_error(
+            pb.FUNCTION_TIMEOUT,
+            fn,
+            limits.timeout_s,
+            f"function {fn!r} ran past its time limit of {limits.timeout_s:g}s "
+            f"(call {sched.id}) and was stopped; its worker was replaced",
+        )
+        _exit_after(self._failure_messages(sched, fn, err), EXIT_TIMEOUT)
 
     # --- heartbeats --------------------------------------------------------
 
@@ -364,6 +466,8 @@ class Worker:
             inbox_address=self.inbox_address,
             completed=self.completed,
             leaving=self.leaving,
+            index=self.index,
+            indexed=True,
         )
         summary = getattr(self.state, "cached_key_sizes", None)
         if callable(summary):
@@ -417,6 +521,35 @@ class Worker:
     def stop(self, *_: Any) -> None:
         self.running = False
         self.leaving = True
+
+
+def _payload(lattice: Any) -> bytes:
+    """The ``to_bytes`` payload of ``funcs/<name>`` (bytes; b"" if unreadable)."""
+    value = serializer.from_bytes(lattice.reveal())
+    return value if isinstance(value, bytes) else b""
+
+
+def _exit_after(messages: list[tuple[str, bytes]], status: int) -> None:
+    """Send ``messages`` on sockets of their own (callable from any thread: the
+    worker's sockets belong to its main thread), wait until they are out (at most 2 s)
+    and end the process without cleanup; the node restarts the worker."""
+    try:
+        ctx: zmq.Context[Any] = zmq.Context()
+        for address, data in messages:
+            sock = ctx.socket(zmq.PUSH)
+            sock.setsockopt(zmq.LINGER, 2000)
+            sock.setsockopt(zmq.SNDTIMEO, 2000)  # a caller that is gone: do not wait
+            sock.connect(address)
+            try:
+                sock.send(data)
+            except zmq.Again:
+                log.warning("could not report to %s before exiting", address)
+            sock.close()
+        ctx.term()  # returns once every message is sent (or lingered 2 s)
+    except Exception:
+        log.exception("reporting before exit failed")
+    logging.shutdown()
+    os._exit(status)
 
 
 def _load_error(exc: BaseException, fn: str) -> pb.RemoteError:

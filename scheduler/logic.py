@@ -95,6 +95,31 @@ def validate_dag(dag: pb.Dag, registered: Collection[str]) -> None:
                 stack.append((child, iter(edges[child])))
 
 
+def same_dag(a: pb.Dag, b: pb.Dag) -> bool:
+    """Whether two registrations describe the same DAG: the same functions and the same
+    connections (order aside). Re-registering the same DAG is an idempotent success."""
+    return (
+        a.name == b.name
+        and sorted(a.functions) == sorted(b.functions)
+        and {(c.source, c.sink) for c in a.connections}
+        == {(c.source, c.sink) for c in b.connections}
+    )
+
+
+def check_limits(name: str, timeout_s: float, memory_bytes: int) -> None:
+    """Refuse per-call limits that cannot be meant (negative, NaN, infinite)."""
+    if not (0.0 <= timeout_s < float("inf")):
+        raise PlanError(
+            pb.INVALID_ARGUMENT,
+            f"function {name!r}: timeout must be a positive number of seconds, not {timeout_s}",
+        )
+    if memory_bytes and memory_bytes < 1 << 20:
+        raise PlanError(
+            pb.INVALID_ARGUMENT,
+            f"function {name!r}: memory limit {memory_bytes} bytes is below 1 MiB",
+        )
+
+
 def build_dag(
     name: str, functions: Iterable[str], connections: Iterable[tuple[str, str]]
 ) -> pb.Dag:
@@ -149,6 +174,10 @@ class SchedulerState:
         view.pid = status.pid
         view.inbox_address = status.inbox_address
         view.leaving = status.leaving
+        if status.indexed:
+            view.slot = status.index
+            if new:
+                self._replaced(view)
         if status.has_cache_summary:
             self.cache_summaries[status.node_id] = dict(status.cached_key_sizes)
         if new and not status.leaving:
@@ -156,6 +185,27 @@ class SchedulerState:
                 "executor %s (node %s, pid %d) is up", status.address, status.node_id, status.pid
             )
         return new
+
+    def _replaced(self, view: ExecutorView) -> None:
+        """A new worker in a node's slot: the one it replaces is dead (restarted by its
+        node after a crash, a kill or a runaway call), without waiting for its
+        heartbeats to stop."""
+        for address, other in list(self.executors.items()):
+            if (
+                other is not view
+                and other.node_id == view.node_id
+                and other.slot == view.slot
+                and other.pid != view.pid
+            ):
+                del self.executors[address]
+                log.warning(
+                    "executor %s (node %s, pid %d) was replaced by %s (pid %d): marked dead",
+                    address,
+                    other.node_id,
+                    other.pid,
+                    view.address,
+                    view.pid,
+                )
 
     def expire(self, now: float) -> list[str]:
         """Forget executors whose heartbeats stopped; returns their addresses."""
@@ -196,6 +246,7 @@ class SchedulerState:
         client_id: str = "",
         exclude: Collection[str] = (),
         versions: Mapping[str, int] | None = None,
+        expiring_output: bool = False,
     ) -> tuple[pb.DagSchedule, list[Send]]:
         """Place a call of ``dag``: the schedule and the triggers for its sources."""
         unknown = [fn for fn in arguments if fn not in dag.functions]
@@ -231,6 +282,8 @@ class SchedulerState:
             schedule.response_address = response_address
         if output_key:
             schedule.output_key = output_key
+            if expiring_output:
+                schedule.expiring_output = True
         if consistency:
             schedule.consistency = consistency  # type: ignore[assignment]
         if client_id:

@@ -27,11 +27,22 @@ from cloudburst.shared.config import Config, kvs_host, load_config, replace
 from cloudburst.shared.errors import WireError
 from cloudburst.shared.kvs import make_kvs_client
 from cloudburst.shared.proto import cloudburst_pb2 as pb
-from scheduler.logic import PlanError, SchedulerState, check_name, validate_dag
+from scheduler.logic import (
+    PlanError,
+    SchedulerState,
+    check_limits,
+    check_name,
+    same_dag,
+    validate_dag,
+)
 from scheduler.placement import PlacementPolicy
 from scheduler.registry import Registry, Snapshot, StoreError, read_snapshot
 
 log = logging.getLogger(__name__)
+
+#: exec_func stores a call's result under ``results/<id>`` (the client picks the id):
+#: such keys expire (``executor.result_ttl_s``); other output keys are the user's.
+RESULTS_PREFIX = "results/"
 
 
 class _LazyKvs:
@@ -193,8 +204,26 @@ class SchedulerServer:
         check_name("function", fn.name)
         if not fn.body:
             raise PlanError(pb.INVALID_ARGUMENT, f"function {fn.name!r} has an empty body")
-        self.registry.register_function(fn.name, fn.body)
+        check_limits(fn.name, fn.timeout_s, fn.memory_bytes)
+        self.registry.register_function(fn.name, fn.body, fn.timeout_s, fn.memory_bytes)
         log.info("registered function %r", fn.name)
+        self._ok(reply)
+
+    def _on_delete_function(self, req: pb.SchedulerRequest, reply: pb.ClientMessage) -> None:
+        name = req.delete_function
+        check_name("function", name)
+        # Ask the KVS, not the cache: it may have been deleted through another scheduler.
+        self.registry.versions.pop(name, None)
+        if name not in self.registry.has_functions([name]):
+            raise PlanError(pb.FUNC_NOT_FOUND, f"function {name!r} is not registered")
+        users = self.registry.dags_using(name)
+        if users:
+            raise PlanError(
+                pb.INVALID_ARGUMENT,
+                f"function {name!r} is used by DAG(s) {users}: delete them first",
+            )
+        self.registry.delete_function(name)
+        log.info("deleted function %r", name)
         self._ok(reply)
 
     def _on_get_function(self, req: pb.SchedulerRequest, reply: pb.ClientMessage) -> None:
@@ -212,7 +241,17 @@ class SchedulerServer:
         dag = req.register_dag
         check_name("DAG", dag.name)
         if self.registry.dag_exists(dag.name):
-            raise PlanError(pb.DAG_ALREADY_EXISTS, f"a DAG named {dag.name!r} already exists")
+            old = self.registry.dags[dag.name]
+            if same_dag(old, dag):  # the same registration again: nothing to do
+                log.info("DAG %r is already registered as given", dag.name)
+                self._ok(reply)
+                return
+            links = [(c.source, c.sink) for c in old.connections]
+            raise PlanError(
+                pb.DAG_ALREADY_EXISTS,
+                f"a different DAG named {dag.name!r} already exists (functions "
+                f"{list(old.functions)}, connections {links}); delete it first",
+            )
         registered = self.registry.has_functions(list(dag.functions))
         validate_dag(dag, registered)
         self.registry.register_dag(dag)
@@ -237,6 +276,7 @@ class SchedulerServer:
         consistency: int,
         client_id: str,
         exclude: Any,
+        expiring_output: bool = False,
     ) -> None:
         schedule, sends = self.state.plan(
             dag,
@@ -249,6 +289,7 @@ class SchedulerServer:
             client_id=client_id,
             exclude=set(exclude),
             versions=self.registry.versions,
+            expiring_output=expiring_output,
         )
         for send in sends:
             self.send(send.address, send.data)
@@ -257,6 +298,8 @@ class SchedulerServer:
         ack.dag.CopyFrom(schedule.dag)
         ack.locations.update(schedule.locations)
         ack.versions.update(schedule.versions)
+        if schedule.expiring_output:  # direct calls reuse the ack as their template
+            ack.expiring_output = True
 
     def _on_call(self, req: pb.SchedulerRequest, reply: pb.ClientMessage) -> None:
         call = req.call
@@ -273,6 +316,7 @@ class SchedulerServer:
             call.consistency,
             "",
             call.exclude,
+            expiring_output=call.response_key.startswith(RESULTS_PREFIX),
         )
 
     def _on_dag_call(self, req: pb.SchedulerRequest, reply: pb.ClientMessage) -> None:

@@ -76,6 +76,13 @@ class ExecutorConfig:
     workers: int = 3
     heartbeat_period_s: float = 0.5
     base_port: int = 5100
+    # Per-call limits of functions registered without their own (0 = unlimited); see
+    # docs/reliability-calls.md.
+    default_function_timeout_s: float = 0.0
+    default_function_memory_bytes: int = 0
+    # An exec_func result stored under results/<id> is deleted this long after the
+    # call finished (0 = kept for good).
+    result_ttl_s: float = 300.0
 
 
 @dataclass(frozen=True)
