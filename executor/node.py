@@ -26,6 +26,7 @@ from typing import Any
 
 from cloudburst.shared.config import load_config
 from cloudburst.shared.processes import SERVER_ENV
+from executor.limits import EXIT_MEMORY, EXIT_TIMEOUT
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,14 @@ class Node:
             for index, proc in list(self.procs.items()):
                 code = proc.poll()
                 if code is None or not self.running:
+                    continue
+                if code in (EXIT_TIMEOUT, EXIT_MEMORY):
+                    # The worker replaced itself after a runaway call (executor.limits):
+                    # not a crash, so not counted against the crash-loop limit.
+                    log.warning(
+                        "worker %d exited with %s (a runaway call); restarting it", index, code
+                    )
+                    self.spawn(index)
                     continue
                 now = time.monotonic()
                 recent = [t for t in self.restarts.get(index, []) if now - t < 30.0]

@@ -116,6 +116,8 @@ class Worker:
         self.running = True
         self.leaving = False
         self.limits = CallLimits(self._on_timeout)
+        #: every scheduler heard of (heartbeats go to all of them)
+        self.schedulers = {f"tcp://{scheduler_host(cfg)}:{cfg.scheduler.port}"}
         self.expiry = ResultExpiry(cfg.executor.result_ttl_s)
         self._delete_warned = False
         self._hb_thread = threading.Thread(
@@ -168,6 +170,8 @@ class Worker:
                 for call_id, fn in self.book.expire(now):
                     log.warning("[%s] %s: dropped, an upstream result never came", call_id, fn)
                 next_expire = now + 1.0
+                if self.streams.announced:
+                    self._expire_announced()
                 if now >= self.expiry.next_due():
                     self._delete_expired(now)
 
@@ -299,13 +303,15 @@ class Worker:
                     f"function {fn!r} exceeded its memory limit of {limits.memory_bytes} bytes "
                     f"(call {sched.id}); its worker was replaced",
                 )
-                _exit_after(self._failure_messages(sched, fn, err), EXIT_MEMORY)
+                self._replace_self(self._failure_messages(sched, fn, err), EXIT_MEMORY)
             except (Exception, SystemExit) as exc:  # user code: never kills the worker
                 log.info("[%s] %s raised %s: %s", sched.id, fn, type(exc).__name__, exc)
                 return self._fail(sched, fn, wire.remote_error(exc, fn))
             finally:
                 self.busy = 0
                 self.completed += 1
+            if self.streams.announced:
+                self._expire_announced()
             if result is STREAMED:  # already forwarded as a stream while it ran
                 return None
             nxt = _inline_next(sched, fn, downs) if INLINE_CHAINS else None
@@ -373,6 +379,14 @@ class Worker:
         res.value.body = body
         if sched.response_address:
             self._send(sched.response_address, reply.SerializeToString())
+
+    def _expire_announced(self) -> None:
+        """DDT directory keys this worker announced: deleted like call results (the
+        call is over long before; a reader looks a writer up while the call runs)."""
+        now = time.monotonic()
+        announced = self.streams.announced
+        while announced:
+            self.expiry.add(announced.pop(), now)
 
     def _delete_expired(self, now: float) -> None:
         """Delete exec_func results older than ``executor.result_ttl_s`` from the KVS."""
@@ -451,7 +465,18 @@ class Worker:
             f"function {fn!r} ran past its time limit of {limits.timeout_s:g}s "
             f"(call {sched.id}) and was stopped; its worker was replaced",
         )
-        _exit_after(self._failure_messages(sched, fn, err), EXIT_TIMEOUT)
+        self._replace_self(self._failure_messages(sched, fn, err), EXIT_TIMEOUT)
+
+    def _replace_self(self, messages: list[tuple[str, bytes]], status: int) -> None:
+        """Report, tell the schedulers this worker leaves (no call is placed here
+        meanwhile, and callers waiting on it learn it is gone), and exit."""
+        self.leaving = True
+        beat = pb.SchedulerRequest(heartbeat=self.status()).SerializeToString()
+        try:
+            schedulers = sorted(self.schedulers)
+        except RuntimeError:  # the heartbeat thread added one just now
+            schedulers = sorted(self.schedulers)
+        _exit_after(messages + [(addr, beat) for addr in schedulers], status)
 
     # --- heartbeats --------------------------------------------------------
 
@@ -484,7 +509,7 @@ class Worker:
     def _heartbeat_loop(self) -> None:
         cfg = self.cfg
         period = cfg.executor.heartbeat_period_s
-        schedulers = {f"tcp://{scheduler_host(cfg)}:{cfg.scheduler.port}"}
+        schedulers = self.schedulers
         socks: dict[str, zmq.Socket[Any]] = {}
         kvs: Any = None
         next_discovery = 0.0
@@ -497,7 +522,7 @@ class Worker:
                         kvs = make_kvs_client(
                             kvs_host(cfg), cfg.kvs.routing_port, ip=cfg.ip, timeout=1.0
                         )
-                    schedulers |= scheduler_addresses(kvs)
+                    schedulers.update(scheduler_addresses(kvs))
                 except Exception as exc:
                     log.debug("scheduler discovery failed: %s", exc)
             req = pb.SchedulerRequest(request_id="", heartbeat=self.status())
@@ -531,21 +556,26 @@ def _payload(lattice: Any) -> bytes:
 
 def _exit_after(messages: list[tuple[str, bytes]], status: int) -> None:
     """Send ``messages`` on sockets of their own (callable from any thread: the
-    worker's sockets belong to its main thread), wait until they are out (at most 2 s)
-    and end the process without cleanup; the node restarts the worker."""
+    worker's sockets belong to its main thread), wait until they are out (2 s at most
+    in all: a peer that is gone does not hold the exit up) and end the process without
+    cleanup; the node restarts the worker."""
     try:
         ctx: zmq.Context[Any] = zmq.Context()
-        for address, data in messages:
+        socks = []
+        for address, data in messages:  # connect them all first: they connect in parallel
             sock = ctx.socket(zmq.PUSH)
-            sock.setsockopt(zmq.LINGER, 2000)
-            sock.setsockopt(zmq.SNDTIMEO, 2000)  # a caller that is gone: do not wait
+            sock.setsockopt(zmq.LINGER, 1000)
             sock.connect(address)
+            socks.append((sock, address, data))
+        deadline = time.monotonic() + 2.0
+        for sock, address, data in socks:
+            sock.setsockopt(zmq.SNDTIMEO, max(1, int((deadline - time.monotonic()) * 1000)))
             try:
                 sock.send(data)
             except zmq.Again:
                 log.warning("could not report to %s before exiting", address)
             sock.close()
-        ctx.term()  # returns once every message is sent (or lingered 2 s)
+        ctx.term()  # returns once every message is sent (or lingered)
     except Exception:
         log.exception("reporting before exit failed")
     logging.shutdown()

@@ -96,6 +96,12 @@ class SchedulerServer:
         self._refresher = threading.Thread(target=self._refresh_loop, name="refresh", daemon=True)
 
     def send(self, address: str, data: bytes) -> None:
+        try:
+            self._socket(address).send(data, zmq.NOBLOCK)
+        except zmq.Again:
+            log.warning("dropping a message to %s: its queue is full", address)
+
+    def _socket(self, address: str) -> zmq.Socket[Any]:
         sock = self.push.get(address)
         if sock is None:
             if len(self.push) > 4096:  # many short-lived clients: forget the oldest
@@ -106,10 +112,7 @@ class SchedulerServer:
             sock.setsockopt(zmq.SNDHWM, 10000)
             sock.connect(address)
             self.push[address] = sock
-        try:
-            sock.send(data, zmq.NOBLOCK)
-        except zmq.Again:
-            log.warning("dropping a message to %s: its queue is full", address)
+        return sock
 
     def serve(self) -> None:
         log.info(
@@ -167,9 +170,15 @@ class SchedulerServer:
         kind = req.WhichOneof("kind")
         if kind == "heartbeat":
             try:
-                self.state.on_heartbeat(req.heartbeat, time.monotonic())
+                new = self.state.on_heartbeat(req.heartbeat, time.monotonic())
             except PlanError as exc:
                 log.warning("bad heartbeat: %s", exc)
+                return
+            if new and not req.heartbeat.leaving:
+                # Connect now, not at the first trigger: a trigger then leaves at once
+                # on an established connection, ahead of the call's acknowledgement,
+                # so a scheduler killed right after acknowledging has sent it.
+                self._socket(req.heartbeat.address)
             return
         reply = pb.ClientMessage(response_id=req.request_id)
         try:

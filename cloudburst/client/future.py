@@ -6,7 +6,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from cloudburst.shared import serializer, wire
-from cloudburst.shared.errors import CloudburstException, CloudburstTimeoutError, ExecutorFailed
+from cloudburst.shared.errors import (
+    CloudburstException,
+    CloudburstTimeoutError,
+    ConnectionFailed,
+    ExecutorFailed,
+)
 from cloudburst.shared.proto import cloudburst_pb2 as pb
 
 if TYPE_CHECKING:
@@ -50,6 +55,7 @@ class CloudburstFuture:
         self._error: BaseException | None = None
         self._awaiting_ack = False  # sent through the scheduler, acknowledgement not seen
         self._ack_error = False  # the scheduler refused the call
+        self._silent_since: float | None = None  # liveness checks unanswered since
 
     @property
     def executors(self) -> list[str]:
@@ -106,7 +112,22 @@ class CloudburstFuture:
         addresses = self.executors
         if not addresses:
             return
-        dead = self._conn._dead_executors(addresses, timeout)
+        dead = self._query_dead(addresses, timeout)
+        if dead is None:
+            # Nobody can tell whether our executors live: wait (executors answer the
+            # client directly, a restarted scheduler answers again), but not for ever.
+            now = time.monotonic()
+            if self._silent_since is None:
+                self._silent_since = now
+            elif now - self._silent_since > 3 * self._conn.timeout:
+                self._error = ConnectionFailed(
+                    f"call {self.request_id}: no result, and the scheduler at "
+                    f"{self._conn.scheduler_address} has not answered liveness checks for "
+                    f"{now - self._silent_since:.0f}s, so whether executor(s) {sorted(addresses)} "
+                    "still run it is unknown"
+                )
+            return
+        self._silent_since = None
         if not dead:
             return
         self._conn._forget_placement(dead)
@@ -132,3 +153,14 @@ class CloudburstFuture:
         self._value, self._error = retry._value, retry._error
         if self._value is _UNSET and self._error is None:
             self._conn._pending[self.request_id] = self
+
+    def _query_dead(self, addresses: list[str], timeout: float | None) -> set[str] | None:
+        """Which of ``addresses`` the scheduler reports dead; ``None`` if it did not
+        answer."""
+        conn = self._conn
+        wait = conn.timeout if timeout is None else max(0.05, min(timeout, conn.timeout))
+        try:
+            query = pb.StatusQuery(addresses=addresses)
+            return set(conn._request("status", query, timeout=wait).status.dead)
+        except (CloudburstTimeoutError, ConnectionFailed):
+            return None
