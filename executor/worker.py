@@ -227,6 +227,12 @@ class Worker:
             if lattice is not None and getattr(lattice, "timestamp", 0) < version:
                 # The node cache has not seen the re-registration yet: ask the KVS.
                 lattice = self._direct_kvs().get([key]).get(key) or lattice
+            if lattice is None and version > 0:
+                # The scheduler placed it, so it is registered: this replica has not
+                # seen the registration yet (replication > 1, gossip on its way).
+                lattice = self._direct_kvs().get([key]).get(key)
+                if lattice is None:
+                    raise KeysNotReady([key])  # parked and retried until the deadline
             record = None if lattice is None else decode_function(_payload(lattice))
             if record is None:  # never registered, or deleted
                 self.functions.pop(name, None)

@@ -97,9 +97,16 @@ class RoutingState:
         return out
 
     def _changed(self, now: float, why: str) -> list[Send]:
+        before = set(self.placement.nodes)
         self._rebuild()
         for n in self.placement.live:
-            self.last_seen.setdefault(n.node_id, now)
+            if n.node_id not in before:
+                # Live again (rejoined after a partition or a restart): its failure
+                # clock starts now, not at the heartbeat seen before it was lost, or
+                # the next tick declares it dead again and membership flaps for ever.
+                self.last_seen[n.node_id] = now
+            else:
+                self.last_seen.setdefault(n.node_id, now)
         log.info(
             "membership changed (%s): live nodes %s", why, [n.node_id for n in self.placement.live]
         )
@@ -109,6 +116,12 @@ class RoutingState:
     def handle_peer_membership(self, msg: pb.Membership, now: float) -> list[Send]:
         """A table from another routing (join, anti-entropy) or a replication change."""
         if merge_membership(self.membership, msg):
+            if self._own_node_wrongly_departed(now):
+                # The peer's table (from the far side of a healed partition) says our
+                # node died, but we heard it within the failure timeout: rejoin now
+                # instead of serving NO_SERVERS until its next heartbeat.
+                self._rejoin_own(0)
+                return self._changed(now, "peer update; own node alive, rejoined")
             return self._changed(now, "peer update")
         if digest(msg) != self.digest:
             # The peer is missing something we have: answer it directly.
@@ -130,12 +143,7 @@ class RoutingState:
         elif self.own_node is not None and hb.node_id == self.own_node.node_id and not self.leaving:
             # Our own node was declared dead (or departed) but is alive: rejoin with
             # a new incarnation.
-            current = next(n for n in self.membership.nodes if n.node_id == hb.node_id)
-            new = pb.StorageNode()
-            new.CopyFrom(self.own_node)
-            new.epoch = max(wall_ns, current.epoch + 1)
-            new.departed = False
-            merge_membership(self.membership, pb.Membership(nodes=[new]))
+            self._rejoin_own(wall_ns)
             self.last_seen[hb.node_id] = now
             return self._changed(now, f"own node {hb.node_id} rejoined")
         if hb.membership_digest != self.digest and hb.gossip_address:
@@ -143,6 +151,25 @@ class RoutingState:
                 Send(hb.gossip_address, [wire.KIND_MEMBERSHIP, self.membership.SerializeToString()])
             )
         return out
+
+    def _own_node_wrongly_departed(self, now: float) -> bool:
+        own = self.own_node
+        if own is None or self.leaving:
+            return False
+        entry = next((n for n in self.membership.nodes if n.node_id == own.node_id), None)
+        if entry is None or not entry.departed:
+            return False
+        seen = self.last_seen.get(own.node_id)
+        return seen is not None and now - seen <= self.failure_timeout_s
+
+    def _rejoin_own(self, epoch_floor: int) -> None:
+        assert self.own_node is not None
+        current = next(n for n in self.membership.nodes if n.node_id == self.own_node.node_id)
+        new = pb.StorageNode()
+        new.CopyFrom(self.own_node)
+        new.epoch = max(epoch_floor, current.epoch + 1)
+        new.departed = False
+        merge_membership(self.membership, pb.Membership(nodes=[new]))
 
     def handle_depart(self, msg: pb.Depart, now: float) -> list[Send]:
         """A node leaves: tombstone it; its shards hand their keys off when told."""

@@ -77,6 +77,40 @@ def test_join_failure_and_rejoin() -> None:
     assert len(a.placement.live) == 2
 
 
+def test_partition_heal_does_not_flap() -> None:
+    """Both sides of a healed partition declared the other dead; when the other comes
+    back (a newer epoch), its failure clock restarts instead of tripping at once."""
+    a = RoutingState(R1, _node("127.0.0.1", routing=R1), failure_timeout_s=3.0)
+    b = RoutingState(R2, _node("127.0.0.2", routing=R2), seeds=[R1])
+    a.start(0.0)
+    join = next(s for s in b.start(0.0) if s.frames[0] == wire.KIND_JOIN)
+    a.handle_peer_membership(pb.Membership.FromString(join.frames[1]), 0.1)
+    b.handle_peer_membership(a.membership, 0.1)
+    a.handle_heartbeat(pb.Heartbeat(node_id="127.0.0.2:6200"), 0.5, 0)
+    # the link is cut: each hears only its own node
+    for t in (1.0, 2.0, 3.0, 4.0):
+        a.handle_heartbeat(pb.Heartbeat(node_id="127.0.0.1:6200"), t, 0)
+        b.handle_heartbeat(pb.Heartbeat(node_id="127.0.0.2:6200"), t, 0)
+        a.tick(t)
+        b.tick(t)
+    assert [n.node_id for n in a.placement.live] == ["127.0.0.1:6200"]
+    assert [n.node_id for n in b.placement.live] == ["127.0.0.2:6200"]
+    # healed: the tables meet; a routing that heard its own node recently keeps it live
+    a.handle_peer_membership(b.membership, 4.2)
+    assert "127.0.0.1:6200" in a.placement.nodes, "a served NO_SERVERS after the heal"
+    # later ones rejoin through their own node's heartbeat
+    a.handle_peer_membership(b.membership, 10.0)
+    b.handle_peer_membership(a.membership, 10.0)
+    a.handle_heartbeat(pb.Heartbeat(node_id="127.0.0.1:6200"), 10.1, 10**18)
+    b.handle_heartbeat(pb.Heartbeat(node_id="127.0.0.2:6200"), 10.1, 10**18 + 1)
+    a.handle_peer_membership(b.membership, 10.2)
+    b.handle_peer_membership(a.membership, 10.2)
+    assert len(a.placement.live) == 2 and len(b.placement.live) == 2
+    a.tick(10.3)
+    b.tick(10.3)
+    assert len(a.placement.live) == 2 and len(b.placement.live) == 2
+
+
 def test_depart() -> None:
     a = RoutingState(R1, _node("127.0.0.1", routing=R1))
     merge_membership(a.membership, pb.Membership(nodes=[_node("127.0.0.2", routing=R2)]))
