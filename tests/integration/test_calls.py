@@ -294,3 +294,80 @@ def test_a_call_whose_scheduler_dies_after_the_ack_still_gets_its_result(
         assert time.monotonic() - t0 < 60
     with limited.connect() as main:
         _wait_whole(main)
+
+
+def live_keys(data_dir: Path) -> set[str]:
+    """Keys the KVS holds, read from its shards' snapshots and write-ahead logs (the
+    last record of a key decides: a drop or a delete tombstone means gone). Read-only;
+    a compaction racing with the read can only make the count smaller."""
+    from anna.proto import anna_pb2
+    from anna.shard.wal import read_records
+
+    gone = {anna_pb2.NONE}
+    if "TOMBSTONE" in anna_pb2.LatticeType.keys():
+        gone.add(anna_pb2.LatticeType.Value("TOMBSTONE"))
+    last: dict[str, int] = {}
+    for shard in sorted({p.parent for p in data_dir.rglob("wal.log")}):
+        for name in ("snapshot", "wal.log"):
+            records, _ = read_records(shard / name)
+            for rec in records:
+                last[rec.key] = rec.lattice_type
+    return {k for k, t in last.items() if t not in gone}
+
+
+@pytest.mark.timeout(600)
+def test_call_results_and_stream_directory_keys_are_reclaimed(
+    conn: CloudburstConnection, limited: Cluster
+) -> None:
+    from cloudburst.ddt import DMap
+
+    data_dir = Path(limited.cfg.kvs.data_dir)
+    inc = conn.register(lambda _, x: x + 1, "leak_inc")
+    assert inc(0).get(timeout=20) == 1
+    calls, batch = 10_000, 250
+    seen_results = 0
+    t0 = time.monotonic()
+    futures_kept = []
+    for start in range(0, calls, batch):
+        futs = [inc(i) for i in range(start, start + batch)]
+        assert [f.get(timeout=60) for f in futs] == [i + 1 for i in range(start, start + batch)]
+        futures_kept.append(futs[0])
+        if start % 2500 == 0:
+            seen_results = max(
+                seen_results, sum(k.startswith("results/") for k in live_keys(data_dir))
+            )
+    took = time.monotonic() - t0
+    print(f"{calls} exec_func calls in {took:.1f}s")
+    assert seen_results > 0, "the key count sees stored results at all"
+
+    # A DAG call with a named stream announces its writer's cache under ddt-peers/.
+    def mapper(cb: Any, text: str) -> int:
+        out = cb.stream("words", DMap, writers=1)
+        for w in text.split():
+            out.update(w, 1)
+        out.seal()
+        return 0
+
+    def reducer(cb: Any, _: int) -> dict[str, int]:
+        return dict(cb.stream("words", DMap).wait(timeout=30))
+
+    conn.register(mapper, "leak_mapper")
+    conn.register(reducer, "leak_reducer")
+    links = [("leak_mapper", "leak_reducer")]
+    assert conn.register_dag("leak_dag", ["leak_mapper", "leak_reducer"], links)
+    fut = conn.call_dag("leak_dag", {"leak_mapper": ["a b a"]})
+    assert fut.get(timeout=60) == {"a": 2, "b": 1}
+    peers_key = f"ddt-peers/{fut.request_id}/words"
+    assert conn.get_object(peers_key, deserialize=False) is not None
+
+    def reclaimed() -> bool:
+        keys = live_keys(data_dir)
+        return sum(k.startswith(("results/", "ddt-peers/")) for k in keys) <= 10
+
+    wait_until(reclaimed, 60, "expired results and directory keys to be deleted")
+    keys = live_keys(data_dir)
+    print(f"{len(keys)} live keys after {calls} calls (max results/ seen: {seen_results})")
+    assert len(keys) < 200, sorted(keys)[:20]
+    assert conn.get_object(peers_key, deserialize=False) is None
+    for f in futures_kept:
+        assert conn.get_object(f.obj_id) is None
