@@ -531,19 +531,22 @@ class Worker:
                     schedulers.update(scheduler_addresses(kvs))
                 except Exception as exc:
                     log.debug("scheduler discovery failed: %s", exc)
-            req = pb.SchedulerRequest(request_id="", heartbeat=self.status())
-            data = req.SerializeToString()
-            for addr in schedulers:
-                sock = socks.get(addr)
-                if sock is None:
-                    sock = socks[addr] = self.ctx.socket(zmq.PUSH)
-                    sock.setsockopt(zmq.LINGER, 0)
-                    sock.setsockopt(zmq.SNDHWM, 4)
-                    sock.connect(addr)
-                try:
-                    sock.send(data, zmq.NOBLOCK)
-                except zmq.Again:
-                    pass
+            try:
+                req = pb.SchedulerRequest(request_id="", heartbeat=self.status())
+                data = req.SerializeToString()
+                for addr in list(schedulers):
+                    sock = socks.get(addr)
+                    if sock is None:
+                        sock = socks[addr] = self.ctx.socket(zmq.PUSH)
+                        sock.setsockopt(zmq.LINGER, 0)
+                        sock.setsockopt(zmq.SNDHWM, 4)
+                        sock.connect(addr)
+                    try:
+                        sock.send(data, zmq.NOBLOCK)
+                    except zmq.Again:
+                        pass
+            except MemoryError:  # a call under a memory limit used it all: beat again later
+                log.warning("heartbeat skipped: out of memory")
             if self.leaving:
                 time.sleep(0.05)  # let the last heartbeat go out
                 return

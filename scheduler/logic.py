@@ -154,6 +154,8 @@ class SchedulerState:
     policy: PlacementPolicy = field(default_factory=PlacementPolicy)
     executors: dict[str, ExecutorView] = field(default_factory=dict)
     cache_summaries: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: executors dropped because a new worker took their slot, until ``expire`` reports them
+    replaced: list[str] = field(default_factory=list)
 
     # --- liveness ----------------------------------------------------------
 
@@ -198,6 +200,7 @@ class SchedulerState:
                 and other.pid != view.pid
             ):
                 del self.executors[address]
+                self.replaced.append(address)
                 log.warning(
                     "executor %s (node %s, pid %d) was replaced by %s (pid %d): marked dead",
                     address,
@@ -208,21 +211,24 @@ class SchedulerState:
                 )
 
     def expire(self, now: float) -> list[str]:
-        """Forget executors whose heartbeats stopped; returns their addresses."""
+        """Forget executors whose heartbeats stopped; returns their addresses (and
+        those of executors replaced since the last call)."""
         gone = [a for a, v in self.executors.items() if not v.alive(now, self.policy)]
+        replaced, self.replaced = self.replaced, []
         for address in gone:
             view = self.executors.pop(address)
             log.warning(
-                "executor %s (node %s, pid %d) missed heartbeats: marked dead",
+                "executor %s (node %s, pid %d) %s: marked dead",
                 address,
                 view.node_id,
                 view.pid,
+                "left" if view.leaving else "missed heartbeats",
             )
         live_nodes = {v.node_id for v in self.executors.values()}
         for node in list(self.cache_summaries):
             if node not in live_nodes:
                 del self.cache_summaries[node]
-        return gone
+        return gone + replaced
 
     def alive(self, now: float) -> list[ExecutorView]:
         return [v for v in self.executors.values() if v.alive(now, self.policy)]

@@ -133,7 +133,10 @@ class SchedulerServer:
                     self.handle(data)
             now = time.monotonic()
             if now >= next_expire:
-                self.state.expire(now)
+                for address in self.state.expire(now):
+                    sock = self.push.pop(address, None)
+                    if sock is not None:
+                        sock.close(linger=0)
                 next_expire = now + 0.2
             while not self.updates.empty():
                 self.registry.apply(self.updates.get_nowait())

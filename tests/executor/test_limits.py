@@ -119,3 +119,15 @@ def test_function_records_decode_old_and_deleted_forms(data: bytes) -> None:
 
     rec = decode_function(data)
     assert rec == (None if not data else FunctionRecord(data))
+
+
+def test_limit_errors_reach_the_client_as_typed_exceptions() -> None:
+    from cloudburst.shared import errors, wire
+    from cloudburst.shared.proto import cloudburst_pb2 as pb
+
+    t = wire.exception_for(wire.limit_error(pb.FUNCTION_TIMEOUT, "f", 1.5, "f ran 1.5s"))
+    assert isinstance(t, errors.FunctionTimeout) and isinstance(t, TimeoutError)
+    assert (t.function, t.limit, str(t)) == ("f", 1.5, "f ran 1.5s")
+    m = wire.exception_for(wire.limit_error(pb.FUNCTION_MEMORY_EXCEEDED, "g", 1 << 20, "g big"))
+    assert isinstance(m, errors.FunctionMemoryExceeded) and isinstance(m, MemoryError)
+    assert (m.function, m.limit) == ("g", 1 << 20)

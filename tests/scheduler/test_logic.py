@@ -183,3 +183,13 @@ def test_a_new_worker_in_a_slot_marks_its_predecessor_dead_at_once() -> None:
     state.on_heartbeat(_beat("tcp://c:1", 30, None), 0.6)
     state.on_heartbeat(_beat("tcp://c:2", 31, None), 0.6)
     assert len(state.alive(0.6)) == 5
+
+
+def test_expire_reports_replaced_and_silent_executors_once() -> None:
+    state = SchedulerState(PlacementPolicy(heartbeat_timeout=3.0))
+    state.on_heartbeat(_beat("tcp://a:1", 10, 0), 0.0)
+    state.on_heartbeat(_beat("tcp://a:2", 11, 1), 0.0)
+    state.on_heartbeat(_beat("tcp://a:3", 12, 0), 1.0)  # replaces a:1
+    assert state.expire(1.0) == ["tcp://a:1"]
+    assert state.expire(1.0) == []
+    assert state.expire(3.5) == ["tcp://a:2"]  # silent since 0.0
