@@ -167,8 +167,8 @@ class Worker:
                 self._retry_parked()
             now = time.monotonic()
             if now >= next_expire:
-                for call_id, fn in self.book.expire(now):
-                    log.warning("[%s] %s: dropped, an upstream result never came", call_id, fn)
+                for entry, fn, missing in self.book.expire_calls(now):
+                    self._upstream_never_came(entry.schedule, fn, missing)
                 next_expire = now + 1.0
                 if self.streams.announced:
                     self._expire_announced()
@@ -385,6 +385,16 @@ class Worker:
         res.value.body = body
         if sched.response_address:
             self._send(sched.response_address, reply.SerializeToString())
+
+    def _upstream_never_came(self, sched: pb.DagSchedule, fn: str, missing: list[str]) -> None:
+        """A fan-in waited ``scheduler.call_timeout_s`` for upstream results: tell the
+        caller (it may have retried the call already: then this is ignored)."""
+        log.warning("[%s] %s: dropped, the result(s) of %s never came", sched.id, fn, missing)
+        msg = (
+            f"function {fn!r} of call {sched.id} waited {self.book.ttl:g}s for the result(s) "
+            f"of {missing}, which never came (did their executor die?)"
+        )
+        self._fail(sched, fn, wire.error_message(pb.TIMED_OUT, msg, fn))
 
     def _expire_announced(self) -> None:
         """DDT directory keys this worker announced: deleted like call results (the
