@@ -154,8 +154,9 @@ class SchedulerState:
     policy: PlacementPolicy = field(default_factory=PlacementPolicy)
     executors: dict[str, ExecutorView] = field(default_factory=dict)
     cache_summaries: dict[str, dict[str, int]] = field(default_factory=dict)
-    #: executors dropped because a new worker took their slot, until ``expire`` reports them
-    replaced: list[str] = field(default_factory=list)
+    #: executors dropped (replaced in their slot, or disconnected) until ``expire``
+    #: reports them
+    dropped: list[str] = field(default_factory=list)
 
     # --- liveness ----------------------------------------------------------
 
@@ -200,7 +201,7 @@ class SchedulerState:
                 and other.pid != view.pid
             ):
                 del self.executors[address]
-                self.replaced.append(address)
+                self.dropped.append(address)
                 log.warning(
                     "executor %s (node %s, pid %d) was replaced by %s (pid %d): marked dead",
                     address,
@@ -210,11 +211,26 @@ class SchedulerState:
                     view.pid,
                 )
 
+    def disconnected(self, address: str) -> bool:
+        """The connection to an executor broke (its process died, or the network
+        failed): mark it dead now. A live one is back with its next heartbeat."""
+        view = self.executors.pop(address, None)
+        if view is None:
+            return False
+        self.dropped.append(address)
+        log.warning(
+            "executor %s (node %s, pid %d): connection lost, marked dead",
+            address,
+            view.node_id,
+            view.pid,
+        )
+        return True
+
     def expire(self, now: float) -> list[str]:
         """Forget executors whose heartbeats stopped; returns their addresses (and
-        those of executors replaced since the last call)."""
+        those of executors dropped since the last call)."""
         gone = [a for a, v in self.executors.items() if not v.alive(now, self.policy)]
-        replaced, self.replaced = self.replaced, []
+        dropped, self.dropped = self.dropped, []
         for address in gone:
             view = self.executors.pop(address)
             log.warning(
@@ -228,7 +244,7 @@ class SchedulerState:
         for node in list(self.cache_summaries):
             if node not in live_nodes:
                 del self.cache_summaries[node]
-        return gone + replaced
+        return gone + dropped
 
     def alive(self, now: float) -> list[ExecutorView]:
         return [v for v in self.executors.values() if v.alive(now, self.policy)]

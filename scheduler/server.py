@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from cloudburst.shared import wire
 from cloudburst.shared.config import Config, kvs_host, load_config, replace
@@ -89,6 +90,13 @@ class SchedulerServer:
             PlacementPolicy(heartbeat_timeout=cfg.scheduler.heartbeat_timeout_s)
         )
         self.push: dict[str, zmq.Socket[Any]] = {}
+        # A monitor on the socket to each executor: the kernel closes a dead process's
+        # connections, so a killed worker is known dead at once, not after its
+        # heartbeats time out (which stays the rule for hosts that go silent).
+        self.monitors: dict[str, zmq.Socket[Any]] = {}
+        self.monitored: dict[zmq.Socket[Any], str] = {}
+        self.poller = zmq.Poller()
+        self.poller.register(self.pull, zmq.POLLIN)
         self.running = True
         # KVS housekeeping (DAG/function refresh, announcing this scheduler) runs in a
         # thread with its own KVS client, so the request loop never waits on it.
@@ -105,14 +113,45 @@ class SchedulerServer:
         sock = self.push.get(address)
         if sock is None:
             if len(self.push) > 4096:  # many short-lived clients: forget the oldest
-                old = next(iter(self.push))
-                self.push.pop(old).close(linger=0)
+                self._close(next(iter(self.push)))
             sock = self.ctx.socket(zmq.PUSH)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.SNDHWM, 10000)
             sock.connect(address)
             self.push[address] = sock
         return sock
+
+    def _watch(self, address: str) -> None:
+        """Connect to an executor now and watch the connection (see ``monitors``)."""
+        sock = self._socket(address)
+        if address in self.monitors:
+            return
+        mon = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self.monitors[address] = mon
+        self.monitored[mon] = address
+        self.poller.register(mon, zmq.POLLIN)
+
+    def _close(self, address: str) -> None:
+        sock = self.push.pop(address, None)
+        mon = self.monitors.pop(address, None)
+        if mon is not None:
+            self.poller.unregister(mon)
+            del self.monitored[mon]
+            if sock is not None:
+                sock.disable_monitor()
+            mon.close(linger=0)
+        if sock is not None:
+            sock.close(linger=0)
+
+    def _on_monitor(self, mon: zmq.Socket[Any]) -> None:
+        while True:
+            try:
+                event = recv_monitor_message(mon, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if event["event"] == zmq.EVENT_DISCONNECTED:
+                address = self.monitored.get(mon, "")
+                self.state.disconnected(address)
 
     def serve(self) -> None:
         log.info(
@@ -124,7 +163,10 @@ class SchedulerServer:
         self._refresher.start()
         next_expire = 0.0
         while self.running:
-            if self.pull.poll(100):
+            for sock, _ in self.poller.poll(100):
+                if sock is not self.pull:
+                    self._on_monitor(sock)
+                    continue
                 while True:
                     try:
                         data = self.pull.recv(zmq.NOBLOCK)
@@ -134,9 +176,8 @@ class SchedulerServer:
             now = time.monotonic()
             if now >= next_expire:
                 for address in self.state.expire(now):
-                    sock = self.push.pop(address, None)
-                    if sock is not None:
-                        sock.close(linger=0)
+                    if address not in self.state.executors:  # not back meanwhile
+                        self._close(address)
                 next_expire = now + 0.2
             while not self.updates.empty():
                 self.registry.apply(self.updates.get_nowait())
@@ -181,7 +222,7 @@ class SchedulerServer:
                 # Connect now, not at the first trigger: a trigger then leaves at once
                 # on an established connection, ahead of the call's acknowledgement,
                 # so a scheduler killed right after acknowledging has sent it.
-                self._socket(req.heartbeat.address)
+                self._watch(req.heartbeat.address)
             return
         reply = pb.ClientMessage(response_id=req.request_id)
         try:
@@ -369,8 +410,8 @@ class SchedulerServer:
         self.running = False
 
     def close(self) -> None:
-        for sock in self.push.values():
-            sock.close(linger=0)
+        for address in list(self.push):
+            self._close(address)
         self.pull.close(linger=0)
         self.kvs.close()
         self.ctx.term()

@@ -255,6 +255,7 @@ def test_a_call_whose_worker_is_killed_resolves_within_seconds(
             assert victim in str(exc)
             results.append("failed")
         took = time.monotonic() - killed
+        print(f"round {round}: resolved {took:.2f}s after the kill: {results[-1]}")
         # 5 s from the issue, plus slack for a loaded machine.
         assert took < 8.0, f"the call resolved {took:.1f}s after its worker died"
         _wait_whole(conn, victim)

@@ -193,3 +193,14 @@ def test_expire_reports_replaced_and_silent_executors_once() -> None:
     assert state.expire(1.0) == ["tcp://a:1"]
     assert state.expire(1.0) == []
     assert state.expire(3.5) == ["tcp://a:2"]  # silent since 0.0
+
+
+def test_a_lost_connection_marks_an_executor_dead_until_it_beats_again() -> None:
+    state = SchedulerState(PlacementPolicy(heartbeat_timeout=3.0))
+    state.on_heartbeat(_beat("tcp://a:1", 10, 0), 0.0)
+    assert state.disconnected("tcp://a:1")
+    assert not state.is_alive("tcp://a:1", 0.1)
+    assert not state.disconnected("tcp://a:1")  # once
+    assert state.expire(0.2) == ["tcp://a:1"]
+    assert state.on_heartbeat(_beat("tcp://a:1", 10, 0), 0.5)  # it was alive after all
+    assert state.is_alive("tcp://a:1", 0.6)
