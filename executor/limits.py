@@ -48,17 +48,27 @@ def address_space() -> int:
 
 @dataclass(frozen=True)
 class Limits:
-    """The limits of one call; 0 = unlimited."""
+    """The limits of one call; 0 = unlimited. Falsy when there is none."""
 
     timeout_s: float = 0.0
     memory_bytes: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.timeout_s or self.memory_bytes)
+
+
+_UNLIMITED = Limits()
 
 
 def effective_limits(
     timeout_s: float, memory_bytes: int, default_timeout_s: float, default_memory_bytes: int
 ) -> Limits:
     """A function's own limits, or the config defaults where it set none."""
-    return Limits(timeout_s or default_timeout_s, memory_bytes or default_memory_bytes)
+    timeout_s = timeout_s or default_timeout_s
+    memory_bytes = memory_bytes or default_memory_bytes
+    if not (timeout_s or memory_bytes):
+        return _UNLIMITED
+    return Limits(timeout_s, memory_bytes)
 
 
 class Watchdog:
@@ -173,7 +183,7 @@ class ResultExpiry:
 
     def due(self, now: float) -> list[str]:
         """Keys whose time has come (at most ``batch``), removed from the book."""
-        out = []
+        out: list[str] = []
         keys = self._keys
         while keys and keys[0][0] <= now and len(out) < self.batch:
             out.append(keys.popleft()[1])
@@ -181,3 +191,19 @@ class ResultExpiry:
 
     def next_due(self) -> float:
         return self._keys[0][0] if self._keys else float("inf")
+
+
+class _NoLimits:
+    """What :meth:`CallLimits.apply` gives for a call without limits (nothing to do)."""
+
+    memory_limited = False
+
+    def __enter__(self) -> _NoLimits:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+#: The context of a call without limits (shared; costs nothing per call).
+NO_LIMITS = _NoLimits()

@@ -49,6 +49,7 @@ from executor.invoke import (
 from executor.limits import (
     EXIT_MEMORY,
     EXIT_TIMEOUT,
+    NO_LIMITS,
     CallLimits,
     Limits,
     ResultExpiry,
@@ -276,8 +277,9 @@ class Worker:
                 ecfg.default_function_timeout_s,
                 ecfg.default_function_memory_bytes,
             )
+            applied = self.limits.apply(limits, (sched, fn, limits)) if limits else NO_LIMITS
             try:
-                with self.limits.apply(limits, (sched, fn, limits)) as applied:
+                with applied:
                     result = invoke(
                         loaded,
                         self.lib,
