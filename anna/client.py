@@ -567,6 +567,43 @@ class AnnaTcpClient:
             return out[klist[0]]
         return out
 
+    def delete(
+        self, keys: str | Iterable[str], timeout: float | None = None
+    ) -> bool | dict[str, bool]:
+        """DELETE one key (-> bool) or several (-> ``{key: bool}``), acked by one
+        replica (the others hear of it by gossip). An extension of Anna's protocol (see
+        docs/kvs.md): the shard keeps a tombstone, so a later GET answers None until a
+        newer PUT; it removes every LWW write stamped up to now by this clock."""
+        return self._delete(keys, False, timeout)
+
+    def delete_all(
+        self, keys: str | Iterable[str], timeout: float | None = None
+    ) -> bool | dict[str, bool]:
+        """Like :meth:`delete` but True only once every replica acknowledged."""
+        return self._delete(keys, True, timeout)
+
+    def _delete(
+        self, keys: str | Iterable[str], all_replicas: bool, timeout: float | None
+    ) -> bool | dict[str, bool]:
+        from lattices.lww import make_timestamp
+
+        single = isinstance(keys, str)
+        klist = [keys] if isinstance(keys, str) else list(keys)
+        for k in klist:
+            if not isinstance(k, str):
+                raise TypeError(f"keys must be str, not {type(k).__name__}")
+        stamp = b"".join(_lww_parts(make_timestamp(), b""))
+        payloads = {k: (0, stamp) for k in klist}
+        answers = self._execute(pb.DELETE, list(payloads), payloads, all_replicas, timeout)
+        out: dict[str, bool] = {}
+        for k in payloads:
+            tl = answers.get(k, [])
+            ok = bool(tl) and all(t.error == _NO_ERROR for t in tl)
+            if all_replicas and ok:
+                ok = len(tl) >= len(self._cache.get(k, tl))
+            out[k] = ok
+        return out[klist[0]] if single else out
+
     def pipeline(self) -> Pipeline:
         """A batch of single-key GETs and PUTs sent without waiting for each answer
         (like a redis-py pipeline); see :class:`Pipeline`."""

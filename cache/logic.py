@@ -547,6 +547,14 @@ class CacheState:
             if key not in self.subs:
                 self.stats["unsubscribed_pushes"] += 1
                 continue
+            if t.error == pb.KEY_DNE:
+                # Deleted at the KVS: forget the value and the subscription.
+                old = self.entries.pop(key, None)
+                if old is not None:
+                    self.used -= old.size
+                    self.stats["deleted_pushes"] += 1
+                actions += self._unsubscribe([key])
+                continue
             if t.error != pb.NO_ERROR or t.lattice_type == pb.NONE:
                 continue
             entry = self.entries.get(key)

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Stops every process the start script started (by recorded PID) and cleans up.
+# Stops every process of the local cluster (and anything a crash left behind) and
+# removes its sockets and PID files. The data is kept for the next start; delete it
+# with `.venv/bin/cloudburst local reset`. Same options/environment as the start script.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"

@@ -2,16 +2,24 @@
 
 ``procs``: a :class:`ProcessGroup` whose processes are always stopped when the test
 ends (pass or fail); the test fails if one of them is still alive afterwards.
+
+The user's ``CLOUDBURST_*`` variables (config file, ports, run directory of their own
+cluster) are dropped for the session: they would win over every test's config and
+point test servers and clients at the user's cluster.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from cloudburst.shared.processes import ProcessGroup
+
+for _name in [k for k in os.environ if k.startswith("CLOUDBURST_")]:
+    del os.environ[_name]
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ class RequestType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RT_UNSPECIFIED: _ClassVar[RequestType]
     GET: _ClassVar[RequestType]
     PUT: _ClassVar[RequestType]
+    DELETE: _ClassVar[RequestType]
 
 class LatticeType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -22,6 +23,7 @@ class LatticeType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MULTI_CAUSAL: _ClassVar[LatticeType]
     ORDERED_SET: _ClassVar[LatticeType]
     PRIORITY: _ClassVar[LatticeType]
+    TOMBSTONE: _ClassVar[LatticeType]
 
 class AnnaError(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -34,6 +36,7 @@ class AnnaError(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 RT_UNSPECIFIED: RequestType
 GET: RequestType
 PUT: RequestType
+DELETE: RequestType
 NONE: LatticeType
 LWW: LatticeType
 SET: LatticeType
@@ -41,6 +44,7 @@ SINGLE_CAUSAL: LatticeType
 MULTI_CAUSAL: LatticeType
 ORDERED_SET: LatticeType
 PRIORITY: LatticeType
+TOMBSTONE: LatticeType
 NO_ERROR: AnnaError
 KEY_DNE: AnnaError
 WRONG_THREAD: AnnaError
@@ -183,6 +187,16 @@ class PriorityValue(_message.Message):
     priority: float
     value: bytes
     def __init__(self, priority: _Optional[float] = ..., value: _Optional[bytes] = ...) -> None: ...
+
+class Tombstone(_message.Message):
+    __slots__ = ("deleted_at_ms", "lattice_type", "payload")
+    DELETED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    LATTICE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    deleted_at_ms: int
+    lattice_type: LatticeType
+    payload: bytes
+    def __init__(self, deleted_at_ms: _Optional[int] = ..., lattice_type: _Optional[_Union[LatticeType, str]] = ..., payload: _Optional[bytes] = ...) -> None: ...
 
 class CacheSubscription(_message.Message):
     __slots__ = ("cache_address", "keys", "unsubscribe")

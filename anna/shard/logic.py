@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import struct
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 
 GET = pb.GET
 PUT = pb.PUT
+DELETE = pb.DELETE
+TOMBSTONE = pb.TOMBSTONE
 NONE = pb.NONE
 NO_ERROR = pb.NO_ERROR
 KEY_DNE = pb.KEY_DNE
@@ -110,6 +113,85 @@ class Entry:
         return self.payload
 
 
+class Tomb(Entry):
+    """A deleted key: ``lattice_type`` TOMBSTONE, ``payload`` the serialized
+    ``Tombstone``, ``lattice`` the deleted value ("floor", of type ``floor_type``; for
+    LWW only its timestamp). An incoming value the floor already covers stays deleted.
+    """
+
+    __slots__ = ("floor_type", "deleted_at_ms")
+
+    def __init__(self, floor_type: int, floor: Lattice[Any], deleted_at_ms: int) -> None:
+        payload = pb.Tombstone(
+            deleted_at_ms=deleted_at_ms, lattice_type=floor_type, payload=floor.serialize()
+        ).SerializeToString()
+        super().__init__(TOMBSTONE, floor, payload)
+        self.floor_type = floor_type
+        self.deleted_at_ms = deleted_at_ms
+
+    @staticmethod
+    def parse(payload: bytes) -> Tomb | None:
+        """The tombstone of a serialized ``Tombstone``; None if malformed."""
+        try:
+            msg = pb.Tombstone.FromString(payload)
+            floor = codec.from_payload(msg.lattice_type, msg.payload)
+        except Exception:
+            return None
+        if msg.lattice_type == LWW:
+            assert isinstance(floor, LWWPairLattice)
+            floor = LWWPairLattice(floor.timestamp, b"")
+        return Tomb(msg.lattice_type, floor, msg.deleted_at_ms)
+
+    def covers(self, lattice_type: int, value: Lattice[Any]) -> bool:
+        """Whether ``value`` is no newer than what the delete removed."""
+        if lattice_type != self.floor_type:
+            return False
+        floor = self.lattice
+        if lattice_type == LWW:
+            assert isinstance(value, LWWPairLattice) and isinstance(floor, LWWPairLattice)
+            return value.timestamp <= floor.timestamp
+        try:
+            merged = floor.merge(value)
+        except (LatticeError, ValueError, TypeError):
+            return False
+        return merged is floor or merged.serialize() == floor.serialize()
+
+    def join(self, other: Tomb) -> Tomb:
+        """Both deletes (deterministic: replicas converge whatever the order)."""
+        at = max(self.deleted_at_ms, other.deleted_at_ms)
+        if self.floor_type != other.floor_type:
+            win = self if self.floor_type > other.floor_type else other
+            return Tomb(win.floor_type, win.lattice, at)
+        if self.floor_type == LWW:
+            a, b = self.lattice, other.lattice
+            assert isinstance(a, LWWPairLattice) and isinstance(b, LWWPairLattice)
+            return Tomb(LWW, LWWPairLattice(max(a.timestamp, b.timestamp), b""), at)
+        try:
+            floor = self.lattice.merge(other.lattice)
+        except (LatticeError, ValueError, TypeError):
+            floor = self.lattice if self.payload >= other.get_payload() else other.lattice
+        return Tomb(self.floor_type, floor, at)
+
+
+def tomb_for(entry: Entry | None, timestamp: int, now_ms: int) -> Tomb:
+    """The tombstone a DELETE (LWW clock ``timestamp``) leaves over ``entry``: it
+    removes what the shard holds (LWW: every write up to the later of the two
+    timestamps)."""
+    if entry is None:
+        return Tomb(LWW, LWWPairLattice(timestamp, b""), now_ms)
+    if type(entry) is Tomb:
+        return entry.join(Tomb(LWW, LWWPairLattice(timestamp, b""), now_ms))
+    lattice = entry.lattice
+    if entry.lattice_type == LWW:
+        assert isinstance(lattice, LWWPairLattice)
+        return Tomb(LWW, LWWPairLattice(max(timestamp, lattice.timestamp), b""), now_ms)
+    return Tomb(entry.lattice_type, lattice, now_ms)
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
 @dataclass
 class ShardState:
     """Everything one shard knows: its data, the membership, pending gossip and pushes.
@@ -127,6 +209,8 @@ class ShardState:
     store: dict[str, Entry] = field(default_factory=dict)
     stats: Counter[str] = field(default_factory=Counter)
     anti_entropy: bool = True  # keep the anti-entropy digests (the shell: period > 0)
+    tombstone_ttl_ms: int = 3_600_000  # a tombstone is dropped this long after its delete
+    wall_ms: Any = _wall_ms  # () -> wall clock in ms (tombstone times; tests replace it)
 
     def __post_init__(self) -> None:
         self.placement = self._placement()
@@ -136,6 +220,7 @@ class ShardState:
         self.changed: set[str] = set()  # subscribed keys changed since the last push
         # New subscribers owed the current value: address -> keys (only they get it).
         self.welcome: dict[str, set[str]] = {}
+        self.tombs: set[str] = set()  # keys that may hold a tombstone (for the GC)
         self.my_gossip = ""
         # key -> (this shard owns it, number of replicas), for the placement it was
         # computed with (reset when the placement object changes).
@@ -202,6 +287,16 @@ class ShardState:
             self.stats["put"] += 1
             resp, appended = self._put(req)
             actions = [Append(appended)] if appended else []
+        elif rtype == DELETE:
+            resp = pb.KeyResponse(type=DELETE)
+            appended = []
+            for t in req.tuples:
+                self.stats["delete"] += 1
+                rt = resp.tuples.add(key=t.key)
+                rt.error, rt.invalidate, rec = self._delete(t.key, t.payload, t.address_cache_size)
+                if rec is not None:
+                    appended.append(rec)
+            actions = [Append(appended)] if appended else []
         else:
             self.stats["bad_request_type"] += 1
             return []
@@ -233,7 +328,7 @@ class ShardState:
             else:
                 invalidate = bool(cache_size) and cache_size != nrep
                 entry = self.store.get(key)
-                if entry is None:
+                if entry is None or entry.lattice_type == TOMBSTONE:
                     error = KEY_DNE
                 else:
                     error = NO_ERROR
@@ -278,8 +373,59 @@ class ShardState:
                     )
                 )
             return actions
+        if rtype == DELETE:
+            self.stats["delete"] += 1
+            error, invalidate, rec = self._delete(key, payload, cache_size)
+            actions = [Append([rec])] if rec is not None else []
+            if address:
+                actions.append(
+                    Reply(
+                        address,
+                        b"".join(
+                            single_key_response(DELETE, key, 0, error, b"", invalidate, request_id)
+                        ),
+                    )
+                )
+            return actions
         self.stats["bad_request_type"] += 1
         return []
+
+    def _delete(self, key: str, payload: bytes, cache_size: int) -> tuple[int, bool, Record | None]:
+        """A client DELETE: ``(error, invalidate, WAL record)``. ``payload`` is an
+        ``LWWValue`` whose timestamp (the deleter's LWW clock) bounds the LWW writes it
+        removes; empty: the shard's wall clock in ns."""
+        owned, nrep = self.ownership(key)
+        if not owned:
+            return WRONG_THREAD, False, None
+        invalidate = bool(cache_size) and cache_size != nrep
+        if key.startswith(METADATA_PREFIX):
+            return LATTICE, invalidate, None
+        timestamp = 0
+        if payload:
+            lww = _parse_lww(payload)
+            if lww is None:
+                try:
+                    lat = codec.from_payload(LWW, payload)
+                except (LatticeError, ValueError, TypeError):
+                    return LATTICE, invalidate, None
+                assert isinstance(lat, LWWPairLattice)
+                lww = (lat.timestamp, b"")
+            timestamp = lww[0]
+        now = self.wall_ms()
+        if not timestamp:
+            timestamp = now * 1_000_000
+        tomb = tomb_for(self.store.get(key), timestamp, now)
+        self._set_tomb(key, tomb)
+        if nrep > 1:
+            self.dirty.add(key)
+        return NO_ERROR, invalidate, (key, TOMBSTONE, tomb.payload or b"")
+
+    def _set_tomb(self, key: str, tomb: Tomb) -> None:
+        self.store[key] = tomb
+        self.tombs.add(key)
+        self.stats["tombstones_set"] += 1
+        if key in self.subscribers:
+            self.changed.add(key)
 
     def _get(self, req: pb.KeyRequest) -> pb.KeyResponse:
         resp = pb.KeyResponse(type=GET)
@@ -295,7 +441,7 @@ class ShardState:
             if t.address_cache_size and t.address_cache_size != len(replicas):
                 rt.invalidate = True
             entry = store.get(key)
-            if entry is None:
+            if entry is None or entry.lattice_type == TOMBSTONE:
                 rt.error = KEY_DNE
             else:
                 rt.lattice_type = entry.lattice_type
@@ -326,12 +472,17 @@ class ShardState:
                 self.dirty.add(key)  # other replicas hear of it at the next gossip
         return resp, appended
 
-    def _merge(self, key: str, lattice_type: int, payload: bytes) -> bool:
-        """Merge a payload into the store; False (nothing stored) if it is not valid."""
-        if lattice_type == NONE:
+    def _merge(self, key: str, lattice_type: int, payload: bytes, client: bool = True) -> bool:
+        """Merge a payload into the store; False (nothing stored) if it is not valid.
+
+        Over a tombstone (see :meth:`_merge_over_tomb`) ``client`` tells a client PUT
+        from a replica's value."""
+        if lattice_type == NONE or lattice_type == TOMBSTONE:
             return False
         entry = self.store.get(key)
         if entry is not None and entry.lattice_type != lattice_type:
+            if type(entry) is Tomb:
+                return self._merge_over_tomb(key, entry, lattice_type, payload, client)
             return False
         try:
             # LWW in canonical form (what clients send) is decoded by hand; anything
@@ -358,6 +509,62 @@ class ShardState:
             self.changed.add(key)
         return True
 
+    def _merge_over_tomb(
+        self, key: str, tomb: Tomb, lattice_type: int, payload: bytes, client: bool
+    ) -> bool:
+        """A value for a deleted key. A value the tombstone covers (LWW: timestamp not
+        after the delete's) stays deleted: True for a client (acknowledged, like an
+        older LWW write), False for a replica (nothing changed). A newer one, or any
+        client PUT of a non-LWW type, replaces the tombstone."""
+        try:
+            incoming = codec.from_payload(lattice_type, payload)
+        except (LatticeError, ValueError, TypeError):
+            return False
+        if (client and lattice_type != LWW) or not tomb.covers(lattice_type, incoming):
+            keep = payload if lattice_type in _KEEP_PAYLOAD else None
+            self.store[key] = Entry(lattice_type, incoming, keep)
+            self.stats["tombstones_overwritten"] += 1
+            if key in self.subscribers:
+                self.changed.add(key)
+            return True
+        self.stats["tombstone_shadowed"] += 1
+        return client
+
+    def _merge_tomb_in(self, key: str, payload: bytes) -> bool:
+        """A tombstone from a replica or the WAL; True if the state changed."""
+        tomb = Tomb.parse(payload)
+        if tomb is None:
+            return False
+        entry = self.store.get(key)
+        if entry is not None:
+            if type(entry) is Tomb:
+                tomb = entry.join(tomb)
+                if tomb.payload == entry.payload:
+                    return False
+            elif not tomb.covers(entry.lattice_type, entry.lattice):
+                return False  # written after that delete: the value stays
+        self._set_tomb(key, tomb)
+        return True
+
+    def tombstone_gc(self) -> list[Action]:
+        """Drop the tombstones older than ``tombstone_ttl_ms`` (logged as drops)."""
+        if not self.tombs:
+            return []
+        limit = self.wall_ms() - self.tombstone_ttl_ms
+        drops: list[Record] = []
+        for key in list(self.tombs):
+            entry = self.store.get(key)
+            if type(entry) is not Tomb:
+                self.tombs.discard(key)
+            elif entry.deleted_at_ms <= limit:
+                del self.store[key]
+                self.tombs.discard(key)
+                drops.append((key, NONE, b""))
+                if self.anti_entropy:
+                    self.ae_pending.add(key)
+        self.stats["tombstones_dropped"] += len(drops)
+        return [Append(drops)] if drops else []
+
     # ---- replication ---------------------------------------------------------------------
 
     def handle_gossip(self, msg: pb.Gossip) -> list[Action]:
@@ -383,9 +590,13 @@ class ShardState:
         """Merge a value from another replica (or the WAL), resolving a type conflict:
         the larger lattice type number wins. False if nothing changed for a reason
         (invalid payload, or a smaller type than the stored one)."""
+        if lattice_type == TOMBSTONE:
+            return self._merge_tomb_in(key, payload)
         entry = self.store.get(key)
         if entry is None or entry.lattice_type == lattice_type or lattice_type == NONE:
-            return self._merge(key, lattice_type, payload)
+            return self._merge(key, lattice_type, payload, False)
+        if type(entry) is Tomb:
+            return self._merge_over_tomb(key, entry, lattice_type, payload, False)
         if lattice_type < entry.lattice_type:
             self.stats["type_conflict_ignored"] += 1
             return False
@@ -679,7 +890,7 @@ class ShardState:
                     self.stats["resubscribed"] += 1
                     continue
                 subs.add(addr)
-                if key in self.store:
+                if key in self.store:  # a tombstone too: the cache may hold the old value
                     self.welcome.setdefault(addr, set()).add(key)
 
     def push_tick(self) -> list[Action]:
@@ -694,12 +905,16 @@ class ShardState:
             subs = self.subscribers.get(key)
             if entry is None or not subs:
                 continue
-            payload = entry.get_payload()
             for addr in subs:
                 resp = per_addr.get(addr)
                 if resp is None:
                     resp = per_addr[addr] = pb.KeyResponse(type=PUT)
-                resp.tuples.add(key=key, lattice_type=entry.lattice_type, payload=payload)
+                if entry.lattice_type == TOMBSTONE:
+                    resp.tuples.add(key=key, error=KEY_DNE)  # deleted: caches drop it
+                else:
+                    resp.tuples.add(
+                        key=key, lattice_type=entry.lattice_type, payload=entry.get_payload()
+                    )
                 sent.setdefault(addr, set()).add(key)
         for addr, keys in self.welcome.items():
             done = sent.get(addr, ())
@@ -710,9 +925,12 @@ class ShardState:
                 resp = per_addr.get(addr)
                 if resp is None:
                     resp = per_addr[addr] = pb.KeyResponse(type=PUT)
-                resp.tuples.add(
-                    key=key, lattice_type=entry.lattice_type, payload=entry.get_payload()
-                )
+                if entry.lattice_type == TOMBSTONE:
+                    resp.tuples.add(key=key, error=KEY_DNE)
+                else:
+                    resp.tuples.add(
+                        key=key, lattice_type=entry.lattice_type, payload=entry.get_payload()
+                    )
         self.changed.clear()
         self.welcome.clear()
         return [Reply(addr, resp) for addr, resp in per_addr.items()]

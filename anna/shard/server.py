@@ -106,6 +106,7 @@ class ShardServer:
             kvs.replication_global,
             kvs.replication_local,
             anti_entropy=kvs.anti_entropy_period_s > 0,
+            tombstone_ttl_ms=int(kvs.tombstone_ttl_s * 1000),
         )
         base = Path(data_dir or kvs.data_dir)
         self.wal = WriteAheadLog(
@@ -227,6 +228,8 @@ class ShardServer:
         next_hb = now
         next_push = now + push_period
         next_stats = now + 60
+        gc_period = min(60.0, max(0.5, kvs.tombstone_ttl_s / 4))
+        next_gc = now + gc_period
         next_timer = now
         next_aux = now
         busy = False
@@ -358,6 +361,9 @@ class ShardServer:
                 if now >= next_ae:
                     actions.extend(st.anti_entropy_tick())
                     next_ae = now + max(0.01, ae_period)
+                if now >= next_gc:
+                    actions.extend(st.tombstone_gc())
+                    next_gc = now + gc_period
             if actions:
                 perform(actions)
             if now >= next_timer:
@@ -372,7 +378,7 @@ class ShardServer:
                 if now >= next_stats:
                     log.info("shard %d stats: %s", self.index, dict(st.stats))
                     next_stats = now + 60
-                next_timer = min(next_gossip, next_hb, next_push, next_stats, next_ae)
+                next_timer = min(next_gossip, next_hb, next_push, next_stats, next_ae, next_gc)
                 if wal.unsynced and wal.fsync_policy == "interval":
                     next_timer = min(next_timer, wal.last_sync + wal.interval_s)
 

@@ -629,6 +629,12 @@ class CloudburstConnection:
         LWW (a lattice is stored as is)."""
         return bool(self._kvs_client().put(key, to_lattice(value)))
 
+    def delete_object(self, key: str) -> bool:
+        """Delete ``key`` from the KVS (replicas, caches and the WAL honour it; a later
+        ``get_object`` returns ``None`` until the next ``put_object``). True once a
+        replica acknowledged."""
+        return bool(self._kvs_client().delete(key))
+
     def status(self) -> dict[str, Any]:
         """What the scheduler sees: ``{'executors': live worker count, ...}``."""
         st = self._request("status", pb.StatusQuery()).status

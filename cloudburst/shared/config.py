@@ -59,6 +59,10 @@ class KvsConfig:
     # ``anna.local`` on SIGTERM/SIGINT departs cleanly (hands its keys to the other
     # live nodes) for at most this long before stopping its children anyway.
     depart_timeout_s: float = 10.0
+    # A deleted key leaves a tombstone (so replicas, anti-entropy and the WAL do not
+    # bring the value back); it is dropped this long after the delete. A replica that
+    # stays cut off for longer may resurrect the value when it rejoins.
+    tombstone_ttl_s: float = 3600.0
 
 
 @dataclass(frozen=True)

@@ -24,12 +24,6 @@ from cloudburst.shared.processes import ProcessGroup
 WORKERS = 3
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "default_ports: uses the default local-mode ports (only one test may)"
-    )
-
-
 @dataclass
 class Cluster:
     cfg: Config

@@ -1,116 +1,134 @@
-"""The README contract end to end with the DEFAULT local-mode ports: the start script,
-the README example, the stop script, and nothing left behind.
-
-The only test that uses the default ports (marked ``default_ports``)."""
+"""The README contract end to end, through the real scripts, in a temporary run
+directory on free ports (``CLOUDBURST_RUN_DIR`` and ``CLOUDBURST_<SECTION>__<FIELD>``):
+the start script, the README example (run as a doctest, straight from README.md),
+``status``, the stop script, a restart that serves the same data, functions and DAGs,
+and nothing left behind. A user's cluster in ``.local/`` on the default ports is
+neither needed nor touched."""
 
 from __future__ import annotations
 
-import os
+import re
 import subprocess
-import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from cloudburst.shared.config import Config
-from cloudburst.shared.processes import port_open, wait_until
+from cloudburst import local
+from cloudburst.shared.config import Config, load_config
+from cloudburst.shared.processes import free_port, free_port_block, wait_until
+from tests.integration.localcluster import ROOT, clean_env
 
-ROOT = Path(__file__).resolve().parents[2]
-README_EXAMPLE = """
-from cloudburst.client.client import CloudburstConnection
-local_cloud = CloudburstConnection('127.0.0.1', '127.0.0.1', local=True)
-cloud_sq = local_cloud.register(lambda _, x: x * x, 'square')
-assert cloud_sq(2).get() == 4
-print(local_cloud.register_dag('dag', ['square'], []))
-assert local_cloud.call_dag('dag', { 'square': [2] }).get() == 4
-print('README OK')
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+README_RUNNER = """
+import doctest, re, sys
+text = open(sys.argv[1]).read()
+block = re.search(r"```python\\n(.*?)```", text, re.S).group(1)
+test = doctest.DocTestParser().get_doctest(block, {}, "README", "README.md", 0)
+runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+runner.run(test)
+print("README", runner.summarize(verbose=False))
 """
 
 
-def _cluster_pids() -> list[int]:
-    """Processes started from this checkout's local-mode config (children included)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().split(b"\0")
-            cwd = os.readlink(entry / "cwd")
-        except OSError:
-            continue
-        text = b" ".join(cmd).decode(errors="replace")
-        if ".local/config.yml" in text and cwd == str(ROOT) and "-m" in text:
-            pids.append(int(entry.name))
-    return pids
+def _env(run_dir: Path) -> dict[str, str]:
+    shard = free_port_block(101 + 1)
+    return {
+        **clean_env(),
+        "CLOUDBURST_RUN_DIR": str(run_dir),
+        "CLOUDBURST_KVS__ROUTING_PORT": str(free_port()),
+        "CLOUDBURST_KVS__SHARD_BASE_PORT": str(shard),
+        "CLOUDBURST_KVS__GOSSIP_BASE_PORT": str(shard + 50),
+        "CLOUDBURST_SCHEDULER__PORT": str(free_port()),
+        "CLOUDBURST_EXECUTOR__BASE_PORT": "0",
+    }
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split()[2] != "Z"
+def _run(argv: list[str], env: dict[str, str], timeout: float = 150) -> Any:
+    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.integration
-@pytest.mark.default_ports
-@pytest.mark.timeout(180)
-def test_start_example_stop_leaves_nothing_behind() -> None:
-    cfg = Config()
-    ports = [
-        cfg.kvs.routing_port,
-        cfg.kvs.shard_base_port,
-        cfg.kvs.gossip_base_port,
-        cfg.scheduler.port,
-        *(cfg.executor.base_port + i for i in range(cfg.executor.workers)),
-    ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDBURST_")}
-    busy = [p for p in ports if port_open(cfg.ip, p)]
-    assert not busy, f"default ports {busy} are taken: is a local cluster already running?"
-    started = subprocess.run(
-        ["./scripts/start-cloudburst-local.sh"],
-        cwd=ROOT,
+def _python(code: str, env: dict[str, str], *args: str) -> Any:
+    # From /tmp, as a user would: the installed package, not the checkout on sys.path.
+    return subprocess.run(
+        [str(ROOT / ".venv/bin/python"), "-c", code, *args],
+        cwd="/tmp",
         env=env,
         capture_output=True,
         text=True,
-        timeout=150,
+        timeout=90,
     )
-    pids = _cluster_pids()
+
+
+def _user_cluster() -> tuple[list[int], str | None]:
+    """What runs in the repository's own .local/ (must be the same before and after)."""
+    cfg = local.resolve(Config())
+    marker = Path(cfg.run_dir) / "cluster.json"
+    return sorted(local.cluster_pids(cfg)), marker.read_text() if marker.exists() else None
+
+
+def test_scripts_readme_status_restart_keeps_data(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    env = _env(run_dir)
+    cfg = local.resolve(load_config(None, env=env))
+    assert cfg.run_dir == str(run_dir) and cfg.kvs.data_dir == str(run_dir / "kvs")
+    user_before = _user_cluster()
+    ports = [p for p, _ in local.cluster_ports(cfg)]
     try:
+        started = _run(["./scripts/start-cloudburst-local.sh"], env)
         assert started.returncode == 0, started.stdout + started.stderr
         assert "CloudburstConnection('127.0.0.1', '127.0.0.1', local=True)" in started.stdout
-        assert len(pids) >= 3 + cfg.executor.workers, pids  # kvs, scheduler, node + workers
-        example = subprocess.run(
-            [str(ROOT / ".venv/bin/python"), "-c", README_EXAMPLE],
-            cwd="/tmp",
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
+        assert f"CLOUDBURST_SCHEDULER__PORT={cfg.scheduler.port}" in started.stdout
+        pids = local.cluster_pids(cfg)
+        # supervisor, kvs (+ routing, shard), scheduler, node (+ cache, workers)
+        assert len(pids) >= 7 + cfg.executor.workers, pids
+
+        readme = _python(README_RUNNER, env, str(ROOT / "README.md"))
+        assert "README TestResults(failed=0, attempted=6)" in readme.stdout, (
+            readme.stdout + readme.stderr
         )
-        assert example.returncode == 0, example.stdout + example.stderr
-        assert "(True, 0)" in example.stdout and "README OK" in example.stdout
+
+        status = _run([str(ROOT / ".venv/bin/python"), "-m", "cloudburst.local", "status"], env)
+        assert status.returncode == 0, status.stdout + status.stderr
+        for name in ("supervisor", "kvs", "routing", "shard0", "scheduler", "executor", "cache"):
+            assert re.search(rf"^\s*{name}\s+\d+\s+running\s+0", status.stdout, re.M), status.stdout
+
+        put = _python(
+            "from cloudburst.client.client import CloudburstConnection\n"
+            "c = CloudburstConnection('127.0.0.1', '127.0.0.1', local=True)\n"
+            "print(c.put_object('durable', b'kept'))\n",
+            env,
+        )
+        assert put.stdout.strip() == "True", put.stdout + put.stderr
+
+        stopped = _run(["./scripts/stop-cloudburst-local.sh"], env, timeout=90)
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        assert "data kept" in stopped.stdout
+        wait_until(lambda: not any(local.alive(p) for p in pids), 10, "the processes to exit")
+        assert not local.cluster_pids(cfg)
+        assert all(local.port_bindable(cfg.ip, p) for p in ports), "a port is still bound"
+        assert not (run_dir / "cluster.json").exists() and not (run_dir / "state").exists()
+        assert not list((run_dir / "ipc").iterdir()), "ipc sockets left behind"
+        assert (run_dir / "kvs").is_dir()
+
+        # The original Cloudburst's y/n arguments are accepted (and ignored).
+        again = _run(["./scripts/start-cloudburst-local.sh", "n", "n"], env)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "were ignored (n n)" in again.stderr
+        kept = _python(
+            "from cloudburst.client.client import CloudburstConnection\n"
+            "c = CloudburstConnection('127.0.0.1', '127.0.0.1', local=True)\n"
+            "print(c.get_object('durable'))\n"
+            "print(c.call_dag('dag', {'square': [3]}).get(timeout=20))\n"
+            "print(c.get_function('square')(5).get(timeout=20))\n",
+            env,
+        )
+        assert kept.stdout.split() == ["b'kept'", "9", "25"], kept.stdout + kept.stderr
     finally:
-        stopped = subprocess.run(
-            ["./scripts/stop-cloudburst-local.sh"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-    wait_until(lambda: not any(_alive(p) for p in pids), 10, "the cluster's processes to exit")
-    assert not [p for p in _cluster_pids() if _alive(p)]
-    assert not [p for p in ports if port_open(cfg.ip, p)], "a default port is still bound"
-    assert not (ROOT / ".local" / "cluster.json").exists()
-    again = subprocess.run(
-        [sys.executable, "-m", "cloudburst.local", "stop"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert again.returncode == 0 and "nothing to stop" in again.stdout
+        final = _run(["./scripts/stop-cloudburst-local.sh", "y"], env, timeout=90)
+    assert final.returncode == 0, final.stdout + final.stderr
+    assert not local.cluster_pids(cfg)
+    nothing = _run(["./scripts/stop-cloudburst-local.sh"], env, timeout=60)
+    assert nothing.returncode == 0 and "nothing to stop" in nothing.stdout
+    assert _user_cluster() == user_before, "the user's own cluster in .local/ changed"
