@@ -262,6 +262,45 @@ def test_a_call_whose_worker_is_killed_resolves_within_seconds(
     assert any(r.startswith("retried by") for r in results), results
 
 
+def test_a_dag_call_whose_worker_is_killed_resolves_within_seconds(
+    conn: CloudburstConnection, tmp_path: Path
+) -> None:
+    def first(_: Any, x: int) -> int:
+        return x + 1
+
+    def slow_sink(_: Any, marker: str, x: int) -> str:
+        import os
+        import time
+
+        if os.path.exists(marker):  # the retry (the whole DAG runs again)
+            return f"retried {x}"
+        with open(marker + ".tmp", "w") as f:
+            f.write(str(os.getpid()))
+        os.rename(marker + ".tmp", marker)
+        time.sleep(5)
+        return "first"
+
+    conn.register(first, "inflight_first")
+    conn.register(slow_sink, "inflight_sink")
+    links = [("inflight_first", "inflight_sink")]
+    assert conn.register_dag("inflight_dag", ["inflight_first", "inflight_sink"], links)
+    marker = tmp_path / "dag-marker"
+    fut = conn.call_dag("inflight_dag", {"inflight_first": 1, "inflight_sink": str(marker)})
+    wait_until(marker.exists, 20, "the sink to start")
+    pid = int(marker.read_text())  # the worker running the sink (maybe inline after first)
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    try:
+        result = fut.get(timeout=30)
+    except errors.ExecutorFailed as exc:
+        result = f"failed: {exc}"
+    took = time.monotonic() - killed
+    print(f"DAG call resolved {took:.2f}s after the kill: {result}")
+    assert took < 8.0
+    assert result == "retried 2"
+    _wait_whole(conn)
+
+
 def test_a_call_whose_scheduler_dies_after_the_ack_still_gets_its_result(
     limited: Cluster, procs: ProcessGroup
 ) -> None:
