@@ -148,6 +148,18 @@ def test_delete_function(conn: CloudburstConnection, limited: Cluster) -> None:
     assert "gone_used" not in conn.list("gone_")
 
 
+def test_bad_limits_are_refused_at_registration(conn: CloudburstConnection) -> None:
+    for kw in ({"timeout": 0}, {"timeout": -1.0}, {"memory": 0}, {"timeout": True}):
+        with pytest.raises(errors.InvalidArgument, match="positive"):
+            conn.register(lambda _, x: x, "bad_limits", **kw)
+    with pytest.raises(errors.InvalidArgument, match="timeout"):
+        conn.register(lambda _, x: x, "bad_limits", timeout=float("inf"))  # the scheduler's
+    with pytest.raises(errors.InvalidArgument, match="below 1 MiB"):
+        conn.register(lambda _, x: x, "bad_limits", memory=1000)
+    with pytest.raises(errors.FunctionNotFound):
+        conn.get_function("bad_limits")
+
+
 def test_a_call_over_its_time_limit_raises_function_timeout(conn: CloudburstConnection) -> None:
     def spin(_: Any, x: int) -> int:
         while True:  # an infinite loop in user code
