@@ -60,7 +60,8 @@ def encode_function(record: FunctionRecord) -> bytes:
     msg = pb.Function(
         body=record.body, timeout_s=record.timeout_s, memory_bytes=record.memory_bytes
     )
-    return msg.SerializeToString()
+    data: bytes = msg.SerializeToString()
+    return data
 
 
 def decode_function(data: bytes) -> FunctionRecord | None:
