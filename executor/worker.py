@@ -406,7 +406,7 @@ class Worker:
         while announced:
             self.expiry.add(announced.pop(), now)
 
-    def _delete_expired(self, now: float) -> None:
+    def _delete_expired(self, now: float, timeout: float | None = None) -> None:
         """Delete exec_func results older than ``executor.result_ttl_s`` from the KVS."""
         keys = self.expiry.due(now)
         if not keys:
@@ -419,13 +419,28 @@ class Worker:
                     self._delete_warned = True
                     log.warning("this KVS client cannot delete: call results are kept")
                 return
-            delete(keys)
+            if timeout is None:
+                delete(keys)
+            else:
+                delete(keys, timeout=timeout)
         except Exception as exc:  # the KVS is down: they expire again on the next round
             log.warning("deleting %d expired call results failed: %s", len(keys), exc)
             for key in keys:
                 self.expiry.add(key, now)
             return
         log.debug("deleted %d expired call results", len(keys))
+
+    def drop_results(self, budget_s: float = 1.0) -> None:
+        """On a clean exit: delete the results (and directory keys) still waiting for
+        their expiry now, as nobody would later; within ``budget_s`` seconds."""
+        self._expire_announced()
+        deadline = time.monotonic() + budget_s
+        while len(self.expiry) and (left := deadline - time.monotonic()) > 0:
+            self._delete_expired(float("inf"), timeout=left)
+        if len(self.expiry):
+            log.warning(
+                "%d call results left in the KVS (no time to delete them)", len(self.expiry)
+            )
 
     def _failure_messages(
         self, sched: pb.DagSchedule, fn: str, err: pb.RemoteError
@@ -657,6 +672,10 @@ def main(argv: list[str] | None = None) -> int:
             worker._send(addr, pb.SchedulerRequest(heartbeat=st).SerializeToString())
     except Exception:
         pass
+    try:
+        worker.drop_results()
+    except Exception:
+        log.exception("deleting the pending call results failed")
     time.sleep(0.05)
     os._exit(0)
 

@@ -423,3 +423,20 @@ def test_call_results_and_stream_directory_keys_are_reclaimed(
     assert conn.get_object(peers_key, deserialize=False) is None
     for f in futures_kept:
         assert conn.get_object(f.obj_id) is None
+
+
+def test_a_cleanly_stopped_worker_deletes_the_results_it_still_holds(tmp_path: Path) -> None:
+    c = start_private_cluster(tmp_path, result_ttl_s=300.0)
+    try:
+        with c.connect() as conn:
+            f = conn.register(lambda _, x: x * 3, "stop_f")
+            futs = [f(i) for i in range(60)]
+            assert [x.get(timeout=20) for x in futs] == [3 * i for i in range(60)]
+            data_dir = Path(c.cfg.kvs.data_dir)
+            assert sum(k.startswith("results/") for k in live_keys(data_dir)) == 60
+            c.group.kill("executor", signal.SIGTERM)  # the node stops its workers cleanly
+            wait_until(lambda: not c.group.procs["executor"].alive(), 30, "the node to stop")
+            assert sum(k.startswith("results/") for k in live_keys(data_dir)) == 0
+            assert conn.get_object(futs[0].obj_id) is None
+    finally:
+        c.group.stop_all()
