@@ -18,6 +18,8 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import zmq
@@ -44,6 +46,17 @@ log = logging.getLogger(__name__)
 #: exec_func stores a call's result under ``results/<id>`` (the client picks the id):
 #: such keys expire (``executor.result_ttl_s``); other output keys are the user's.
 RESULTS_PREFIX = "results/"
+
+
+class _Deferred(Exception):
+    """The request waits (see ``SchedulerServer.waiting``): no answer yet."""
+
+
+@dataclass
+class _Waiting:
+    deadline: float
+    req: pb.SchedulerRequest
+    start: Callable[[pb.ClientMessage], None]
 
 
 class _LazyKvs:
@@ -97,6 +110,8 @@ class SchedulerServer:
         self.monitored: dict[zmq.Socket[Any], str] = {}
         self.poller = zmq.Poller()
         self.poller.register(self.pull, zmq.POLLIN)
+        #: calls waiting for a live executor (oldest first)
+        self.waiting: list[_Waiting] = []
         self.running = True
         # KVS housekeeping (DAG/function refresh, announcing this scheduler) runs in a
         # thread with its own KVS client, so the request loop never waits on it.
@@ -174,6 +189,8 @@ class SchedulerServer:
                         break
                     self.handle(data)
             now = time.monotonic()
+            if self.waiting:
+                self._retry_waiting(now)
             if now >= next_expire:
                 for address in self.state.expire(now):
                     if address not in self.state.executors:  # not back meanwhile
@@ -228,6 +245,8 @@ class SchedulerServer:
         try:
             handler = getattr(self, f"_on_{kind}")
             handler(req, reply)
+        except _Deferred:
+            return
         except PlanError as exc:
             self._error(reply, exc.code, exc.message)
         except StoreError as exc:
@@ -330,20 +349,49 @@ class SchedulerServer:
         client_id: str,
         exclude: Any,
         expiring_output: bool = False,
+        may_wait: bool = True,
     ) -> None:
-        schedule, sends = self.state.plan(
-            dag,
-            arguments,
-            time.monotonic(),
-            request_id=req.request_id,
-            response_address=req.response_address,
-            output_key=output_key,
-            consistency=consistency,
-            client_id=client_id,
-            exclude=set(exclude),
-            versions=self.registry.versions,
-            expiring_output=expiring_output,
-        )
+        try:
+            schedule, sends = self.state.plan(
+                dag,
+                arguments,
+                time.monotonic(),
+                request_id=req.request_id,
+                response_address=req.response_address,
+                output_key=output_key,
+                consistency=consistency,
+                client_id=client_id,
+                exclude=set(exclude),
+                versions=self.registry.versions,
+                expiring_output=expiring_output,
+            )
+        except PlanError as exc:
+            if (
+                exc.code != pb.NO_RESOURCES
+                or not may_wait
+                or not self.cfg.scheduler.no_executor_wait_s
+            ):
+                raise
+
+            def start(reply: pb.ClientMessage) -> None:
+                self._start(
+                    req,
+                    reply,
+                    dag,
+                    arguments,
+                    output_key,
+                    consistency,
+                    client_id,
+                    exclude,
+                    expiring_output,
+                    may_wait=False,
+                )
+
+            # No live executor: wait for one (``scheduler.no_executor_wait_s``), as a
+            # node or worker being restarted is back within seconds.
+            deadline = time.monotonic() + self.cfg.scheduler.no_executor_wait_s
+            self.waiting.append(_Waiting(deadline, req, start))
+            raise _Deferred from None
         for send in sends:
             self.send(send.address, send.data)
         ack = self._ok(reply).schedule  # the placement, for the client's cache
@@ -353,6 +401,27 @@ class SchedulerServer:
         ack.versions.update(schedule.versions)
         if schedule.expiring_output:  # direct calls reuse the ack as their template
             ack.expiring_output = True
+
+    def _retry_waiting(self, now: float) -> None:
+        """Place the calls waiting for a live executor, or refuse those out of time."""
+        waiting, self.waiting = self.waiting, []
+        for w in waiting:
+            reply = pb.ClientMessage(response_id=w.req.request_id)
+            try:
+                w.start(reply)
+            except PlanError as exc:
+                if exc.code == pb.NO_RESOURCES and now < w.deadline:
+                    self.waiting.append(w)
+                    continue
+                message = exc.message
+                if exc.code == pb.NO_RESOURCES:
+                    message += f" (waited {self.cfg.scheduler.no_executor_wait_s:g}s for one)"
+                self._error(reply, exc.code, message)
+            except Exception as exc:
+                log.exception("internal error placing a waiting call")
+                self._error(reply, pb.INTERNAL_ERROR, f"scheduler internal error: {exc!r}")
+            if w.req.response_address:
+                self.send(w.req.response_address, reply.SerializeToString())
 
     def _on_call(self, req: pb.SchedulerRequest, reply: pb.ClientMessage) -> None:
         call = req.call

@@ -73,6 +73,9 @@ class SchedulerConfig:
     threads: int = 1
     heartbeat_timeout_s: float = 3.0
     call_timeout_s: float = 30.0
+    # A call that finds no live executor waits this long for one (a node or worker being
+    # restarted) before it is refused with NO_RESOURCES.
+    no_executor_wait_s: float = 5.0
 
 
 @dataclass(frozen=True)

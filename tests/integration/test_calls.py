@@ -36,7 +36,8 @@ def start_private_cluster(run_dir: Path, **executor: Any) -> Cluster:
     cfg = free_port_config(
         run_dir,
         workers=WORKERS,
-        scheduler={"heartbeat_timeout_s": 2.0, "call_timeout_s": 20.0},
+        # A loaded machine may take a while to start workers again: calls wait for them.
+        scheduler={"heartbeat_timeout_s": 2.0, "call_timeout_s": 20.0, "no_executor_wait_s": 8.0},
         executor={"workers": WORKERS, "base_port": 0, "heartbeat_period_s": 0.25, **executor},
     )
     path = write_config(cfg, run_dir / "config.yml")
@@ -438,5 +439,24 @@ def test_a_cleanly_stopped_worker_deletes_the_results_it_still_holds(tmp_path: P
             wait_until(lambda: not c.group.procs["executor"].alive(), 30, "the node to stop")
             assert sum(k.startswith("results/") for k in live_keys(data_dir)) == 0
             assert conn.get_object(futs[0].obj_id) is None
+    finally:
+        c.group.stop_all()
+
+
+def test_a_call_while_every_worker_restarts_waits_for_one(tmp_path: Path) -> None:
+    c = start_private_cluster(tmp_path)
+    try:
+        with c.connect() as conn:
+            f = conn.register(lambda _, x: x + 5, "restart_all_f")
+            assert f(1).get(timeout=20) == 6
+            pids = _workers(conn)
+            for pid in pids.values():
+                os.kill(pid, signal.SIGKILL)
+            t0 = time.monotonic()
+            # The scheduler knows at once that none is left; the call waits for the
+            # node's new workers instead of failing with "no live executor".
+            assert f(2).get(timeout=30) == 7
+            print(f"served {time.monotonic() - t0:.2f}s after every worker was killed")
+            assert not set(_workers(conn)) & set(pids)
     finally:
         c.group.stop_all()
