@@ -460,3 +460,23 @@ def test_a_call_while_every_worker_restarts_waits_for_one(tmp_path: Path) -> Non
             assert not set(_workers(conn)) & set(pids)
     finally:
         c.group.stop_all()
+
+
+def test_a_call_holding_the_gil_past_its_limit_is_killed_by_the_cpu_backstop(
+    tmp_path: Path,
+) -> None:
+    # sum() over a range runs in C without releasing the GIL: the watchdog thread
+    # never runs, so RLIMIT_CPU (timeout * cpus + 2 more CPU seconds) ends the worker.
+    c = start_private_cluster(tmp_path)
+    try:
+        with c.connect() as conn:
+            conn.register(lambda _, n: sum(range(n)), "gil_hog", timeout=1.0)
+            t0 = time.monotonic()
+            with pytest.raises(errors.ExecutorFailed, match="died"):
+                conn.exec_func("gil_hog", [10**13]).get(timeout=120)
+            print(f"the GIL-holding call failed after {time.monotonic() - t0:.1f}s")
+            quick = conn.register(lambda _, x: -x, "gil_quick")
+            assert quick(3).get(timeout=30) == -3
+            _wait_whole(conn)
+    finally:
+        c.group.stop_all()
