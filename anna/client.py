@@ -35,6 +35,7 @@ import logging
 import os
 import random
 import socket as _socket
+import struct
 import time
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -112,6 +113,16 @@ def _local_ip_for(host: str) -> str:
         return "127.0.0.1"
 
 
+def _bound_sends(conn: zmtp.PushConnection, timeout: float) -> None:
+    """A send that makes no progress for ``timeout`` seconds fails (the connection is
+    then closed and the call times out) instead of blocking for ever on a server that
+    stopped reading (SIGSTOP, a hung node) while its receive buffer is full."""
+    if conn.sock is not None:
+        secs = max(0.001, timeout)
+        tv = struct.pack("ll", int(secs), int((secs - int(secs)) * 1e6))
+        conn.sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDTIMEO, tv)
+
+
 class AnnaTcpClient:
     """A KVS client: address cache, batched GET/PUT, timeouts on every call.
 
@@ -180,6 +191,7 @@ class AnnaTcpClient:
                 ) from None
             except (zmtp.ZmtpError, OSError) as exc:
                 raise AnnaError(f"cannot talk to {addr}: {exc}") from None
+            _bound_sends(conn, self.timeout)
             self._push[addr] = conn
         return conn
 

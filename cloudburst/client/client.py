@@ -23,12 +23,14 @@ import os
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import cloudpickle
 import zmq
 
+from anna.errors import AnnaError, AnnaTimeoutError
 from cloudburst.client.future import _UNSET, CloudburstFuture
 from cloudburst.shared import wire
 from cloudburst.shared.config import SchedulerConfig
@@ -51,6 +53,11 @@ log = logging.getLogger(__name__)
 NORMAL = pb.NORMAL
 #: How long a wait for an answer polls without sleeping before it blocks (seconds).
 SPIN_S = 200e-6
+#: The longest a wait blocks on the socket in one go: a waiting thread notices within
+#: this time that another thread closed the connection.
+WAIT_SLICE_S = 0.1
+#: How long close() waits for a KVS request running in another thread.
+CLOSE_WAIT_S = 0.5
 
 
 class DagRegistration(tuple[bool, int]):
@@ -147,16 +154,38 @@ class CloudburstConnection:
         self.scheduler_address = f"tcp://{host}:{sched_port}"
         self.ip = ip or _local_ip_for(host)
         self._lock = threading.RLock()
-        self._ctx: zmq.Context[Any] = zmq.Context()
+        self._kvs_lock = threading.Lock()
+        # Sends and bookkeeping take _lock (never held while waiting); receiving takes
+        # _recv_lock; waiters are woken through _arrived (see _wait_until).
+        self._recv_lock = threading.Lock()
+        self._arrived = threading.Condition(threading.Lock())
+        self._pid = os.getpid()
         self._closed = False
-        self._pull = self._ctx.socket(zmq.PULL)
-        self._pull.setsockopt(zmq.LINGER, 0)
+        self._closing = threading.Event()  # set by close() and by the finalizer
+        # A private context, its sockets and the KVS client are released by a
+        # finalizer that holds them but not the connection: it runs when the
+        # connection is closed, dropped (even inside a reference cycle) or still alive
+        # at interpreter exit, closes every socket (linger 0) and only then terminates
+        # the context, so nothing ever waits in Context.term().
+        self._ctx: zmq.Context[Any] = zmq.Context()
+        self._sockets: list[zmq.Socket[Any]] = []
+        self._owned: list[Any] = []  # the KVS client, once made
+        self._finalizer = weakref.finalize(
+            self,
+            _release,
+            self._ctx,
+            self._sockets,
+            self._owned,
+            self._pid,
+            (self._recv_lock, self._lock),  # the order every thread takes them in
+            self._closing,
+        )
+        self._pull = self._socket(zmq.PULL)
         self._pull.setsockopt(zmq.RCVHWM, 0)
         self.response_address = (
             f"tcp://{self.ip}:{self._pull.bind_to_random_port(f'tcp://{self.ip}')}"
         )
-        self._sched = self._ctx.socket(zmq.PUSH)
-        self._sched.setsockopt(zmq.LINGER, 0)
+        self._sched = self._socket(zmq.PUSH)
         self._sched.connect(self.scheduler_address)
         self._push: dict[str, zmq.Socket[Any]] = {}
         self._prefix = f"{uuid.uuid4().hex[:12]}-"
@@ -167,6 +196,7 @@ class CloudburstConnection:
         self._placements: dict[str, tuple[pb.DagSchedule, float, list[tuple[str, bytes]]]] = {}
         self._inflight: dict[str, int] = {}
         self._kvs: Any = None
+        self._dead_reason = ""  # why _dead_executors found executors dead (for messages)
         self._warned_consistency = False
         self.kvs_address = ""
         try:
@@ -176,6 +206,19 @@ class CloudburstConnection:
             raise
 
     # --- plumbing ----------------------------------------------------------
+
+    def _socket(self, kind: int) -> zmq.Socket[Any]:
+        sock = self._ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        self._sockets.append(sock)
+        return sock
+
+    def _close_socket(self, sock: zmq.Socket[Any]) -> None:
+        sock.close(linger=0)
+        try:
+            self._sockets.remove(sock)
+        except ValueError:
+            pass
 
     def _connect(self, connect_timeout: float) -> None:
         host, port = split_address(self.scheduler_address, 0)
@@ -207,30 +250,29 @@ class CloudburstConnection:
 
     def _request(self, kind: str, body: Any, timeout: float | None = None) -> pb.ClientMessage:
         """Send a control request and wait for its answer (raising on an error)."""
-        with self._lock:
-            self._check_open()
-            rid = self._next_id()
-            req = pb.SchedulerRequest(request_id=rid, response_address=self.response_address)
-            field = getattr(req, kind)
-            if isinstance(body, str):
-                setattr(req, kind, body)
-            else:
-                field.CopyFrom(body)
-            self._pending[rid] = None
-            try:
+        rid = self._next_id()
+        req = pb.SchedulerRequest(request_id=rid, response_address=self.response_address)
+        field = getattr(req, kind)
+        if isinstance(body, str):
+            setattr(req, kind, body)
+        else:
+            field.CopyFrom(body)
+        try:
+            with self._lock:
+                self._check_open()
+                self._pending[rid] = None
                 self._send_scheduler(req)
-                wait = self.timeout if timeout is None else timeout
-                deadline = time.monotonic() + wait
-                while rid not in self._replies:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise CloudburstTimeoutError(
-                            f"the scheduler at {self.scheduler_address} did not answer a "
-                            f"{kind} request within {wait}s"
-                        )
-                    self._pump(remaining)
+            wait = self.timeout if timeout is None else timeout
+            replies = self._replies
+            if not self._wait_until(lambda: rid in replies, wait):
+                raise CloudburstTimeoutError(
+                    f"the scheduler at {self.scheduler_address} did not answer a "
+                    f"{kind} request within {wait}s"
+                )
+            with self._lock:
                 return self._replies.pop(rid)
-            finally:
+        finally:
+            with self._lock:
                 self._pending.pop(rid, None)
                 self._replies.pop(rid, None)
 
@@ -241,21 +283,63 @@ class CloudburstConnection:
             raise wire.exception_for_code(resp.error, resp.message)
         return resp
 
+    def _wait_until(self, done: Any, wait: float) -> bool:
+        """Wait at most ``wait`` seconds for ``done()``; whether it came true.
+
+        One thread at a time receives (``_recv_lock``) and hands every message to its
+        future or request; the others wait on ``_arrived``, which the receiver
+        notifies after each batch, and one of them takes over when it stops. The
+        state lock is never held while waiting, so other threads keep sending."""
+        deadline = time.monotonic() + wait
+        recv_lock, arrived = self._recv_lock, self._arrived
+        while True:
+            if done():
+                return True
+            remaining = deadline - time.monotonic()
+            if recv_lock.acquire(blocking=False):
+                try:
+                    self._pump(max(0.0, min(remaining, WAIT_SLICE_S)))
+                except zmq.ZMQError:
+                    self._check_open()  # closed under us: say so
+                    raise
+                finally:
+                    recv_lock.release()
+                    with arrived:
+                        arrived.notify_all()
+            elif remaining > 0:
+                with arrived:
+                    if not done():
+                        arrived.wait(min(remaining, WAIT_SLICE_S))
+                self._check_open()
+            if remaining <= 0:
+                return bool(done())
+
     def _pump(self, wait: float) -> bool:
         """Receive what arrives within ``wait`` seconds (at least one message, then
         whatever is queued); returns whether anything arrived."""
+        self._check_open()
         pull = self._pull
         if not pull.poll(0):
             # Poll without sleeping for a moment first (yielding the core between
             # polls): an answer arriving meanwhile skips a thread wake-up.
-            spin_end = time.monotonic() + min(wait, SPIN_S)
+            now = time.monotonic()
+            spin_end = now + min(wait, SPIN_S)
+            end = now + wait
             while True:
                 if pull.poll(0):
                     break
-                if time.monotonic() >= spin_end:
-                    if not pull.poll(max(0, math.ceil((wait - SPIN_S) * 1000))):
+                now = time.monotonic()
+                if now >= spin_end:
+                    # Blocking waits in slices: a close() from another thread is
+                    # noticed within WAIT_SLICE_S.
+                    left = end - now
+                    got = pull.poll(max(0, math.ceil(min(left, WAIT_SLICE_S) * 1000)))
+                    if got:
+                        break
+                    self._check_open()
+                    if left <= WAIT_SLICE_S:
                         return False
-                    break
+                    continue
                 os.sched_yield()
         while True:
             try:
@@ -271,15 +355,18 @@ class CloudburstConnection:
             log.warning("dropping a malformed message: %s", exc)
             return
         rid = msg.response_id
-        if rid not in self._pending:
-            return  # a late answer (an ack after its result, a retried call's first try)
-        target = self._pending[rid]
-        if target is None:
-            self._replies[rid] = msg
-            return
-        target._set_message(msg)
-        if (target._value is not _UNSET or target._error is not None) and not target._awaiting_ack:
-            self._resolved(rid, target)
+        with self._lock:
+            target = self._pending.get(rid, _UNSET)
+            if target is _UNSET:
+                return  # a late answer (an ack after its result, a retried call's first try)
+            if target is None:
+                self._replies[rid] = msg
+                return
+            target._set_message(msg)
+            if (
+                target._value is not _UNSET or target._error is not None
+            ) and not target._awaiting_ack:
+                self._resolved(rid, target)
 
     def _resolved(self, rid: str, fut: CloudburstFuture) -> None:
         with self._lock:
@@ -292,20 +379,10 @@ class CloudburstConnection:
 
     def _poll_for(self, fut: CloudburstFuture, wait: float) -> bool:
         """Receive until ``fut`` has its result or ``wait`` seconds passed."""
-        with self._lock:
-            deadline = time.monotonic() + wait
-            while fut._value is _UNSET and fut._error is None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 and wait > 0:
-                    return False
-                if not self._pump(max(remaining, 0)) and remaining <= 0:
-                    return False
-                if wait <= 0:
-                    break
-            if fut._error is not None or fut._value is not _UNSET:
-                self._resolved(fut.request_id, fut)
-                return True
-            return False
+        if self._wait_until(lambda: fut._value is not _UNSET or fut._error is not None, wait):
+            self._resolved(fut.request_id, fut)
+            return True
+        return False
 
     def _drop_pending(self, rid: str) -> None:
         self._pending.pop(rid, None)
@@ -316,19 +393,50 @@ class CloudburstConnection:
             query = pb.StatusQuery(addresses=list(addresses))
             status = self._request("status", query, timeout=wait).status
         except CloudburstTimeoutError:
-            log.warning("the scheduler did not answer a liveness check; still waiting")
-            return set()
+            # No scheduler to ask (down or restarting): an executor that does not even
+            # accept connections any more is not running the call.
+            gone = set()
+            for address in addresses:
+                host, port = split_address(address, 0)
+                if not port_open(host, port, timeout=0.2):
+                    gone.add(address)
+            if not gone:
+                log.warning(
+                    "the scheduler at %s did not answer a liveness check; still waiting",
+                    self.scheduler_address,
+                )
+            self._dead_reason = (
+                f"they no longer accept connections and the scheduler at "
+                f"{self.scheduler_address} does not answer"
+            )
+            return gone
+        self._dead_reason = (
+            f"the scheduler at {self.scheduler_address} marked them dead: no heartbeat"
+        )
         return set(status.dead)
 
     def _forget_placement(self, dead: Iterable[str]) -> None:
+        """Drop cached placements on ``dead`` executors and the sockets to them (a
+        restarted cluster runs its executors elsewhere)."""
         dead = set(dead)
-        for name, (tmpl, _, _) in list(self._placements.items()):
-            if dead & set(tmpl.locations.values()):
-                del self._placements[name]
+        with self._lock:
+            for name, (tmpl, _, _) in list(self._placements.items()):
+                if dead & set(tmpl.locations.values()):
+                    del self._placements[name]
+            for address in dead:
+                sock = self._push.pop(address, None)
+                if sock is not None:
+                    self._close_socket(sock)
 
     def _check_open(self) -> None:
-        if self._closed:
+        if self._closed or self._closing.is_set():
             raise CloudburstException("this CloudburstConnection is closed")
+        if os.getpid() != self._pid:
+            raise CloudburstException(
+                f"this CloudburstConnection was created in process {self._pid} and cannot "
+                f"be used in process {os.getpid()} (a forked child): ZeroMQ sockets do not "
+                "survive fork(); make a new connection in the child"
+            )
 
     def _encode_args(self, args: Iterable[Any], out: pb.Arguments) -> None:
         for arg in args:
@@ -355,47 +463,70 @@ class CloudburstConnection:
     ) -> CloudburstFuture:
         """Start a call: directly on a cached placement if possible, else through the
         scheduler (waiting for its acknowledgement, so unknown names raise here)."""
-        with self._lock:
+        ref = weakref.ref(self)  # the future must not keep the connection alive
+
+        def resend(exclude: list[str], timeout: float | None = None) -> CloudburstFuture:
+            conn = ref()
+            if conn is None:
+                raise CloudburstException("the connection was garbage-collected")
+            body.ClearField("exclude")
+            body.exclude.extend(exclude)
+            return conn._via_scheduler(
+                kind, body, output_key, placement_name, retry=True, timeout=timeout
+            )
+
+        with self._lock:  # never held while waiting (see _wait_until)
             self._check_open()
-
-            def resend(exclude: list[str]) -> CloudburstFuture:
-                body.ClearField("exclude")
-                body.exclude.extend(exclude)
-                return self._via_scheduler(kind, body, output_key, placement_name, retry=True)
-
             fut = self._direct_call(placement_name, arguments, output_key, consistency, client_id)
-            if fut is None:
-                fut = self._via_scheduler(kind, body, output_key, placement_name)
-            fut._resend = resend  # one retry through the scheduler if an executor dies
-            return fut
+        if fut is None:
+            fut = self._via_scheduler(kind, body, output_key, placement_name)
+        fut._resend = resend  # one retry through the scheduler if an executor dies
+        return fut
 
     def _via_scheduler(
-        self, kind: str, body: Any, output_key: str, placement_name: str, retry: bool = False
+        self,
+        kind: str,
+        body: Any,
+        output_key: str,
+        placement_name: str,
+        retry: bool = False,
+        timeout: float | None = None,
     ) -> CloudburstFuture:
-        """Send a call through the scheduler and wait for its acknowledgement. A retry
-        (``retry=True``) is taken over by the original future: no placement caching,
-        no in-flight count of its own."""
+        """Send a call through the scheduler and wait for its acknowledgement (at most
+        the connection's timeout, or ``timeout`` if shorter). A retry (``retry=True``)
+        is taken over by the original future: no placement caching, no in-flight count
+        of its own."""
+        wait = self.timeout if timeout is None else max(0.0, min(timeout, self.timeout))
         rid = self._next_id()
         req = pb.SchedulerRequest(request_id=rid, response_address=self.response_address)
         getattr(req, kind).CopyFrom(body)
         fut = CloudburstFuture(self, rid, output_key)
         fut._awaiting_ack = True
-        self._pending[rid] = fut
-        self._send_scheduler(req)
-        deadline = time.monotonic() + self.timeout
+        with self._lock:
+            self._check_open()
+            self._pending[rid] = fut
+            try:
+                self._send_scheduler(req)
+            except BaseException:
+                self._pending.pop(rid, None)
+                raise
         # Wait for the acknowledgement (it carries the placement), even if the result
         # came first: it follows right behind.
-        while fut._awaiting_ack:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                if fut._value is not _UNSET or fut._error is not None:
-                    break  # answered anyway; only the placement is unknown
-                self._pending.pop(rid, None)
-                raise ConnectionFailed(
-                    f"the scheduler at {self.scheduler_address} did not acknowledge call {rid} "
-                    f"within {self.timeout}s"
-                )
-            self._pump(remaining)
+        acked = self._wait_until(lambda: not fut._awaiting_ack, wait)
+        with self._lock:
+            return self._after_ack(fut, acked, wait, placement_name, retry)
+
+    def _after_ack(
+        self, fut: CloudburstFuture, acked: bool, wait: float, placement_name: str, retry: bool
+    ) -> CloudburstFuture:
+        rid = fut.request_id
+        if not acked and fut._value is _UNSET and fut._error is None:
+            self._pending.pop(rid, None)
+            raise ConnectionFailed(
+                f"the scheduler at {self.scheduler_address} did not acknowledge call {rid} "
+                f"within {wait:g}s (is it running?)"
+            )
+        # (not acked but answered anyway: only the placement is unknown)
         if fut._ack_error:
             self._pending.pop(rid, None)
             assert fut._error is not None
@@ -456,8 +587,7 @@ class CloudburstConnection:
         for address, data in msgs:
             sock = self._push.get(address)
             if sock is None:
-                sock = self._push[address] = self._ctx.socket(zmq.PUSH)
-                sock.setsockopt(zmq.LINGER, 0)
+                sock = self._push[address] = self._socket(zmq.PUSH)
                 sock.setsockopt(zmq.SNDHWM, 1000)
                 # Queue only on a live connection: a send to an executor that is gone
                 # (or not connected yet) fails at once and the call uses the scheduler.
@@ -468,6 +598,8 @@ class CloudburstConnection:
             except zmq.Again:  # that executor is not taking messages: use the scheduler
                 self._pending.pop(rid, None)
                 del self._placements[placement_name]
+                # It may be gone for good (a restarted cluster places elsewhere).
+                self._close_socket(self._push.pop(address))
                 return None
         fut._placement_name = placement_name  # type: ignore[attr-defined]
         self._inflight[placement_name] = self._inflight.get(placement_name, 0) + 1
@@ -621,19 +753,20 @@ class CloudburstConnection:
 
     def get_object(self, key: str, deserialize: bool = True) -> Any:
         """The value stored under ``key`` (``None`` if absent)."""
-        lattice = self._kvs_client().get([key]).get(key)
+        lattice = self._kvs_call(lambda kvs: kvs.get([key]).get(key))
         return from_lattice(lattice) if deserialize else lattice
 
     def put_object(self, key: str, value: Any) -> bool:
         """Store ``value`` under ``key``: a ``set`` as a Set lattice, anything else as
         LWW (a lattice is stored as is)."""
-        return bool(self._kvs_client().put(key, to_lattice(value)))
+        lattice = to_lattice(value)
+        return bool(self._kvs_call(lambda kvs: kvs.put(key, lattice)))
 
     def delete_object(self, key: str) -> bool:
         """Delete ``key`` from the KVS (replicas, caches and the WAL honour it; a later
         ``get_object`` returns ``None`` until the next ``put_object``). True once a
         replica acknowledged."""
-        return bool(self._kvs_client().delete(key))
+        return bool(self._kvs_call(lambda kvs: kvs.delete(key)))
 
     def status(self) -> dict[str, Any]:
         """What the scheduler sees: ``{'executors': live worker count, ...}``."""
@@ -660,34 +793,110 @@ class CloudburstConnection:
         self._check_open()
         if self._kvs is None:
             host, port = split_address(self.kvs_address, 6450)
-            if not port_open(host, port, timeout=1.0):
-                raise ConnectionFailed(f"cannot reach the KVS routing tier at tcp://{host}:{port}")
+            if not port_open(host, port, timeout=min(1.0, self.timeout)):
+                raise ConnectionFailed(
+                    f"cannot reach the KVS routing tier at tcp://{host}:{port}: nothing "
+                    "accepts connections there"
+                )
             self._kvs = make_kvs_client(host, port, ip=self.ip, timeout=self.timeout)
+            self._owned.append(self._kvs)
         return self._kvs
 
+    def _kvs_call(self, op: Any) -> Any:
+        """Run ``op(kvs_client)`` (one thread at a time: the KVS client is not
+        thread-safe), bounded by the connection's timeout; a KVS server that does
+        not answer is named as the routing tier or a storage node."""
+        with self._kvs_lock:
+            kvs = self._kvs_client()
+            try:
+                return op(kvs)
+            except AnnaTimeoutError as exc:
+                routing = kvs.routing_address
+                if exc.address == routing or "KeyAddressResponse" in str(exc):
+                    part = f"the KVS routing tier at {routing}"
+                else:
+                    part = f"the KVS storage node at {exc.address or '?'}"
+                raise AnnaTimeoutError(f"{part} did not answer: {exc}", exc.address) from None
+            except AnnaError as exc:
+                if type(exc) is not AnnaError:
+                    raise  # NoServersError is a ConnectionFailed already
+                raise ConnectionFailed(f"KVS request failed: {exc}") from None
+
     def close(self) -> None:
-        """Close the sockets; the connection cannot be used afterwards."""
+        """Close the sockets and terminate the context (promptly, whatever is
+        outstanding); the connection cannot be used afterwards. Safe to call from
+        another thread while one waits on a future (that wait raises), and from a
+        forked child (which leaves the parent's sockets alone)."""
         if self._closed:
             return
-        self._closed = True
-        if self._kvs is not None:
-            try:
-                self._kvs.close()
-            except Exception:
-                pass
-        for sock in self._push.values():
-            sock.close(linger=0)
-        for name in ("_sched", "_pull"):
-            other = getattr(self, name, None)
-            if other is not None:
-                other.close(linger=0)
-        self._ctx.term()
+        self._closed = True  # a thread waiting on the socket stops within WAIT_SLICE_S
+        self._closing.set()
+        if os.getpid() != self._pid:
+            self._finalizer.detach()
+            return
+        # A KVS request in another thread ends within the connection's timeout; wait
+        # a little for it, else leave the KVS client to be closed when it is dropped.
+        got_kvs = self._kvs_lock.acquire(timeout=CLOSE_WAIT_S)
+        try:
+            if not got_kvs and self._kvs is not None:
+                self._owned.remove(self._kvs)
+            self._finalizer()  # takes the receive, then the send lock
+        finally:
+            if got_kvs:
+                self._kvs_lock.release()
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "a CloudburstConnection cannot be pickled or sent to another process "
+            "(multiprocessing spawn/forkserver, a process pool): make a connection in "
+            "each process"
+        )
 
     def __enter__(self) -> CloudburstConnection:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _release(
+    ctx: zmq.Context[Any],
+    sockets: list[zmq.Socket[Any]],
+    owned: list[Any],
+    pid: int,
+    locks: tuple[Any, ...],
+    closing: threading.Event,
+) -> None:
+    """The connection's finalizer (``close()``, garbage collection or interpreter exit):
+    sockets first, with no linger, then the context. In a forked child it does nothing:
+    those sockets are the parent's. At exit a daemon thread may still be waiting on
+    the socket: ``closing`` makes it stop (within WAIT_SLICE_S) and release ``locks``
+    (sending, receiving) before the sockets are closed under it."""
+    if os.getpid() != pid:
+        return
+    closing.set()
+    held = [lock for lock in locks if lock.acquire(timeout=4 * WAIT_SLICE_S)]
+    try:
+        _close_all(ctx, sockets, owned)
+    finally:
+        for lock in reversed(held):
+            lock.release()
+
+
+def _close_all(ctx: zmq.Context[Any], sockets: list[zmq.Socket[Any]], owned: list[Any]) -> None:
+    for client in owned:
+        try:
+            client.close()
+        except Exception:  # noqa: BLE001 - best effort at teardown
+            pass
+    owned.clear()
+    for sock in sockets:
+        try:
+            sock.close(linger=0)
+        except Exception:  # noqa: BLE001
+            pass
+    sockets.clear()
+    ctx.destroy(linger=0)  # also any socket made behind our back; then term()
 
 
 def _trigger_templates(tmpl: pb.DagSchedule) -> list[tuple[str, bytes]]:

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from cloudburst.shared import serializer, wire
-from cloudburst.shared.errors import (
-    CloudburstException,
-    CloudburstTimeoutError,
-    ConnectionFailed,
-    ExecutorFailed,
-)
+from cloudburst.shared.errors import CloudburstException, CloudburstTimeoutError, ExecutorFailed
 from cloudburst.shared.proto import cloudburst_pb2 as pb
 
 if TYPE_CHECKING:
@@ -31,6 +27,11 @@ class CloudburstFuture:
     :class:`~cloudburst.shared.errors.CloudburstTimeoutError` when ``timeout`` seconds
     passed. A future passed as an argument to another call stands for its result.
 
+    A future refers to its connection weakly (no reference cycle keeps a dropped
+    connection alive): once the result is here it stays readable, but waiting for one
+    after the connection was closed or garbage-collected raises
+    :class:`~cloudburst.shared.errors.CloudburstException` at once.
+
     >>> fut = cloud_sq(3)      # doctest: +SKIP
     >>> fut.get(timeout=5)     # doctest: +SKIP
     9
@@ -44,7 +45,7 @@ class CloudburstFuture:
         schedule: pb.DagSchedule | None = None,
         resend: Any = None,
     ) -> None:
-        self._conn = conn
+        self._conn_ref = weakref.ref(conn)
         self.request_id = request_id
         #: KVS key the result is stored under ('' if it is only sent to the client).
         self.obj_id = key
@@ -55,7 +56,17 @@ class CloudburstFuture:
         self._error: BaseException | None = None
         self._awaiting_ack = False  # sent through the scheduler, acknowledgement not seen
         self._ack_error = False  # the scheduler refused the call
-        self._silent_since: float | None = None  # liveness checks unanswered since
+
+    @property
+    def _conn(self) -> CloudburstConnection:
+        conn = self._conn_ref()
+        if conn is None:
+            raise CloudburstException(
+                f"call {self.request_id}: its CloudburstConnection was garbage-collected "
+                "before the result arrived (keep a reference to the connection while "
+                "waiting for its futures)"
+            )
+        return conn
 
     @property
     def executors(self) -> list[str]:
@@ -88,23 +99,32 @@ class CloudburstFuture:
     def get(self, timeout: float | None = None) -> Any:
         """The call's result; see the class docstring for what it raises."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        check_every = self._conn.liveness_interval
+        if self._value is _UNSET and self._error is None:
+            conn = self._conn
+            check_every = conn.liveness_interval
         while self._value is _UNSET and self._error is None:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 raise CloudburstTimeoutError(
-                    f"call {self.request_id} did not answer within {timeout}s"
+                    f"call {self.request_id} did not answer within {timeout}s" + self._waiting_on()
                 )
             wait = check_every if deadline is None else min(check_every, deadline - now)
-            if self._conn._poll_for(self, wait):
+            if conn._poll_for(self, wait):
                 continue
             if self._value is _UNSET and self._error is None:
                 left = None if deadline is None else deadline - time.monotonic()
                 self._check_executors(left)
-        self._conn._resolved(self.request_id, self)  # idempotent bookkeeping
+        conn = self._conn_ref()
+        if conn is not None:
+            conn._resolved(self.request_id, self)  # idempotent bookkeeping
         if self._error is not None:
             raise self._error
         return self._value
+
+    def _waiting_on(self) -> str:
+        if self.executors:
+            return f" (waiting on executor(s) {', '.join(sorted(set(self.executors)))})"
+        return " (its placement is not known: the scheduler has not acknowledged it)"
 
     def _check_executors(self, timeout: float | None = None) -> None:
         """No result for a while: ask the scheduler whether our executors live; if one
@@ -112,55 +132,31 @@ class CloudburstFuture:
         addresses = self.executors
         if not addresses:
             return
-        dead = self._query_dead(addresses, timeout)
-        if dead is None:
-            # Nobody can tell whether our executors live: wait (executors answer the
-            # client directly, a restarted scheduler answers again), but not for ever.
-            now = time.monotonic()
-            if self._silent_since is None:
-                self._silent_since = now
-            elif now - self._silent_since > 3 * self._conn.timeout:
-                self._error = ConnectionFailed(
-                    f"call {self.request_id}: no result, and the scheduler at "
-                    f"{self._conn.scheduler_address} has not answered liveness checks for "
-                    f"{now - self._silent_since:.0f}s, so whether executor(s) {sorted(addresses)} "
-                    "still run it is unknown"
-                )
-            return
-        self._silent_since = None
+        conn = self._conn
+        dead = conn._dead_executors(addresses, timeout)
         if not dead:
             return
-        self._conn._forget_placement(dead)
+        conn._forget_placement(dead)
         if self._retried or self._resend is None:
             self._error = ExecutorFailed(
                 f"call {self.request_id}: executor(s) {sorted(dead)} died while running it"
                 + (" (after one retry)" if self._retried else "")
+                + f" ({conn._dead_reason})"
             )
             return
         self._retried = True
         old = self.request_id
-        self._conn._drop_pending(old)
+        conn._drop_pending(old)
         try:
-            retry = self._resend(sorted(dead))
+            retry = self._resend(sorted(dead), timeout)
         except CloudburstException as exc:
             self._error = ExecutorFailed(
-                f"call {old}: executor(s) {sorted(dead)} died while running it and the "
-                f"retry could not start: {exc}"
+                f"call {old}: executor(s) {sorted(dead)} died while running it "
+                f"({conn._dead_reason}) and the retry could not start: {exc}"
             )
             return
         # This future takes the retry over (its result may even be here already).
         self.request_id, self._schedule = retry.request_id, retry._schedule
         self._value, self._error = retry._value, retry._error
         if self._value is _UNSET and self._error is None:
-            self._conn._pending[self.request_id] = self
-
-    def _query_dead(self, addresses: list[str], timeout: float | None) -> set[str] | None:
-        """Which of ``addresses`` the scheduler reports dead; ``None`` if it did not
-        answer."""
-        conn = self._conn
-        wait = conn.timeout if timeout is None else max(0.05, min(timeout, conn.timeout))
-        try:
-            query = pb.StatusQuery(addresses=addresses)
-            return set(conn._request("status", query, timeout=wait).status.dead)
-        except (CloudburstTimeoutError, ConnectionFailed):
-            return None
+            conn._pending[self.request_id] = self
