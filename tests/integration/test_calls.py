@@ -92,7 +92,7 @@ def _pid_alive(pid: int) -> bool:
         return False
 
 
-def _wait_whole(conn: CloudburstConnection, gone: str = "") -> None:
+def _wait_whole(conn: CloudburstConnection, gone: str = "", within: float = 30) -> None:
     """Until the node replaced every worker that died: the scheduler lists ``WORKERS``
     workers, every one of them a live process (and ``gone`` is not listed)."""
 
@@ -100,7 +100,7 @@ def _wait_whole(conn: CloudburstConnection, gone: str = "") -> None:
         w = _workers(conn)
         return len(w) == WORKERS and gone not in w and all(map(_pid_alive, w.values()))
 
-    wait_until(whole, 30, "the node to replace its worker")
+    wait_until(whole, within, "the node to replace its worker")
 
 
 def test_registering_the_same_dag_again_is_an_idempotent_success(
@@ -466,6 +466,7 @@ def test_a_call_while_every_worker_restarts_waits_for_one(tmp_path: Path) -> Non
         c.group.stop_all()
 
 
+@pytest.mark.timeout(400)
 def test_a_call_holding_the_gil_past_its_limit_is_killed_by_the_cpu_backstop(
     tmp_path: Path,
 ) -> None:
@@ -481,6 +482,7 @@ def test_a_call_holding_the_gil_past_its_limit_is_killed_by_the_cpu_backstop(
             print(f"the GIL-holding call failed after {time.monotonic() - t0:.1f}s")
             quick = conn.register(lambda _, x: -x, "gil_quick")
             assert quick(3).get(timeout=30) == -3
-            _wait_whole(conn)
+            # The hogs burn their CPU allowance first (slow on a busy machine).
+            _wait_whole(conn, within=240)
     finally:
         c.group.stop_all()
