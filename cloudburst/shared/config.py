@@ -88,7 +88,7 @@ class ExecutorConfig:
     heartbeat_period_s: float = 0.5
     base_port: int = 5100
     # Per-call limits of functions registered without their own (0 = unlimited); see
-    # docs/reliability-calls.md.
+    # docs/reliability.md ("Functions and calls").
     default_function_timeout_s: float = 0.0
     default_function_memory_bytes: int = 0
     # An exec_func result stored under results/<id> is deleted this long after the
