@@ -454,11 +454,14 @@ def functions_delete(target: Target, name: str) -> None:
         raise click.ClickException(
             "this version of the client cannot delete functions (no delete_function)"
         )
-    result = conn.delete_function(name)
-    if result is not None and not result:
-        raise click.ClickException(
-            f"cannot delete function {name!r}: {getattr(result, 'message', '') or result}"
-        )
+    from cloudburst.shared.errors import FunctionNotFound, InvalidArgument
+
+    try:
+        conn.delete_function(name)
+    except FunctionNotFound:
+        raise click.ClickException(f"no function named {name!r}") from None
+    except InvalidArgument as exc:  # a registered DAG uses it
+        raise click.ClickException(f"cannot delete function {name!r}: {exc}") from None
     click.echo(f"deleted function {name}")
 
 
@@ -668,8 +671,11 @@ def main(argv: Sequence[str] | None = None, prog_name: str = "cloudburst") -> in
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 1
-    except click.ClickException as exc:
+    except click.UsageError as exc:  # exit 2, with the usage line
         exc.show()
+        return exc.exit_code
+    except click.ClickException as exc:  # exit 1, one line
+        click.echo(f"error: {exc.format_message()}", err=True)
         return exc.exit_code
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)

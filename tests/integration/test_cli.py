@@ -92,6 +92,11 @@ def test_status_functions_dags(cl: Cluster) -> None:
     again = run(cl, "dags", "show", "cli_dag")
     assert again.returncode == 1 and again.stderr.count("\n") == 1, again.stderr
     assert run(cl, "dags", "delete", "cli_dag").returncode == 1
+    gone = run(cl, "functions", "delete", "cli_square")
+    assert gone.returncode == 0, gone.stderr
+    assert "cli_square" not in ok_json(cl, "functions", "list")
+    again_fn = run(cl, "functions", "delete", "cli_square")
+    assert again_fn.returncode == 1 and again_fn.stderr.startswith("error: ")
 
 
 def test_kvs_commands(cl: Cluster) -> None:
