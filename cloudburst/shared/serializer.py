@@ -8,6 +8,12 @@ Encoding by type (the tag travels in ``Value.type``):
   the data: a 1 MB array costs one memcpy, not a pickle round trip);
 * anything else       -> DEFAULT, cloudpickle.
 
+A read-only ``memoryview`` given to :func:`from_bytes` (a value the node cache hands
+out in shared memory, see ``cache/shm.py``) is decoded without copying: a NUMPY value
+becomes a **read-only** array over that memory (writing raises numpy's
+``ValueError: assignment destination is read-only``; ``arr.copy()`` gives a private,
+writable copy).
+
 Decoding garbage raises :class:`SerializationError`, never a bare pickle error.
 """
 
@@ -21,6 +27,7 @@ import numpy as np
 
 from cloudburst.shared.errors import SerializationError
 from cloudburst.shared.proto import cloudburst_pb2 as pb
+from cloudburst.shared.spans import value_body_span
 
 DEFAULT = pb.DEFAULT
 STRING = pb.STRING
@@ -40,7 +47,7 @@ def _encode_array(arr: np.ndarray) -> bytes:
     return b"".join((_NP_HEAD.pack(_NP_MAGIC, len(dtype), arr.ndim), dtype, shape, arr.data))
 
 
-def _decode_array(body: bytes | memoryview) -> np.ndarray:
+def _decode_array(body: bytes | memoryview, copy: bool = True) -> np.ndarray:
     view = memoryview(body)
     try:
         magic, dlen, ndim = _NP_HEAD.unpack_from(view, 0)
@@ -54,8 +61,10 @@ def _decode_array(body: bytes | memoryview) -> np.ndarray:
         count = 1
         for n in shape:
             count *= n
-        # frombuffer is zero-copy; copy so the array is writable and owns its data.
-        return np.frombuffer(view, dtype=dtype, count=count, offset=off).reshape(shape).copy()
+        # frombuffer is zero-copy; copy so the array is writable and owns its data
+        # (unless the caller wants a view: shared memory, read-only).
+        arr = np.frombuffer(view, dtype=dtype, count=count, offset=off).reshape(shape)
+        return arr.copy() if copy else arr
     except (ValueError, TypeError, struct.error) as exc:
         raise SerializationError(f"malformed numpy payload: {exc}") from exc
 
@@ -109,8 +118,16 @@ def to_bytes(obj: Any) -> bytes:
     return to_value(obj).SerializeToString()
 
 
-def from_bytes(data: bytes) -> Any:
-    """Inverse of :func:`to_bytes`."""
+def from_bytes(data: bytes | memoryview) -> Any:
+    """Inverse of :func:`to_bytes`; zero-copy for a read-only ``memoryview`` (above)."""
+    if isinstance(data, memoryview) and data.readonly:
+        try:
+            kind, start, end = value_body_span(data, 0, len(data))
+        except (ValueError, IndexError) as exc:
+            raise SerializationError(f"malformed Value message: {exc}") from exc
+        if kind == NUMPY:
+            return _decode_array(data[start:end], copy=False)
+        return loads(kind, data[start:end])
     value = pb.Value()
     try:
         value.ParseFromString(data)
