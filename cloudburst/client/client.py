@@ -367,6 +367,24 @@ class CloudburstConnection:
                 target._value is not _UNSET or target._error is not None
             ) and not target._awaiting_ack:
                 self._resolved(rid, target)
+        if target._store_wanted and target._value is not _UNSET:
+            self._store_result(target)  # outside the lock: a KVS round trip
+
+    def _store_result(self, fut: CloudburstFuture) -> None:
+        """Store an exec_func result under its ``obj_id`` (once): it was passed to
+        another call or its id was asked for (see ``CloudburstFuture.obj_id``)."""
+        if fut._stored:
+            return
+        fut._stored = True
+        try:
+            ok = self.put_object(fut._key, fut._value)
+        except CloudburstException as exc:
+            ok = False
+            log.warning(
+                "storing the result of %s under %r failed: %s", fut.request_id, fut._key, exc
+            )
+        if not ok:
+            log.warning("storing the result of %s under %r failed", fut.request_id, fut._key)
 
     def _resolved(self, rid: str, fut: CloudburstFuture) -> None:
         with self._lock:
@@ -671,14 +689,17 @@ class CloudburstConnection:
 
     def exec_func(self, name: str, args: Any = ()) -> CloudburstFuture:
         """Call function ``name`` with ``args`` (a list; a scalar is one argument).
-        The result is also stored in the KVS under ``future.obj_id``."""
+        The result comes straight back to the client; it is stored in the KVS under
+        ``future.obj_id`` only when needed (the future is passed to another call
+        before it is done, or ``obj_id`` is read): see ``CloudburstFuture.obj_id``."""
         if not isinstance(args, list | tuple):
             args = [args]
-        call = pb.FunctionCall(name=name, response_key=f"results/{self._prefix}{uuid.uuid4().hex}")
+        call = pb.FunctionCall(name=name)
         self._encode_args(args, call.arguments)
-        return self._start_call(
-            f"fn:{name}", "call", call, {name: call.arguments}, call.response_key, NORMAL, ""
-        )
+        fut = self._start_call(f"fn:{name}", "call", call, {name: call.arguments}, "", NORMAL, "")
+        fut._key = f"results/{self._prefix}{uuid.uuid4().hex}"
+        fut._lazy = True
+        return fut
 
     def call_dag(
         self,
