@@ -371,8 +371,14 @@ class CacheClient:
         return {k: e == protocol.NO_ERROR for k, e in errs.items()}
 
     def _json(self, op: bytes, timeout: float) -> dict[str, Any] | None:
-        with self._lock:
+        # Never wait behind a long read of another thread (a cold miss of large
+        # values): the heartbeat thread asks for the summary and must not stall.
+        if not self._lock.acquire(timeout=timeout):
+            return None
+        try:
             body = self._request(protocol.encode_simple(op, self._next_rid()), timeout)
+        finally:
+            self._lock.release()
         if body is None or not body:
             return None
         out: dict[str, Any] = json.loads(body[0])
