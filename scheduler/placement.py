@@ -46,6 +46,7 @@ class ExecutorView:
     pid: int = 0
     inbox_address: str = ""
     leaving: bool = False
+    slot: int | None = None  # index of the worker on its node (None: not reported)
     last_assigned: float = float("-inf")
     recent: deque[float] = field(default_factory=deque)
 
