@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import mmap
 import os
+import re
 import struct
 from collections import Counter
 from collections.abc import Iterable
@@ -184,14 +185,16 @@ class ShmStore:
         self.names: set[str] = set()
 
     def sweep(self) -> int:
-        """Unlink every file with this cache's prefix (left by a killed predecessor)."""
+        """Unlink every file with this cache's prefix (left by a killed predecessor),
+        and any cache's segment whose creating process is gone (a cache killed for
+        good, e.g. with its temporary directory: no successor would sweep it)."""
         n = 0
         try:
             listing = os.listdir(self.dir)
         except OSError:
             return 0
         for name in listing:
-            if name.startswith(self.prefix):
+            if name.startswith(self.prefix) or _orphan(name):
                 try:
                     os.unlink(os.path.join(self.dir, name))
                     n += 1
@@ -229,6 +232,23 @@ class ShmStore:
     def close(self) -> None:
         for name in list(self.names):
             self.unlink(name)
+
+
+_SEGMENT = re.compile(r"^cb-[0-9a-f]{12}-(\d+)-\d+$")
+
+
+def _orphan(name: str) -> bool:
+    """Whether ``name`` is a segment whose creating cache process no longer exists."""
+    m = _SEGMENT.match(name)
+    if m is None:
+        return False
+    try:
+        os.kill(int(m.group(1)), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        return False
+    return False
 
 
 def map_segment(name: str, offset: int, directory: str = SHM_DIR) -> memoryview:

@@ -4,6 +4,7 @@ CacheState with an in-memory fake store, and the real files (ShmStore, map_segme
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -287,8 +288,14 @@ def test_store_create_map_sweep_close(shm_dir: Path) -> None:
     # A killed predecessor's leftovers (same prefix) are swept; others are not.
     (shm_dir / "cb-test-123-9").write_bytes(b"x")
     (shm_dir / "cb-other-1").write_bytes(b"x")
+    # Another cache's segments: kept while its process lives, swept once it is gone.
+    (shm_dir / f"cb-0123456789ab-{os.getpid()}-1").write_bytes(b"x")
+    dead = subprocess.Popen(["true"])
+    dead.wait(timeout=10)
+    (shm_dir / f"cb-0123456789ab-{dead.pid}-1").write_bytes(b"x")
     again = ShmStore("cb-test-", str(shm_dir))
-    assert again.sweep() == 1
+    assert again.sweep() == 2
+    (shm_dir / f"cb-0123456789ab-{os.getpid()}-1").unlink()
     assert sorted(p.name for p in shm_dir.iterdir()) == ["cb-other-1"]
     again.create(b"abc", 0)
     again.close()
