@@ -35,3 +35,15 @@ def test_pending_future_passed_along_is_stored_on_arrival(cloud: CloudburstConne
     assert done.get(timeout=15) == 9
     assert sq(done).get(timeout=15) == 81
     assert cloud.get_object(done._key) is None  # passed by value: not stored
+
+
+def test_results_stored_on_demand_expire(cloud: CloudburstConnection) -> None:
+    from cloudburst.shared.processes import wait_until
+
+    cloud.result_ttl_s = 0.5
+    sq = cloud.register(lambda _, x: x * x, "rd_square3")
+    fut = sq(5)
+    assert fut.get(timeout=15) == 25
+    key = fut.obj_id
+    assert cloud.get_object(key) == 25
+    wait_until(lambda: cloud.get_object(key) is None, 20, "the stored result to expire")
