@@ -52,10 +52,13 @@ _NP_HEAD = struct.Struct("<4sHB")
 
 def array_data_offset(payload: memoryview | bytes, numpy_type: int) -> int | None:
     """Offset of the raw array data in an LWW payload holding a serialized numpy array
-    (``numpy_type`` is ``SerializerType.NUMPY``), or None for anything else."""
+    (``numpy_type`` is ``SerializerType.NUMPY``), of the body of an out-of-band pickle
+    (DEFAULT, ``CBP5``: its buffers are aligned relative to it), or None."""
     try:
         _, vs, ve = lww_value_span(payload)
         kind, bs, be = value_body_span(payload, vs, ve)
+        if kind == 0 and bytes(payload[bs : bs + 4]) == b"CBP5":
+            return bs  # out-of-band pickle: its buffers are aligned to its start
         if kind != numpy_type or be - bs < _NP_HEAD.size:
             return None
         magic, dlen, ndim = _NP_HEAD.unpack_from(payload, bs)

@@ -300,3 +300,26 @@ def test_store_create_map_sweep_close(shm_dir: Path) -> None:
     again.create(b"abc", 0)
     again.close()
     assert sorted(p.name for p in shm_dir.iterdir()) == ["cb-other-1"]
+
+
+def test_out_of_band_pickle_is_writable_copy_or_read_only_view() -> None:
+    obj = {"w": np.arange(20_000, dtype=np.float64), "small": np.ones(3), "s": "x"}
+    kind, body = serializer.dumps(obj)
+    assert kind == serializer.DEFAULT and body[:4] == b"CBP5"
+    back = serializer.loads(kind, body)  # the socket path: private, writable copies
+    assert np.array_equal(back["w"], obj["w"]) and back["w"].flags.writeable
+    assert back["s"] == "x" and back["small"].flags.writeable
+    view = serializer.from_bytes(memoryview(serializer.to_bytes(obj)).toreadonly())
+    assert np.array_equal(view["w"], obj["w"]) and not view["w"].flags.writeable
+    # Small objects keep the plain pickle.
+    assert serializer.dumps({"a": 1})[1][:4] != b"CBP5"
+    # In a segment the buffers are 64-byte aligned.
+    _, payload = codec.to_payload(to_lattice(obj))
+    off = array_data_offset(payload, serializer.NUMPY)
+    assert off is not None and payload[off : off + 4] == b"CBP5"
+    store = FakeStore()
+    name, seg_view = store.create(payload, pad_for(off))
+    mapped = serializer.from_bytes(
+        memoryview(LWWPairLattice.parse(bytes(seg_view)).value).toreadonly()
+    )
+    assert np.array_equal(mapped["w"], obj["w"])

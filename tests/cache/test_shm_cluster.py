@@ -15,8 +15,16 @@ from cloudburst.shared.processes import wait_until
 from cloudburst.shared.reference import CloudburstReference
 
 
-def probe(_lib, arr, small):  # runs on an executor
+def probe(_lib, arr, small, dct):  # runs on an executor
     import mmap
+
+    def over_mmap(a):
+        b = a
+        while isinstance(b, np.ndarray):
+            b = b.base
+        while isinstance(b, memoryview) and not isinstance(b.obj, mmap.mmap):
+            b = b.obj if isinstance(b.obj, memoryview) else None
+        return isinstance(b, memoryview)
 
     base = arr
     while isinstance(base, np.ndarray):
@@ -34,6 +42,9 @@ def probe(_lib, arr, small):  # runs on an executor
         "small_writeable": bool(small.flags.writeable),
         "write_error": write_error,
         "aligned": arr.ctypes.data % 64 == 0,
+        "dict_over_mmap": over_mmap(dct["w"]) and not dct["w"].flags.writeable,
+        "dict_aligned": dct["w"].ctypes.data % 64 == 0,
+        "dict_sum": float(dct["w"].sum()),
     }
 
 
@@ -58,8 +69,13 @@ def test_worker_maps_large_array_read_only_and_segments_are_cleaned(tmp_path: Pa
             big = np.arange(100_000, dtype=np.float64)  # 800 KB > 64 KiB threshold
             assert cloud.put_object("shm/big", big)
             assert cloud.put_object("shm/small", np.ones(10))
+            assert cloud.put_object("shm/dict", {"w": big, "tag": "x"})  # out-of-band pickle
             fn = cloud.register(probe, "shm_probe")
-            refs = (CloudburstReference("shm/big"), CloudburstReference("shm/small"))
+            refs = (
+                CloudburstReference("shm/big"),
+                CloudburstReference("shm/small"),
+                CloudburstReference("shm/dict"),
+            )
             for _ in range(2):  # the first reads through a miss, the second is a hit
                 out = fn(*refs).get(timeout=30)
                 assert out["sum"] == float(big.sum())
@@ -68,10 +84,12 @@ def test_worker_maps_large_array_read_only_and_segments_are_cleaned(tmp_path: Pa
                 assert out["aligned"] is True
                 assert "read-only" in out["write_error"]
                 assert out["small_writeable"] is True  # small values: the socket path, a copy
-            assert len(segments(shm)) == 1
+                assert out["dict_over_mmap"] is True, out  # numpy inside a pickled dict
+                assert out["dict_aligned"] is True and out["dict_sum"] == float(big.sum())
+            assert len(segments(shm)) == 2
             with CacheClient(cfg=cfg, address=address, kvs_addr=kvs, local_bytes=0) as cc:
                 st = cc.stats()
-                assert st is not None and st["shm_segments"] == 1 and st["shm_mapped"] >= 1
+                assert st is not None and st["shm_segments"] == 2 and st["shm_mapped"] >= 1
 
                 def unpinned() -> bool:  # the worker released its pins after each call
                     return (cc.stats(timeout=0.5) or {}).get("shm_pinned_segments") == 0
@@ -79,7 +97,7 @@ def test_worker_maps_large_array_read_only_and_segments_are_cleaned(tmp_path: Pa
                 wait_until(unpinned, timeout=20, what="the worker to release its pins")
                 pid = cc.info()["pid"]
                 os.kill(pid, signal.SIGKILL)
-                assert len(segments(shm)) == 1  # a killed cache leaves its segment...
+                assert len(segments(shm)) == 2  # a killed cache leaves its segments...
 
                 def restarted() -> bool:
                     info = cc.info(timeout=0.5)
@@ -94,7 +112,7 @@ def test_worker_maps_large_array_read_only_and_segments_are_cleaned(tmp_path: Pa
                     return bool(out["over_mmap"])
 
                 wait_until(mapped_again, timeout=30, what="the worker to map from the new cache")
-                assert len(segments(shm)) == 1
+                assert len(segments(shm)) == 2
         finally:
             cloud.close()
         cluster.group.stop_all()
