@@ -289,7 +289,11 @@ class Worker:
             else:
                 self._finish(sched, fn, result)
         except SerializationError as exc:
-            self._fail(sched, fn, wire.remote_error(exc, fn, pb.INVALID_ARGUMENT))
+            msg = (
+                f"the return value of function {fn!r} (a {type(result).__name__}) cannot be "
+                f"serialized to send it back: {exc}"
+            )
+            self._fail(sched, fn, wire.error_message(pb.INVALID_ARGUMENT, msg, fn))
 
     def _forward(self, sched: pb.DagSchedule, fn: str, downs: list[str], result: Any) -> None:
         # Reuse the received schedule: drop this function's arguments (a large source

@@ -16,6 +16,7 @@ and every result (executors reply directly) arrive there. See ``docs/client.md``
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import logging
 import math
@@ -39,6 +40,7 @@ from cloudburst.shared.errors import (
     CloudburstTimeoutError,
     ConnectionFailed,
     InvalidArgument,
+    KeyNotFound,
     WireError,
 )
 from cloudburst.shared.kvs import make_kvs_client, split_address
@@ -86,12 +88,51 @@ class DagRegistration(tuple[bool, int]):
 class CloudburstFunction:
     """A registered function; calling it runs it remotely and returns a future."""
 
-    def __init__(self, name: str, conn: CloudburstConnection) -> None:
+    def __init__(
+        self, name: str, conn: CloudburstConnection, signature: inspect.Signature | None = None
+    ) -> None:
         self.name = name
         self._conn = conn
+        # The registered function's signature, user library first (from register()):
+        # a call with the wrong arguments fails here, saying so.
+        self._signature = signature
+
+    def _check_args(self, args: Sequence[Any]) -> None:
+        """Too many positional arguments for a function without ``*args``: the
+        function most likely forgot its user-library parameter; say so here instead
+        of a remote arity error counting a hidden argument. (Other mismatches are
+        the function's own remote ``TypeError``.)"""
+        sig = self._signature
+        if sig is None:
+            return
+        params = list(sig.parameters.values())
+        if any(p.kind is p.VAR_POSITIONAL for p in params):
+            return
+        n = sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+        if len(args) + 1 > n:
+            first = params[0].name if params else None
+            raise InvalidArgument(
+                f"{self.name!r} is declared {sig} but called with {len(args)} argument(s) "
+                f"plus the user library, which is always passed first"
+                + (f" (to its first parameter, {first!r})" if first else "")
+                + ": did it forget the user-library parameter? write "
+                "def f(cloudburst, ...)"
+            )
 
     def __call__(self, *args: Any) -> CloudburstFuture:
+        self._check_args(args)
         return self._conn.exec_func(self.name, list(args))
+
+    def map(self, *iterables: Iterable[Any]) -> list[CloudburstFuture]:
+        """One call per element, like the builtin ``map``: ``f.map(xs)`` calls
+        ``f(x)`` for each ``x``; ``f.map(xs, ys)`` calls ``f(x, y)`` pairwise. Returns
+        the futures in order (all calls are started before it returns); gather them
+        with :func:`cloudburst.client.wait`, ``as_completed`` or ``progress``."""
+        if not iterables:
+            raise TypeError("map() needs at least one iterable")
+        return [
+            self._conn.exec_func(self.name, list(args)) for args in zip(*iterables, strict=False)
+        ]
 
     def __repr__(self) -> str:
         return f"CloudburstFunction({self.name!r})"
@@ -192,6 +233,7 @@ class CloudburstConnection:
         self._seq = itertools.count()
         self._pending: dict[str, Any] = {}  # request id -> future or control slot
         self._replies: dict[str, pb.ClientMessage] = {}
+        self._due: list[CloudburstFuture] = []  # resolved futures with done-callbacks
         # name -> (placement, lease end, [(source executor, trigger template bytes)])
         self._placements: dict[str, tuple[pb.DagSchedule, float, list[tuple[str, bytes]]]] = {}
         self._inflight: dict[str, int] = {}
@@ -306,6 +348,7 @@ class CloudburstConnection:
                     recv_lock.release()
                     with arrived:
                         arrived.notify_all()
+                self._run_callbacks()
             elif remaining > 0:
                 with arrived:
                     if not done():
@@ -371,11 +414,22 @@ class CloudburstConnection:
     def _resolved(self, rid: str, fut: CloudburstFuture) -> None:
         with self._lock:
             self._pending.pop(rid, None)
+            if fut._callbacks:
+                self._due.append(fut)  # run by _run_callbacks, outside the locks
             name = getattr(fut, "_placement_name", None)
             if name is not None:
                 fut._placement_name = None  # type: ignore[attr-defined]
                 if self._inflight.get(name, 0) > 0:
                     self._inflight[name] -= 1
+
+    def _run_callbacks(self) -> None:
+        """Run the done-callbacks of the futures resolved meanwhile (no lock held)."""
+        if not self._due:
+            return
+        with self._lock:
+            due, self._due = self._due, []
+        for fut in due:
+            fut._fire_callbacks()
 
     def _poll_for(self, fut: CloudburstFuture, wait: float) -> bool:
         """Receive until ``fut`` has its result or ``wait`` seconds passed."""
@@ -481,6 +535,7 @@ class CloudburstConnection:
         if fut is None:
             fut = self._via_scheduler(kind, body, output_key, placement_name)
         fut._resend = resend  # one retry through the scheduler if an executor dies
+        fut.function = placement_name
         return fut
 
     def _via_scheduler(
@@ -624,6 +679,7 @@ class CloudburstConnection:
             )
         if isinstance(function, tuple):
             function = (function[0], tuple(function[1]))
+        _check_signature(function, name)
         try:
             body = _pickle_function(function)
         except Exception as exc:
@@ -631,7 +687,7 @@ class CloudburstConnection:
         self._control("register_function", pb.Function(name=name, body=body))
         # Cached placements carry function versions: ask the scheduler again.
         self._placements.clear()
-        return CloudburstFunction(name, self)
+        return CloudburstFunction(name, self, _call_signature(function))
 
     def get_function(self, name: str) -> CloudburstFunction:
         """A handle to the registered function ``name`` (raises FunctionNotFound)."""
@@ -724,9 +780,16 @@ class CloudburstConnection:
             return fut.get()
         return fut
 
-    def get_object(self, key: str, deserialize: bool = True) -> Any:
-        """The value stored under ``key`` (``None`` if absent)."""
+    def get_object(self, key: str, deserialize: bool = True, default: Any = None) -> Any:
+        """The value stored under ``key``; ``default`` (``None`` unless given) if the
+        key was never written (or was deleted). To tell a stored ``None`` from a
+        missing key, pass a sentinel: ``get_object(k, default=MISSING)``; or pass
+        ``default=KeyNotFound`` to raise :class:`KeyNotFound` (a ``KeyError``)."""
         lattice = self._kvs_call(lambda kvs: kvs.get([key]).get(key))
+        if lattice is None:
+            if default is KeyNotFound:
+                raise KeyNotFound(wire._Message(f"the KVS holds no key {key!r}"))
+            return default
         return from_lattice(lattice) if deserialize else lattice
 
     def put_object(self, key: str, value: Any) -> bool:
@@ -913,6 +976,72 @@ def _pickle_function(function: Any) -> bytes:
         return cloudpickle.dumps(function)
     finally:
         cloudpickle.unregister_pickle_by_value(mod)
+
+
+def _takes_user_library(fn: Any, bound: int) -> str | None:
+    """None if ``fn`` (with ``bound`` leading parameters already bound: ``self``)
+    accepts the user library as its first positional argument, else its signature."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin without a signature: cannot tell
+        return None
+    params = list(sig.parameters.values())[bound:]
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if params and (
+        params[0].kind in positional or params[0].kind is inspect.Parameter.VAR_POSITIONAL
+    ):
+        return None
+    return "(" + ", ".join(str(p) for p in params) + ")"
+
+
+def _call_signature(function: Any) -> inspect.Signature | None:
+    """The signature calls are checked against (user library first), if known."""
+    target = function[0] if isinstance(function, tuple) else function
+    try:
+        if isinstance(target, type):
+            params = list(inspect.signature(target.run).parameters.values())[1:]  # self
+            return inspect.Signature(params)
+        return inspect.signature(target)
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
+def _check_signature(function: Any, name: str) -> None:
+    """Fail at register() (not at the first call, with an arity error counting a
+    hidden argument) when the function does not take the user library first."""
+    cls = function[0] if isinstance(function, tuple) else function
+    if isinstance(cls, type):
+        run = getattr(cls, "run", None)
+        if not callable(run):
+            raise InvalidArgument(
+                f"class {cls.__name__} registered as {name!r} needs a method "
+                "run(self, cloudburst, *args): each call runs it"
+            )
+        for what, meth in (("__init__", cls.__init__), ("run", run)):
+            if meth is object.__init__:
+                continue  # no __init__: built without the user library? it fails below
+            got = _takes_user_library(meth, 1)
+            if got is not None:
+                raise InvalidArgument(
+                    f"{cls.__name__}.{what} (registered as {name!r}) must take the user "
+                    f"library after self: def {what}(self, cloudburst, ...); it takes "
+                    f"{got} after self"
+                )
+        if cls.__init__ is object.__init__:
+            raise InvalidArgument(
+                f"class {cls.__name__} registered as {name!r} is built as "
+                f"{cls.__name__}(cloudburst, *init_args): give it "
+                "def __init__(self, cloudburst, ...)"
+            )
+        return
+    got = _takes_user_library(function, 0)
+    if got is not None:
+        label = getattr(function, "__name__", name)
+        raise InvalidArgument(
+            f"function {label!r} (registered as {name!r}) must take the user library as "
+            f"its first argument, e.g. def {label if label.isidentifier() else 'f'}"
+            f"(cloudburst, ...); it takes {got}"
+        )
 
 
 def _default_scheduler_port() -> int:

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import threading
 import time
 import weakref
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 from cloudburst.shared import serializer, wire
-from cloudburst.shared.errors import CloudburstException, CloudburstTimeoutError, ExecutorFailed
+from cloudburst.shared.errors import (
+    CallCancelled,
+    CloudburstException,
+    CloudburstTimeoutError,
+    ExecutorFailed,
+)
 from cloudburst.shared.proto import cloudburst_pb2 as pb
 
 if TYPE_CHECKING:
     from cloudburst.client.client import CloudburstConnection
 
 _UNSET: Any = object()
+log = logging.getLogger(__name__)
+_CALLBACK_LOCK = threading.Lock()
 
 
 class CloudburstFuture:
@@ -56,6 +67,98 @@ class CloudburstFuture:
         self._error: BaseException | None = None
         self._awaiting_ack = False  # sent through the scheduler, acknowledgement not seen
         self._ack_error = False  # the scheduler refused the call
+        #: What is called: ``fn:<name>`` or ``dag:<name>`` (for messages and repr).
+        self.function = ""
+        self._sent_at = time.monotonic()
+        self._callbacks: list[Callable[[CloudburstFuture], Any]] | None = []
+        self._cancelled = False
+
+    @property
+    def id(self) -> str:
+        """The call's id: every executor log line about the call carries it."""
+        return self.request_id
+
+    def __repr__(self) -> str:
+        fn = self.function.split(":", 1)[-1] or "?"
+        return f"<CloudburstFuture {fn} id={self.request_id} state={self._state()}>"
+
+    def _state(self) -> str:
+        if self._cancelled:
+            return "cancelled"
+        if self._error is not None:
+            return f"failed ({type(self._error).__name__})"
+        if self._value is not _UNSET:
+            return "done"
+        return "pending"
+
+    def _finished(self) -> bool:
+        return self._value is not _UNSET or self._error is not None
+
+    def add_done_callback(self, fn: Callable[[CloudburstFuture], Any]) -> None:
+        """Call ``fn(future)`` once the result (or error) is here. If it is already,
+        ``fn`` runs now; otherwise it runs in the thread that receives the result,
+        i.e. during a ``get()``, ``wait()``, ``as_completed()``, ``done()`` or
+        ``progress()`` on the same connection (there is no background thread). An
+        exception raised by ``fn`` is logged and ignored."""
+        if self._callbacks is not None and not self._finished():
+            self._callbacks.append(fn)
+            return
+        _run_callback(fn, self)
+
+    def _fire_callbacks(self) -> None:
+        """Run the done-callbacks once (never under the connection's locks)."""
+        with _CALLBACK_LOCK:
+            callbacks, self._callbacks = self._callbacks, None
+        for fn in callbacks or ():
+            _run_callback(fn, self)
+
+    def cancel(self) -> bool:
+        """Stop waiting for this call: best effort, like
+        ``concurrent.futures.Future.cancel``. False if the result is here already.
+        Otherwise the future is marked cancelled (``get()`` raises
+        :class:`~cloudburst.shared.errors.CallCancelled`), its result is ignored when it
+        arrives, and True is returned. The call itself is not interrupted: an
+        executor that has not started it yet still runs it (its result is dropped),
+        and a running call runs to its end; a result stored in the KVS (``obj_id``)
+        is still written."""
+        if self._finished():
+            return False
+        self._cancelled = True
+        self._error = CallCancelled(f"call {self.request_id} ({self.function}) was cancelled")
+        conn = self._conn_ref()
+        if conn is not None:
+            conn._resolved(self.request_id, self)
+        self._fire_callbacks()
+        return True
+
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The error the call ended with (None if it succeeded); waits like get()."""
+        try:
+            self.get(timeout)
+        except CloudburstTimeoutError:
+            if not self._finished():
+                raise
+        except BaseException:  # noqa: BLE001 - the call's own error
+            pass
+        return self._error
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        """``await future``: polls the socket without blocking the event loop (1 ms,
+        doubling up to 50 ms), checking the call's executors every
+        ``liveness_interval`` like ``get()``."""
+        delay = 0.001
+        last_check = time.monotonic()
+        while not self.done():
+            yield from asyncio.sleep(delay).__await__()
+            delay = min(delay * 2, 0.05)
+            conn = self._conn
+            if time.monotonic() - last_check >= conn.liveness_interval:
+                self._check_executors(min(1.0, conn.timeout))
+                last_check = time.monotonic()
+        return self.get(0)
 
     @property
     def _conn(self) -> CloudburstConnection:
@@ -76,7 +179,9 @@ class CloudburstFuture:
     def done(self) -> bool:
         """Whether the result (or error) is here, without blocking."""
         if self._value is _UNSET and self._error is None:
-            self._conn._poll_for(self, 0.0)
+            conn = self._conn_ref()
+            if conn is not None and not conn._closed:
+                conn._poll_for(self, 0.0)
         return self._value is not _UNSET or self._error is not None
 
     def _set_message(self, msg: pb.ClientMessage) -> None:
@@ -117,6 +222,7 @@ class CloudburstFuture:
         conn = self._conn_ref()
         if conn is not None:
             conn._resolved(self.request_id, self)  # idempotent bookkeeping
+            conn._run_callbacks()
         if self._error is not None:
             raise self._error
         return self._value
@@ -126,14 +232,18 @@ class CloudburstFuture:
             return f" (waiting on executor(s) {', '.join(sorted(set(self.executors)))})"
         return " (its placement is not known: the scheduler has not acknowledged it)"
 
-    def _check_executors(self, timeout: float | None = None) -> None:
-        """No result for a while: ask the scheduler whether our executors live; if one
-        died, retry the call once elsewhere, or fail saying so."""
+    def _check_executors(self, timeout: float | None = None, dead: set[str] | None = None) -> None:
+        """No result for a while: ask the scheduler whether our executors live (or use
+        ``dead``, already asked for many futures); if one died, retry the call once
+        elsewhere, or fail saying so."""
         addresses = self.executors
         if not addresses:
             return
         conn = self._conn
-        dead = conn._dead_executors(addresses, timeout)
+        if dead is None:
+            dead = conn._dead_executors(addresses, timeout)
+        else:
+            dead = dead & set(addresses)
         if not dead:
             return
         conn._forget_placement(dead)
@@ -160,3 +270,10 @@ class CloudburstFuture:
         self._value, self._error = retry._value, retry._error
         if self._value is _UNSET and self._error is None:
             conn._pending[self.request_id] = self
+
+
+def _run_callback(fn: Callable[[CloudburstFuture], Any], fut: CloudburstFuture) -> None:
+    try:
+        fn(fut)
+    except Exception:
+        log.exception("a done-callback of %r raised", fut)

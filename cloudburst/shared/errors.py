@@ -36,6 +36,10 @@ class FunctionNotFound(CloudburstException, KeyError):
     """The named function is not registered."""
 
 
+class KeyNotFound(CloudburstException, KeyError):
+    """``get_object(key, default=KeyNotFound)`` of a key the KVS does not hold."""
+
+
 class DagNotFound(CloudburstException, KeyError):
     """The named DAG is not registered."""
 
@@ -52,8 +56,18 @@ class ExecutorFailed(CloudburstException):
     """The executor running a call died and the call could not be completed."""
 
 
+class CallCancelled(CloudburstException):
+    """``get()`` on a future that was cancelled (``future.cancel()``)."""
+
+
 class RemoteExecutionError(CloudburstException):
-    """A user function raised; carries the remote type, message and traceback."""
+    """A user function raised; carries the remote type, message and traceback.
+
+    The instance ``get()`` raises is also an instance of the remote type when it is
+    known on the client (``except KeyError`` catches a remote ``KeyError``);
+    ``remote_exception`` is the unpickled original (or None)."""
+
+    remote_exception: BaseException | None = None
 
     def __init__(self, exc_type: str, message: str, remote_traceback: str = "") -> None:
         super().__init__(f"{exc_type}: {message}")

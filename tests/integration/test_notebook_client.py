@@ -1,0 +1,202 @@
+"""Working with functions from a notebook (issue 14): many futures, readable errors,
+honest waiting, output, user modules. Against the real local cluster (conftest)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from typing import Any
+
+import pytest
+
+from cloudburst.client import (
+    FIRST_COMPLETED,
+    FIRST_EXCEPTION,
+    as_completed,
+    progress,
+    wait,
+)
+from cloudburst.client.client import CloudburstConnection
+from cloudburst.shared import errors
+
+pytestmark = pytest.mark.integration
+
+
+def _sleepy(_: Any, x: float) -> float:
+    import time
+
+    time.sleep(x)
+    return x
+
+
+def test_map_wait_and_as_completed(cloud: CloudburstConnection) -> None:
+    sq = cloud.register(lambda _, x: x * x, "nb_sq")
+    futs = sq.map(range(20))
+    done, not_done = wait(futs, timeout=60)
+    assert not not_done and len(done) == 20
+    assert [f.get(timeout=1) for f in futs] == [x * x for x in range(20)]
+    add = cloud.register(lambda _, x, y: x + y, "nb_add")
+    assert [f.get(timeout=30) for f in add.map([1, 2], [10, 20])] == [11, 22]
+
+    slow = cloud.register(_sleepy, "nb_sleepy")
+    late, early = slow(3.0), slow(0.05)
+    done, not_done = wait([late, early], timeout=30, return_when=FIRST_COMPLETED)
+    assert early in done and late in not_done
+    order = list(as_completed([late, slow(0.5)], timeout=60))
+    assert order[-1] is late and len(order) == 2
+
+    # A timeout returns what is done, without raising.
+    hanging = slow(4.0)
+    done, not_done = wait([hanging], timeout=0.3)
+    assert not done and not_done == {hanging}
+    with pytest.raises(errors.CloudburstTimeoutError):
+        list(as_completed([hanging], timeout=0.2))
+
+    def boom(_: Any, x: int) -> int:
+        raise KeyError(x)
+
+    bad = cloud.register(boom, "nb_boom")
+    other = slow(3.0)
+    done, not_done = wait([other, bad(1)], timeout=30, return_when=FIRST_EXCEPTION)
+    assert other in not_done and len(done) == 1
+    (failed,) = done
+    assert isinstance(failed.exception(timeout=1), errors.RemoteExecutionError)
+
+
+def test_future_callbacks_cancel_repr(cloud: CloudburstConnection) -> None:
+    slow = cloud.register(_sleepy, "nb_sleepy2")
+    fut = slow(0.2)
+    r = repr(fut)
+    assert "nb_sleepy2" in r and fut.id in r and "pending" in r
+    seen: list[Any] = []
+    fut.add_done_callback(lambda f: seen.append(f.get(0)))
+    assert fut.get(timeout=30) == 0.2
+    assert seen == [0.2] and "done" in repr(fut)
+    fut.add_done_callback(lambda f: seen.append("late"))  # already done: runs now
+    assert seen == [0.2, "late"]
+    assert fut.done() and not fut.cancel()
+
+    # A callback fires while wait() receives, not only from get().
+    fired: list[str] = []
+    futs = slow.map([0.05, 0.05])
+    for f in futs:
+        f.add_done_callback(lambda f: fired.append(f.id))
+    wait(futs, timeout=30)
+    assert sorted(fired) == sorted(f.id for f in futs)
+
+    long = slow(2.0)
+    assert long.cancel() and long.cancelled() and long.done()
+    assert "cancelled" in repr(long)
+    with pytest.raises(errors.CallCancelled):
+        long.get(timeout=1)
+    # The connection keeps working, and the cancelled call's late result is ignored.
+    assert slow(0.01).get(timeout=30) == 0.01
+    time.sleep(2.5)
+    assert slow(0.01).get(timeout=30) == 0.01
+    with pytest.raises(errors.CallCancelled):
+        long.get(timeout=1)
+
+
+def test_progress_bar(cloud: CloudburstConnection) -> None:
+    sq = cloud.register(lambda _, x: x * x, "nb_sq_progress")
+    out = io.StringIO()
+    futs = progress(sq.map(range(30)), timeout=60, file=out, desc="squares")
+    assert all(f.done() for f in futs)
+    assert [f.get(0) for f in futs] == [x * x for x in range(30)]
+    text = out.getvalue()
+    assert "squares" in text and "30/30" in text
+
+
+def test_await_future_does_not_block_the_loop(cloud: CloudburstConnection) -> None:
+    slow = cloud.register(_sleepy, "nb_sleepy_async")
+
+    async def main() -> tuple[list[float], int]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        t = asyncio.ensure_future(ticker())
+        results = await asyncio.wait_for(
+            asyncio.gather(slow(0.5), slow(0.6), slow(0.01)), timeout=60
+        )
+        t.cancel()
+        return list(results), ticks
+
+    results, ticks = asyncio.run(main())
+    assert results == [0.5, 0.6, 0.01]
+    assert ticks >= 10  # the loop kept running while the calls were awaited
+
+
+def test_errors_a_person_can_read(cloud: CloudburstConnection) -> None:
+    def lookup(_: Any, key: str) -> int:
+        table = {"a": 1}
+        return table[key]
+
+    f = cloud.register(lookup, "nb_lookup")
+    with pytest.raises(KeyError) as info:  # a plain `except KeyError` catches it
+        f("zz").get(timeout=30)
+    err = info.value
+    assert isinstance(err, errors.RemoteExecutionError) and err.args == ("zz",)
+    text = str(err)
+    assert "return table[key]" in text and "lookup" in text
+    # Internal frames are hidden and the traceback is there once (no __cause__ chain).
+    assert "executor/worker.py" not in text and "executor/invoke.py" not in text
+    assert "frame(s) hidden" in text and text.count("Traceback (most recent call last)") == 1
+    assert err.__cause__ is None and isinstance(err.remote_exception, KeyError)
+
+    class Custom(Exception):
+        def __init__(self, a: int, b: int) -> None:  # not buildable from a message
+            super().__init__(a, b)
+
+    def custom(_: Any) -> None:
+        raise Custom(1, 2)
+
+    with pytest.raises(errors.RemoteExecutionError, match="Custom"):
+        cloud.register(custom, "nb_custom")().get(timeout=30)
+
+    # register() checks the function takes the user library.
+    def no_lib(x: int) -> int:
+        return x
+
+    handle = cloud.register(no_lib, "nb_nolib")  # x may well be the user library...
+    with pytest.raises(errors.InvalidArgument, match="forget the user-library parameter"):
+        handle(3)  # ... but called with one argument it needs two: said at the call
+    with pytest.raises(errors.InvalidArgument, match="user library"):
+        cloud.register(lambda: 1, "nb_nolib2")
+
+    class NoLibRun:
+        def __init__(self, cb: Any) -> None:
+            pass
+
+        def run(self) -> int:
+            return 1
+
+    with pytest.raises(errors.InvalidArgument, match="NoLibRun.run"):
+        cloud.register(NoLibRun, "nb_nolib3")
+    cloud.register(lambda *args: len(args), "nb_varargs")  # *args takes it: fine
+
+    # An unserializable result names the function and says it was the return value.
+    def returns_lock(_: Any) -> Any:
+        import threading
+
+        return threading.Lock()
+
+    with pytest.raises(errors.InvalidArgument) as info2:
+        cloud.register(returns_lock, "nb_lock")().get(timeout=30)
+    assert "return value of function 'nb_lock'" in str(info2.value)
+    assert "lock" in str(info2.value)
+
+
+def test_get_object_default(cloud: CloudburstConnection) -> None:
+    missing = object()
+    assert cloud.get_object("nb-never-written") is None  # unchanged default
+    assert cloud.get_object("nb-never-written", default=missing) is missing
+    cloud.put_object("nb-none", None)
+    assert cloud.get_object("nb-none", default=missing) is None
+    with pytest.raises(KeyError, match="nb-never-written"):
+        cloud.get_object("nb-never-written", default=errors.KeyNotFound)
