@@ -100,6 +100,7 @@ class Worker:
         self.push: dict[str, zmq.Socket[Any]] = {}
         self.busy = 0
         self.completed = 0
+        self.current: tuple[str, float] | None = None  # (call id, start) while running
         # Calls waiting for referenced results (futures passed as arguments). They are
         # parked, not waited for, so the call producing the result can run here too.
         self.parked: list[tuple[Run, float]] = []
@@ -249,6 +250,7 @@ class Worker:
             return self._fail(sched, fn, _load_error(exc, fn))
         while True:
             self.busy = 1
+            self.current = (sched.id, time.monotonic())
             downs = downstreams(sched.dag, fn)
             try:
                 result = invoke(
@@ -268,6 +270,7 @@ class Worker:
                 return self._fail(sched, fn, wire.remote_error(exc, fn))
             finally:
                 self.busy = 0
+                self.current = None
                 self.completed += 1
             if result is STREAMED:  # already forwarded as a stream while it ran
                 return None
@@ -375,6 +378,10 @@ class Worker:
             completed=self.completed,
             leaving=self.leaving,
         )
+        current = self.current
+        if current is not None:
+            st.current_call = current[0]
+            st.current_call_s = time.monotonic() - current[1]
         summary = getattr(self.state, "cached_key_sizes", None)
         if callable(summary):
             try:

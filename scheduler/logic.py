@@ -149,6 +149,8 @@ class SchedulerState:
         view.pid = status.pid
         view.inbox_address = status.inbox_address
         view.leaving = status.leaving
+        view.current_call = status.current_call
+        view.current_call_s = status.current_call_s
         if status.has_cache_summary:
             self.cache_summaries[status.node_id] = dict(status.cached_key_sizes)
         if new and not status.leaving:

@@ -492,12 +492,19 @@ class CloudburstConnection:
                 "survive fork(); make a new connection in the child"
             )
 
-    def _encode_args(self, args: Iterable[Any], out: pb.Arguments) -> None:
+    def _encode_args(
+        self,
+        args: Iterable[Any],
+        out: pb.Arguments,
+        upstreams: list[CloudburstFuture] | None = None,
+    ) -> None:
         for arg in args:
             if isinstance(arg, CloudburstFuture):
                 if arg.done():
                     arg = arg.get()  # its value, or its error raised here
                 elif arg.obj_id:
+                    if upstreams is not None:
+                        upstreams.append(arg)
                     arg = wire.PendingReference(arg.obj_id, True)
                 else:
                     arg = arg.get()
@@ -731,10 +738,13 @@ class CloudburstConnection:
         if not isinstance(args, list | tuple):
             args = [args]
         call = pb.FunctionCall(name=name, response_key=f"results/{self._prefix}{uuid.uuid4().hex}")
-        self._encode_args(args, call.arguments)
-        return self._start_call(
+        upstreams: list[CloudburstFuture] = []
+        self._encode_args(args, call.arguments, upstreams)
+        fut = self._start_call(
             f"fn:{name}", "call", call, {name: call.arguments}, call.response_key, NORMAL, ""
         )
+        fut._upstreams = upstreams  # waited for as long as they run (see the future)
+        return fut
 
     def call_dag(
         self,
@@ -763,10 +773,11 @@ class CloudburstConnection:
             output_key=output_key or "",
             client_id=client_id or "",
         )
+        upstreams: list[CloudburstFuture] = []
         for fname, fargs in arg_map.items():
             if not isinstance(fargs, list | tuple):
                 fargs = [fargs]
-            self._encode_args(fargs, call.function_args[fname])
+            self._encode_args(fargs, call.function_args[fname], upstreams)
         fut = self._start_call(
             f"dag:{dname}",
             "dag_call",
@@ -776,6 +787,7 @@ class CloudburstConnection:
             consistency,
             call.client_id,
         )
+        fut._upstreams = upstreams
         if direct_response:
             return fut.get()
         return fut

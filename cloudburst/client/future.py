@@ -72,6 +72,10 @@ class CloudburstFuture:
         self._sent_at = time.monotonic()
         self._callbacks: list[Callable[[CloudburstFuture], Any]] | None = []
         self._cancelled = False
+        # Futures passed to this call as arguments (references to their results), and
+        # whether the executor gave up waiting for one while it still runs.
+        self._upstreams: list[CloudburstFuture] = []
+        self._rearm = False
 
     @property
     def id(self) -> str:
@@ -190,6 +194,11 @@ class CloudburstFuture:
             res = msg.result
             if res.success:
                 self._value = serializer.from_value(res.value)
+            elif self._upstreams and _argument_wait_expired(res.error):
+                # The executor parks a call for its argument's result only so long
+                # (scheduler.call_timeout_s); the upstream call may still be running:
+                # get() checks it and sends this call again (see _check_executors).
+                self._rearm = True
             else:
                 self._error = wire.exception_for(res.error)
         elif kind == "response":  # the scheduler's acknowledgement
@@ -211,7 +220,8 @@ class CloudburstFuture:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 raise CloudburstTimeoutError(
-                    f"call {self.request_id} did not answer within {timeout}s" + self._waiting_on()
+                    f"call {self.request_id} ({self.function}) did not answer within "
+                    f"{timeout}s: {self._where()}"
                 )
             wait = check_every if deadline is None else min(check_every, deadline - now)
             if conn._poll_for(self, wait):
@@ -227,15 +237,67 @@ class CloudburstFuture:
             raise self._error
         return self._value
 
-    def _waiting_on(self) -> str:
-        if self.executors:
-            return f" (waiting on executor(s) {', '.join(sorted(set(self.executors)))})"
-        return " (its placement is not known: the scheduler has not acknowledged it)"
+    def _check_upstreams(self, timeout: float | None) -> None:
+        """A call waiting for futures passed as its arguments waits as long as they
+        run: an upstream whose executor died is retried (it stores its result under
+        the same key), an upstream that failed fails this call, and when the executor
+        gave up waiting (its park deadline) while the upstream still runs or just
+        finished, this call is sent again."""
+        for up in self._upstreams:
+            if not up.done():
+                up._check_executors(timeout)
+            if up._error is not None:
+                self._error = CloudburstException(
+                    f"call {self.request_id} ({self.function}): its argument, the result "
+                    f"of call {up.request_id} ({up.function}), failed: "
+                    f"{type(up._error).__name__}: {up._error}"
+                )
+                self._rearm = False
+                return
+        if not self._rearm or self._resend is None:
+            return
+        self._rearm = False
+        conn = self._conn
+        old = self.request_id
+        conn._drop_pending(old)
+        log.info("call %s: its argument is still being computed; sending it again", old)
+        try:
+            again = self._resend([], timeout)
+        except CloudburstException as exc:
+            self._error = exc
+            return
+        self.request_id, self._schedule = again.request_id, again._schedule
+        self._value, self._error = again._value, again._error
+        self._sent_at = time.monotonic()
+        if not self._finished():
+            conn._pending[self.request_id] = self
+
+    def _where(self) -> str:
+        """Where the call is, as far as the scheduler's view of its executors tells
+        (from their last heartbeats): queued, running (where, how long), or lost."""
+        addresses = sorted(set(self.executors))
+        if not addresses:
+            return "its placement is not known (the scheduler has not acknowledged it)"
+        sent = time.monotonic() - self._sent_at
+        conn = self._conn
+        try:
+            query = pb.StatusQuery(addresses=addresses)
+            status = conn._request("status", query, timeout=min(1.0, conn.timeout)).status
+        except CloudburstException:
+            return (
+                f"sent {sent:.1f}s ago to executor(s) {', '.join(addresses)}; the scheduler "
+                "did not answer a status request, so whether it runs is unknown"
+            )
+        return describe_wait(self.request_id, addresses, status, sent)
 
     def _check_executors(self, timeout: float | None = None, dead: set[str] | None = None) -> None:
         """No result for a while: ask the scheduler whether our executors live (or use
         ``dead``, already asked for many futures); if one died, retry the call once
         elsewhere, or fail saying so."""
+        if self._upstreams:
+            self._check_upstreams(timeout)
+            if self._finished():
+                return
         addresses = self.executors
         if not addresses:
             return
@@ -270,6 +332,46 @@ class CloudburstFuture:
         self._value, self._error = retry._value, retry._error
         if self._value is _UNSET and self._error is None:
             conn._pending[self.request_id] = self
+
+
+def _argument_wait_expired(err: pb.RemoteError) -> bool:
+    """The executor stopped waiting for a referenced result (executor/worker.py)."""
+    return err.error == pb.TIMED_OUT and "never appeared" in err.message
+
+
+def describe_wait(call_id: str, addresses: list[str], status: pb.ClusterStatus, sent: float) -> str:
+    """Pure: what a call that has not answered is doing, from the scheduler's status
+    of its executors (``addresses``) and the seconds since it was ``sent``."""
+    dead = sorted(set(status.dead) & set(addresses))
+    if dead:
+        return (
+            f"lost: executor(s) {', '.join(dead)} stopped heartbeating (dead); get() "
+            "without a timeout retries the call once elsewhere"
+        )
+    infos = {e.address: e for e in status.executors if e.address in addresses}
+    for address in addresses:
+        info = infos.get(address)
+        if info is not None and info.current_call == call_id:
+            return f"running on executor {address} for {info.current_call_s:.1f}s"
+    parts = []
+    for address in addresses:
+        info = infos.get(address)
+        if info is None:
+            parts.append(f"executor {address} is not in the scheduler's view")
+        elif info.current_call:
+            others = max(0, info.load - 1)
+            parts.append(
+                f"queued on executor {address} (sent {sent:.1f}s ago) behind the call "
+                f"running there for {info.current_call_s:.1f}s ({info.current_call})"
+                + (f" and about {others} more queued or just placed" if others else "")
+            )
+        else:
+            parts.append(
+                f"sent {sent:.1f}s ago to executor {address}, which is alive and idle: "
+                "the call waits for an argument's result (a future passed to it), runs "
+                "in another function of its DAG, or its result is on its way"
+            )
+    return "; ".join(parts)
 
 
 def _run_callback(fn: Callable[[CloudburstFuture], Any], fut: CloudburstFuture) -> None:

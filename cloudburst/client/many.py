@@ -53,13 +53,13 @@ def _check_liveness(pending: list[CloudburstFuture], timeout: float | None) -> N
     by_conn: dict[int, tuple[Any, list[CloudburstFuture]]] = {}
     for fut in pending:
         conn = fut._conn_ref()
-        if conn is not None and not fut._finished() and fut.executors:
+        if conn is not None and not fut._finished() and (fut.executors or fut._upstreams):
             by_conn.setdefault(id(conn), (conn, []))[1].append(fut)
     for conn, futs in by_conn.values():
         addresses = sorted({a for f in futs for a in f.executors})
-        dead = conn._dead_executors(addresses, timeout)
-        if dead:
-            for fut in futs:
+        dead = conn._dead_executors(addresses, timeout) if addresses else set()
+        for fut in futs:
+            if dead or fut._upstreams:
                 fut._check_executors(timeout, dead=dead)
                 if fut._finished():
                     conn._resolved(fut.request_id, fut)

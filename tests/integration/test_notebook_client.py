@@ -200,3 +200,53 @@ def test_get_object_default(cloud: CloudburstConnection) -> None:
     assert cloud.get_object("nb-none", default=missing) is None
     with pytest.raises(KeyError, match="nb-never-written"):
         cloud.get_object("nb-never-written", default=errors.KeyNotFound)
+
+
+@pytest.fixture(scope="module")
+def short_park(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A cluster whose executors park a call for its arguments only 2 s."""
+    from tests.integration.conftest import start_cluster
+
+    c = start_cluster(
+        tmp_path_factory.mktemp("shortpark"), workers=2, scheduler={"call_timeout_s": 2.0}
+    )
+    try:
+        yield c
+    finally:
+        c.group.stop_all()
+
+
+def test_waiting_is_honest(short_park: Any) -> None:
+    with short_park.connect() as cloud:
+        slow = cloud.register(_sleepy, "nb_sleepy_honest")
+        inc = cloud.register(lambda _, x: x + 1, "nb_inc_honest")
+        # A future passed as an argument waits as long as its upstream runs (6 s),
+        # not the executor's 2 s park limit.
+        up = slow(6.0)
+        down = inc(up)
+        assert down.get(timeout=60) == 7.0
+        assert up.get(timeout=1) == 6.0
+
+        # ... but an upstream that fails fails it, saying which.
+        def boom(_: Any) -> int:
+            import time
+
+            time.sleep(3)
+            raise ValueError("upstream broke")
+
+        bad = cloud.register(boom, "nb_boom_honest")()
+        with pytest.raises(errors.CloudburstException, match="its argument.*upstream broke"):
+            inc(bad).get(timeout=60)
+
+        # Timeout messages say running (where, how long) or queued (behind what).
+        # Two workers, both busy: a third call queues behind one of them.
+        a, b = slow(4.0), slow(4.0)
+        time.sleep(1.0)
+        with pytest.raises(errors.CloudburstTimeoutError, match="running on executor tcp://"):
+            a.get(timeout=0.5)
+        c = slow(0.01)
+        with pytest.raises(errors.CloudburstTimeoutError) as info:
+            c.get(timeout=0.8)
+        msg = str(info.value)
+        assert "queued on executor" in msg and "behind the call running there" in msg, msg
+        assert a.get(timeout=30) == 4.0 and b.get(timeout=30) == 4.0 and c.get(timeout=30)
