@@ -79,6 +79,12 @@ _to_payload = codec.to_payload
 
 _ids = itertools.count()
 
+#: kvs.max_value_bytes's default (cloudburst.shared.config): the largest PUT payload.
+MAX_VALUE_BYTES = 1536 * 1024 * 1024
+#: A PUT's timeout grows by one second per this many payload bytes (the shard writes
+#: and fsyncs the value before it answers).
+LARGE_VALUE_RATE = 8 * 1024 * 1024
+
 #: How long a data request keeps trying to connect to a server that refuses before the
 #: client asks routing again (the node may have departed or died; a restarting shard
 #: comes back on the same address and is simply connected to on a later attempt).
@@ -127,8 +133,13 @@ class AnnaTcpClient:
     """A KVS client: address cache, batched GET/PUT, timeouts on every call.
 
     ``timeout`` (seconds) bounds every call; a server that does not answer raises
-    :class:`anna.errors.AnnaTimeoutError` naming its address.
+    :class:`anna.errors.AnnaTimeoutError` naming its address. A PUT's timeout grows
+    with its size (``LARGE_VALUE_RATE``); while a large answer keeps arriving, the
+    timeout counts from its last bytes. A PUT payload over ``max_value_bytes`` (the
+    servers' ``kvs.max_value_bytes``) raises :class:`AnnaError` before anything is sent.
     """
+
+    max_value_bytes: int = MAX_VALUE_BYTES
 
     def __init__(
         self,
@@ -373,9 +384,17 @@ class AnnaTcpClient:
         """One single-frame message from ``sock`` (spinning up to ``spin`` first), or
         timeout. A large frame is a bytearray received in place; nothing writes to it,
         so it is typed as bytes."""
+        received = -1
         while True:
             frames = sock.recv(deadline, self.spin)
             if frames is None:
+                # A large answer still arriving: the timeout counts from its last bytes.
+                now = _monotonic()
+                arriving = _bytes_arriving(sock)
+                if arriving > received:
+                    received = arriving
+                    deadline = now + self._call_timeout
+                    continue
                 break
             if len(frames) == 1:
                 return cast(bytes, frames[0])
@@ -458,7 +477,9 @@ class AnnaTcpClient:
     def _answer(self, raw: bytes) -> wire.SingleResponse | str | None:
         """A ``KeyResponse`` with one tuple, parsed (by hand in canonical form, else by
         protobuf); the ``response_id`` of one with several tuples; None if undecodable."""
-        t = _parse_response(raw)
+        # A large answer (a bytearray received in place) is parsed through a view, so
+        # its value is copied out once (in _decode_single), not three times.
+        t = _parse_response(memoryview(raw) if isinstance(raw, bytearray) else raw)
         if t is not None:
             return t
         msg = self._resp_msg
@@ -543,7 +564,14 @@ class AnnaTcpClient:
                 except LatticeError as exc:
                     raise AnnaError(f"cannot PUT {keys!r}: {exc}") from None
                 parts = [payload]
-            t = self._single(_PUT, keys, lt, parts, timeout)  # type: ignore[arg-type]
+            size = sum(map(len, parts))
+            sized = self._sized_timeout(keys, size, timeout)  # type: ignore[arg-type]
+            t = self._single(_PUT, keys, lt, parts, sized)  # type: ignore[arg-type]
+            if t is None and size >= COPY_THRESHOLD:
+                # A large value: learn the key's address so it goes out in pieces,
+                # not copied into a protobuf message.
+                self.get_addresses([keys], sized)  # type: ignore[list-item]
+                t = self._single(_PUT, keys, lt, parts, sized)  # type: ignore[arg-type]
             if t is not None:
                 return t[3] == _NO_ERROR
         if single:
@@ -567,6 +595,9 @@ class AnnaTcpClient:
                 prev = _from_payload(*payloads[k])
                 lt, payload = _to_payload(prev.merge(v))  # type: ignore[arg-type]
             payloads[k] = (lt, payload)
+        for k, (_, payload) in payloads.items():
+            self._sized_timeout(k, len(payload), timeout)
+        timeout = self._sized_timeout("", sum(len(p) for _, p in payloads.values()), timeout)
         answers = self._execute(_PUT, list(payloads), payloads, all_replicas, timeout)
         out: dict[str, bool] = {}
         for k in payloads:
@@ -578,6 +609,18 @@ class AnnaTcpClient:
         if single:
             return out[klist[0]]
         return out
+
+    def _sized_timeout(self, key: str, size: int, timeout: float | None) -> float | None:
+        """The timeout of a PUT of ``size`` payload bytes (``key``'s alone, or several
+        keys' with ``key`` empty); raises AnnaError past ``max_value_bytes``."""
+        if key and size > self.max_value_bytes:
+            raise AnnaError(
+                f"cannot PUT {key!r}: its payload is {size} bytes, more than the KVS's "
+                f"limit of {self.max_value_bytes} (kvs.max_value_bytes)"
+            )
+        if size < LARGE_VALUE_RATE:
+            return timeout
+        return (self.timeout if timeout is None else timeout) + size / LARGE_VALUE_RATE
 
     def delete(
         self, keys: str | Iterable[str], timeout: float | None = None
@@ -823,6 +866,16 @@ class Pipeline:
 
     def __exit__(self, *exc: object) -> None:
         self._ops.clear()
+
+
+def _bytes_arriving(sock: zmtp.PullListener) -> int:
+    """Bytes received so far of the large frames ``sock`` is in the middle of (-1:
+    none), so a caller can tell a slow large answer from no answer."""
+    got = -1
+    for conn in sock.conns.values():
+        if conn.big is not None:
+            got = max(got, 0) + conn.big_got
+    return got
 
 
 def _decode_single(key: str, t: wire.SingleResponse) -> Lattice[Any] | None:

@@ -8,7 +8,7 @@ Every decode failure becomes :class:`cloudburst.shared.errors.WireError`.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from google.protobuf.message import DecodeError, Message
 
@@ -16,6 +16,9 @@ from anna.proto import anna_pb2 as pb
 from cloudburst.shared.errors import WireError
 
 M = TypeVar("M", bound=Message)
+
+#: parse_single_key_response leaves payloads at least this large as views.
+LARGE_VIEW = 1 << 20
 
 KIND_MEMBERSHIP = b"membership"
 KIND_HEARTBEAT = b"heartbeat"
@@ -214,6 +217,76 @@ def parse_single_key_request(data: bytes | memoryview) -> SingleRequest | None:
     return rtype, key, lattice_type, payload, cache_size, address, request_id
 
 
+def single_key_request_span(
+    data: bytes | bytearray,
+) -> tuple[int, str, int, int, int, int, str, str] | None:
+    """Like :func:`parse_single_key_request` but without copying the payload (for
+    large requests): ``(type, key, lattice_type, payload_start, payload_end,
+    address_cache_size, response_address, request_id)``; None for anything else."""
+    try:
+        n = len(data)
+        rtype, pos, tend = _single_tuple(data)
+        key = ""
+        lattice_type = 0
+        pstart = pend = 0
+        cache_size = 0
+        if pos < tend and data[pos] == 0x0A:
+            raw, pos = _field(data, pos + 1, tend)
+            key = str(raw, "utf-8")
+        if pos < tend and data[pos] == 0x10:
+            lattice_type = data[pos + 1]
+            if lattice_type > 0x7F:
+                return None
+            pos += 2
+        if pos < tend and data[pos] == 0x22:
+            ln, pstart = _uvarint(data, pos + 1)
+            pend = pos = pstart + ln
+            if pend > tend:
+                return None
+        if pos < tend and data[pos] == 0x28:
+            cache_size, pos = _uvarint(data, pos + 1)
+            if cache_size > 0xFFFFFFFF:
+                return None
+        if pos != tend:
+            return None
+        address = ""
+        request_id = ""
+        if pos < n and data[pos] == 0x1A:
+            raw, pos = _field(data, pos + 1, n)
+            address = str(raw, "utf-8")
+        if pos < n and data[pos] == 0x22:
+            raw, pos = _field(data, pos + 1, n)
+            request_id = str(raw, "utf-8")
+        if pos != n:
+            return None
+    except (IndexError, UnicodeDecodeError):
+        return None
+    return rtype, key, lattice_type, pstart, pend, cache_size, address, request_id
+
+
+def lww_span(data: bytes | bytearray, start: int, end: int) -> tuple[int, int, int] | None:
+    """``(timestamp, value_start, value_end)`` of the canonical ``LWWValue`` in
+    ``data[start:end]`` (see :func:`parse_lww_payload`), without copying; None for
+    anything else."""
+    try:
+        pos = start
+        timestamp = 0
+        if end > start and data[start] == 0x08:
+            timestamp, pos = _uvarint(data, start + 1)
+            if timestamp == 0 or timestamp > 0xFFFFFFFFFFFFFFFF:
+                return None
+        if pos == end:
+            return timestamp, end, end
+        if data[pos] != 0x12:
+            return None
+        ln, pos = _uvarint(data, pos + 1)
+        if ln == 0 or pos + ln != end:
+            return None
+        return timestamp, pos, end
+    except IndexError:
+        return None
+
+
 def single_key_response(
     rtype: int,
     key: str,
@@ -243,7 +316,8 @@ def single_key_response(
 
 def parse_single_key_response(data: bytes | memoryview) -> SingleResponse | None:
     """Fast decode of a one-tuple ``KeyResponse`` in canonical field order; None for
-    anything else (decode those with :func:`decode_key_response`)."""
+    anything else (decode those with :func:`decode_key_response`). A payload of
+    ``LARGE_VIEW`` bytes or more of a memoryview is returned as a view of it."""
     try:
         n = len(data)
         rtype, pos, tend = _single_tuple(data)
@@ -267,7 +341,9 @@ def parse_single_key_response(data: bytes | memoryview) -> SingleResponse | None
             pos += 2
         if pos < tend and data[pos] == 0x22:
             raw, pos = _field(data, pos + 1, tend)
-            payload = bytes(raw)
+            # A large payload of a memoryview stays a view (no copy): the caller
+            # copies the value out of it once.
+            payload = bytes(raw) if len(raw) < LARGE_VIEW else cast(bytes, raw)
         if pos < tend and data[pos] == 0x30:
             if data[pos + 1] > 1:
                 return None

@@ -33,6 +33,7 @@ class AnnaError(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TIMEOUT: _ClassVar[AnnaError]
     LATTICE: _ClassVar[AnnaError]
     NO_SERVERS: _ClassVar[AnnaError]
+    VALUE_TOO_LARGE: _ClassVar[AnnaError]
 RT_UNSPECIFIED: RequestType
 GET: RequestType
 PUT: RequestType
@@ -51,6 +52,7 @@ WRONG_THREAD: AnnaError
 TIMEOUT: AnnaError
 LATTICE: AnnaError
 NO_SERVERS: AnnaError
+VALUE_TOO_LARGE: AnnaError
 
 class KeyTuple(_message.Message):
     __slots__ = ("key", "lattice_type", "error", "payload", "address_cache_size", "invalidate")

@@ -15,7 +15,9 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -25,11 +27,16 @@ from anna import wire
 from anna.membership import digest, make_node, node_id_for
 from anna.outbox import Outbox
 from anna.proto import anna_pb2 as pb
-from anna.shard.logic import Append, Reply, SendInternal, ShardState
-from anna.shard.wal import WriteAheadLog
+from anna.shard import bigvalue
+from anna.shard.biglane import BigLane
+from anna.shard.logic import Append, Reply, ReplyParts, SendInternal, ShardState
+from anna.shard.wal import WriteAheadLog, write_records
 from anna.zmtp import ZmtpServer
 from cloudburst.shared.config import Config, load_config
 from cloudburst.shared.errors import WireError
+from lattices import codec
+from lattices.base import Lattice
+from lattices.lww import LWWPairLattice
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +48,12 @@ POLLIN = zmq.POLLIN
 BUSY_CHECK_MS = 2  # busy mode: how often the gossip and cache sockets are looked at
 GC_GEN0_THRESHOLD = 20_000
 BIG_FRAME = 64 * 1024  # requests at least this large are parsed in place (no copy)
+#: Requests at least this large are decoded and logged by the worker thread
+#: (anna.shard.biglane), off the request loop.
+BIG_REQUEST = 4 * 1024 * 1024
+#: The heartbeat thread stops sending once the loop has not refreshed the heartbeat for
+#: this long: a loop stuck for good is declared dead, one busy with a value is not.
+HEARTBEAT_STALL_S = 120.0
 
 
 def tune_malloc() -> None:
@@ -72,6 +85,28 @@ def raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     except (ImportError, OSError, ValueError):
         pass
+
+
+def decode_big(
+    frame: bytearray, span: tuple[Any, ...], max_bytes: int
+) -> tuple[bytes | memoryview, Lattice[Any] | None]:
+    """(Worker thread) the payload of a large one-key request and, for a PUT, its
+    lattice; the copies do not hold the GIL. A payload over ``max_bytes`` is not
+    copied (the shard answers VALUE_TOO_LARGE from its length)."""
+    rtype, _, lt, start, end = span[:5]
+    if end - start > max_bytes:
+        return memoryview(frame)[start:end], None
+    payload = bigvalue.copy_bytes(frame, start, end)
+    if rtype != pb.PUT:
+        return payload, None
+    if lt == pb.LWW:
+        sp = wire.lww_span(payload, 0, len(payload))
+        if sp is not None:
+            return payload, LWWPairLattice._make(sp[0], bigvalue.copy_bytes(payload, sp[1], sp[2]))
+    try:
+        return payload, codec.from_payload(lt, payload)
+    except Exception:
+        return payload, None  # the loop's merge answers LATTICE
 
 
 def die_with_parent() -> None:
@@ -107,6 +142,7 @@ class ShardServer:
             kvs.replication_local,
             anti_entropy=kvs.anti_entropy_period_s > 0,
             tombstone_ttl_ms=int(kvs.tombstone_ttl_s * 1000),
+            max_value_bytes=kvs.max_value_bytes,
         )
         base = Path(data_dir or kvs.data_dir)
         self.wal = WriteAheadLog(
@@ -117,6 +153,16 @@ class ShardServer:
         self.ctx: zmq.Context[Any] = zmq.Context()
         self.outbox = Outbox(self.ctx, self.state.stats)
         self.running = True
+        self._heartbeat: tuple[list[bytes], list[str]] | None = None
+        self.loop_alive = time.monotonic()
+        self._hb_stop = threading.Event()
+        self._hb_thread: threading.Thread | None = None
+        self.big = BigLane()
+        self.big_keys: dict[str, int] = {}  # keys with a large PUT in the worker
+        self.deferred: list[bytes | bytearray] = []  # requests for those keys, in order
+        self.compacting = False
+        self.compact_failed = False
+        self.snapshot_bytes = 0
 
     def recover(self) -> None:
         start = time.monotonic()
@@ -124,6 +170,10 @@ class ShardServer:
         self.wal.open()
         if self.wal.size > COMPACT_BYTES:
             self.wal.compact(self.state.snapshot())
+        try:
+            self.snapshot_bytes = self.wal.snap_path.stat().st_size
+        except FileNotFoundError:
+            self.snapshot_bytes = 0
         # The store holds no reference cycles: keep the recovered objects out of every
         # collection, and collect the young generation less often (the hot path
         # allocates a few short-lived containers per request, never cycles).
@@ -150,7 +200,9 @@ class ShardServer:
         self.cache.bind(f"tcp://{ip}:{kvs.shard_base_port + self.index + CACHE_PORT_OFFSET}")
         for sock in (self.gossip, self.cache):
             sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.MAXMSGSIZE, 256 * 1024 * 1024)
+        # Gossip and hand-off carry whole values (one tuple may be the largest value).
+        self.gossip.setsockopt(zmq.MAXMSGSIZE, kvs.max_value_bytes + 64 * 1024 * 1024)
+        self.cache.setsockopt(zmq.MAXMSGSIZE, 256 * 1024 * 1024)
 
     def perform(self, actions: list[Any]) -> None:
         """Carry out actions: WAL appends first (one write), one commit, then the
@@ -170,6 +222,147 @@ class ShardServer:
                 send(a.address, r if isinstance(r, bytes) else r.SerializeToString())
             elif ta is SendInternal:
                 self.outbox.send_multipart(a.address, wire.encode_internal(a.kind, a.message))
+            elif ta is ReplyParts:
+                # A large value's answer: its pieces go out as they are (the value
+                # itself is not copied); over libzmq (ipc://) joined off the loop first.
+                if a.address.startswith("tcp://"):
+                    self.req.send_parts(a.address, a.parts)
+                else:
+                    self.big.submit(bigvalue.join, (a.parts,), partial(self._send_built, a.address))
+
+    def _send_built(self, address: str, data: bytes | Exception) -> None:
+        if isinstance(data, Exception):
+            self.state.stats["request_errors"] += 1
+            log.error("shard %d: building a large answer failed: %r", self.index, data)
+            return
+        self.reply(address, data)
+
+    # ---- large values (see anna.shard.biglane) -------------------------------------------
+
+    def big_request(self, frame: bytearray) -> bool:
+        """Hand a large one-key request to the worker (False: not one, take the general
+        path). Later requests for the same key wait for it (:attr:`deferred`)."""
+        span = wire.single_key_request_span(frame)
+        if span is None:
+            return False
+        key = span[1]
+        if key in self.big_keys:
+            self.deferred.append(frame)  # behind the large PUT of the same key
+            return True
+        self.big_keys[key] = self.big_keys.get(key, 0) + 1
+        self.state.stats["big_requests"] += 1
+        self.big.submit(
+            decode_big,
+            (frame, span, self.cfg.kvs.max_value_bytes),
+            partial(self._big_decoded, span),
+        )
+        return True
+
+    def _big_decoded(self, span: tuple[Any, ...], result: Any) -> None:
+        rtype, key, lt, _, _, cache_size, address, rid = span
+        if isinstance(result, Exception):
+            self.state.stats["request_errors"] += 1
+            log.error("shard %d: decoding a large request failed: %r", self.index, result)
+            self._big_finish(key, [])
+            return
+        payload, decoded = result
+        try:
+            actions = self.state.handle_single(
+                rtype, key, lt, payload, cache_size, address, rid, decoded
+            )
+        except Exception:
+            self.state.stats["request_errors"] += 1
+            log.exception("shard %d: large request failed", self.index)
+            actions = []
+        records = [r for a in actions if type(a) is Append for r in a.tuples]
+        rest = [a for a in actions if type(a) is not Append]
+        if not records:
+            self._big_finish(key, rest)
+            return
+        wal = self.wal
+        self.big.submit(
+            write_records,
+            (wal.fd, records, wal.fsync_policy != "never"),
+            partial(self._big_written, key, rest),
+        )
+
+    def _big_written(self, key: str, rest: list[Any], written: int | Exception) -> None:
+        if isinstance(written, Exception):
+            # Not durable: no acknowledgement (the client times out and retries).
+            self.state.stats["wal_errors"] += 1
+            log.error("shard %d: logging a large value of %r failed: %r", self.index, key, written)
+            rest = [a for a in rest if type(a) is SendInternal]
+        else:
+            self.wal.size += written
+        self._big_finish(key, rest)
+
+    def _big_finish(self, key: str, actions: list[Any]) -> None:
+        if actions:
+            self.perform(actions)
+        n = self.big_keys.get(key, 0) - 1
+        if n > 0:
+            self.big_keys[key] = n
+        else:
+            self.big_keys.pop(key, None)
+        if self.deferred and key not in self.big_keys:
+            frames, self.deferred = self.deferred, []
+            for f0 in frames:
+                self._one_frame(f0)
+
+    def _one_frame(self, f0: bytes | bytearray) -> None:
+        """One request off the hot path (a deferred one): the same handling."""
+        st = self.state
+        if type(f0) is bytearray and len(f0) >= BIG_REQUEST and self.big_request(f0):
+            return
+        buf = memoryview(f0) if type(f0) is bytearray else cast(bytes, f0)
+        try:
+            one = wire.parse_single_key_request(buf)
+            if one is not None:
+                if one[1] in self.big_keys:
+                    self.deferred.append(f0)
+                    return
+                actions = st.handle_single(*one)
+            else:
+                kreq = wire.decode_key_request(buf)
+                if any(t.key in self.big_keys for t in kreq.tuples):
+                    self.deferred.append(f0)
+                    return
+                actions = st.handle_request(kreq)
+        except WireError:
+            st.stats["malformed"] += 1
+            return
+        except Exception:
+            st.stats["request_errors"] += 1
+            log.exception("shard %d: request failed", self.index)
+            return
+        if actions:
+            self.perform(actions)
+
+    def maybe_compact(self) -> None:
+        """Compact the WAL once it outgrows both ``COMPACT_BYTES`` and the last
+        snapshot: in the background (rotate now, snapshot in the worker)."""
+        wal = self.wal
+        if self.compacting or wal.size <= max(COMPACT_BYTES, self.snapshot_bytes):
+            return
+        if self.compact_failed:
+            wal.compact(self.state.snapshot())
+            self.compact_failed = False
+            return
+        records = [(k, e.lattice_type, e.get_payload()) for k, e in self.state.store.items()]
+        old_fd = wal.rotate()
+        self.compacting = True
+        self.big.submit(wal.write_snapshot, (records, old_fd), self._compacted)
+
+    def _compacted(self, result: int | Exception) -> None:
+        self.compacting = False
+        if isinstance(result, Exception):
+            # wal.old stays (recovery replays it); the next compaction is synchronous
+            # and removes it.
+            self.compact_failed = True
+            log.error("shard %d: background compaction failed: %r", self.index, result)
+            return
+        self.snapshot_bytes = result
+        self.state.stats["compactions"] += 1
 
     def reply(self, address: str, data: bytes) -> None:
         """A reply to a client: ZMTP on a plain socket for tcp://, libzmq otherwise."""
@@ -179,6 +372,8 @@ class ShardServer:
             self.outbox.send(address, data)
 
     def heartbeat(self) -> None:
+        """Refresh the heartbeat the heartbeat thread sends (the loop calls this every
+        heartbeat period; the thread keeps sending the last one while the loop is busy)."""
         st = self.state
         node = st.placement.nodes.get(self.node_id)
         hb = pb.Heartbeat(
@@ -194,8 +389,36 @@ class ShardServer:
             if n.routing_address:
                 targets.add(n.routing_address)
         targets.add(self.routing_address)
-        for addr in targets:
-            self.outbox.send_multipart(addr, frames)
+        self._heartbeat = (frames, sorted(targets))
+        self.loop_alive = time.monotonic()
+
+    def heartbeat_thread(self, period: float) -> None:
+        """Send the current heartbeat every ``period`` from a thread of its own, so a
+        loop busy with a large value (a copy, a 1 GB fsync) never misses one. It stops
+        vouching for the loop if that has not refreshed the heartbeat for
+        ``HEARTBEAT_STALL_S`` (a hung loop is then declared dead as before)."""
+        outbox = Outbox(self.ctx, self.state.stats)
+        try:
+            while True:
+                beat = self._heartbeat
+                if beat is not None and time.monotonic() - self.loop_alive < HEARTBEAT_STALL_S:
+                    frames, targets = beat
+                    for addr in targets:
+                        outbox.send_multipart(addr, frames)
+                if self._hb_stop.wait(period):
+                    break
+        finally:
+            outbox.close()
+
+    def start_heartbeats(self) -> None:
+        self.heartbeat()
+        self._hb_thread = threading.Thread(
+            target=self.heartbeat_thread,
+            args=(max(0.01, self.cfg.kvs.heartbeat_period_s),),
+            name="heartbeat",
+            daemon=True,
+        )
+        self._hb_thread.start()
 
     def run(self) -> None:
         """The poll loop.
@@ -236,7 +459,9 @@ class ShardServer:
         busy_timeout = BUSY_CHECK_MS / 1000.0
         spin = max(0, kvs.shard_spin_us) / 1e6
         req_fd = req.fileno()
-        poll_list = [(gossip, POLLIN), (cache, POLLIN), (req_fd, POLLIN)]
+        big = self.big
+        big_keys = self.big_keys
+        poll_list = [(gossip, POLLIN), (cache, POLLIN), (req_fd, POLLIN), (big.fd, POLLIN)]
         while self.running:
             if busy:
                 try:
@@ -265,14 +490,27 @@ class ShardServer:
                         st.stats["malformed"] += 1
                         continue
                     f0 = frames[0]
-                    # A large frame was received in place into a bytearray.
-                    buf = memoryview(f0) if type(f0) is bytearray else cast(bytes, f0)
+                    if type(f0) is bytearray:
+                        # A large frame, received in place into a bytearray; a very
+                        # large one is decoded and logged off the loop.
+                        if len(f0) >= BIG_REQUEST and self.big_request(f0):
+                            continue
+                        buf: bytes | memoryview = memoryview(f0)
+                    else:
+                        buf = cast(bytes, f0)
                     try:
                         one = parse_single(buf)
                         if one is not None:
+                            if big_keys and one[1] in big_keys:
+                                self.deferred.append(f0)  # after that key's large PUT
+                                continue
                             actions = handle_single(*one)
                         else:
-                            actions = handle_request(decode_request(buf))
+                            kreq = decode_request(buf)
+                            if big_keys and any(t.key in big_keys for t in kreq.tuples):
+                                self.deferred.append(f0)
+                                continue
+                            actions = handle_request(kreq)
                     except WireError:
                         st.stats["malformed"] += 1
                         actions = []
@@ -302,6 +540,8 @@ class ShardServer:
                     continue
                 ready = [s for s in (gossip, cache) if s.getsockopt(EVENTS) & POLLIN]
                 next_aux = now + BUSY_CHECK_MS / 1000.0
+                if big.done:
+                    big.drain()
             else:
                 now = monotonic()
                 timeout = max(0, int((next_timer - now) * 1000) + 1)
@@ -314,6 +554,8 @@ class ShardServer:
                 if req_fd in ready:
                     busy = True  # take it (and what follows) on the hot path
                     ready.remove(req_fd)
+                if big.fd in ready or big.done:
+                    big.drain()
             actions = []
             if gossip in ready:
                 for _ in range(DRAIN):
@@ -373,16 +615,28 @@ class ShardServer:
                 if now >= next_hb:
                     self.heartbeat()
                     next_hb = now + hb_period
-                    if wal.size > COMPACT_BYTES:
-                        wal.compact(st.snapshot())
+                    self.maybe_compact()
                 if now >= next_stats:
-                    log.info("shard %d stats: %s", self.index, dict(st.stats))
+                    log.info(
+                        "shard %d stats: %s; %d key(s), %d tombstone(s)",
+                        self.index,
+                        dict(st.stats),
+                        len(st.store),
+                        len(st.tombs),
+                    )
                     next_stats = now + 60
                 next_timer = min(next_gossip, next_hb, next_push, next_stats, next_ae, next_gc)
                 if wal.unsynced and wal.fsync_policy == "interval":
                     next_timer = min(next_timer, wal.last_sync + wal.interval_s)
 
     def close(self) -> None:
+        self._hb_stop.set()
+        if self._hb_thread is not None:
+            self._hb_thread.join(timeout=2.0)
+        try:
+            self.big.wait_idle(30.0)  # large PUTs being logged, answers being built
+        finally:
+            self.big.close()
         try:
             # Ship pending gossip and hand-offs before leaving.
             self.perform(self.state.gossip_tick())
@@ -421,6 +675,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, stop)
     server.recover()
     server.bind()
+    server.start_heartbeats()
     log.info("shard %d of node %s serving (pid %d)", args.shard, server.node_id, os.getpid())
     try:
         server.run()

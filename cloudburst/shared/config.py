@@ -63,6 +63,10 @@ class KvsConfig:
     # bring the value back); it is dropped this long after the delete. A replica that
     # stays cut off for longer may resurrect the value when it rejoins.
     tombstone_ttl_s: float = 3600.0
+    # The largest PUT payload (serialized lattice; for LWW the value plus ~15 bytes) a
+    # client sends and a shard accepts (VALUE_TOO_LARGE beyond it). At most 2 GiB
+    # (the transport's frame limit). A shard holds about two copies of a stored value.
+    max_value_bytes: int = 1536 * 1024 * 1024
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,14 @@ restarted shard (WAL replay) keeps it, and a cache that held the key stops servi
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from google.protobuf.message import DecodeError
 
 from anna.client import AnnaTcpClient
 from anna.proto import anna_pb2 as pb
@@ -22,9 +24,27 @@ from tests.cache.test_resubscribe import _shard_pids
 pytestmark = pytest.mark.integration
 
 
+_rids = itertools.count()
+
+
 def _error(raw: Raw, addr: str, key: str) -> int:
-    resp = raw.request(addr, pb.KeyRequest(type=pb.GET, tuples=[pb.KeyTuple(key=key)]))
-    return int(resp.tuples[0].error)
+    """The error of a GET of ``key`` at one replica. Messages that are not the answer
+    (a late one, or stray bytes from a process of an earlier test that still sends to
+    this recycled port) are skipped."""
+    rid = f"e{next(_rids)}"
+    req = pb.KeyRequest(
+        type=pb.GET, tuples=[pb.KeyTuple(key=key)], response_address=raw.address, request_id=rid
+    )
+    raw.send(addr, req.SerializeToString())
+    while True:
+        data = raw.recv()
+        assert data is not None, f"no answer from {addr}"
+        try:
+            resp = pb.KeyResponse.FromString(data)
+        except DecodeError:
+            continue
+        if resp.response_id == rid:
+            return int(resp.tuples[0].error)
 
 
 def test_delete_with_replication_two_converges_across_nodes(kvs_factory: Any) -> None:
