@@ -39,6 +39,7 @@ from cloudburst.shared.errors import (
 from cloudburst.shared.kvs import make_kvs_client
 from cloudburst.shared.proto import cloudburst_pb2 as pb
 from cloudburst.shared.values import to_lattice
+from executor.capture import OutputCapture
 from executor.invoke import (
     KeysNotReady,
     LoadedFunction,
@@ -101,6 +102,8 @@ class Worker:
         self.busy = 0
         self.completed = 0
         self.current: tuple[str, float] | None = None  # (call id, start) while running
+        self.capture = OutputCapture()  # what the running call prints and logs
+        self.capture_id = ""  # the call it belongs to
         # Calls waiting for referenced results (futures passed as arguments). They are
         # parked, not waited for, so the call producing the result can run here too.
         self.parked: list[tuple[Run, float]] = []
@@ -231,6 +234,7 @@ class Worker:
 
     def run(self, action: Run, deadline: float | None = None) -> None:
         sched, fn = action.schedule, action.function
+        self.capture.reset()
         if deadline is None:
             deadline = time.monotonic() + self.cfg.scheduler.call_timeout_s
         try:
@@ -252,6 +256,8 @@ class Worker:
             self.busy = 1
             self.current = (sched.id, time.monotonic())
             downs = downstreams(sched.dag, fn)
+            self.capture.start()
+            self.capture_id = sched.id
             try:
                 result = invoke(
                     loaded,
@@ -273,6 +279,7 @@ class Worker:
                 self.current = None
                 self.completed += 1
             if result is STREAMED:  # already forwarded as a stream while it ran
+                self._call_output(sched, fn)
                 return None
             nxt = _inline_next(sched, fn, downs) if INLINE_CHAINS else None
             if nxt is None:
@@ -288,6 +295,7 @@ class Worker:
             fn = nxt
         try:
             if downs:
+                self._call_output(sched, fn)  # (logged; only the sink's reaches the client)
                 self._forward(sched, fn, downs, result)
             else:
                 self._finish(sched, fn, result)
@@ -297,6 +305,18 @@ class Worker:
                 f"serialized to send it back: {exc}"
             )
             self._fail(sched, fn, wire.error_message(pb.INVALID_ARGUMENT, msg, fn))
+
+    def _call_output(self, sched: pb.DagSchedule, fn: str) -> str:
+        """Stop capturing the call's output (logged once, with the call id) and
+        return it (the same text until the next call)."""
+        if self.capture_id != sched.id:
+            return ""
+        if self.capture.active:
+            text = self.capture.stop()
+            if text:
+                log.info("[%s] %s output:\n%s", sched.id, fn, text.rstrip("\n"))
+            return text
+        return self.capture.text
 
     def _forward(self, sched: pb.DagSchedule, fn: str, downs: list[str], result: Any) -> None:
         # Reuse the received schedule: drop this function's arguments (a large source
@@ -317,6 +337,9 @@ class Worker:
         res = reply.result
         res.response_id = sched.id
         res.executor = self.address
+        output = self._call_output(sched, fn)
+        if output:
+            res.output = output
         kind, body = wire.dumps(result)
         if sched.output_key:
             try:
@@ -349,6 +372,9 @@ class Worker:
             reply.result.success = False
             reply.result.executor = self.address
             reply.result.error.CopyFrom(err)
+            output = self._call_output(sched, fn)
+            if output:
+                reply.result.output = output
             self._send(sched.response_address, reply.SerializeToString())
         self._cancel_downstream(sched, fn, err)
 

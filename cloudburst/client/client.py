@@ -21,8 +21,10 @@ import itertools
 import logging
 import math
 import os
+import sys
 import threading
 import time
+import types
 import uuid
 import weakref
 from collections.abc import Iterable, Sequence
@@ -138,6 +140,20 @@ class CloudburstFunction:
         return f"CloudburstFunction({self.name!r})"
 
 
+def _in_jupyter() -> bool:
+    """Whether this runs in an IPython kernel (Jupyter), not a terminal."""
+    import sys
+
+    if "ipykernel" not in sys.modules:
+        return False
+    try:
+        from IPython import get_ipython  # type: ignore[attr-defined]
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
 def _local_ip_for(host: str) -> str:
     import socket
 
@@ -181,6 +197,7 @@ class CloudburstConnection:
         direct: bool = True,
         placement_lease: float = 1.0,
         liveness_interval: float = 1.0,
+        show_output: bool | None = None,
     ) -> None:
         default_port = port or _default_scheduler_port()
         host, sched_port = split_address(func_addr, default_port)
@@ -192,6 +209,9 @@ class CloudburstConnection:
         self.direct = direct
         self.placement_lease = placement_lease
         self.liveness_interval = liveness_interval
+        #: Print what a call printed (``future.logs()``) when its ``get()`` returns:
+        #: by default only in a Jupyter (IPython kernel) session.
+        self.show_output = _in_jupyter() if show_output is None else show_output
         self.scheduler_address = f"tcp://{host}:{sched_port}"
         self.ip = ip or _local_ip_for(host)
         self._lock = threading.RLock()
@@ -960,34 +980,176 @@ def _trigger_templates(tmpl: pb.DagSchedule) -> list[tuple[str, bytes]]:
     return out
 
 
-def _user_module(obj: Any) -> Any:
-    """The module defining ``obj`` if it is the user's own code (not the standard
-    library or an installed package), which executors may not be able to import."""
-    import sys
+#: Top-level packages every executor has (Cloudburst itself).
+_CLUSTER_PACKAGES = frozenset({"cloudburst", "executor", "scheduler", "anna", "lattices", "cache"})
+#: Objects looked at per registration when searching for the user's modules.
+_SCAN_LIMIT = 20_000
+
+
+def _installed_roots() -> tuple[str, ...]:
+    import site
     import sysconfig
 
-    mod = sys.modules.get(getattr(obj, "__module__", "") or "")
+    paths = sysconfig.get_paths()
+    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, paths["purelib"], paths["platlib"]}
+    roots.add(paths["stdlib"])
+    try:
+        roots.update(site.getsitepackages())
+        roots.add(site.getusersitepackages())
+    except AttributeError:  # a virtualenv without site helpers
+        pass
+    return tuple(os.path.abspath(r) + os.sep for r in roots if r)
+
+
+def _is_installed(mod: types.ModuleType) -> bool:
+    """Whether executors can be expected to import ``mod`` themselves: the standard
+    library, Cloudburst, or an installed distribution (site-packages, an editable
+    install). Anything else (files next to the notebook) is the user's own code."""
+
+    top = mod.__name__.split(".")[0]
+    if top in _CLUSTER_PACKAGES or top in sys.stdlib_module_names or top == "__main__":
+        return True
     path = getattr(mod, "__file__", None)
-    if mod is None or path is None or mod.__name__ == "__main__":
-        return None
-    roots = {sys.prefix, sys.base_prefix, sysconfig.get_paths()["purelib"]}
-    if any(os.path.abspath(path).startswith(os.path.abspath(r) + os.sep) for r in roots):
-        return None
+    if path is None and not hasattr(mod, "__path__"):
+        return True  # a builtin module
+    paths = [path] if path else list(getattr(mod, "__path__", []))
+    roots = _installed_roots()
+    if paths and all(os.path.abspath(p).startswith(roots) for p in paths):
+        return True
+    return top in _distribution_packages()
+
+
+_DISTS: dict[str, Any] = {}
+
+
+def _distribution_packages() -> Any:
+    """Top-level names provided by installed distributions (computed once)."""
+    import importlib.metadata
+
+    if "map" not in _DISTS:
+        _DISTS["map"] = importlib.metadata.packages_distributions()
+    return _DISTS["map"]
+
+
+def _top_module(mod: types.ModuleType) -> types.ModuleType:
+    """The top-level package of ``mod`` if it is the user's too (registering it by
+    value covers its submodules), else ``mod``."""
+    top = sys.modules.get(mod.__name__.split(".")[0])
+    if top is not None and top is not mod and not _is_installed(top):
+        return top
     return mod
 
 
+def _code_names(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _code_names(const)
+    return names
+
+
+def user_modules(obj: Any) -> list[types.ModuleType]:
+    """The user's own modules (not installed: see :func:`_is_installed`) that
+    ``obj`` needs, found through what it references: the module defining it, the
+    globals its code uses, closures, defaults, classes and their methods, and
+    recursively what those modules' own functions and classes use. They are pickled
+    by value so executors need not import them."""
+    found: dict[str, types.ModuleType] = {}
+    seen: set[int] = set()
+    stack: list[Any] = [obj]
+    checked: dict[str, bool] = {}
+
+    def module_named(name: str | None) -> None:
+        mod = sys.modules.get(name or "")
+        if mod is not None:
+            stack.append(mod)
+
+    while stack and len(seen) < _SCAN_LIMIT:
+        o = stack.pop()
+        if id(o) in seen:
+            continue
+        seen.add(id(o))
+        if isinstance(o, types.ModuleType):
+            name = o.__name__
+            if name not in checked:
+                checked[name] = not _is_installed(o)
+            if checked[name] and name not in found:
+                found[name] = o
+                # Its functions and classes are pickled by value too: what they use.
+                for value in list(vars(o).values()):
+                    if isinstance(value, types.FunctionType | type | types.ModuleType):
+                        stack.append(value)
+            continue
+        if isinstance(o, types.MethodType):
+            stack.append(o.__func__)
+            continue
+        if isinstance(o, types.FunctionType):
+            module_named(o.__module__)
+            g = o.__globals__
+            for name in _code_names(o.__code__):
+                if name in g:
+                    stack.append(g[name])
+            for cell in o.__closure__ or ():
+                try:
+                    stack.append(cell.cell_contents)
+                except ValueError:  # an empty cell
+                    pass
+            stack.extend(o.__defaults__ or ())
+            stack.extend((o.__kwdefaults__ or {}).values())
+            continue
+        if isinstance(o, type):
+            if o.__module__ == "builtins":
+                continue
+            module_named(o.__module__)
+            for value in list(vars(o).values()):
+                if isinstance(value, staticmethod | classmethod):
+                    value = value.__func__
+                elif isinstance(value, property):
+                    value = value.fget
+                if isinstance(value, types.FunctionType | type):
+                    stack.append(value)
+            stack.extend(b for b in o.__bases__ if b is not object)
+            continue
+        if isinstance(o, tuple | list | frozenset | set):
+            if len(o) <= 1000:
+                stack.extend(o)
+            continue
+        if isinstance(o, dict):
+            if len(o) <= 1000:
+                stack.extend(o.values())
+            continue
+        t = type(o)
+        if t.__module__ != "builtins":
+            stack.append(t)  # an instance: its class (and its module) is needed
+    tops: dict[str, types.ModuleType] = {}
+    for mod in found.values():
+        top = _top_module(mod)
+        tops.setdefault(top.__name__, top)
+    # A submodule of a package already listed is covered by it.
+    return [
+        m
+        for name, m in tops.items()
+        if not any(name.startswith(other + ".") for other in tops if other != name)
+    ]
+
+
 def _pickle_function(function: Any) -> bytes:
-    """Cloudpickle a function or ``(Class, init_args)``; the user's own module is
-    shipped by value so executors need not import it."""
-    target = function[0] if isinstance(function, tuple) else function
-    mod = _user_module(target)
-    if mod is None:
-        return cloudpickle.dumps(function)
-    cloudpickle.register_pickle_by_value(mod)
+    """Cloudpickle a function or ``(Class, init_args)``; the user's own modules it
+    needs (:func:`user_modules`) are shipped by value so executors need not import
+    them."""
+    mods = user_modules(function)
+    registered = []
+    for mod in mods:
+        try:
+            cloudpickle.register_pickle_by_value(mod)
+            registered.append(mod)
+        except ValueError:  # already registered by the user, or not in sys.modules
+            pass
     try:
         return cloudpickle.dumps(function)
     finally:
-        cloudpickle.unregister_pickle_by_value(mod)
+        for mod in registered:
+            cloudpickle.unregister_pickle_by_value(mod)
 
 
 def _takes_user_library(fn: Any, bound: int) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 import time
 import weakref
@@ -16,6 +17,7 @@ from cloudburst.shared.errors import (
     CloudburstException,
     CloudburstTimeoutError,
     ExecutorFailed,
+    RemoteExecutionError,
 )
 from cloudburst.shared.proto import cloudburst_pb2 as pb
 
@@ -76,6 +78,8 @@ class CloudburstFuture:
         # whether the executor gave up waiting for one while it still runs.
         self._upstreams: list[CloudburstFuture] = []
         self._rearm = False
+        self._output = ""  # what the call printed and logged (executor capture)
+        self._output_shown = False
 
     @property
     def id(self) -> str:
@@ -135,6 +139,23 @@ class CloudburstFuture:
         self._fire_callbacks()
         return True
 
+    def logs(self) -> str:
+        """What the call wrote to stdout/stderr and through ``logging`` (the sink's,
+        for a DAG), once its result is here: ``""`` before, or if it printed
+        nothing. Bounded by the executor (the last 64 KiB; truncation is marked)."""
+        return self._output
+
+    def _show_output(self) -> None:
+        """In a notebook, print the call's output under the cell once (see
+        ``CloudburstConnection(show_output=...)``)."""
+        if self._output_shown or not self._output:
+            return
+        self._output_shown = True
+        conn = self._conn_ref()
+        if conn is not None and conn.show_output:
+            text = self._output if self._output.endswith("\n") else self._output + "\n"
+            sys.stdout.write(text)
+
     def cancelled(self) -> bool:
         return self._cancelled
 
@@ -192,6 +213,7 @@ class CloudburstFuture:
         kind = msg.WhichOneof("kind")
         if kind == "result":
             res = msg.result
+            self._output = res.output
             if res.success:
                 self._value = serializer.from_value(res.value)
             elif self._upstreams and _argument_wait_expired(res.error):
@@ -201,6 +223,8 @@ class CloudburstFuture:
                 self._rearm = True
             else:
                 self._error = wire.exception_for(res.error)
+                if res.output and isinstance(self._error, RemoteExecutionError):
+                    self._error.output = res.output
         elif kind == "response":  # the scheduler's acknowledgement
             self._awaiting_ack = False
             resp = msg.response
@@ -233,6 +257,8 @@ class CloudburstFuture:
         if conn is not None:
             conn._resolved(self.request_id, self)  # idempotent bookkeeping
             conn._run_callbacks()
+        if self._output and not isinstance(self._error, RemoteExecutionError):
+            self._show_output()  # (a remote error's message carries the output's tail)
         if self._error is not None:
             raise self._error
         return self._value

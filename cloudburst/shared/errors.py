@@ -68,6 +68,10 @@ class RemoteExecutionError(CloudburstException):
     ``remote_exception`` is the unpickled original (or None)."""
 
     remote_exception: BaseException | None = None
+    #: What the call printed/logged before it raised (the end of it is in the message).
+    output: str = ""
+    #: Lines of ``output`` shown in the message.
+    OUTPUT_TAIL_LINES = 20
 
     def __init__(self, exc_type: str, message: str, remote_traceback: str = "") -> None:
         super().__init__(f"{exc_type}: {message}")
@@ -77,6 +81,12 @@ class RemoteExecutionError(CloudburstException):
 
     def __str__(self) -> str:
         base = f"{self.exc_type}: {self.remote_message}"
+        if self.output:
+            lines = self.output.rstrip("\n").split("\n")
+            tail = lines[-self.OUTPUT_TAIL_LINES :]
+            more = len(lines) - len(tail)
+            head = f"last {len(tail)} of {len(lines)} lines; " if more else ""
+            base += f"\n\nOutput of the call ({head}all in .output):\n" + "\n".join(tail)
         if self.remote_traceback:
             return f"{base}\n\nRemote traceback:\n{self.remote_traceback}"
         return base

@@ -148,7 +148,8 @@ _INTERNAL = tuple(
 )
 
 
-def _internal(filename: str) -> bool:
+def is_internal_file(filename: str) -> bool:
+    """Whether ``filename`` is Cloudburst's own code (not the user's)."""
     return filename.startswith(_INTERNAL)
 
 
@@ -166,7 +167,7 @@ def user_traceback(exc: BaseException) -> str:
             continue
         seen.add(id(t))
         frames = list(t.stack)
-        user = [f for f in frames if not _internal(f.filename)]
+        user = [f for f in frames if not is_internal_file(f.filename)]
         if user and len(user) < len(frames):
             hidden += len(frames) - len(user)
             t.stack = traceback.StackSummary.from_list(user)

@@ -250,3 +250,112 @@ def test_waiting_is_honest(short_park: Any) -> None:
         msg = str(info.value)
         assert "queued on executor" in msg and "behind the call running there" in msg, msg
         assert a.get(timeout=30) == 4.0 and b.get(timeout=30) == 4.0 and c.get(timeout=30)
+
+
+def test_output_comes_back(cluster: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    def chatty(_: Any, n: int) -> int:
+        import logging
+        import sys
+
+        print(f"computing {n}")
+        print("a warning", file=sys.stderr)
+        logging.getLogger("mylib").warning("logged %d", n)
+        return n * 2
+
+    def loud_fail(_: Any, n: int) -> int:
+        for i in range(n):
+            print(f"step {i}")
+        raise RuntimeError("gave up")
+
+    with cluster.connect(show_output=True) as cloud:
+        f = cloud.register(chatty, "nb_chatty")
+        fut = f(21)
+        assert fut.logs() == ""  # not here yet
+        assert fut.get(timeout=30) == 42
+        assert fut.logs() == "computing 21\na warning\nWARNING mylib: logged 21\n"
+        assert "computing 21" in capsys.readouterr().out  # shown under the "cell"
+        fut.get(timeout=1)
+        assert capsys.readouterr().out == ""  # once
+        quiet = cloud.register(lambda _, x: x, "nb_quiet")(1)
+        assert quiet.get(timeout=30) == 1 and quiet.logs() == ""
+
+        bad = cloud.register(loud_fail, "nb_loud_fail")
+        with pytest.raises(RuntimeError) as info:
+            bad(30).get(timeout=30)
+        err = info.value
+        assert isinstance(err, errors.RemoteExecutionError)
+        assert err.output.count("step") == 30
+        text = str(err)
+        assert "last 20 of 30 lines" in text and "step 29" in text and "step 9\n" not in text
+        assert capsys.readouterr().out == ""  # not printed again: the message has it
+
+        # Bounded: the tail is kept and the cut is marked.
+        big = cloud.register(lambda _, n: print("x" * n), "nb_big")(200_000)
+        assert big.get(timeout=30) is None
+        assert big.logs().startswith("[... ") and "earlier characters" in big.logs()
+        assert len(big.logs()) < 70_000
+
+        # In a DAG the sink's output comes back.
+        cloud.register(chatty, "nb_chatty2")
+        cloud.register_dag(
+            "nb_chatty_dag", ["nb_quiet", "nb_chatty2"], [("nb_quiet", "nb_chatty2")]
+        )
+        d = cloud.call_dag("nb_chatty_dag", {"nb_quiet": 4})
+        assert d.get(timeout=30) == 8 and "computing 4" in d.logs()
+        capsys.readouterr()
+    with cluster.connect() as cloud:  # not in Jupyter: not printed
+        assert cloud.show_output is False
+        cloud.get_function("nb_chatty")(1).get(timeout=30)
+        assert capsys.readouterr().out == ""
+
+
+def test_user_modules_ship_with_the_function(
+    cloud: CloudburstConnection, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+    import sys
+
+    from cloudburst.client import client as client_mod
+
+    # The user's own files next to the "notebook": a module, and a package whose
+    # submodule imports another of the user's modules (found recursively).
+    (tmp_path / "nb_mylib.py").write_text("def helper(x):\n    return x * 10\n")
+    (tmp_path / "nb_mydeps.py").write_text("def offset():\n    return 5\n")
+    pkg = tmp_path / "nb_mypkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub.py").write_text(
+        "from nb_mydeps import offset\n\nclass Scaler:\n"
+        "    def __init__(self, k):\n        self.k = k\n"
+        "    def apply(self, x):\n        return x * self.k + offset()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("nb_mylib", "nb_mydeps", "nb_mypkg", "nb_mypkg.sub"):
+        sys.modules.pop(name, None)
+    nb_mylib = importlib.import_module("nb_mylib")
+    sub = importlib.import_module("nb_mypkg.sub")
+    helper, scaler = nb_mylib.helper, sub.Scaler(3)
+
+    def use_helpers(_: Any, x: int) -> int:
+        return helper(x) + scaler.apply(x)
+
+    names = {m.__name__ for m in client_mod.user_modules(use_helpers)}
+    assert {"nb_mylib", "nb_mypkg", "nb_mydeps"} <= names
+    f = cloud.register(use_helpers, "nb_use_helpers")
+    assert f(2).get(timeout=30) == 20 + 11  # the executors have no such files
+
+    # A package the executors lack (here: one the client takes as installed) fails
+    # at the first call, naming it and saying how to install it.
+    (tmp_path / "nb_thirdparty.py").write_text("def tp(x):\n    return x\n")
+    sys.modules.pop("nb_thirdparty", None)
+    tp = importlib.import_module("nb_thirdparty").tp
+    real = client_mod._is_installed
+    monkeypatch.setattr(
+        client_mod, "_is_installed", lambda m: m.__name__ == "nb_thirdparty" or real(m)
+    )
+    g = cloud.register(lambda _, x: tp(x), "nb_needs_thirdparty")
+    with pytest.raises(errors.RemoteExecutionError) as info:
+        g(1).get(timeout=30)
+    msg = str(info.value)
+    assert "needs the module 'nb_thirdparty'" in msg and "pip install" in msg
+    assert "executor image" in msg
