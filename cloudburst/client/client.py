@@ -60,6 +60,8 @@ SPIN_S = 200e-6
 #: The longest a wait blocks on the socket in one go: a waiting thread notices within
 #: this time that another thread closed the connection.
 WAIT_SLICE_S = 0.1
+#: Calls ``CloudburstFunction.map`` sends before it waits for their acknowledgements.
+MAP_WINDOW = 128
 #: How long close() waits for a KVS request running in another thread.
 CLOSE_WAIT_S = 0.5
 
@@ -132,9 +134,19 @@ class CloudburstFunction:
         with :func:`cloudburst.client.wait`, ``as_completed`` or ``progress``."""
         if not iterables:
             raise TypeError("map() needs at least one iterable")
-        return [
-            self._conn.exec_func(self.name, list(args)) for args in zip(*iterables, strict=False)
-        ]
+        futs: list[CloudburstFuture] = []
+        batch: list[CloudburstFuture] = []
+        # Calls are sent in windows of MAP_WINDOW, each window's acknowledgements
+        # awaited together (one scheduler round trip per window, not per call).
+        for args in zip(*iterables, strict=False):
+            self._check_args(args)
+            batch.append(self._conn._exec(self.name, list(args), defer_ack=True))
+            if len(batch) >= MAP_WINDOW:
+                self._conn._await_acks(batch)
+                futs += batch
+                batch = []
+        self._conn._await_acks(batch)
+        return futs + batch
 
     def __repr__(self) -> str:
         return f"CloudburstFunction({self.name!r})"
@@ -541,9 +553,11 @@ class CloudburstConnection:
         output_key: str,
         consistency: int,
         client_id: str,
+        defer_ack: bool = False,
     ) -> CloudburstFuture:
         """Start a call: directly on a cached placement if possible, else through the
-        scheduler (waiting for its acknowledgement, so unknown names raise here)."""
+        scheduler (waiting for its acknowledgement, so unknown names raise here; with
+        ``defer_ack`` the caller waits for it: :meth:`_await_acks`)."""
         ref = weakref.ref(self)  # the future must not keep the connection alive
 
         def resend(exclude: list[str], timeout: float | None = None) -> CloudburstFuture:
@@ -559,7 +573,10 @@ class CloudburstConnection:
         with self._lock:  # never held while waiting (see _wait_until)
             self._check_open()
             fut = self._direct_call(placement_name, arguments, output_key, consistency, client_id)
-        if fut is None:
+        if fut is None and defer_ack:
+            fut = self._send_via_scheduler(kind, body, output_key)
+            fut._ack_for = placement_name  # type: ignore[attr-defined]
+        elif fut is None:
             fut = self._via_scheduler(kind, body, output_key, placement_name)
         fut._resend = resend  # one retry through the scheduler if an executor dies
         fut.function = placement_name
@@ -579,6 +596,15 @@ class CloudburstConnection:
         is taken over by the original future: no placement caching, no in-flight count
         of its own."""
         wait = self.timeout if timeout is None else max(0.0, min(timeout, self.timeout))
+        fut = self._send_via_scheduler(kind, body, output_key)
+        # Wait for the acknowledgement (it carries the placement), even if the result
+        # came first: it follows right behind.
+        acked = self._wait_until(lambda: not fut._awaiting_ack, wait)
+        with self._lock:
+            return self._after_ack(fut, acked, wait, placement_name, retry)
+
+    def _send_via_scheduler(self, kind: str, body: Any, output_key: str) -> CloudburstFuture:
+        """Send a call to the scheduler; its future awaits the acknowledgement."""
         rid = self._next_id()
         req = pb.SchedulerRequest(request_id=rid, response_address=self.response_address)
         getattr(req, kind).CopyFrom(body)
@@ -592,11 +618,28 @@ class CloudburstConnection:
             except BaseException:
                 self._pending.pop(rid, None)
                 raise
-        # Wait for the acknowledgement (it carries the placement), even if the result
-        # came first: it follows right behind.
-        acked = self._wait_until(lambda: not fut._awaiting_ack, wait)
+        return fut
+
+    def _await_acks(self, futs: Sequence[CloudburstFuture]) -> None:
+        """Wait for the acknowledgements of calls started with ``defer_ack`` (all
+        sent first: one round trip for the batch instead of one per call); raises
+        the first refusal (unknown function, ...) after handling them all."""
+        deferred = [f for f in futs if getattr(f, "_ack_for", None) is not None]
+        if not deferred:
+            return
+        wait = self.timeout
+        self._wait_until(lambda: not any(f._awaiting_ack for f in deferred), wait)
+        first: BaseException | None = None
         with self._lock:
-            return self._after_ack(fut, acked, wait, placement_name, retry)
+            for fut in deferred:
+                name = fut._ack_for  # type: ignore[attr-defined]
+                fut._ack_for = None  # type: ignore[attr-defined]
+                try:
+                    self._after_ack(fut, not fut._awaiting_ack, wait, name, False)
+                except CloudburstException as exc:
+                    first = first or exc
+        if first is not None:
+            raise first
 
     def _after_ack(
         self, fut: CloudburstFuture, acked: bool, wait: float, placement_name: str, retry: bool
@@ -755,13 +798,23 @@ class CloudburstConnection:
     def exec_func(self, name: str, args: Any = ()) -> CloudburstFuture:
         """Call function ``name`` with ``args`` (a list; a scalar is one argument).
         The result is also stored in the KVS under ``future.obj_id``."""
+        return self._exec(name, args)
+
+    def _exec(self, name: str, args: Any, defer_ack: bool = False) -> CloudburstFuture:
         if not isinstance(args, list | tuple):
             args = [args]
         call = pb.FunctionCall(name=name, response_key=f"results/{self._prefix}{uuid.uuid4().hex}")
         upstreams: list[CloudburstFuture] = []
         self._encode_args(args, call.arguments, upstreams)
         fut = self._start_call(
-            f"fn:{name}", "call", call, {name: call.arguments}, call.response_key, NORMAL, ""
+            f"fn:{name}",
+            "call",
+            call,
+            {name: call.arguments},
+            call.response_key,
+            NORMAL,
+            "",
+            defer_ack=defer_ack,
         )
         fut._upstreams = upstreams  # waited for as long as they run (see the future)
         return fut

@@ -36,6 +36,13 @@ def test_map_wait_and_as_completed(cloud: CloudburstConnection) -> None:
     done, not_done = wait(futs, timeout=60)
     assert not not_done and len(done) == 20
     assert [f.get(timeout=1) for f in futs] == [x * x for x in range(20)]
+    many = sq.map(range(300))  # more than one window of acknowledgements
+    done, not_done = wait(many, timeout=120)
+    assert not not_done and [f.get(0) for f in many] == [x * x for x in range(300)]
+    from cloudburst.client.client import CloudburstFunction
+
+    with pytest.raises(errors.FunctionNotFound, match="nb_ghost"):
+        CloudburstFunction("nb_ghost", cloud).map([1, 2])
     add = cloud.register(lambda _, x, y: x + y, "nb_add")
     assert [f.get(timeout=30) for f in add.map([1, 2], [10, 20])] == [11, 22]
 
