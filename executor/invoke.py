@@ -47,6 +47,8 @@ class LoadedFunction:
     call: Callable[..., Any]
     instance: Any = None  # the object of a registered class
     version: int = 0  # the registration it came from (funcs/<name> LWW timestamp)
+    timeout_s: float = 0.0  # per-call limits set at registration (0 = config default)
+    memory_bytes: int = 0
 
 
 def missing_module_message(function: str, module: str) -> str:

@@ -29,6 +29,7 @@ from typing import Any
 from cloudburst.shared.config import load_config
 from cloudburst.shared.processes import SERVER_ENV
 from cloudburst.supervisor import POLL_S, Spec, Supervised
+from executor.limits import EXIT_MEMORY, EXIT_TIMEOUT
 from executor.state import NODE_CACHE_ENV, kvs_routing_address
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class Node:
         log.info("executor node %s: %d workers started", self.node_id, self.count)
         workers = [n for n in self.sup.specs if n.startswith("worker")]
         while self.running:
+            self._replace_runaways()
             self.sup.poll()
             if "cache" in self.sup.failed() and self.env.pop(NODE_CACHE_ENV, None):
                 log.error("the node cache keeps dying; workers started from now use the KVS")
@@ -91,6 +93,19 @@ class Node:
                 return 1
             time.sleep(POLL_S)
         return 0
+
+    def _replace_runaways(self) -> None:
+        """A worker that exited after a runaway call (``executor.limits``) asked to be
+        replaced: start a new one now, without back-off and without counting the exit
+        towards the crash-loop limit (it is not a crash)."""
+        for name, proc in list(self.sup.procs.items()):
+            code = proc.poll()
+            if code in (EXIT_TIMEOUT, EXIT_MEMORY) and not self.sup.stopping:
+                log.warning(
+                    "%s (pid %d) exited %d after a runaway call; replacing it", name, proc.pid, code
+                )
+                del self.sup.procs[name]
+                self.sup.start(name)
 
     def stop(self, *_: Any) -> None:
         self.running = False

@@ -114,12 +114,20 @@ class TriggerBook:
 
     def expire(self, now: float) -> list[tuple[str, str]]:
         """Drop entries older than ``ttl`` (an upstream never came); returns their keys."""
+        return [(e.schedule.id, fn) for e, fn, _ in self.expire_calls(now)]
+
+    def expire_calls(self, now: float) -> list[tuple[_Pending, str, list[str]]]:
+        """Like :meth:`expire`, with each dropped entry, its function and the upstream
+        functions whose results never came (so the caller can be told)."""
         old = [k for k, p in self.pending.items() if now - p.created > self.ttl]
+        out = []
         for k in old:
-            del self.pending[k]
+            entry = self.pending.pop(k)
+            ups = upstreams(entry.schedule.dag, k[1])
+            out.append((entry, k[1], [u for u in dict.fromkeys(ups) if u not in entry.args]))
         for k in [k for k, t in self.cancelled.items() if now - t > self.ttl]:
             del self.cancelled[k]
-        return old
+        return out
 
 
 def forward_schedule(schedule: pb.DagSchedule, done: Iterable[str]) -> pb.DagSchedule:

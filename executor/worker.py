@@ -47,6 +47,15 @@ from executor.invoke import (
     load_function,
     resolve_args,
 )
+from executor.limits import (
+    EXIT_MEMORY,
+    EXIT_TIMEOUT,
+    NO_LIMITS,
+    CallLimits,
+    Limits,
+    ResultExpiry,
+    effective_limits,
+)
 from executor.state import NODE_CACHE_ENV, make_state_client
 from executor.triggers import (
     Cancel,
@@ -58,7 +67,7 @@ from executor.triggers import (
     upstreams,
 )
 from executor.userlib import UserLibrary
-from scheduler.registry import func_key, scheduler_addresses
+from scheduler.registry import decode_function, func_key, scheduler_addresses
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +120,11 @@ class Worker:
         self.next_retry = float("inf")
         self.running = True
         self.leaving = False
+        self.limits = CallLimits(self._on_timeout)
+        #: every scheduler heard of (heartbeats go to all of them)
+        self.schedulers = {f"tcp://{scheduler_host(cfg)}:{cfg.scheduler.port}"}
+        self.expiry = ResultExpiry(cfg.executor.result_ttl_s)
+        self._delete_warned = False
         self._hb_thread = threading.Thread(
             target=self._heartbeat_loop, name="heartbeat", daemon=True
         )
@@ -158,9 +172,13 @@ class Worker:
                 self._retry_parked()
             now = time.monotonic()
             if now >= next_expire:
-                for call_id, fn in self.book.expire(now):
-                    log.warning("[%s] %s: dropped, an upstream result never came", call_id, fn)
+                for entry, fn, missing in self.book.expire_calls(now):
+                    self._upstream_never_came(entry.schedule, fn, missing)
                 next_expire = now + 1.0
+                if self.streams.announced:
+                    self._expire_announced()
+                if now >= self.expiry.next_due():
+                    self._delete_expired(now)
 
     def handle(self, data: bytes) -> None:
         """Handle one message; never raises (a bad message is logged and dropped)."""
@@ -220,11 +238,13 @@ class Worker:
                 lattice = self._direct_kvs().get([key]).get(key)
                 if lattice is None:
                     raise KeysNotReady([key])  # parked and retried until the deadline
-            if lattice is None:
+            record = None if lattice is None else decode_function(_payload(lattice))
+            if record is None:  # never registered, or deleted
+                self.functions.pop(name, None)
                 raise FunctionNotFound(wire._Message(f"function {name!r} is not registered"))
-            body = serializer.from_bytes(lattice.reveal())
-            fn = load_function(name, body, self.lib)
+            fn = load_function(name, record.body, self.lib)
             fn.version = getattr(lattice, "timestamp", 0)
+            fn.timeout_s, fn.memory_bytes = record.timeout_s, record.memory_bytes
             if fn.version < version:
                 log.warning(
                     "function %r: wanted version %d, the store has %d", name, version, fn.version
@@ -252,25 +272,54 @@ class Worker:
             return None
         except Exception as exc:
             return self._fail(sched, fn, _load_error(exc, fn))
+        ecfg = self.cfg.executor
         while True:
             self.busy = 1
             self.current = (sched.id, time.monotonic())
             downs = downstreams(sched.dag, fn)
+            limits = effective_limits(
+                loaded.timeout_s,
+                loaded.memory_bytes,
+                ecfg.default_function_timeout_s,
+                ecfg.default_function_memory_bytes,
+            )
+            applied = self.limits.apply(limits, (sched, fn, limits)) if limits else NO_LIMITS
             self.capture.start()
             self.capture_id = sched.id
             try:
-                result = invoke(
-                    loaded,
-                    self.lib,
-                    args,
-                    self.streams,
-                    call_id=sched.id,
-                    function=fn,
-                    downstream_locations=[sched.locations[d] for d in downs],
-                    my_address=self.address,
-                    forward=lambda r, fn=fn, downs=downs: self._forward(sched, fn, downs, r),
-                    dag=sched.dag,
+                with applied:
+                    result = invoke(
+                        loaded,
+                        self.lib,
+                        args,
+                        self.streams,
+                        call_id=sched.id,
+                        function=fn,
+                        downstream_locations=[sched.locations[d] for d in downs],
+                        my_address=self.address,
+                        forward=lambda r, fn=fn, downs=downs: self._forward(sched, fn, downs, r),
+                        dag=sched.dag,
+                    )
+            except MemoryError as exc:
+                if not applied.memory_limited:
+                    log.info("[%s] %s ran out of memory: %s", sched.id, fn, exc)
+                    return self._fail(sched, fn, wire.remote_error(exc, fn))
+                # Past its limit: report, then make way for a fresh worker (other
+                # threads may have hit the limit too).
+                log.warning(
+                    "[%s] %s exceeded its memory limit of %d bytes; this worker exits",
+                    sched.id,
+                    fn,
+                    limits.memory_bytes,
                 )
+                err = wire.limit_error(
+                    pb.FUNCTION_MEMORY_EXCEEDED,
+                    fn,
+                    limits.memory_bytes,
+                    f"function {fn!r} exceeded its memory limit of {limits.memory_bytes} bytes "
+                    f"(call {sched.id}); its worker was replaced",
+                )
+                self._replace_self(self._failure_messages(sched, fn, err), EXIT_MEMORY)
             except (Exception, SystemExit) as exc:  # user code: never kills the worker
                 log.info("[%s] %s raised %s: %s", sched.id, fn, type(exc).__name__, exc)
                 return self._fail(sched, fn, wire.remote_error(exc, fn))
@@ -278,6 +327,8 @@ class Worker:
                 self.busy = 0
                 self.current = None
                 self.completed += 1
+            if self.streams.announced:
+                self._expire_announced()
             if result is STREAMED:  # already forwarded as a stream while it ran
                 self._call_output(sched, fn)
                 return None
@@ -359,13 +410,74 @@ class Worker:
                         fn,
                     ),
                 )
+            if sched.expiring_output:
+                self.expiry.add(sched.output_key, time.monotonic())
         res.success = True
         res.value.type = kind  # type: ignore[assignment]
         res.value.body = body
         if sched.response_address:
             self._send(sched.response_address, reply.SerializeToString())
 
-    def _fail(self, sched: pb.DagSchedule, fn: str, err: pb.RemoteError) -> None:
+    def _upstream_never_came(self, sched: pb.DagSchedule, fn: str, missing: list[str]) -> None:
+        """A fan-in waited ``scheduler.call_timeout_s`` for upstream results: tell the
+        caller (it may have retried the call already: then this is ignored)."""
+        log.warning("[%s] %s: dropped, the result(s) of %s never came", sched.id, fn, missing)
+        msg = (
+            f"function {fn!r} of call {sched.id} waited {self.book.ttl:g}s for the result(s) "
+            f"of {missing}, which never came (did their executor die?)"
+        )
+        self._fail(sched, fn, wire.error_message(pb.TIMED_OUT, msg, fn))
+
+    def _expire_announced(self) -> None:
+        """DDT directory keys this worker announced: deleted like call results (the
+        call is over long before; a reader looks a writer up while the call runs)."""
+        now = time.monotonic()
+        announced = self.streams.announced
+        while announced:
+            self.expiry.add(announced.pop(), now)
+
+    def _delete_expired(self, now: float, timeout: float | None = None) -> None:
+        """Delete exec_func results older than ``executor.result_ttl_s`` from the KVS."""
+        keys = self.expiry.due(now)
+        if not keys:
+            return
+        try:
+            kvs = self._direct_kvs()
+            delete = getattr(kvs, "delete", None)
+            if delete is None:
+                if not self._delete_warned:
+                    self._delete_warned = True
+                    log.warning("this KVS client cannot delete: call results are kept")
+                return
+            if timeout is None:
+                delete(keys)
+            else:
+                delete(keys, timeout=timeout)
+        except Exception as exc:  # the KVS is down: they expire again on the next round
+            log.warning("deleting %d expired call results failed: %s", len(keys), exc)
+            for key in keys:
+                self.expiry.add(key, now)
+            return
+        log.debug("deleted %d expired call results", len(keys))
+
+    def drop_results(self, budget_s: float = 1.0) -> None:
+        """On a clean exit: delete the results (and directory keys) still waiting for
+        their expiry now, as nobody would later; within ``budget_s`` seconds."""
+        self._expire_announced()
+        deadline = time.monotonic() + budget_s
+        while len(self.expiry) and (left := deadline - time.monotonic()) > 0:
+            self._delete_expired(float("inf"), timeout=left)
+        if len(self.expiry):
+            log.warning(
+                "%d call results left in the KVS (no time to delete them)", len(self.expiry)
+            )
+
+    def _failure_messages(
+        self, sched: pb.DagSchedule, fn: str, err: pb.RemoteError
+    ) -> list[tuple[str, bytes]]:
+        """The messages that report a failed call: the error to the caller, and a
+        cancelling trigger to each downstream function."""
+        out = []
         if sched.response_address:
             reply = pb.ClientMessage(response_id=sched.id)
             reply.result.response_id = sched.id
@@ -375,20 +487,62 @@ class Worker:
             output = self._call_output(sched, fn)
             if output:
                 reply.result.output = output
-            self._send(sched.response_address, reply.SerializeToString())
-        self._cancel_downstream(sched, fn, err)
+            out.append((sched.response_address, reply.SerializeToString()))
+        return out + self._cancel_messages(sched, fn, err)
+
+    def _fail(self, sched: pb.DagSchedule, fn: str, err: pb.RemoteError) -> None:
+        for address, data in self._failure_messages(sched, fn, err):
+            self._send(address, data)
 
     def _cancel_downstream(self, sched: pb.DagSchedule, fn: str, err: pb.RemoteError) -> None:
+        for address, data in self._cancel_messages(sched, fn, err):
+            self._send(address, data)
+
+    def _cancel_messages(
+        self, sched: pb.DagSchedule, fn: str, err: pb.RemoteError
+    ) -> list[tuple[str, bytes]]:
         downs = downstreams(sched.dag, fn)
         if not downs:
-            return
+            return []
         msg = pb.ExecutorMessage()
         msg.trigger.schedule.CopyFrom(forward_schedule(sched, sched.dag.functions))
         msg.trigger.source = fn
         msg.trigger.error.CopyFrom(err)
+        out = []
         for down in downs:
             msg.trigger.target_function = down
-            self._send(sched.locations[down], msg.SerializeToString())
+            out.append((sched.locations[down], msg.SerializeToString()))
+        return out
+
+    def _on_timeout(self, info: tuple[pb.DagSchedule, str, Limits]) -> None:
+        """The watchdog thread: a call ran past its time limit. Report it and exit (the
+        node starts a fresh worker; a call cannot be stopped safely from outside)."""
+        sched, fn, limits = info
+        log.warning(
+            "[%s] %s ran past its time limit of %gs; this worker exits",
+            sched.id,
+            fn,
+            limits.timeout_s,
+        )
+        err = wire.limit_error(
+            pb.FUNCTION_TIMEOUT,
+            fn,
+            limits.timeout_s,
+            f"function {fn!r} ran past its time limit of {limits.timeout_s:g}s "
+            f"(call {sched.id}) and was stopped; its worker was replaced",
+        )
+        self._replace_self(self._failure_messages(sched, fn, err), EXIT_TIMEOUT)
+
+    def _replace_self(self, messages: list[tuple[str, bytes]], status: int) -> None:
+        """Report, tell the schedulers this worker leaves (no call is placed here
+        meanwhile, and callers waiting on it learn it is gone), and exit."""
+        self.leaving = True
+        beat = pb.SchedulerRequest(heartbeat=self.status()).SerializeToString()
+        try:
+            schedulers = sorted(self.schedulers)
+        except RuntimeError:  # the heartbeat thread added one just now
+            schedulers = sorted(self.schedulers)
+        _exit_after(messages + [(addr, beat) for addr in schedulers], status)
 
     # --- heartbeats --------------------------------------------------------
 
@@ -403,6 +557,8 @@ class Worker:
             inbox_address=self.inbox_address,
             completed=self.completed,
             leaving=self.leaving,
+            index=self.index,
+            indexed=True,
         )
         current = self.current
         if current is not None:
@@ -423,7 +579,7 @@ class Worker:
     def _heartbeat_loop(self) -> None:
         cfg = self.cfg
         period = cfg.executor.heartbeat_period_s
-        schedulers = {f"tcp://{scheduler_host(cfg)}:{cfg.scheduler.port}"}
+        schedulers = self.schedulers
         socks: dict[str, zmq.Socket[Any]] = {}
         kvs: Any = None
         next_discovery = 0.0
@@ -436,22 +592,25 @@ class Worker:
                         kvs = make_kvs_client(
                             kvs_host(cfg), cfg.kvs.routing_port, ip=cfg.ip, timeout=1.0
                         )
-                    schedulers |= scheduler_addresses(kvs)
+                    schedulers.update(scheduler_addresses(kvs))
                 except Exception as exc:
                     log.debug("scheduler discovery failed: %s", exc)
-            req = pb.SchedulerRequest(request_id="", heartbeat=self.status())
-            data = req.SerializeToString()
-            for addr in schedulers:
-                sock = socks.get(addr)
-                if sock is None:
-                    sock = socks[addr] = self.ctx.socket(zmq.PUSH)
-                    sock.setsockopt(zmq.LINGER, 0)
-                    sock.setsockopt(zmq.SNDHWM, 4)
-                    sock.connect(addr)
-                try:
-                    sock.send(data, zmq.NOBLOCK)
-                except zmq.Again:
-                    pass
+            try:
+                req = pb.SchedulerRequest(request_id="", heartbeat=self.status())
+                data = req.SerializeToString()
+                for addr in list(schedulers):
+                    sock = socks.get(addr)
+                    if sock is None:
+                        sock = socks[addr] = self.ctx.socket(zmq.PUSH)
+                        sock.setsockopt(zmq.LINGER, 0)
+                        sock.setsockopt(zmq.SNDHWM, 4)
+                        sock.connect(addr)
+                    try:
+                        sock.send(data, zmq.NOBLOCK)
+                    except zmq.Again:
+                        pass
+            except MemoryError:  # a call under a memory limit used it all: beat again later
+                log.warning("heartbeat skipped: out of memory")
             if self.leaving:
                 time.sleep(0.05)  # let the last heartbeat go out
                 return
@@ -460,6 +619,40 @@ class Worker:
     def stop(self, *_: Any) -> None:
         self.running = False
         self.leaving = True
+
+
+def _payload(lattice: Any) -> bytes:
+    """The ``to_bytes`` payload of ``funcs/<name>`` (bytes; b"" if unreadable)."""
+    value = serializer.from_bytes(lattice.reveal())
+    return value if isinstance(value, bytes) else b""
+
+
+def _exit_after(messages: list[tuple[str, bytes]], status: int) -> None:
+    """Send ``messages`` on sockets of their own (callable from any thread: the
+    worker's sockets belong to its main thread), wait until they are out (2 s at most
+    in all: a peer that is gone does not hold the exit up) and end the process without
+    cleanup; the node restarts the worker."""
+    try:
+        ctx: zmq.Context[Any] = zmq.Context()
+        socks = []
+        for address, data in messages:  # connect them all first: they connect in parallel
+            sock = ctx.socket(zmq.PUSH)
+            sock.setsockopt(zmq.LINGER, 1000)
+            sock.connect(address)
+            socks.append((sock, address, data))
+        deadline = time.monotonic() + 2.0
+        for sock, address, data in socks:
+            sock.setsockopt(zmq.SNDTIMEO, max(1, int((deadline - time.monotonic()) * 1000)))
+            try:
+                sock.send(data)
+            except zmq.Again:
+                log.warning("could not report to %s before exiting", address)
+            sock.close()
+        ctx.term()  # returns once every message is sent (or lingered)
+    except Exception:
+        log.exception("reporting before exit failed")
+    logging.shutdown()
+    os._exit(status)
 
 
 def _load_error(exc: BaseException, fn: str) -> pb.RemoteError:
@@ -516,6 +709,10 @@ def main(argv: list[str] | None = None) -> int:
             worker._send(addr, pb.SchedulerRequest(heartbeat=st).SerializeToString())
     except Exception:
         pass
+    try:
+        worker.drop_results()
+    except Exception:
+        log.exception("deleting the pending call results failed")
     time.sleep(0.05)
     os._exit(0)
 

@@ -95,6 +95,31 @@ def validate_dag(dag: pb.Dag, registered: Collection[str]) -> None:
                 stack.append((child, iter(edges[child])))
 
 
+def same_dag(a: pb.Dag, b: pb.Dag) -> bool:
+    """Whether two registrations describe the same DAG: the same functions and the same
+    connections (order aside). Re-registering the same DAG is an idempotent success."""
+    return (
+        a.name == b.name
+        and sorted(a.functions) == sorted(b.functions)
+        and {(c.source, c.sink) for c in a.connections}
+        == {(c.source, c.sink) for c in b.connections}
+    )
+
+
+def check_limits(name: str, timeout_s: float, memory_bytes: int) -> None:
+    """Refuse per-call limits that cannot be meant (negative, NaN, infinite)."""
+    if not (0.0 <= timeout_s < float("inf")):
+        raise PlanError(
+            pb.INVALID_ARGUMENT,
+            f"function {name!r}: timeout must be a positive number of seconds, not {timeout_s}",
+        )
+    if memory_bytes and memory_bytes < 1 << 20:
+        raise PlanError(
+            pb.INVALID_ARGUMENT,
+            f"function {name!r}: memory limit {memory_bytes} bytes is below 1 MiB",
+        )
+
+
 def build_dag(
     name: str, functions: Iterable[str], connections: Iterable[tuple[str, str]]
 ) -> pb.Dag:
@@ -129,6 +154,9 @@ class SchedulerState:
     policy: PlacementPolicy = field(default_factory=PlacementPolicy)
     executors: dict[str, ExecutorView] = field(default_factory=dict)
     cache_summaries: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: executors dropped (replaced in their slot, or disconnected) until ``expire``
+    #: reports them
+    dropped: list[str] = field(default_factory=list)
 
     # --- liveness ----------------------------------------------------------
 
@@ -151,6 +179,10 @@ class SchedulerState:
         view.leaving = status.leaving
         view.current_call = status.current_call
         view.current_call_s = status.current_call_s
+        if status.indexed:
+            view.slot = status.index
+            if new:
+                self._replaced(view)
         if status.has_cache_summary:
             self.cache_summaries[status.node_id] = dict(status.cached_key_sizes)
         if new and not status.leaving:
@@ -159,22 +191,62 @@ class SchedulerState:
             )
         return new
 
+    def _replaced(self, view: ExecutorView) -> None:
+        """A new worker in a node's slot: the one it replaces is dead (restarted by its
+        node after a crash, a kill or a runaway call), without waiting for its
+        heartbeats to stop."""
+        for address, other in list(self.executors.items()):
+            if (
+                other is not view
+                and other.node_id == view.node_id
+                and other.slot == view.slot
+                and other.pid != view.pid
+            ):
+                del self.executors[address]
+                self.dropped.append(address)
+                log.warning(
+                    "executor %s (node %s, pid %d) was replaced by %s (pid %d): marked dead",
+                    address,
+                    other.node_id,
+                    other.pid,
+                    view.address,
+                    view.pid,
+                )
+
+    def disconnected(self, address: str) -> bool:
+        """The connection to an executor broke (its process died, or the network
+        failed): mark it dead now. A live one is back with its next heartbeat."""
+        view = self.executors.pop(address, None)
+        if view is None:
+            return False
+        self.dropped.append(address)
+        log.warning(
+            "executor %s (node %s, pid %d): connection lost, marked dead",
+            address,
+            view.node_id,
+            view.pid,
+        )
+        return True
+
     def expire(self, now: float) -> list[str]:
-        """Forget executors whose heartbeats stopped; returns their addresses."""
+        """Forget executors whose heartbeats stopped; returns their addresses (and
+        those of executors dropped since the last call)."""
         gone = [a for a, v in self.executors.items() if not v.alive(now, self.policy)]
+        dropped, self.dropped = self.dropped, []
         for address in gone:
             view = self.executors.pop(address)
             log.warning(
-                "executor %s (node %s, pid %d) missed heartbeats: marked dead",
+                "executor %s (node %s, pid %d) %s: marked dead",
                 address,
                 view.node_id,
                 view.pid,
+                "left" if view.leaving else "missed heartbeats",
             )
         live_nodes = {v.node_id for v in self.executors.values()}
         for node in list(self.cache_summaries):
             if node not in live_nodes:
                 del self.cache_summaries[node]
-        return gone
+        return gone + dropped
 
     def alive(self, now: float) -> list[ExecutorView]:
         return [v for v in self.executors.values() if v.alive(now, self.policy)]
@@ -198,6 +270,7 @@ class SchedulerState:
         client_id: str = "",
         exclude: Collection[str] = (),
         versions: Mapping[str, int] | None = None,
+        expiring_output: bool = False,
     ) -> tuple[pb.DagSchedule, list[Send]]:
         """Place a call of ``dag``: the schedule and the triggers for its sources."""
         unknown = [fn for fn in arguments if fn not in dag.functions]
@@ -233,6 +306,8 @@ class SchedulerState:
             schedule.response_address = response_address
         if output_key:
             schedule.output_key = output_key
+            if expiring_output:
+                schedule.expiring_output = True
         if consistency:
             schedule.consistency = consistency  # type: ignore[assignment]
         if client_id:

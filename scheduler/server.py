@@ -18,20 +18,45 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from cloudburst.shared import wire
 from cloudburst.shared.config import Config, kvs_host, load_config, replace
 from cloudburst.shared.errors import WireError
 from cloudburst.shared.kvs import make_kvs_client
 from cloudburst.shared.proto import cloudburst_pb2 as pb
-from scheduler.logic import PlanError, SchedulerState, check_name, validate_dag
+from scheduler.logic import (
+    PlanError,
+    SchedulerState,
+    check_limits,
+    check_name,
+    same_dag,
+    validate_dag,
+)
 from scheduler.placement import PlacementPolicy
 from scheduler.registry import Registry, Snapshot, StoreError, read_snapshot
 
 log = logging.getLogger(__name__)
+
+#: exec_func stores a call's result under ``results/<id>`` (the client picks the id):
+#: such keys expire (``executor.result_ttl_s``); other output keys are the user's.
+RESULTS_PREFIX = "results/"
+
+
+class _Deferred(Exception):
+    """The request waits (see ``SchedulerServer.waiting``): no answer yet."""
+
+
+@dataclass
+class _Waiting:
+    deadline: float
+    req: pb.SchedulerRequest
+    start: Callable[[pb.ClientMessage], None]
 
 
 class _LazyKvs:
@@ -78,6 +103,15 @@ class SchedulerServer:
             PlacementPolicy(heartbeat_timeout=cfg.scheduler.heartbeat_timeout_s)
         )
         self.push: dict[str, zmq.Socket[Any]] = {}
+        # A monitor on the socket to each executor: the kernel closes a dead process's
+        # connections, so a killed worker is known dead at once, not after its
+        # heartbeats time out (which stays the rule for hosts that go silent).
+        self.monitors: dict[str, zmq.Socket[Any]] = {}
+        self.monitored: dict[zmq.Socket[Any], str] = {}
+        self.poller = zmq.Poller()
+        self.poller.register(self.pull, zmq.POLLIN)
+        #: calls waiting for a live executor (oldest first)
+        self.waiting: list[_Waiting] = []
         self.running = True
         # KVS housekeeping (DAG/function refresh, announcing this scheduler) runs in a
         # thread with its own KVS client, so the request loop never waits on it.
@@ -85,20 +119,54 @@ class SchedulerServer:
         self._refresher = threading.Thread(target=self._refresh_loop, name="refresh", daemon=True)
 
     def send(self, address: str, data: bytes) -> None:
+        try:
+            self._socket(address).send(data, zmq.NOBLOCK)
+        except zmq.Again:
+            log.warning("dropping a message to %s: its queue is full", address)
+
+    def _socket(self, address: str) -> zmq.Socket[Any]:
         sock = self.push.get(address)
         if sock is None:
             if len(self.push) > 4096:  # many short-lived clients: forget the oldest
-                old = next(iter(self.push))
-                self.push.pop(old).close(linger=0)
+                self._close(next(iter(self.push)))
             sock = self.ctx.socket(zmq.PUSH)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.SNDHWM, 10000)
             sock.connect(address)
             self.push[address] = sock
-        try:
-            sock.send(data, zmq.NOBLOCK)
-        except zmq.Again:
-            log.warning("dropping a message to %s: its queue is full", address)
+        return sock
+
+    def _watch(self, address: str) -> None:
+        """Connect to an executor now and watch the connection (see ``monitors``)."""
+        sock = self._socket(address)
+        if address in self.monitors:
+            return
+        mon = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self.monitors[address] = mon
+        self.monitored[mon] = address
+        self.poller.register(mon, zmq.POLLIN)
+
+    def _close(self, address: str) -> None:
+        sock = self.push.pop(address, None)
+        mon = self.monitors.pop(address, None)
+        if mon is not None:
+            self.poller.unregister(mon)
+            del self.monitored[mon]
+            if sock is not None:
+                sock.disable_monitor()
+            mon.close(linger=0)
+        if sock is not None:
+            sock.close(linger=0)
+
+    def _on_monitor(self, mon: zmq.Socket[Any]) -> None:
+        while True:
+            try:
+                event = recv_monitor_message(mon, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if event["event"] == zmq.EVENT_DISCONNECTED:
+                address = self.monitored.get(mon, "")
+                self.state.disconnected(address)
 
     def serve(self) -> None:
         log.info(
@@ -110,7 +178,10 @@ class SchedulerServer:
         self._refresher.start()
         next_expire = 0.0
         while self.running:
-            if self.pull.poll(100):
+            for sock, _ in self.poller.poll(100):
+                if sock is not self.pull:
+                    self._on_monitor(sock)
+                    continue
                 while True:
                     try:
                         data = self.pull.recv(zmq.NOBLOCK)
@@ -118,8 +189,12 @@ class SchedulerServer:
                         break
                     self.handle(data)
             now = time.monotonic()
+            if self.waiting:
+                self._retry_waiting(now)
             if now >= next_expire:
-                self.state.expire(now)
+                for address in self.state.expire(now):
+                    if address not in self.state.executors:  # not back meanwhile
+                        self._close(address)
                 next_expire = now + 0.2
             while not self.updates.empty():
                 self.registry.apply(self.updates.get_nowait())
@@ -156,14 +231,22 @@ class SchedulerServer:
         kind = req.WhichOneof("kind")
         if kind == "heartbeat":
             try:
-                self.state.on_heartbeat(req.heartbeat, time.monotonic())
+                new = self.state.on_heartbeat(req.heartbeat, time.monotonic())
             except PlanError as exc:
                 log.warning("bad heartbeat: %s", exc)
+                return
+            if new and not req.heartbeat.leaving:
+                # Connect now, not at the first trigger: a trigger then leaves at once
+                # on an established connection, ahead of the call's acknowledgement,
+                # so a scheduler killed right after acknowledging has sent it.
+                self._watch(req.heartbeat.address)
             return
         reply = pb.ClientMessage(response_id=req.request_id)
         try:
             handler = getattr(self, f"_on_{kind}")
             handler(req, reply)
+        except _Deferred:
+            return
         except PlanError as exc:
             self._error(reply, exc.code, exc.message)
         except StoreError as exc:
@@ -193,8 +276,26 @@ class SchedulerServer:
         check_name("function", fn.name)
         if not fn.body:
             raise PlanError(pb.INVALID_ARGUMENT, f"function {fn.name!r} has an empty body")
-        self.registry.register_function(fn.name, fn.body)
+        check_limits(fn.name, fn.timeout_s, fn.memory_bytes)
+        self.registry.register_function(fn.name, fn.body, fn.timeout_s, fn.memory_bytes)
         log.info("registered function %r", fn.name)
+        self._ok(reply)
+
+    def _on_delete_function(self, req: pb.SchedulerRequest, reply: pb.ClientMessage) -> None:
+        name = req.delete_function
+        check_name("function", name)
+        # Ask the KVS, not the cache: it may have been deleted through another scheduler.
+        self.registry.versions.pop(name, None)
+        if name not in self.registry.has_functions([name]):
+            raise PlanError(pb.FUNC_NOT_FOUND, f"function {name!r} is not registered")
+        users = self.registry.dags_using(name)
+        if users:
+            raise PlanError(
+                pb.INVALID_ARGUMENT,
+                f"function {name!r} is used by DAG(s) {users}: delete them first",
+            )
+        self.registry.delete_function(name)
+        log.info("deleted function %r", name)
         self._ok(reply)
 
     def _on_get_function(self, req: pb.SchedulerRequest, reply: pb.ClientMessage) -> None:
@@ -212,7 +313,17 @@ class SchedulerServer:
         dag = req.register_dag
         check_name("DAG", dag.name)
         if self.registry.dag_exists(dag.name):
-            raise PlanError(pb.DAG_ALREADY_EXISTS, f"a DAG named {dag.name!r} already exists")
+            old = self.registry.dags[dag.name]
+            if same_dag(old, dag):  # the same registration again: nothing to do
+                log.info("DAG %r is already registered as given", dag.name)
+                self._ok(reply)
+                return
+            links = [(c.source, c.sink) for c in old.connections]
+            raise PlanError(
+                pb.DAG_ALREADY_EXISTS,
+                f"a different DAG named {dag.name!r} already exists (functions "
+                f"{list(old.functions)}, connections {links}); delete it first",
+            )
         registered = self.registry.has_functions(list(dag.functions))
         validate_dag(dag, registered)
         self.registry.register_dag(dag)
@@ -237,19 +348,50 @@ class SchedulerServer:
         consistency: int,
         client_id: str,
         exclude: Any,
+        expiring_output: bool = False,
+        may_wait: bool = True,
     ) -> None:
-        schedule, sends = self.state.plan(
-            dag,
-            arguments,
-            time.monotonic(),
-            request_id=req.request_id,
-            response_address=req.response_address,
-            output_key=output_key,
-            consistency=consistency,
-            client_id=client_id,
-            exclude=set(exclude),
-            versions=self.registry.versions,
-        )
+        try:
+            schedule, sends = self.state.plan(
+                dag,
+                arguments,
+                time.monotonic(),
+                request_id=req.request_id,
+                response_address=req.response_address,
+                output_key=output_key,
+                consistency=consistency,
+                client_id=client_id,
+                exclude=set(exclude),
+                versions=self.registry.versions,
+                expiring_output=expiring_output,
+            )
+        except PlanError as exc:
+            if (
+                exc.code != pb.NO_RESOURCES
+                or not may_wait
+                or not self.cfg.scheduler.no_executor_wait_s
+            ):
+                raise
+
+            def start(reply: pb.ClientMessage) -> None:
+                self._start(
+                    req,
+                    reply,
+                    dag,
+                    arguments,
+                    output_key,
+                    consistency,
+                    client_id,
+                    exclude,
+                    expiring_output,
+                    may_wait=False,
+                )
+
+            # No live executor: wait for one (``scheduler.no_executor_wait_s``), as a
+            # node or worker being restarted is back within seconds.
+            deadline = time.monotonic() + self.cfg.scheduler.no_executor_wait_s
+            self.waiting.append(_Waiting(deadline, req, start))
+            raise _Deferred from None
         for send in sends:
             self.send(send.address, send.data)
         ack = self._ok(reply).schedule  # the placement, for the client's cache
@@ -257,6 +399,29 @@ class SchedulerServer:
         ack.dag.CopyFrom(schedule.dag)
         ack.locations.update(schedule.locations)
         ack.versions.update(schedule.versions)
+        if schedule.expiring_output:  # direct calls reuse the ack as their template
+            ack.expiring_output = True
+
+    def _retry_waiting(self, now: float) -> None:
+        """Place the calls waiting for a live executor, or refuse those out of time."""
+        waiting, self.waiting = self.waiting, []
+        for w in waiting:
+            reply = pb.ClientMessage(response_id=w.req.request_id)
+            try:
+                w.start(reply)
+            except PlanError as exc:
+                if exc.code == pb.NO_RESOURCES and now < w.deadline:
+                    self.waiting.append(w)
+                    continue
+                message = exc.message
+                if exc.code == pb.NO_RESOURCES:
+                    message += f" (waited {self.cfg.scheduler.no_executor_wait_s:g}s for one)"
+                self._error(reply, exc.code, message)
+            except Exception as exc:
+                log.exception("internal error placing a waiting call")
+                self._error(reply, pb.INTERNAL_ERROR, f"scheduler internal error: {exc!r}")
+            if w.req.response_address:
+                self.send(w.req.response_address, reply.SerializeToString())
 
     def _on_call(self, req: pb.SchedulerRequest, reply: pb.ClientMessage) -> None:
         call = req.call
@@ -273,6 +438,7 @@ class SchedulerServer:
             call.consistency,
             "",
             call.exclude,
+            expiring_output=call.response_key.startswith(RESULTS_PREFIX),
         )
 
     def _on_dag_call(self, req: pb.SchedulerRequest, reply: pb.ClientMessage) -> None:
@@ -319,8 +485,8 @@ class SchedulerServer:
         self.running = False
 
     def close(self) -> None:
-        for sock in self.push.values():
-            sock.close(linger=0)
+        for address in list(self.push):
+            self._close(address)
         self.pull.close(linger=0)
         self.kvs.close()
         self.ctx.term()

@@ -28,20 +28,30 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
+# Installs Debian package $1 (providing command $2) when the command is missing.
+apt_install() {
+  local pkg="$1" cmd="$2"
+  if command -v "$cmd" >/dev/null 2>&1; then return 0; fi
+  local sudo=""
+  if [ "$(id -u)" != "0" ]; then
+    command -v sudo >/dev/null 2>&1 || { echo "[setup] $pkg is missing and cannot be installed here" >&2; return 1; }
+    sudo="sudo"
+  fi
+  command -v apt-get >/dev/null 2>&1 || { echo "[setup] $pkg is missing and there is no apt-get" >&2; return 1; }
+  echo "[setup] installing $pkg with ${sudo:+sudo }apt-get"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq >/dev/null && $sudo apt-get install -y -qq "$pkg" >/dev/null
+}
+
 # redis-server is the baseline of the benchmarks and of a few tests.
 ensure_redis() {
-  if command -v redis-server >/dev/null 2>&1; then return 0; fi
-  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-    echo "[setup] installing redis-server with apt-get"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >/dev/null && apt-get install -y -qq redis-server >/dev/null
-    # Debian starts the service on install; we run our own instances on free ports.
-    (service redis-server stop || true) >/dev/null 2>&1
-  elif command -v sudo >/dev/null 2>&1; then
-    echo "[setup] installing redis-server with sudo apt-get"
-    sudo apt-get update -qq >/dev/null && sudo apt-get install -y -qq redis-server >/dev/null
-  else
-    echo "[setup] redis-server is missing and cannot be installed here" >&2
-    return 1
-  fi
+  command -v redis-server >/dev/null 2>&1 && return 0
+  apt_install redis-server redis-server || return 1
+  # Debian starts the service on install; we run our own instances on free ports.
+  (service redis-server stop || true) >/dev/null 2>&1
+}
+
+# iproute2's ip makes the network namespaces of the network-fault test.
+ensure_iproute2() {
+  apt_install iproute2 ip
 }

@@ -4,6 +4,7 @@
 set -euo pipefail
 source "$(dirname "$0")/ensure-env.sh"
 ensure_redis
+ensure_iproute2 || echo "[setup] without iproute2 the network-fault test skips"
 unset CLOUDBURST_EXTRAS  # ours, not a config override (CLOUDBURST_<SECTION>__<FIELD>)
 cd "$ROOT"
 echo "[tests] ruff"

@@ -732,9 +732,21 @@ class CloudburstConnection:
 
     # --- public API --------------------------------------------------------
 
-    def register(self, function: Any, name: str) -> CloudburstFunction:
+    def register(
+        self,
+        function: Any,
+        name: str,
+        *,
+        timeout: float | None = None,
+        memory: int | None = None,
+    ) -> CloudburstFunction:
         """Register ``function`` (a function taking the user library first, a class,
-        or ``(Class, init_args)``) under ``name``; returns a callable handle."""
+        or ``(Class, init_args)``) under ``name``; returns a callable handle.
+
+        ``timeout`` (seconds) and ``memory`` (bytes a call may allocate) limit each
+        call; ``None`` takes the executors' config defaults. A call past its time limit
+        raises ``FunctionTimeout``, past its memory limit ``FunctionMemoryExceeded``.
+        Registering under an existing name replaces that function."""
         if not isinstance(name, str) or not name:
             raise InvalidArgument(f"a function name must be a non-empty string, not {name!r}")
         ok = callable(function) or (
@@ -754,7 +766,15 @@ class CloudburstConnection:
             body = _pickle_function(function)
         except Exception as exc:
             raise InvalidArgument(f"cannot pickle function {name!r}: {exc}") from exc
-        self._control("register_function", pb.Function(name=name, body=body))
+        for what, limit in (("timeout", timeout), ("memory", memory)):
+            if limit is not None and (isinstance(limit, bool) or not limit > 0):
+                raise InvalidArgument(f"{what} must be a positive number, not {limit!r}")
+        msg = pb.Function(name=name, body=body)
+        if timeout is not None:
+            msg.timeout_s = float(timeout)
+        if memory is not None:
+            msg.memory_bytes = int(memory)
+        self._control("register_function", msg)
         # Cached placements carry function versions: ask the scheduler again.
         self._placements.clear()
         return CloudburstFunction(name, self, _call_signature(function))
@@ -794,6 +814,13 @@ class CloudburstConnection:
         self._placements.pop(f"dag:{name}", None)
         resp = self._request("delete_dag", name).response
         return DagRegistration(resp.success, resp.error, resp.message)
+
+    def delete_function(self, name: str) -> None:
+        """Delete the registered function ``name``: later calls raise
+        ``FunctionNotFound``. Raises ``FunctionNotFound`` if there is none, and
+        ``InvalidArgument`` while a registered DAG uses it (delete the DAG first)."""
+        self._control("delete_function", name)
+        self._placements.clear()
 
     def exec_func(self, name: str, args: Any = ()) -> CloudburstFuture:
         """Call function ``name`` with ``args`` (a list; a scalar is one argument).

@@ -69,6 +69,9 @@ class DagStreams:
         self.state = state
         self._peer: str | None = None
         self._free_sock: zmq.Socket[Any] | None = None
+        #: ``ddt-peers/...`` keys this worker announced (the worker deletes them once
+        #: their calls are long over: see ``executor.worker``); appended from any thread.
+        self.announced: list[str] = []
 
     @property
     def enabled(self) -> bool:
@@ -90,7 +93,9 @@ class DagStreams:
     def session(self, call_id: str, member: str = "") -> DdtSession:
         if self.cache_address is None:
             raise RuntimeError("DDT streams need the node cache (cache.enabled)")
-        directory = KvsDirectory(self.state, self.peer_address()) if self.state else None
+        directory = (
+            KvsDirectory(self.state, self.peer_address(), self.announced) if self.state else None
+        )
         return DdtSession(
             self.cache_address, call_id, self.cfg, member=member or None, directory=directory
         )
@@ -206,17 +211,22 @@ class KvsDirectory:
     ``ddt-peers/<stream id>`` is a Set lattice of cache peer addresses: a writer adds
     its node cache's (set union merges concurrent writers); a reader on another node
     looks it up and pulls from those caches, so named streams work across nodes.
+    Announced keys are appended to ``announced`` (when given) so their owner can delete
+    them after the call.
     """
 
     PREFIX = "ddt-peers/"
 
-    def __init__(self, state: Any, peer: str) -> None:
+    def __init__(self, state: Any, peer: str, announced: list[str] | None = None) -> None:
         self.state = state
         self.peer = peer
+        self.announced = announced
 
     def announce(self, sid: str) -> None:
         if self.peer:
             self.state.put(self.PREFIX + sid, SetLattice({self.peer.encode()}))
+            if self.announced is not None:
+                self.announced.append(self.PREFIX + sid)
 
     def lookup(self, sid: str) -> set[str]:
         lattice = self.state.get([self.PREFIX + sid]).get(self.PREFIX + sid)

@@ -77,6 +77,9 @@ class SchedulerConfig:
     threads: int = 1
     heartbeat_timeout_s: float = 3.0
     call_timeout_s: float = 30.0
+    # A call that finds no live executor waits this long for one (a node or worker being
+    # restarted) before it is refused with NO_RESOURCES.
+    no_executor_wait_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,13 @@ class ExecutorConfig:
     workers: int = 3
     heartbeat_period_s: float = 0.5
     base_port: int = 5100
+    # Per-call limits of functions registered without their own (0 = unlimited); see
+    # docs/reliability.md ("Functions and calls").
+    default_function_timeout_s: float = 0.0
+    default_function_memory_bytes: int = 0
+    # An exec_func result stored under results/<id> is deleted this long after the
+    # call finished (0 = kept for good).
+    result_ttl_s: float = 300.0
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,26 @@ class CallCancelled(CloudburstException):
     """``get()`` on a future that was cancelled (``future.cancel()``)."""
 
 
+class FunctionTimeout(CloudburstTimeoutError):
+    """A call ran past its function's time limit and was stopped (its worker was
+    replaced). ``function`` names the function, ``limit`` is the limit in seconds."""
+
+    def __init__(self, message: str, function: str = "", limit: float = 0.0) -> None:
+        super().__init__(message)
+        self.function = function
+        self.limit = limit
+
+
+class FunctionMemoryExceeded(CloudburstException, MemoryError):
+    """A call allocated past its function's memory limit (its worker was replaced).
+    ``function`` names the function, ``limit`` is the limit in bytes."""
+
+    def __init__(self, message: str, function: str = "", limit: int = 0) -> None:
+        super().__init__(message)
+        self.function = function
+        self.limit = limit
+
+
 class RemoteExecutionError(CloudburstException):
     """A user function raised; carries the remote type, message and traceback.
 

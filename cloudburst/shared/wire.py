@@ -212,6 +212,8 @@ _CODE_EXCEPTIONS: dict[int, type[errors.CloudburstException]] = {
     pb.EXECUTOR_FAILED: errors.ExecutorFailed,
     pb.NO_RESOURCES: errors.ExecutorFailed,
     pb.TIMED_OUT: errors.CloudburstTimeoutError,
+    pb.FUNCTION_TIMEOUT: errors.FunctionTimeout,
+    pb.FUNCTION_MEMORY_EXCEEDED: errors.FunctionMemoryExceeded,
 }
 
 
@@ -228,6 +230,14 @@ def exception_for_code(code: int, message: str) -> errors.CloudburstException:
     if issubclass(cls, KeyError):
         return cls(_Message(message))
     return cls(message)
+
+
+def limit_error(code: int, function: str, limit: float, message: str) -> pb.RemoteError:
+    """A call stopped at its function's limit (``FUNCTION_TIMEOUT`` or
+    ``FUNCTION_MEMORY_EXCEEDED``)."""
+    err = error_message(code, message, function)
+    err.limit = limit
+    return err
 
 
 _REMOTE_CLASSES: dict[type, type | None] = {}
@@ -266,6 +276,10 @@ def exception_for(err: pb.RemoteError) -> errors.CloudburstException:
     of the remote type when that type is known here (unpickled, or a builtin); the
     unpickled original is ``.remote_exception``. It has no ``__cause__``: the remote
     traceback is printed once, as part of its message."""
+    if err.error == pb.FUNCTION_TIMEOUT:
+        return errors.FunctionTimeout(err.message, err.function, err.limit)
+    if err.error == pb.FUNCTION_MEMORY_EXCEEDED:
+        return errors.FunctionMemoryExceeded(err.message, err.function, int(err.limit))
     if err.error != pb.EXECUTION_ERROR:
         return exception_for_code(err.error, err.message)
     where = f" (in {err.function})" if err.function else ""

@@ -119,3 +119,18 @@ def test_only_pure_chain_links_are_run_in_place() -> None:
     with_ref = schedule(["a", "b"], [("a", "b")])
     with_ref.arguments["b"].values.add().reference.key = "k"  # placed for locality
     assert _inline_next(with_ref, "a", ["b"]) is None
+
+
+def test_expired_fan_in_names_the_upstreams_that_never_came() -> None:
+    from executor.triggers import TriggerBook
+
+    dag = pb.Dag(name="d", functions=["a", "b", "c"])
+    dag.connections.add(source="a", sink="c")
+    dag.connections.add(source="b", sink="c")
+    sched = pb.DagSchedule(id="x", dag=dag)
+    book = TriggerBook(ttl=5.0)
+    assert book.add(pb.DagTrigger(schedule=sched, target_function="c", source="a"), 0.0) is None
+    assert book.expire_calls(4.0) == []
+    [(entry, fn, missing)] = book.expire_calls(6.0)
+    assert (entry.schedule.id, fn, missing) == ("x", "c", ["b"])
+    assert len(book) == 0

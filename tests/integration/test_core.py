@@ -160,7 +160,9 @@ def test_delete_then_call_fails(cloud: CloudburstConnection) -> None:
 def test_duplicate_and_bad_dags(cloud: CloudburstConnection) -> None:
     cloud.register(lambda _, x: x, "dup_f")
     assert cloud.register_dag("dup", ["dup_f"], []) == (True, 0)
-    again = cloud.register_dag("dup", ["dup_f"], [])
+    assert cloud.register_dag("dup", ["dup_f"], []) == (True, 0)  # the same again: idempotent
+    cloud.register(lambda _, x: x, "dup_g")
+    again = cloud.register_dag("dup", ["dup_f", "dup_g"], [("dup_f", "dup_g")])
     assert again == (False, DAG_ALREADY_EXISTS) and not again and "dup" in again.message
     missing = cloud.register_dag(
         "dup2", ["dup_f", "never_registered"], [("dup_f", "never_registered")]

@@ -246,17 +246,20 @@ def test_waiting_is_honest(short_park: Any) -> None:
             inc(bad).get(timeout=60)
 
         # Timeout messages say running (where, how long) or queued (behind what).
-        # Two workers, both busy: a third call queues behind one of them.
-        a, b = slow(4.0), slow(4.0)
+        # Four calls on two single-threaded workers: two run, two wait behind them.
+        calls = slow.map([3.0] * 4)
         time.sleep(1.0)
-        with pytest.raises(errors.CloudburstTimeoutError, match="running on executor tcp://"):
-            a.get(timeout=0.5)
-        c = slow(0.01)
-        with pytest.raises(errors.CloudburstTimeoutError) as info:
-            c.get(timeout=0.8)
-        msg = str(info.value)
-        assert "queued on executor" in msg and "behind the call running there" in msg, msg
-        assert a.get(timeout=30) == 4.0 and b.get(timeout=30) == 4.0 and c.get(timeout=30)
+        messages = []
+        for fut in calls:
+            with pytest.raises(errors.CloudburstTimeoutError) as info:
+                fut.get(timeout=0.3)
+            messages.append(str(info.value))
+        running = [m for m in messages if "running on executor tcp://" in m]
+        queued = [m for m in messages if "queued on executor" in m]
+        assert running and queued, messages
+        assert "behind the call running there" in queued[0]
+        done, not_done = wait(calls, timeout=60)
+        assert not not_done and [f.get(0) for f in calls] == [3.0] * 4
 
 
 def test_output_comes_back(cluster: Any, capsys: pytest.CaptureFixture[str]) -> None:

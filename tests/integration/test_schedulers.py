@@ -30,7 +30,10 @@ def test_two_schedulers_share_functions_dags_and_executors(
         assert other.get_function("two_decr")(10).get(timeout=10) == 9
         assert "two_decr" in other.list("two_")
         assert other.register_dag("two_dag", ["two_decr"], []) == (True, 0)
-        assert cloud.register_dag("two_dag", ["two_decr"], []) == (False, DAG_ALREADY_EXISTS)
+        assert cloud.register_dag("two_dag", ["two_decr"], []) == (True, 0)  # the same DAG
+        cloud.register(lambda _, x: x, "two_id")
+        other_dag = cloud.register_dag("two_dag", ["two_decr", "two_id"], [("two_decr", "two_id")])
+        assert other_dag == (False, DAG_ALREADY_EXISTS)
         assert cloud.call_dag("two_dag", {"two_decr": 5}).get(timeout=10) == 4
         assert other.call_dag("two_dag", {"two_decr": 6}).get(timeout=10) == 5
         assert cloud.delete_dag("two_dag") == (True, 0)

@@ -126,3 +126,81 @@ def test_plan_excludes_failed_executors() -> None:
             build_dag("d", ["a"], []), {}, 0.1, request_id="r", response_address="", exclude={"e1"}
         )
         assert sched.locations["a"] == "e2"
+
+
+def test_same_dag_ignores_order_but_not_content() -> None:
+    from scheduler.logic import same_dag
+
+    a = build_dag("d", ["f", "g"], [("f", "g")])
+    assert same_dag(a, build_dag("d", ["g", "f"], [("f", "g")]))
+    assert not same_dag(a, build_dag("d", ["f", "g"], []))
+    assert not same_dag(a, build_dag("d", ["f", "g", "h"], [("f", "g")]))
+    assert not same_dag(a, build_dag("d", ["f", "g"], [("g", "f")]))
+    assert not same_dag(a, build_dag("e", ["f", "g"], [("f", "g")]))
+
+
+@pytest.mark.parametrize(
+    ("timeout", "memory", "ok"),
+    [
+        (0.0, 0, True),
+        (2.5, 1 << 30, True),
+        (-1.0, 0, False),
+        (float("inf"), 0, False),
+        (float("nan"), 0, False),
+        (1.0, 1000, False),
+    ],
+)
+def test_limits_are_checked(timeout: float, memory: int, ok: bool) -> None:
+    from scheduler.logic import check_limits
+
+    if ok:
+        check_limits("f", timeout, memory)
+    else:
+        with pytest.raises(PlanError) as info:
+            check_limits("f", timeout, memory)
+        assert info.value.code == pb.INVALID_ARGUMENT and "'f'" in info.value.message
+
+
+def _beat(address: str, pid: int, index: int | None, node: str = "n1") -> pb.ExecutorStatus:
+    st = pb.ExecutorStatus(address=address, node_id=node, pid=pid)
+    if index is not None:
+        st.index, st.indexed = index, True
+    return st
+
+
+def test_a_new_worker_in_a_slot_marks_its_predecessor_dead_at_once() -> None:
+    state = SchedulerState(PlacementPolicy(heartbeat_timeout=3.0))
+    state.on_heartbeat(_beat("tcp://a:1", 10, 0), 0.0)
+    state.on_heartbeat(_beat("tcp://a:2", 11, 1), 0.0)
+    state.on_heartbeat(_beat("tcp://b:1", 20, 0, node="n2"), 0.0)
+    # Worker 0 of n1 was restarted (new pid, new address): the old one is gone now,
+    # long before its heartbeats would time out; the others stay.
+    assert state.on_heartbeat(_beat("tcp://a:3", 12, 0), 0.5)
+    assert not state.is_alive("tcp://a:1", 0.5)
+    assert {v.address for v in state.alive(0.5)} == {"tcp://a:2", "tcp://a:3", "tcp://b:1"}
+    # Heartbeats of the same process change nothing; unindexed (older) workers neither.
+    state.on_heartbeat(_beat("tcp://a:3", 12, 0), 0.6)
+    state.on_heartbeat(_beat("tcp://c:1", 30, None), 0.6)
+    state.on_heartbeat(_beat("tcp://c:2", 31, None), 0.6)
+    assert len(state.alive(0.6)) == 5
+
+
+def test_expire_reports_replaced_and_silent_executors_once() -> None:
+    state = SchedulerState(PlacementPolicy(heartbeat_timeout=3.0))
+    state.on_heartbeat(_beat("tcp://a:1", 10, 0), 0.0)
+    state.on_heartbeat(_beat("tcp://a:2", 11, 1), 0.0)
+    state.on_heartbeat(_beat("tcp://a:3", 12, 0), 1.0)  # replaces a:1
+    assert state.expire(1.0) == ["tcp://a:1"]
+    assert state.expire(1.0) == []
+    assert state.expire(3.5) == ["tcp://a:2"]  # silent since 0.0
+
+
+def test_a_lost_connection_marks_an_executor_dead_until_it_beats_again() -> None:
+    state = SchedulerState(PlacementPolicy(heartbeat_timeout=3.0))
+    state.on_heartbeat(_beat("tcp://a:1", 10, 0), 0.0)
+    assert state.disconnected("tcp://a:1")
+    assert not state.is_alive("tcp://a:1", 0.1)
+    assert not state.disconnected("tcp://a:1")  # once
+    assert state.expire(0.2) == ["tcp://a:1"]
+    assert state.on_heartbeat(_beat("tcp://a:1", 10, 0), 0.5)  # it was alive after all
+    assert state.is_alive("tcp://a:1", 0.6)

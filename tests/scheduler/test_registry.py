@@ -77,3 +77,41 @@ def test_corrupt_dag_is_absent() -> None:
     store.data["dags/x"] = LWWPairLattice(1, serializer.to_bytes(b"\xff\xff garbage"))
     assert Registry(store).get_dag("x") is None
     assert isinstance(pb.Dag(), pb.Dag)
+
+
+def test_function_records_carry_limits_and_deletion() -> None:
+    from scheduler.registry import FunctionRecord, decode_function, encode_function, func_key
+
+    store = FakeStore()
+    a, b = Registry(store), Registry(store)
+    a.register_function("f", b"\x80body", timeout_s=2.5, memory_bytes=1 << 20)
+    a.register_function("g", b"\x80body")
+    payload = store.data[func_key("f")].reveal()
+    from cloudburst.shared import serializer
+
+    assert decode_function(serializer.from_bytes(payload)) == FunctionRecord(
+        b"\x80body", 2.5, 1 << 20
+    )
+    assert decode_function(encode_function(FunctionRecord(b"x"))) == FunctionRecord(b"x")
+    assert b.has_functions(["f", "g"]) == {"f", "g"}
+    a.delete_function("f")
+    assert a.has_functions(["f"]) == set()
+    assert a.function_names() == {"g"} and b.function_names() == {"g"}
+    # b cached f: its refresh sees the tombstone and forgets it.
+    assert "f" in b.has_functions(["f"])
+    b.refresh_functions()
+    assert b.has_functions(["f"]) == set()
+    # Registering the name again brings it back everywhere.
+    a.register_function("f", b"\x80v2")
+    assert b.has_functions(["f"]) == {"f"} and "f" in b.function_names()
+
+
+def test_dags_using_a_function() -> None:
+    store = FakeStore()
+    a, b = Registry(store), Registry(store)
+    a.register_dag(build_dag("d1", ["f", "g"], [("f", "g")]))
+    a.register_dag(build_dag("d2", ["g"], []))
+    assert b.dags_using("f") == ["d1"]
+    assert b.dags_using("g") == ["d1", "d2"]
+    a.delete_dag("d1")
+    assert b.dags_using("f") == []

@@ -20,6 +20,8 @@ class CloudburstError(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EXECUTOR_FAILED: _ClassVar[CloudburstError]
     TIMED_OUT: _ClassVar[CloudburstError]
     INTERNAL_ERROR: _ClassVar[CloudburstError]
+    FUNCTION_TIMEOUT: _ClassVar[CloudburstError]
+    FUNCTION_MEMORY_EXCEEDED: _ClassVar[CloudburstError]
 
 class ConsistencyType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -44,6 +46,8 @@ INVALID_ARGUMENT: CloudburstError
 EXECUTOR_FAILED: CloudburstError
 TIMED_OUT: CloudburstError
 INTERNAL_ERROR: CloudburstError
+FUNCTION_TIMEOUT: CloudburstError
+FUNCTION_MEMORY_EXCEEDED: CloudburstError
 NORMAL: ConsistencyType
 SINGLE: ConsistencyType
 MULTI: ConsistencyType
@@ -85,28 +89,34 @@ class Arguments(_message.Message):
     def __init__(self, values: _Optional[_Iterable[_Union[Argument, _Mapping]]] = ...) -> None: ...
 
 class RemoteError(_message.Message):
-    __slots__ = ("error", "exc_type", "message", "traceback", "pickled", "function")
+    __slots__ = ("error", "exc_type", "message", "traceback", "pickled", "function", "limit")
     ERROR_FIELD_NUMBER: _ClassVar[int]
     EXC_TYPE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     TRACEBACK_FIELD_NUMBER: _ClassVar[int]
     PICKLED_FIELD_NUMBER: _ClassVar[int]
     FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
     error: CloudburstError
     exc_type: str
     message: str
     traceback: str
     pickled: bytes
     function: str
-    def __init__(self, error: _Optional[_Union[CloudburstError, str]] = ..., exc_type: _Optional[str] = ..., message: _Optional[str] = ..., traceback: _Optional[str] = ..., pickled: _Optional[bytes] = ..., function: _Optional[str] = ...) -> None: ...
+    limit: float
+    def __init__(self, error: _Optional[_Union[CloudburstError, str]] = ..., exc_type: _Optional[str] = ..., message: _Optional[str] = ..., traceback: _Optional[str] = ..., pickled: _Optional[bytes] = ..., function: _Optional[str] = ..., limit: _Optional[float] = ...) -> None: ...
 
 class Function(_message.Message):
-    __slots__ = ("name", "body")
+    __slots__ = ("name", "body", "timeout_s", "memory_bytes")
     NAME_FIELD_NUMBER: _ClassVar[int]
     BODY_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     name: str
     body: bytes
-    def __init__(self, name: _Optional[str] = ..., body: _Optional[bytes] = ...) -> None: ...
+    timeout_s: float
+    memory_bytes: int
+    def __init__(self, name: _Optional[str] = ..., body: _Optional[bytes] = ..., timeout_s: _Optional[float] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
 
 class FunctionList(_message.Message):
     __slots__ = ("names",)
@@ -169,7 +179,7 @@ class DagCall(_message.Message):
     def __init__(self, name: _Optional[str] = ..., function_args: _Optional[_Mapping[str, Arguments]] = ..., consistency: _Optional[_Union[ConsistencyType, str]] = ..., output_key: _Optional[str] = ..., client_id: _Optional[str] = ..., exclude: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DagSchedule(_message.Message):
-    __slots__ = ("id", "dag", "locations", "arguments", "response_address", "output_key", "consistency", "client_id", "reply_stored", "versions")
+    __slots__ = ("id", "dag", "locations", "arguments", "response_address", "output_key", "consistency", "client_id", "reply_stored", "versions", "expiring_output")
     class LocationsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -201,6 +211,7 @@ class DagSchedule(_message.Message):
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     REPLY_STORED_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRING_OUTPUT_FIELD_NUMBER: _ClassVar[int]
     id: str
     dag: Dag
     locations: _containers.ScalarMap[str, str]
@@ -211,7 +222,8 @@ class DagSchedule(_message.Message):
     client_id: str
     reply_stored: bool
     versions: _containers.ScalarMap[str, int]
-    def __init__(self, id: _Optional[str] = ..., dag: _Optional[_Union[Dag, _Mapping]] = ..., locations: _Optional[_Mapping[str, str]] = ..., arguments: _Optional[_Mapping[str, Arguments]] = ..., response_address: _Optional[str] = ..., output_key: _Optional[str] = ..., consistency: _Optional[_Union[ConsistencyType, str]] = ..., client_id: _Optional[str] = ..., reply_stored: _Optional[bool] = ..., versions: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    expiring_output: bool
+    def __init__(self, id: _Optional[str] = ..., dag: _Optional[_Union[Dag, _Mapping]] = ..., locations: _Optional[_Mapping[str, str]] = ..., arguments: _Optional[_Mapping[str, Arguments]] = ..., response_address: _Optional[str] = ..., output_key: _Optional[str] = ..., consistency: _Optional[_Union[ConsistencyType, str]] = ..., client_id: _Optional[str] = ..., reply_stored: _Optional[bool] = ..., versions: _Optional[_Mapping[str, int]] = ..., expiring_output: _Optional[bool] = ...) -> None: ...
 
 class DagTrigger(_message.Message):
     __slots__ = ("schedule", "source", "target_function", "arguments", "error")
@@ -228,7 +240,7 @@ class DagTrigger(_message.Message):
     def __init__(self, schedule: _Optional[_Union[DagSchedule, _Mapping]] = ..., source: _Optional[str] = ..., target_function: _Optional[str] = ..., arguments: _Optional[_Union[Arguments, _Mapping]] = ..., error: _Optional[_Union[RemoteError, _Mapping]] = ...) -> None: ...
 
 class ExecutorStatus(_message.Message):
-    __slots__ = ("address", "node_id", "functions", "busy", "queue_length", "cached_key_sizes", "has_cache_summary", "pid", "inbox_address", "completed", "leaving", "current_call", "current_call_s")
+    __slots__ = ("address", "node_id", "functions", "busy", "queue_length", "cached_key_sizes", "has_cache_summary", "pid", "inbox_address", "completed", "leaving", "index", "indexed", "current_call", "current_call_s")
     class CachedKeySizesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -247,6 +259,8 @@ class ExecutorStatus(_message.Message):
     INBOX_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     COMPLETED_FIELD_NUMBER: _ClassVar[int]
     LEAVING_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    INDEXED_FIELD_NUMBER: _ClassVar[int]
     CURRENT_CALL_FIELD_NUMBER: _ClassVar[int]
     CURRENT_CALL_S_FIELD_NUMBER: _ClassVar[int]
     address: str
@@ -260,9 +274,11 @@ class ExecutorStatus(_message.Message):
     inbox_address: str
     completed: int
     leaving: bool
+    index: int
+    indexed: bool
     current_call: str
     current_call_s: float
-    def __init__(self, address: _Optional[str] = ..., node_id: _Optional[str] = ..., functions: _Optional[_Iterable[str]] = ..., busy: _Optional[int] = ..., queue_length: _Optional[int] = ..., cached_key_sizes: _Optional[_Mapping[str, int]] = ..., has_cache_summary: _Optional[bool] = ..., pid: _Optional[int] = ..., inbox_address: _Optional[str] = ..., completed: _Optional[int] = ..., leaving: _Optional[bool] = ..., current_call: _Optional[str] = ..., current_call_s: _Optional[float] = ...) -> None: ...
+    def __init__(self, address: _Optional[str] = ..., node_id: _Optional[str] = ..., functions: _Optional[_Iterable[str]] = ..., busy: _Optional[int] = ..., queue_length: _Optional[int] = ..., cached_key_sizes: _Optional[_Mapping[str, int]] = ..., has_cache_summary: _Optional[bool] = ..., pid: _Optional[int] = ..., inbox_address: _Optional[str] = ..., completed: _Optional[int] = ..., leaving: _Optional[bool] = ..., index: _Optional[int] = ..., indexed: _Optional[bool] = ..., current_call: _Optional[str] = ..., current_call_s: _Optional[float] = ...) -> None: ...
 
 class StatusQuery(_message.Message):
     __slots__ = ("addresses",)
@@ -311,7 +327,7 @@ class ClusterStatus(_message.Message):
     def __init__(self, executors: _Optional[_Iterable[_Union[ExecutorInfo, _Mapping]]] = ..., kvs_address: _Optional[str] = ..., scheduler_address: _Optional[str] = ..., dead: _Optional[_Iterable[str]] = ..., functions: _Optional[int] = ..., dags: _Optional[int] = ...) -> None: ...
 
 class SchedulerRequest(_message.Message):
-    __slots__ = ("request_id", "response_address", "register_function", "get_function", "list_functions", "register_dag", "delete_dag", "call", "dag_call", "status", "heartbeat")
+    __slots__ = ("request_id", "response_address", "register_function", "get_function", "list_functions", "register_dag", "delete_dag", "call", "dag_call", "status", "heartbeat", "delete_function")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     REGISTER_FUNCTION_FIELD_NUMBER: _ClassVar[int]
@@ -323,6 +339,7 @@ class SchedulerRequest(_message.Message):
     DAG_CALL_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    DELETE_FUNCTION_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     response_address: str
     register_function: Function
@@ -334,7 +351,8 @@ class SchedulerRequest(_message.Message):
     dag_call: DagCall
     status: StatusQuery
     heartbeat: ExecutorStatus
-    def __init__(self, request_id: _Optional[str] = ..., response_address: _Optional[str] = ..., register_function: _Optional[_Union[Function, _Mapping]] = ..., get_function: _Optional[str] = ..., list_functions: _Optional[str] = ..., register_dag: _Optional[_Union[Dag, _Mapping]] = ..., delete_dag: _Optional[str] = ..., call: _Optional[_Union[FunctionCall, _Mapping]] = ..., dag_call: _Optional[_Union[DagCall, _Mapping]] = ..., status: _Optional[_Union[StatusQuery, _Mapping]] = ..., heartbeat: _Optional[_Union[ExecutorStatus, _Mapping]] = ...) -> None: ...
+    delete_function: str
+    def __init__(self, request_id: _Optional[str] = ..., response_address: _Optional[str] = ..., register_function: _Optional[_Union[Function, _Mapping]] = ..., get_function: _Optional[str] = ..., list_functions: _Optional[str] = ..., register_dag: _Optional[_Union[Dag, _Mapping]] = ..., delete_dag: _Optional[str] = ..., call: _Optional[_Union[FunctionCall, _Mapping]] = ..., dag_call: _Optional[_Union[DagCall, _Mapping]] = ..., status: _Optional[_Union[StatusQuery, _Mapping]] = ..., heartbeat: _Optional[_Union[ExecutorStatus, _Mapping]] = ..., delete_function: _Optional[str] = ...) -> None: ...
 
 class GenericResponse(_message.Message):
     __slots__ = ("success", "error", "response_id", "message", "payload", "schedule", "names")
