@@ -150,6 +150,114 @@ def bench_cloudburst(calls: int, warmup: int, inline: bool = True) -> dict[str, 
     return out
 
 
+CALL_VARIANTS = [
+    "f(x).get()",
+    "exec_func",
+    "call_dag 1 fn",
+    "call_dag output_key",
+    "f(x) + obj_id (stored)",
+    "put_object (durable)",
+    "zmq 1-hop floor",
+]
+
+
+def bench_calls(calls: int, warmup: int) -> dict[str, Runs]:
+    """Single calls on one cluster with ``wal_fsync: always``, all variants interleaved
+    in rounds of 10 calls (side by side: machine noise hits them alike):
+
+    * ``f(x).get()`` / ``exec_func``: the README's call form (result straight back);
+    * ``call_dag 1 fn``: a one-function DAG; ``call_dag output_key``: the same, stored;
+    * ``f(x) + obj_id (stored)``: reading ``obj_id`` makes the client store the result;
+    * ``put_object (durable)``: one durable PUT alone;
+    * ``zmq 1-hop floor``: pyzmq PUSH client -> worker process -> client, no work.
+    """
+    import zmq
+
+    from cloudburst.client.client import CloudburstConnection
+    from cloudburst.local import free_port_config, wait_ready, write_config
+    from cloudburst.shared.processes import ProcessGroup, free_port
+
+    run = Path(tempfile.mkdtemp(prefix="cb-bench-calls-"))
+    cfg = free_port_config(run, workers=2, log_level="WARNING", kvs={"wal_fsync": "always"})
+    path = write_config(cfg, run / "config.yml")
+    addr = f"tcp://127.0.0.1:{free_port()}"
+    ev = mp.get_context("spawn").Event()
+    relay = mp.get_context("spawn").Process(target=_relay, args=(addr, None, ev), daemon=True)
+    relay.start()
+    ev.wait(30)
+    zctx = zmq.Context()
+    reply = zctx.socket(zmq.PULL)
+    me = f"tcp://127.0.0.1:{reply.bind_to_random_port('tcp://127.0.0.1')}".encode()
+    out_sock = zctx.socket(zmq.PUSH)
+    out_sock.connect(addr)
+    try:
+        with ProcessGroup(log_dir=run / "logs") as group:
+            group.python("kvs", "anna.local", "--config", str(path))
+            group.python("scheduler", "scheduler.server", "--config", str(path))
+            group.python("executor", "executor.node", "--config", str(path))
+            wait_ready(cfg, 2, 60)
+            conn = CloudburstConnection(cfg.ip, cfg.ip, port=cfg.scheduler.port)
+            try:
+                fn = conn.register(lambda _, x: (x + 1) ** 2, "one")
+                conn.register_dag("one_dag", ["one"], [])
+
+                def stored(x: int) -> int:
+                    fut = fn(x)
+                    assert fut.obj_id
+                    return int(fut.get(timeout=30))
+
+                def floor(x: int) -> int:
+                    out_sock.send_multipart([me, b"x"])
+                    reply.recv()
+                    return (x + 1) ** 2
+
+                variants: dict[str, Callable[[int], Any]] = {
+                    "f(x).get()": lambda x: fn(x).get(timeout=30),
+                    "exec_func": lambda x: conn.exec_func("one", [x]).get(timeout=30),
+                    "call_dag 1 fn": lambda x: conn.call_dag("one_dag", {"one": x}).get(timeout=30),
+                    "call_dag output_key": lambda x: conn.call_dag(
+                        "one_dag", {"one": x}, output_key="bench/out"
+                    ).get(timeout=30),
+                    "f(x) + obj_id (stored)": stored,
+                    "put_object (durable)": lambda x: (
+                        conn.put_object("bench/put", x) and (x + 1) ** 2
+                    ),
+                    "zmq 1-hop floor": floor,
+                }
+                for name, call in variants.items():
+                    for i in range(max(1, warmup // 4)):
+                        got = call(i)
+                        if got != (i + 1) ** 2:
+                            raise AssertionError(f"{name}: wrong result {got!r}")
+                out: dict[str, Runs] = {name: [] for name in variants}
+                for _ in range(REPEAT):
+                    samples: dict[str, list[float]] = {name: [] for name in variants}
+                    i = 0
+                    while i < calls:
+                        for name, call in variants.items():
+                            for j in range(i, min(calls, i + 10)):
+                                t0 = time.perf_counter()
+                                call(j)
+                                samples[name].append(time.perf_counter() - t0)
+                        i += 10
+                    for name in variants:
+                        out[name].append(samples[name])
+                return out
+            finally:
+                conn.close()
+    finally:
+        s = zctx.socket(zmq.PUSH)
+        s.connect(addr)
+        s.send_multipart([b"STOP", b""])
+        s.close(linger=1000)
+        relay.join(5)
+        if relay.is_alive():
+            relay.kill()
+        out_sock.close(0)
+        reply.close(0)
+        zctx.term()
+
+
 # --- (b) Dask and Ray ----------------------------------------------------------
 
 
@@ -304,7 +412,8 @@ def write_reports(
     results: dict[str, Any], raw: dict[str, Runs], skipped: dict[str, str], stem: str
 ) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stats = results["systems"]
+    stats = {k: v for k, v in results["systems"].items() if k not in CALL_VARIANTS}
+    calls = {k: v for k, v in results["systems"].items() if k in CALL_VARIANTS}
     (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=2))
     floor = stats.get("zmq-floor", {}).get("median_us")
     ours = stats.get("cloudburst", {}).get("median_us")
@@ -334,12 +443,40 @@ def write_reports(
         "Targets (issue 4): ours <= 3x the floor; >= 5x lower than the best of Dask "
         "and Ray; p99 <= 3x our median; stretch: lower than the process pool.",
     ]
+    if calls:
+        dag1 = calls.get("call_dag 1 fn", {}).get("median_us")
+        floor1 = calls.get("zmq 1-hop floor", {}).get("median_us")
+        lines += [
+            "",
+            "## Single calls (`wal_fsync: always`, variants interleaved in one run)",
+            "",
+            "| variant | median (µs) | p99 (µs) | median / call_dag 1 fn | median / 1-hop floor |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        for name in CALL_VARIANTS:
+            if name not in calls:
+                continue
+            s = calls[name]
+            lines.append(
+                f"| {name} | {s['median_us']:.0f} | {s['p99_us']:.0f} | "
+                + (f"{s['median_us'] / dag1:.2f}" if dag1 else "-")
+                + " | "
+                + (f"{s['median_us'] / floor1:.2f}" if floor1 else "-")
+                + " |"
+            )
+        lines += [
+            "",
+            "Targets (issue 16): `f(x).get()` <= 1.1x `call_dag 1 fn`; `call_dag output_key` "
+            "<= 1.5x (`call_dag 1 fn` + `put_object (durable)`).",
+        ]
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
     plt = pyplot()
     if plt is None:
         return
     fig, ax = plt.subplots(figsize=(8, 5))
     for name, runs in sorted(raw.items(), key=lambda kv: statistics.median(median_run(kv[1]))):
+        if name in CALL_VARIANTS:
+            continue
         s = sorted(x * 1e6 for x in median_run(runs))
         ax.plot(s, [i / len(s) for i in range(len(s))], label=name)
     ax.set_xscale("log")
@@ -352,7 +489,7 @@ def write_reports(
     fig.savefig(RESULTS / f"{stem}.png", dpi=120)
 
 
-SYSTEMS = ["cloudburst", "zmq-floor", "processpool", "dask", "ray"]
+SYSTEMS = ["cloudburst", "calls", "zmq-floor", "processpool", "dask", "ray"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -379,6 +516,8 @@ def main(argv: list[str] | None = None) -> int:
             if name == "cloudburst":
                 raw.update(bench_cloudburst(args.calls, args.warmup))
                 raw.update(bench_cloudburst(args.calls, args.warmup, inline=False))
+            elif name == "calls":
+                raw.update(bench_calls(args.calls, args.warmup))
             elif name == "zmq-floor":
                 raw[name] = bench_zmq_floor(args.calls, args.warmup)
             elif name == "processpool":

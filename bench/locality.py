@@ -1,5 +1,5 @@
 """Locality benchmark (after Cloudburst's): a function sums 10 numpy arrays passed as
-KVS references, for 1e3 .. 1e6 float64 elements per array.
+KVS references, for 1e3 .. 1e7 float64 elements per array.
 
     .venv/bin/python bench/locality.py            # full run (a few minutes)
     .venv/bin/python bench/locality.py --quick    # fewer calls, smaller sizes
@@ -8,6 +8,11 @@ Platform section (real Cloudburst calls, client -> executor -> client, timed by 
 client around ``fn(*refs).get()``), one executor node with 2 workers:
 
 * **warm**: the node cache is on and already holds the arrays (after warm-up calls);
+  arrays over ``cache.shm_threshold_bytes`` (64 KiB) are in shared memory and the
+  worker maps them read-only (no copy, ``cache/shm.py``);
+* **warm-heap**: the same with shared memory off (``shm_threshold_bytes: 0``): the
+  arrays travel from the cache over the ipc socket and are copied (the old path);
+* **floor**: compute only, the same sum over arrays already in the bench process;
 * **cold**: the node cache is off: the executor reads all 10 arrays from the KVS on
   every call;
 * **redis**: the same cluster as *cold*, but the function reads the 10 arrays from a
@@ -98,7 +103,9 @@ def timed(fn: Callable[[], Any], n: int, warmup: int = 2) -> list[float]:
 
 
 def iterations(size: int, quick: bool) -> int:
-    base = {1_000: 200, 10_000: 150, 100_000: 60, 1_000_000: 30}.get(size, 30)
+    base = {1_000: 200, 10_000: 150, 100_000: 60, 1_000_000: 30, 10_000_000: 5}.get(size, 30)
+    if size >= 10_000_000:
+        return base
     return max(10, base // 5) if quick else base
 
 
@@ -154,13 +161,18 @@ def put_arrays(kvs: AnnaTcpClient, redis_conn: Any, sizes: list[int]) -> dict[in
     return keys
 
 
-def bench_config(run_dir: Path, cache_enabled: bool) -> Config:
+def bench_config(run_dir: Path, cache_enabled: bool, shm: bool = True) -> Config:
     """A free-port local-mode config for one benchmark cluster."""
     return free_port_config(
         run_dir,
         workers=WORKERS,
         executor={"workers": WORKERS, "base_port": 0, "heartbeat_period_s": 0.25},
-        cache={"enabled": cache_enabled, "push_period_ms": 50, "capacity_bytes": 1 << 30},
+        cache={
+            "enabled": cache_enabled,
+            "push_period_ms": 50,
+            "capacity_bytes": 2 << 30,
+            "shm_threshold_bytes": 64 * 1024 if shm else 0,
+        },
         scheduler={"call_timeout_s": 60.0},
         kvs={"request_timeout_s": 30.0},
         log_level="WARNING",
@@ -177,42 +189,56 @@ def platform_section(run: Path, redis_port: int, sizes: list[int], quick: bool) 
     with ProcessGroup(log_dir=run / "logs-platform") as group:
         clusters: dict[str, Cluster] = {}
         try:
-            for mode in ("warm", "cold"):
+            for mode in ("warm", "warm-heap", "cold"):
                 run_dir = run / mode
                 run_dir.mkdir(parents=True, exist_ok=True)
-                clusters[mode] = _start(group, mode, bench_config(run_dir, mode == "warm"), run_dir)
+                cfg = bench_config(run_dir, mode != "cold", shm=mode == "warm")
+                clusters[mode] = _start(group, mode, cfg, run_dir)
             keys: dict[int, list[str]] = {}
             for mode, cl in clusters.items():
                 with AnnaTcpClient(cl.kvs_addr, timeout=30.0) as kvs:
                     keys = put_arrays(kvs, rconn if mode == "cold" else None, sizes)
             fns = {
                 "warm": (clusters["warm"].cloud.register(sum_arrays, "sum_arrays"), False),
+                "warm-heap": (
+                    clusters["warm-heap"].cloud.register(sum_arrays, "sum_arrays"),
+                    False,
+                ),
                 "cold": (clusters["cold"].cloud.register(sum_arrays, "sum_arrays"), False),
                 "redis": (clusters["cold"].cloud.register(sum_from_redis, "sum_redis"), True),
             }
+            names = [*fns, "floor"]
             for size in sizes:
                 refs = [CloudburstReference(k) for k in keys[size]]
                 expected = None
+                with AnnaTcpClient(clusters["cold"].kvs_addr, timeout=60.0) as kvs:
+                    got_local = kvs.get(keys[size])
+                    local = [from_lattice(got_local[k]) for k in keys[size]]
 
                 def call(
-                    name: str, refs: list[CloudburstReference] = refs, size: int = size
+                    name: str,
+                    refs: list[CloudburstReference] = refs,
+                    size: int = size,
+                    local: list[Any] = local,
                 ) -> Any:
+                    if name == "floor":  # compute only: the arrays are in this process
+                        return sum_arrays(None, *local)
                     fn, via_redis = fns[name]
                     if via_redis:
                         return fn(redis_port, keys[size]).get(timeout=60)
                     return fn(*refs).get(timeout=60)
 
                 # warm-up: every worker loads the functions (and, warm, the arrays)
-                for name in fns:
-                    for _ in range(2 * WORKERS + 2):
+                for name in names:
+                    for _ in range(2 * WORKERS + 2 if size < 10_000_000 else WORKERS + 1):
                         got = call(name)
                         expected = got if expected is None else expected
                         assert abs(got - expected) < 1e-6 * max(1.0, abs(expected)), (name, got)
                 n = iterations(size, quick)
-                per_round = 5
-                samples: dict[str, list[float]] = {name: [] for name in fns}
+                per_round = min(5, n)
+                samples: dict[str, list[float]] = {name: [] for name in names}
                 while len(samples["warm"]) < n:
-                    for name in fns:
+                    for name in names:
                         for _ in range(per_round):
                             t0 = time.perf_counter()
                             call(name)
@@ -223,7 +249,7 @@ def platform_section(run: Path, redis_port: int, sizes: list[int], quick: bool) 
                     f"  platform {size:>9,d}: "
                     + ", ".join(
                         f"{name} {out[name][str(size)]['median_ms']:.2f}/{out[name][str(size)]['p99_ms']:.2f}"
-                        for name in fns
+                        for name in names
                     )
                     + " ms (median/p99)",
                     flush=True,
@@ -285,11 +311,18 @@ def plot(platform_res: dict[str, Any], datapath: dict[str, Any], sizes: list[int
         return
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     series = [
-        (axes[0], platform_res, ("warm", "cold", "redis"), "Cloudburst call (client-timed)"),
+        (
+            axes[0],
+            platform_res,
+            ("warm", "warm-heap", "cold", "redis", "floor"),
+            "Cloudburst call (client-timed)",
+        ),
         (axes[1], datapath, ("cache", "kvs", "redis"), "data path only (10 reads + decode + sum)"),
     ]
     colors = {
         "warm": "tab:green",
+        "warm-heap": "tab:olive",
+        "floor": "black",
         "cache": "tab:green",
         "cold": "tab:blue",
         "kvs": "tab:blue",
@@ -299,10 +332,11 @@ def plot(platform_res: dict[str, Any], datapath: dict[str, Any], sizes: list[int
         for name in names:
             if name not in res:
                 continue
-            med = [res[name][str(s)]["median_ms"] for s in sizes]
-            p99 = [res[name][str(s)]["p99_ms"] for s in sizes]
-            ax.plot(sizes, med, "o-", color=colors[name], label=f"{name} median")
-            ax.plot(sizes, p99, "x--", color=colors[name], alpha=0.6, label=f"{name} p99")
+            ss = [s for s in sizes if str(s) in res[name]]
+            med = [res[name][str(s)]["median_ms"] for s in ss]
+            p99 = [res[name][str(s)]["p99_ms"] for s in ss]
+            ax.plot(ss, med, "o-", color=colors[name], label=f"{name} median")
+            ax.plot(ss, p99, "x--", color=colors[name], alpha=0.6, label=f"{name} p99")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("floats per array (10 arrays)")
@@ -324,19 +358,21 @@ def write_md(res: dict[str, Any], sizes: list[int]) -> None:
         "",
         "## Cloudburst calls (client -> executor -> client)",
         "",
-        "| floats per array | warm (node cache) | cold (KVS every call) | Redis | Redis / warm (median) |",
-        "| ---: | ---: | ---: | ---: | ---: |",
+        "| floats per array | warm (shm) | warm-heap (socket copy) | cold (KVS every call) "
+        "| Redis | compute-only floor | warm / floor | heap / warm | Redis / warm |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     pr = res["platform"]
     for s in sizes:
         k = str(s)
-        w, c, r = pr["warm"][k], pr["cold"][k], pr["redis"][k]
+        w, h, c, r, f0 = (pr[m][k] for m in ("warm", "warm-heap", "cold", "redis", "floor"))
+        cells = " | ".join(f"{x['median_ms']:.2f} / {x['p99_ms']:.2f}" for x in (w, h, c, r, f0))
         lines.append(
-            f"| {s:,} | {w['median_ms']:.2f} / {w['p99_ms']:.2f} | {c['median_ms']:.2f} / "
-            f"{c['p99_ms']:.2f} | {r['median_ms']:.2f} / {r['p99_ms']:.2f} | "
-            f"{r['median_ms'] / w['median_ms']:.1f}x |"
+            f"| {s:,} | {cells} | {w['median_ms'] / f0['median_ms']:.2f}x | "
+            f"{h['median_ms'] / w['median_ms']:.1f}x | {r['median_ms'] / w['median_ms']:.1f}x |"
         )
     dp = res["datapath"]
+    sizes = [s for s in sizes if str(s) in dp.get("cache", {})]
     lines += [
         "",
         "## Data path only (bench process reads 10 arrays, decodes, sums)",
@@ -369,7 +405,7 @@ def write_md(res: dict[str, Any], sizes: list[int]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--sizes", default="1000,10000,100000,1000000")
+    parser.add_argument("--sizes", default="1000,10000,100000,1000000,10000000")
     args = parser.parse_args()
     sizes = [int(float(s)) for s in args.sizes.split(",")]
     if args.quick and args.sizes == parser.get_default("sizes"):
@@ -409,7 +445,8 @@ def main() -> int:
                 kvs={"request_timeout_s": 30.0},
                 log_level="WARNING",
             )
-            datapath, fresh = _datapath(dp_cfg, run, redis_port, sizes, args.quick, redis)
+            dp_sizes = [s for s in sizes if s <= 1_000_000]  # the data path: up to 1e6
+            datapath, fresh = _datapath(dp_cfg, run, redis_port, dp_sizes, args.quick, redis)
     res = {
         "meta": {
             "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),

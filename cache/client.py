@@ -36,10 +36,13 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from cache import protocol
+from cache.shm import SHM_DIR, map_segment
 from cloudburst.shared.config import Config, load_config
 from cloudburst.shared.errors import CloudburstException, CloudburstTimeoutError, WireError
+from cloudburst.shared.spans import lww_value_span
 from lattices import codec
 from lattices.base import Lattice, LatticeError
+from lattices.lww import LWWPairLattice
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +88,13 @@ class CacheClient:
         self.ip = ip
         self.ctx = context or zmq.Context.instance()
         self._lock = threading.RLock()
-        self._prefix = f"{os.getpid()}-{next(_ids)}-".encode()
+        n = next(_ids)
+        self._prefix = f"{os.getpid()}-{n}-".encode()
+        # The cache reads the pid in the identity to drop a dead worker's pins.
+        self._identity = f"p{os.getpid()}-{n}".encode()
+        # Shared-memory values (cache/shm.py): ask with getm, map MAPPED answers.
+        self.shm = self.cfg.cache.shm_threshold_bytes > 0
+        self._pins: list[bytes] = []  # segments mapped since the last release_pins()
         self._seq = itertools.count()
         self._sock: zmq.Socket[Any] | None = None
         self._monitor: zmq.Socket[Any] | None = None
@@ -113,6 +122,7 @@ class CacheClient:
         sock.setsockopt(zmq.IMMEDIATE, 1)
         sock.setsockopt(zmq.RECONNECT_IVL, 50)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
+        sock.setsockopt(zmq.ROUTING_ID, self._identity)
         self._monitor = sock.get_monitor_socket(
             zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
         )
@@ -229,16 +239,17 @@ class CacheClient:
             return {}
         memo = self._memo
         with self._lock:
-            if self.local_bytes > 0:
+            if self.local_bytes > 0 or self.shm:
                 known = [memo[k][0] if k in memo else b"" for k in klist]
-                frames = protocol.encode_getv(self._next_rid(), klist, known)
+                op = protocol.OP_GETM if self.shm else protocol.OP_GETV
+                frames = protocol.encode_getv(self._next_rid(), klist, known, op)
             else:
                 frames = protocol.encode_get(self._next_rid(), klist)
             body = self._request(frames, timeout)
             if body is None:
                 return self._degrade("GET").get(klist)  # type: ignore[no-any-return]
             self._recovered()
-            if self.local_bytes > 0:
+            if self.local_bytes > 0 or self.shm:
                 results = protocol.decode_getv_body(body, len(klist))
             else:
                 results = [(*r, b"") for r in protocol.decode_get_body(body, len(klist))]
@@ -252,6 +263,12 @@ class CacheClient:
                     out[key] = lattice
                     if version:
                         self._remember(key, version, lattice, len(payload))
+                elif err == protocol.MAPPED:
+                    self._pins.append(bytes(payload).rsplit(b":", 1)[0])
+                    lattice = self._map(bytes(payload), self.cfg.cache.shm_dir)
+                    out[key] = lattice
+                    # The mapping stays valid after the cache unlinks the file.
+                    self._remember(key, version, lattice, len(lattice.value))
                 elif err == protocol.KEY_DNE:
                     self._forget(key)
                     out[key] = None
@@ -262,6 +279,34 @@ class CacheClient:
                 else:
                     raise CacheError(f"cache {self.address}: GET {key!r} failed with error {err}")
             return out
+
+    @staticmethod
+    def _map(ref: bytes, directory: str = SHM_DIR) -> Lattice[Any]:
+        """The LWW lattice in segment ``b"name:offset"``, its value a read-only view."""
+        name, _, off = ref.rpartition(b":")
+        try:
+            view = map_segment(name.decode(), int(off), directory)
+            ts, start, end = lww_value_span(view)
+        except (OSError, ValueError) as exc:
+            raise CacheError(f"cannot map shared-memory segment {ref!r}: {exc}") from None
+        return LWWPairLattice._make(ts, view[start:end])  # type: ignore[arg-type]
+
+    def release_pins(self) -> None:
+        """Tell the cache that the segments read since the last call may be dropped
+        (mappings kept by this process stay valid; the executor calls this after each
+        function call). No reply is awaited."""
+        if not self._pins:
+            return
+        with self._lock:
+            names, self._pins = self._pins, []
+            if self._sock is None or not self._up:
+                return  # a restarted cache has no pins of ours
+            try:
+                self._sock.send_multipart(
+                    [protocol.OP_RELEASE, self._next_rid(), *names], zmq.NOBLOCK
+                )
+            except zmq.ZMQError:
+                pass
 
     def _forget(self, key: str) -> None:
         old = self._memo.pop(key, None)
@@ -326,8 +371,14 @@ class CacheClient:
         return {k: e == protocol.NO_ERROR for k, e in errs.items()}
 
     def _json(self, op: bytes, timeout: float) -> dict[str, Any] | None:
-        with self._lock:
+        # Never wait behind a long read of another thread (a cold miss of large
+        # values): the heartbeat thread asks for the summary and must not stall.
+        if not self._lock.acquire(timeout=timeout):
+            return None
+        try:
             body = self._request(protocol.encode_simple(op, self._next_rid()), timeout)
+        finally:
+            self._lock.release()
         if body is None or not body:
             return None
         out: dict[str, Any] = json.loads(body[0])

@@ -36,6 +36,7 @@ from typing import Any
 from anna.proto import anna_pb2 as pb
 from cache import protocol
 from cache.actions import Action, KvsSend, Reply
+from cache.shm import SegmentBook, array_data_offset, pad_for
 from lattices import codec
 from lattices.base import Lattice, LatticeError
 
@@ -58,14 +59,16 @@ def subscription_address(shard_address: str) -> str:
 class Entry:
     """A cached value: Anna payload bytes and, once needed for a merge, the lattice."""
 
-    __slots__ = ("lattice", "lattice_type", "payload", "size", "version")
+    __slots__ = ("lattice", "lattice_type", "payload", "ref", "segment", "size", "version")
 
-    def __init__(self, key: str, lattice_type: int, payload: bytes) -> None:
+    def __init__(self, key: str, lattice_type: int, payload: bytes | memoryview) -> None:
         self.lattice_type = lattice_type
         self.payload = payload
         self.lattice: Lattice[Any] | None = None
         self.size = len(key) + len(payload) + ENTRY_OVERHEAD
         self.version = b""  # set when the entry is kept (unique per cache incarnation)
+        self.segment = ""  # shared-memory segment holding the payload (cache/shm.py)
+        self.ref = b""  # what a getm answers: b"<segment>:<offset>"
 
     def get_lattice(self) -> Lattice[Any]:
         if self.lattice is None:
@@ -116,6 +119,9 @@ class CacheState:
         attempt_timeout: float = 1.0,
         epoch: bytes = b"\0" * 8,
         refresh_period: float = 2.0,
+        store: Any = None,
+        shm_threshold: int = 0,
+        numpy_type: int = -1,
     ) -> None:
         if not routing_addresses:
             raise ValueError("the cache needs at least one KVS routing address")
@@ -146,6 +152,12 @@ class CacheState:
         # move between shards (0 disables).
         self.refresh_period = refresh_period
         self._next_refresh = 0.0
+        # Large LWW values live in shared-memory segments (cache.shm.ShmStore: create /
+        # unlink) when a store is given; the book tracks their pins and lifetimes.
+        self.store = store
+        self.shm_threshold = shm_threshold if store is not None else 0
+        self.numpy_type = numpy_type
+        self.book = SegmentBook()
 
     # ---- helpers ----------------------------------------------------------------------
 
@@ -170,27 +182,80 @@ class CacheState:
             entries=len(self.entries),
             subscribed=len(self.subs),
             inflight=len(self.fetching) + len(self.reqs),
+            shm_bytes=self.book.total_bytes,
+            shm_segments=len(self.book.sizes),
+            shm_retired_pinned_bytes=self.book.retired_bytes,
+            shm_pinned_segments=len(self.book.pins),
         )
         for name in ("hits", "misses", "evictions", "puts", "pushes"):
             out.setdefault(name, 0)
         return out
 
+    def _drop(self, entry: Entry) -> None:
+        """``entry`` left the cache: retire its segment (unlinked once unpinned)."""
+        self.used -= entry.size
+        if entry.segment:
+            self._unlink(self.book.retire(entry.segment))
+
+    def _unlink(self, names: list[str]) -> None:
+        for name in names:
+            self.store.unlink(name)
+            self.stats["shm_unlinked"] += 1
+
+    def _to_segment(self, entry: Entry) -> None:
+        """Move a large LWW payload into a new shared-memory segment (never rewritten)."""
+        payload = entry.payload
+        pad = pad_for(array_data_offset(payload, self.numpy_type))
+        try:
+            name, view = self.store.create(payload, pad)
+        except OSError as exc:  # /dev/shm full: keep it on the heap
+            self.stats["shm_errors"] += 1
+            log.warning("cache %s: cannot create a segment: %s", self.node_id, exc)
+            return
+        self.book.add(name, pad + len(payload))
+        entry.payload, entry.segment = view, name
+        entry.ref = f"{name}:{pad}".encode()
+        self.stats["shm_created"] += 1
+
+    def release(self, owner: bytes, names: Sequence[str]) -> None:
+        """A worker released its pins of ``names`` (after a call)."""
+        self._unlink(self.book.release(owner, names))
+
+    def drop_owner(self, owner: bytes) -> None:
+        """A worker died: its pins go."""
+        self.stats["shm_dead_owners"] += 1
+        self._unlink(self.book.drop_owner(owner))
+
+    def _mapped(self, identity: bytes, entry: Entry) -> tuple[int, int, bytes, bytes]:
+        """A getm answer for a segment entry: pin it for ``identity``."""
+        self.book.pin(entry.segment, identity)
+        self.stats["shm_mapped"] += 1
+        return (entry.lattice_type, protocol.MAPPED, entry.ref, entry.version)
+
     def _insert(self, key: str, entry: Entry) -> list[Action]:
         """Keep ``entry`` (replacing any old one) and evict LRU entries past capacity."""
         old = self.entries.pop(key, None)
         if old is not None:
-            self.used -= old.size
+            self._drop(old)
         if entry.size > self.capacity:
             self.stats["too_large"] += 1
             return self._unsubscribe([key])
+        if (
+            self.shm_threshold
+            and not entry.segment
+            and entry.lattice_type == pb.LWW
+            and len(entry.payload) >= self.shm_threshold
+        ):
+            self._to_segment(entry)
         self._version += 1
         entry.version = self.epoch + self._version.to_bytes(8, "big")
         self.entries[key] = entry
         self.used += entry.size
         evicted = []
-        while self.used > self.capacity:
+        # Pinned segments of entries already gone still hold memory: they count.
+        while self.used + self.book.retired_bytes > self.capacity and len(self.entries) > 1:
             k, e = self.entries.popitem(last=False)
-            self.used -= e.size
+            self._drop(e)
             self.stats["evictions"] += 1
             self.stats["evicted_bytes"] += len(e.payload)
             evicted.append(k)
@@ -268,11 +333,14 @@ class CacheState:
         keys: Sequence[str],
         now: float,
         known: Sequence[bytes] | None = None,
+        mapped: bool = False,
     ) -> list[Action]:
         """A client's GET of ``keys``: hits answered now, misses fetched from the KVS.
 
         With ``known`` (a ``getv``: the client's cached version per key, ``b""`` for
         none) a hit whose version matches is answered NOT_MODIFIED without payload.
+        With ``mapped`` (a ``getm``) a value held in a segment is answered MAPPED with
+        the segment's name, pinned for ``identity`` until it releases it.
         """
         results: list[tuple[int, int, bytes, bytes]] = []
         misses: list[tuple[int, str]] = []
@@ -285,6 +353,8 @@ class CacheState:
                 if known is not None and known[i] == entry.version:
                     self.stats["not_modified"] += 1
                     results.append((entry.lattice_type, protocol.NOT_MODIFIED, b"", entry.version))
+                elif mapped and entry.segment:
+                    results.append(self._mapped(identity, entry))
                 else:
                     results.append(
                         (entry.lattice_type, protocol.NO_ERROR, entry.payload, entry.version)
@@ -294,6 +364,8 @@ class CacheState:
                 results.append((0, protocol.KEY_DNE, b"", b""))
                 misses.append((i, key))
         op_code = protocol.OP_GET if known is None else protocol.OP_GETV
+        if mapped:
+            op_code = protocol.OP_GETM
         if not misses:
             return [Reply(identity, self._get_reply(op_code, rid, results))]
         op = _ClientOp(op_code, identity, rid, results, len(misses), known or ())
@@ -313,8 +385,8 @@ class CacheState:
     def _get_reply(
         op: bytes, rid: bytes, results: Sequence[tuple[int, int, bytes, bytes]]
     ) -> list[bytes]:
-        if op == protocol.OP_GETV:
-            return protocol.reply_getv(rid, results)
+        if op == protocol.OP_GETV or op == protocol.OP_GETM:
+            return protocol.reply_getv(rid, results, op)
         return protocol.reply_get(rid, [r[:3] for r in results])
 
     def client_put(
@@ -408,12 +480,16 @@ class CacheState:
             self.stats["kvs_timeouts"] += 1
         actions: list[Action] = []
         version = b""
+        entry = None
         if req.rtype == pb.GET and err == protocol.NO_ERROR:
             entry = self.entries.get(req.key)
             if entry is not None:  # kept: answer its (possibly merged) value and version
                 ltype, payload, version = entry.lattice_type, entry.payload, entry.version
         for op, i in req.waiters:
-            op.results[i] = (ltype, err, payload, version)
+            if entry is not None and entry.segment and op.op == protocol.OP_GETM:
+                op.results[i] = self._mapped(op.identity, entry)
+            else:
+                op.results[i] = (ltype, err, payload, version)
             op.remaining -= 1
             if op.remaining == 0:
                 if op.op == protocol.OP_PUT:
@@ -551,7 +627,7 @@ class CacheState:
                 # Deleted at the KVS: forget the value and the subscription.
                 old = self.entries.pop(key, None)
                 if old is not None:
-                    self.used -= old.size
+                    self._drop(old)
                     self.stats["deleted_pushes"] += 1
                 actions += self._unsubscribe([key])
                 continue

@@ -22,6 +22,8 @@ request               frames after the op                 reply frames
 ``keys``              ``rid``                             ``keys, rid, ok, json {key: bytes}``
 ``info``              ``rid``                             ``info, rid, ok, json``
 ``ping``              ``rid``                             ``ping, rid, ok``
+``getm``              as ``getv``                         as ``getv`` (+ MAPPED)
+``release``           ``rid, segment name*``              (none)
 ====================  ==================================  ===============================
 
 ``hdr2`` is two bytes ``[lattice_type, anna_error]`` (``anna_error`` KEY_DNE = never
@@ -67,6 +69,10 @@ OP_STATS = b"stats"
 OP_KEYS = b"keys"
 OP_INFO = b"info"
 OP_PING = b"ping"
+#: ``getv`` that may answer a large value as a shared-memory segment (MAPPED).
+OP_GETM = b"getm"
+#: ``rid, name*``: the sender no longer needs these segments pinned (no reply).
+OP_RELEASE = b"release"
 STREAM_PREFIX = b"stream."
 
 OK = b"ok"
@@ -80,6 +86,8 @@ LATTICE = 4
 NO_SERVERS = 5
 #: getv only: the client's copy (same version) is current; no payload sent.
 NOT_MODIFIED = 255
+#: ``getm`` only: the payload frame is ``b"<segment name>:<offset>"`` (see cache/shm.py).
+MAPPED = 254
 
 _LEN = struct.Struct("<I")
 
@@ -134,10 +142,12 @@ def _unpack_strings(blob: bytes, what: str) -> list[bytes]:
     return out
 
 
-def encode_getv(rid: bytes, keys: Sequence[str], versions: Sequence[bytes]) -> list[bytes]:
+def encode_getv(
+    rid: bytes, keys: Sequence[str], versions: Sequence[bytes], op: bytes = OP_GETV
+) -> list[bytes]:
     if len(keys) != len(versions):
         raise ValueError("one version per key")
-    return [OP_GETV, rid, _pack_strings([k.encode() for k in keys]), _pack_strings(versions)]
+    return [op, rid, _pack_strings([k.encode() for k in keys]), _pack_strings(versions)]
 
 
 def decode_getv_args(frames: Sequence[bytes]) -> tuple[list[str], list[bytes]]:
@@ -201,14 +211,17 @@ def reply_get(rid: bytes, results: Sequence[tuple[int, int, bytes]]) -> list[byt
     return frames
 
 
-def reply_getv(rid: bytes, results: Sequence[tuple[int, int, bytes, bytes]]) -> list[bytes]:
+def reply_getv(
+    rid: bytes, results: Sequence[tuple[int, int, bytes, bytes]], op: bytes = OP_GETV
+) -> list[bytes]:
     """``getv, rid, ok, meta, *payloads``: ``meta`` is ``(ltype, err, version)`` per key
-    packed; a payload frame follows only for keys answered NO_ERROR, in key order."""
+    packed; a payload frame follows only for keys answered NO_ERROR (or MAPPED, for
+    ``getm``), in key order."""
     meta = b"".join(
         bytes([ltype, err, len(version)]) + version for ltype, err, _, version in results
     )
-    payloads = [payload for _, err, payload, _ in results if err == NO_ERROR]
-    return [OP_GETV, rid, OK, meta, *payloads]
+    payloads = [payload for _, err, payload, _ in results if err in (NO_ERROR, MAPPED)]
+    return [op, rid, OK, meta, *payloads]
 
 
 def decode_getv_body(body: Sequence[bytes], nkeys: int) -> list[tuple[int, int, bytes, bytes]]:
@@ -224,7 +237,7 @@ def decode_getv_body(body: Sequence[bytes], nkeys: int) -> list[tuple[int, int, 
             ltype, err, vlen = meta[off], meta[off + 1], meta[off + 2]
             version = meta[off + 3 : off + 3 + vlen]
             off += 3 + vlen
-            payload = next(payloads) if err == NO_ERROR else b""
+            payload = next(payloads) if err in (NO_ERROR, MAPPED) else b""
             out.append((ltype, err, payload, version))
     except (IndexError, StopIteration):
         raise WireError("getv reply: truncated") from None

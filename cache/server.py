@@ -32,8 +32,10 @@ from anna.outbox import Outbox
 from cache import protocol
 from cache.actions import KvsSend, Reply, SendPeer
 from cache.logic import CacheState
+from cache.shm import ShmStore, owner_pid, segment_prefix
 from cloudburst.shared.config import Config, load_config
 from cloudburst.shared.errors import WireError
+from cloudburst.shared.serializer import NUMPY
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,8 @@ DRAIN = 256
 #: ``hub.tick`` runs at least this often (the StreamHub contract).
 STREAM_TICK_S = 0.005
 LOGIC_TICK_S = 0.01
+#: How often the pins of dead workers are dropped.
+OWNER_CHECK_S = 1.0
 
 
 def load_stream_hub(node_id: str, peer_address: str, cfg: Config) -> Any | None:
@@ -114,6 +118,12 @@ class CacheServer:
         self.addr_in, self.address_response_address = pull()
         self.peer_in, self.peer_address = pull(peer_port)
         self.outbox = Outbox(self.ctx, self.shell_stats)
+        self.store: ShmStore | None = None
+        if cfg.cache.shm_threshold_bytes > 0 and os.path.isdir(cfg.cache.shm_dir):
+            self.store = ShmStore(segment_prefix(self.ipc), cfg.cache.shm_dir)
+            swept = self.store.sweep()  # what a killed predecessor left
+            if swept:
+                log.warning("cache %s: removed %d stale shm segments", node_id, swept)
         self.state = CacheState(
             node_id,
             routing,
@@ -122,6 +132,9 @@ class CacheServer:
             cfg.cache.capacity_bytes,
             request_timeout=cfg.kvs.request_timeout_s,
             epoch=os.urandom(8),
+            store=self.store,
+            shm_threshold=cfg.cache.shm_threshold_bytes,
+            numpy_type=NUMPY,
         )
         self.hub = load_stream_hub(node_id, self.peer_address, cfg)
         log.info(
@@ -191,6 +204,12 @@ class CacheServer:
             if op == protocol.OP_GETV:
                 keys, known = protocol.decode_getv_args(frames[3:])
                 return st.client_get(identity, rid, keys, now, known)
+            if op == protocol.OP_GETM:
+                keys, known = protocol.decode_getv_args(frames[3:])
+                return st.client_get(identity, rid, keys, now, known, mapped=True)
+            if op == protocol.OP_RELEASE:
+                st.release(identity, [bytes(f).decode() for f in frames[3:]])
+                return []
             if op == protocol.OP_PUT:
                 return st.client_put(identity, rid, protocol.decode_put_args(frames[3:]), now)
         except WireError as exc:
@@ -229,6 +248,7 @@ class CacheServer:
         tick_period = STREAM_TICK_S if hub is not None else LOGIC_TICK_S
         next_tick = time.monotonic()
         next_stats = next_tick + 60
+        next_owner_check = next_tick + OWNER_CHECK_S
         # Re-subscribe every held key periodically: a restarted shard forgot us.
         resub_period = self.cfg.cache.subscription_refresh_s
         next_resub = next_tick + resub_period if resub_period > 0 else float("inf")
@@ -285,6 +305,9 @@ class CacheServer:
                         except Exception:
                             log.exception("cache %s: stream tick failed", self.node_id)
                     next_tick = now + tick_period
+                if now >= next_owner_check:
+                    self.drop_dead_owners()
+                    next_owner_check = now + OWNER_CHECK_S
                 if now >= next_resub:
                     actions += st.resubscribe_all()
                     next_resub = now + resub_period
@@ -297,7 +320,22 @@ class CacheServer:
                 log.info("cache %s stats: %s", self.node_id, json.dumps(st.snapshot_stats()))
                 next_stats = now + 60
 
+    def drop_dead_owners(self) -> None:
+        """Release the pins of workers whose process is gone (same node: pid check)."""
+        for owner in self.state.book.owners():
+            pid = owner_pid(owner)
+            if pid is None:
+                continue
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                self.state.drop_owner(owner)
+            except PermissionError:
+                pass
+
     def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
         self.outbox.close()
         for sock in (self.router, self.kvs_in, self.addr_in, self.peer_in):
             sock.close(0)

@@ -202,11 +202,23 @@ class Worker:
                 msg.trigger.schedule.id,
                 msg.trigger.target_function,
             )
+        finally:
+            self._release_pins()
+
+    def _release_pins(self) -> None:
+        """The call ended: unpin the shared-memory segments it read (cache/shm.py)."""
+        release = getattr(self.state, "release_pins", None)
+        if release is not None:
+            try:
+                release()
+            except Exception:
+                log.exception("releasing shared-memory pins failed")
 
     def _retry_parked(self) -> None:
         parked, self.parked = self.parked, []
         for action, deadline in parked:
             self.run(action, deadline)
+        self._release_pins()
         if self.parked:
             self.park_delay = min(self.park_delay * 2, 0.05)
             self.next_retry = time.monotonic() + self.park_delay

@@ -27,6 +27,7 @@ import time
 import types
 import uuid
 import weakref
+from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -36,7 +37,7 @@ import zmq
 from anna.errors import AnnaError, AnnaTimeoutError
 from cloudburst.client.future import _UNSET, CloudburstFuture
 from cloudburst.shared import wire
-from cloudburst.shared.config import SchedulerConfig
+from cloudburst.shared.config import ExecutorConfig, SchedulerConfig
 from cloudburst.shared.errors import (
     CloudburstException,
     CloudburstTimeoutError,
@@ -179,6 +180,12 @@ def _local_ip_for(host: str) -> str:
         return "127.0.0.1"
 
 
+def _expire_results(ref: weakref.ref[CloudburstConnection]) -> None:
+    conn = ref()
+    if conn is not None and not conn._closed:
+        conn._delete_stored(time.monotonic())
+
+
 class CloudburstConnection:
     """A connection to a Cloudburst cluster.
 
@@ -264,6 +271,11 @@ class CloudburstConnection:
         self._prefix = f"{uuid.uuid4().hex[:12]}-"
         self._seq = itertools.count()
         self._pending: dict[str, Any] = {}  # request id -> future or control slot
+        # exec_func results this client stored on demand (CloudburstFuture.obj_id),
+        # deleted after result_ttl_s (the executors' executor.result_ttl_s default).
+        self.result_ttl_s = ExecutorConfig.result_ttl_s
+        self._stored_results: deque[tuple[float, str]] = deque()
+        self._expiry_timer: threading.Timer | None = None
         self._replies: dict[str, pb.ClientMessage] = {}
         self._due: list[CloudburstFuture] = []  # resolved futures with done-callbacks
         # name -> (placement, lease end, [(source executor, trigger template bytes)])
@@ -442,6 +454,51 @@ class CloudburstConnection:
                 target._value is not _UNSET or target._error is not None
             ) and not target._awaiting_ack:
                 self._resolved(rid, target)
+        if target._store_wanted and target._value is not _UNSET:
+            self._store_result(target)  # outside the lock: a KVS round trip
+
+    def _store_result(self, fut: CloudburstFuture) -> None:
+        """Store an exec_func result under its ``obj_id`` (once): it was passed to
+        another call or its id was asked for (see ``CloudburstFuture.obj_id``). It is
+        deleted ``result_ttl_s`` later (or at ``close()``), like the executors' results."""
+        if fut._stored:
+            return
+        fut._stored = True
+        try:
+            ok = self.put_object(fut._key, fut._value)
+        except CloudburstException as exc:
+            ok = False
+            log.warning(
+                "storing the result of %s under %r failed: %s", fut.request_id, fut._key, exc
+            )
+        if not ok:
+            log.warning("storing the result of %s under %r failed", fut.request_id, fut._key)
+            return
+        with self._lock:
+            self._stored_results.append((time.monotonic() + self.result_ttl_s, fut._key))
+            if self._expiry_timer is None:
+                self._arm_expiry(self.result_ttl_s)
+
+    def _arm_expiry(self, delay: float) -> None:
+        timer = threading.Timer(max(0.05, delay), _expire_results, (weakref.ref(self),))
+        timer.daemon = True
+        self._expiry_timer = timer
+        timer.start()
+
+    def _delete_stored(self, now: float) -> None:
+        """Delete the results this client stored whose time has come."""
+        with self._lock:
+            due = []
+            while self._stored_results and self._stored_results[0][0] <= now:
+                due.append(self._stored_results.popleft()[1])
+            self._expiry_timer = None
+            if self._stored_results and not self._closed:
+                self._arm_expiry(self._stored_results[0][0] - time.monotonic())
+        if due:
+            try:
+                self._kvs_call(lambda kvs: kvs.delete(due))
+            except Exception as exc:  # the KVS is down: the keys stay
+                log.warning("deleting %d stored call results failed: %s", len(due), exc)
 
     def _resolved(self, rid: str, fut: CloudburstFuture) -> None:
         with self._lock:
@@ -824,25 +881,22 @@ class CloudburstConnection:
 
     def exec_func(self, name: str, args: Any = ()) -> CloudburstFuture:
         """Call function ``name`` with ``args`` (a list; a scalar is one argument).
-        The result is also stored in the KVS under ``future.obj_id``."""
+        The result comes straight back to the client; it is stored in the KVS under
+        ``future.obj_id`` only when needed (the future is passed to another call
+        before it is done, or ``obj_id`` is read): see ``CloudburstFuture.obj_id``."""
         return self._exec(name, args)
 
     def _exec(self, name: str, args: Any, defer_ack: bool = False) -> CloudburstFuture:
         if not isinstance(args, list | tuple):
             args = [args]
-        call = pb.FunctionCall(name=name, response_key=f"results/{self._prefix}{uuid.uuid4().hex}")
+        call = pb.FunctionCall(name=name)
         upstreams: list[CloudburstFuture] = []
         self._encode_args(args, call.arguments, upstreams)
         fut = self._start_call(
-            f"fn:{name}",
-            "call",
-            call,
-            {name: call.arguments},
-            call.response_key,
-            NORMAL,
-            "",
-            defer_ack=defer_ack,
+            f"fn:{name}", "call", call, {name: call.arguments}, "", NORMAL, "", defer_ack=defer_ack
         )
+        fut._key = f"results/{self._prefix}{uuid.uuid4().hex}"
+        fut._lazy = True
         fut._upstreams = upstreams  # waited for as long as they run (see the future)
         return fut
 
@@ -977,6 +1031,11 @@ class CloudburstConnection:
         forked child (which leaves the parent's sockets alone)."""
         if self._closed:
             return
+        if self._stored_results and os.getpid() == self._pid:
+            timer = self._expiry_timer
+            if timer is not None:
+                timer.cancel()
+            self._delete_stored(float("inf"))  # results this client stored
         self._closed = True  # a thread waiting on the socket stops within WAIT_SLICE_S
         self._closing.set()
         if os.getpid() != self._pid:

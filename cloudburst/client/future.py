@@ -60,8 +60,12 @@ class CloudburstFuture:
     ) -> None:
         self._conn_ref = weakref.ref(conn)
         self.request_id = request_id
-        #: KVS key the result is stored under ('' if it is only sent to the client).
-        self.obj_id = key
+        self._key = key
+        # exec_func: the result comes back to the client only; it is stored under
+        # ``obj_id`` (by this client) once someone needs it there (see ``obj_id``).
+        self._lazy = False
+        self._store_wanted = False
+        self._stored = False
         self._schedule = schedule
         self._resend = resend
         self._retried = False
@@ -184,6 +188,24 @@ class CloudburstFuture:
                 self._check_executors(min(1.0, conn.timeout))
                 last_check = time.monotonic()
         return self.get(0)
+
+    @property
+    def obj_id(self) -> str:
+        """KVS key of the result ('' if it is only sent to the client).
+
+        For ``exec_func`` calls the result travels executor -> client only; reading
+        ``obj_id`` (which passing a pending future to another call does) asks for it to
+        be stored under this key too: at once if it has arrived, else as soon as it
+        arrives (while this connection receives, e.g. in any ``get()``)."""
+        if self._lazy and not self._store_wanted:
+            self._store_wanted = True
+            if self._value is not _UNSET:
+                self._conn._store_result(self)
+        return self._key
+
+    @obj_id.setter
+    def obj_id(self, key: str) -> None:
+        self._key = key
 
     @property
     def _conn(self) -> CloudburstConnection:
@@ -356,6 +378,8 @@ class CloudburstFuture:
         # This future takes the retry over (its result may even be here already).
         self.request_id, self._schedule = retry.request_id, retry._schedule
         self._value, self._error = retry._value, retry._error
+        if self._lazy and self._store_wanted and self._value is not _UNSET:
+            conn._store_result(self)
         if self._value is _UNSET and self._error is None:
             conn._pending[self.request_id] = self
 

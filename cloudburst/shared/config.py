@@ -105,6 +105,10 @@ class CacheConfig:
     # The cache re-sends the CacheSubscription of every held key this often, so a
     # shard that restarted (and forgot its subscribers) pushes again. 0 disables.
     subscription_refresh_s: float = 5.0
+    # LWW values of at least this many bytes live in shared-memory segments under
+    # shm_dir that the node's workers map read-only (cache/shm.py). 0 disables.
+    shm_threshold_bytes: int = 64 * 1024
+    shm_dir: str = "/dev/shm"
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,23 @@ Encoding by type (the tag travels in ``Value.type``):
 * ``str``             -> STRING, UTF-8;
 * ``numpy.ndarray``   -> NUMPY, a small header plus the raw buffer (no pickling of
   the data: a 1 MB array costs one memcpy, not a pickle round trip);
-* anything else       -> DEFAULT, cloudpickle.
+* anything else       -> DEFAULT, cloudpickle (protocol 5). Buffers of at least
+  ``OOB_MIN_BYTES`` (numpy arrays inside a dict, ...) travel *out of band*: the body is
+  ``b"CBP5"``, a header, the pickle, then each buffer at a 64-byte aligned offset, so
+  a mapped body (shared memory) gives zero-copy read-only arrays too.
+
+A read-only ``memoryview`` given to :func:`from_bytes` (a value the node cache hands
+out in shared memory, see ``cache/shm.py``) is decoded without copying: a NUMPY value
+becomes a **read-only** array over that memory (writing raises numpy's
+``ValueError: assignment destination is read-only``; ``arr.copy()`` gives a private,
+writable copy).
 
 Decoding garbage raises :class:`SerializationError`, never a bare pickle error.
 """
 
 from __future__ import annotations
 
+import pickle
 import struct
 from typing import Any
 
@@ -21,6 +31,7 @@ import numpy as np
 
 from cloudburst.shared.errors import SerializationError
 from cloudburst.shared.proto import cloudburst_pb2 as pb
+from cloudburst.shared.spans import value_body_span
 
 DEFAULT = pb.DEFAULT
 STRING = pb.STRING
@@ -40,7 +51,7 @@ def _encode_array(arr: np.ndarray) -> bytes:
     return b"".join((_NP_HEAD.pack(_NP_MAGIC, len(dtype), arr.ndim), dtype, shape, arr.data))
 
 
-def _decode_array(body: bytes | memoryview) -> np.ndarray:
+def _decode_array(body: bytes | memoryview, copy: bool = True) -> np.ndarray:
     view = memoryview(body)
     try:
         magic, dlen, ndim = _NP_HEAD.unpack_from(view, 0)
@@ -54,10 +65,72 @@ def _decode_array(body: bytes | memoryview) -> np.ndarray:
         count = 1
         for n in shape:
             count *= n
-        # frombuffer is zero-copy; copy so the array is writable and owns its data.
-        return np.frombuffer(view, dtype=dtype, count=count, offset=off).reshape(shape).copy()
+        # frombuffer is zero-copy; copy so the array is writable and owns its data
+        # (unless the caller wants a view: shared memory, read-only).
+        arr = np.frombuffer(view, dtype=dtype, count=count, offset=off).reshape(shape)
+        return arr.copy() if copy else arr
     except (ValueError, TypeError, struct.error) as exc:
         raise SerializationError(f"malformed numpy payload: {exc}") from exc
+
+
+#: Buffers at least this large are pickled out of band (see the module docstring).
+OOB_MIN_BYTES = 64 * 1024
+_P5_MAGIC = b"CBP5"
+_P5_HEAD = struct.Struct("<4sIQ")  # magic, number of buffers, pickle length
+_ALIGN = 64
+
+
+def _p5_layout(nbuf: int, plen: int, lengths: list[int]) -> tuple[int, list[int]]:
+    """Start of the pickle and of each buffer in a CBP5 body."""
+    off = _P5_HEAD.size + 8 * nbuf
+    pstart = off
+    off += plen
+    starts = []
+    for n in lengths:
+        off += (-off) % _ALIGN
+        starts.append(off)
+        off += n
+    return pstart, starts
+
+
+def _dumps_default(obj: Any) -> bytes:
+    bufs: list[pickle.PickleBuffer] = []
+
+    def out_of_band(buf: pickle.PickleBuffer) -> bool:
+        if buf.raw().nbytes >= OOB_MIN_BYTES:
+            bufs.append(buf)
+            return False
+        return True
+
+    data = cloudpickle.dumps(obj, protocol=5, buffer_callback=out_of_band)
+    if not bufs:
+        return data  # type: ignore[no-any-return]
+    raws = [b.raw() for b in bufs]
+    lengths = [r.nbytes for r in raws]
+    pstart, starts = _p5_layout(len(raws), len(data), lengths)
+    out = bytearray(starts[-1] + lengths[-1])
+    _P5_HEAD.pack_into(out, 0, _P5_MAGIC, len(raws), len(data))
+    struct.pack_into(f"<{len(raws)}Q", out, _P5_HEAD.size, *lengths)
+    out[pstart : pstart + len(data)] = data
+    for start, raw in zip(starts, raws, strict=True):
+        out[start : start + raw.nbytes] = raw
+    return bytes(out)
+
+
+def _loads_default(body: bytes | memoryview) -> Any:
+    if bytes(body[:4]) != _P5_MAGIC:
+        return cloudpickle.loads(body)
+    view = memoryview(body)
+    _, nbuf, plen = _P5_HEAD.unpack_from(view, 0)
+    lengths = list(struct.unpack_from(f"<{nbuf}Q", view, _P5_HEAD.size))
+    pstart, starts = _p5_layout(nbuf, plen, lengths)
+    if starts and starts[-1] + lengths[-1] > len(view):
+        raise ValueError("truncated out-of-band pickle")
+    zero_copy = isinstance(body, memoryview) and body.readonly
+    buffers = [view[st : st + n] for st, n in zip(starts, lengths, strict=True)]
+    if not zero_copy:  # a private, writable copy, as an in-band pickle gives
+        buffers = [memoryview(bytearray(b)) for b in buffers]
+    return cloudpickle.loads(view[pstart : pstart + plen], buffers=buffers)
 
 
 def dumps(obj: Any) -> tuple[int, bytes]:
@@ -69,7 +142,7 @@ def dumps(obj: Any) -> tuple[int, bytes]:
     if isinstance(obj, np.ndarray) and not obj.dtype.hasobject:
         return NUMPY, _encode_array(obj)
     try:
-        return DEFAULT, cloudpickle.dumps(obj, protocol=5)
+        return DEFAULT, _dumps_default(obj)
     except Exception as exc:  # pickling can raise almost anything
         raise SerializationError(f"cannot serialize {type(obj).__name__}: {exc}") from exc
 
@@ -87,7 +160,7 @@ def loads(kind: int, body: bytes | memoryview) -> Any:
         return _decode_array(body)
     if kind == DEFAULT:
         try:
-            return cloudpickle.loads(body)
+            return _loads_default(body)
         except Exception as exc:
             raise SerializationError(f"cannot deserialize value: {exc}") from exc
     raise SerializationError(f"unknown serializer type {kind}")
@@ -109,8 +182,16 @@ def to_bytes(obj: Any) -> bytes:
     return to_value(obj).SerializeToString()
 
 
-def from_bytes(data: bytes) -> Any:
-    """Inverse of :func:`to_bytes`."""
+def from_bytes(data: bytes | memoryview) -> Any:
+    """Inverse of :func:`to_bytes`; zero-copy for a read-only ``memoryview`` (above)."""
+    if isinstance(data, memoryview) and data.readonly:
+        try:
+            kind, start, end = value_body_span(data, 0, len(data))
+        except (ValueError, IndexError) as exc:
+            raise SerializationError(f"malformed Value message: {exc}") from exc
+        if kind == NUMPY:
+            return _decode_array(data[start:end], copy=False)
+        return loads(kind, data[start:end])
     value = pb.Value()
     try:
         value.ParseFromString(data)

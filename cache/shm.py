@@ -1,0 +1,271 @@
+"""Shared-memory segments for large cached values (one node: cache -> its workers).
+
+The node cache keeps an LWW value whose payload is at least
+``cache.shm_threshold_bytes`` in a file under ``/dev/shm`` (a *segment*) instead of its
+heap. A worker reading it with ``getm`` gets the segment's name (error code MAPPED)
+and maps the file read-only: a numpy array stored by ``cloudburst.shared.serializer``
+comes back as a read-only array over the mapping, no copy.
+
+Rules (pure bookkeeping in :class:`SegmentBook`, files in :class:`ShmStore`):
+
+* a segment is written once and never modified: a new version of the key (a PUT
+  acknowledged, a push, a merge) is a new segment;
+* a segment answered to a worker is *pinned* by that worker (its ROUTER identity)
+  until the worker releases it (``release`` op, sent after each call) or dies (the
+  cache checks the pid in the identity every second);
+* a segment whose entry is gone (evicted, replaced, deleted) is *retired*: unlinked at
+  once if unpinned, else when its last pin goes; pinned retired segments still count
+  against ``cache.capacity_bytes``;
+* names are ``<prefix><n>`` with a prefix per cache (a hash of its ipc address), so a
+  restarted cache sweeps what a killed predecessor left; ``close`` unlinks everything.
+
+A mapping in a worker outlives an unlink (Linux keeps an unlinked file's pages while
+mapped), so the worker's view stays valid even after the cache dropped the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+import re
+import struct
+from collections import Counter
+from collections.abc import Iterable
+
+from cloudburst.shared.spans import lww_value_span, value_body_span
+
+SHM_DIR = "/dev/shm"
+#: The array data in a segment starts at a multiple of this (numpy-friendly).
+ALIGN = 64
+
+
+def segment_prefix(ipc_address: str) -> str:
+    """``cb-<12 hex>-``: the segment name prefix of the cache at ``ipc_address``."""
+    return "cb-" + hashlib.sha1(ipc_address.encode()).hexdigest()[:12] + "-"
+
+
+# ---- pure: where a numpy array's bytes start in an LWW payload ---------------------------
+
+_NP_HEAD = struct.Struct("<4sHB")
+
+
+def array_data_offset(payload: memoryview | bytes, numpy_type: int) -> int | None:
+    """Offset of the raw array data in an LWW payload holding a serialized numpy array
+    (``numpy_type`` is ``SerializerType.NUMPY``), of the body of an out-of-band pickle
+    (DEFAULT, ``CBP5``: its buffers are aligned relative to it), or None."""
+    try:
+        _, vs, ve = lww_value_span(payload)
+        kind, bs, be = value_body_span(payload, vs, ve)
+        if kind == 0 and bytes(payload[bs : bs + 4]) == b"CBP5":
+            return bs  # out-of-band pickle: its buffers are aligned to its start
+        if kind != numpy_type or be - bs < _NP_HEAD.size:
+            return None
+        magic, dlen, ndim = _NP_HEAD.unpack_from(payload, bs)
+        if magic != b"CBNP":
+            return None
+        return bs + _NP_HEAD.size + dlen + 8 * ndim
+    except (ValueError, IndexError, struct.error):
+        return None
+
+
+def pad_for(data_offset: int | None) -> int:
+    """Bytes to put before the payload in a segment so that the data is aligned."""
+    return 0 if data_offset is None else (-data_offset) % ALIGN
+
+
+# ---- pure: pins and lifetimes ---------------------------------------------------------------
+
+
+class SegmentBook:
+    """Which segments exist, which an entry holds, who pins them (no I/O).
+
+    >>> b = SegmentBook()
+    >>> b.add("s1", 100)
+    >>> b.pin("s1", b"w1"); b.pin("s1", b"w1")
+    >>> b.retire("s1")                     # entry evicted while pinned: keep the file
+    []
+    >>> b.retired_bytes
+    100
+    >>> b.release(b"w1", ["s1"])           # one of two pins
+    []
+    >>> b.release(b"w1", ["s1"])           # the last: unlink now
+    ['s1']
+    >>> b.retired_bytes, b.total_bytes
+    (0, 0)
+    """
+
+    def __init__(self) -> None:
+        self.sizes: dict[str, int] = {}
+        self.live: set[str] = set()  # held by a cache entry
+        self.pins: dict[str, Counter[bytes]] = {}  # segment -> owner -> count
+        self.owned: dict[bytes, Counter[str]] = {}  # owner -> segment -> count
+        self.retired_bytes = 0
+        self.total_bytes = 0
+
+    def add(self, name: str, size: int) -> None:
+        self.sizes[name] = size
+        self.live.add(name)
+        self.total_bytes += size
+
+    def pin(self, name: str, owner: bytes) -> None:
+        if name not in self.sizes:
+            raise KeyError(name)
+        self.pins.setdefault(name, Counter())[owner] += 1
+        self.owned.setdefault(owner, Counter())[name] += 1
+
+    def pinned(self, name: str) -> int:
+        return sum(self.pins.get(name, Counter()).values())
+
+    def _gone(self, name: str) -> list[str]:
+        """Forget ``name`` if it is retired and unpinned; return it to unlink."""
+        if name in self.live or name in self.pins or name not in self.sizes:
+            return []
+        size = self.sizes.pop(name)
+        self.retired_bytes -= size
+        self.total_bytes -= size
+        return [name]
+
+    def retire(self, name: str) -> list[str]:
+        """The entry holding ``name`` is gone; the names to unlink now."""
+        if name not in self.live:
+            return []
+        self.live.discard(name)
+        self.retired_bytes += self.sizes[name]
+        return self._gone(name)
+
+    def release(self, owner: bytes, names: Iterable[str]) -> list[str]:
+        """``owner`` released one pin of each of ``names``; the names to unlink now."""
+        out: list[str] = []
+        mine = self.owned.get(owner)
+        for name in names:
+            if mine is None or mine[name] <= 0:
+                continue
+            mine[name] -= 1
+            if mine[name] == 0:
+                del mine[name]
+            pins = self.pins[name]
+            pins[owner] -= 1
+            if pins[owner] <= 0:
+                del pins[owner]
+            if not pins:
+                del self.pins[name]
+                out += self._gone(name)
+        if mine is not None and not mine:
+            del self.owned[owner]
+        return out
+
+    def drop_owner(self, owner: bytes) -> list[str]:
+        """``owner`` died: release all its pins; the names to unlink now."""
+        mine = self.owned.get(owner)
+        if not mine:
+            self.owned.pop(owner, None)
+            return []
+        return self.release(owner, [n for n, c in list(mine.items()) for _ in range(c)])
+
+    def owners(self) -> list[bytes]:
+        return list(self.owned)
+
+
+def owner_pid(identity: bytes) -> int | None:
+    """The pid in a :class:`cache.client.CacheClient` identity ``b"p<pid>-<n>"``."""
+    if not identity.startswith(b"p"):
+        return None
+    head = identity[1:].split(b"-", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+# ---- I/O: the files ----------------------------------------------------------------------
+
+
+class ShmStore:
+    """Segment files ``<dir>/<prefix><n>``, written by the cache (the only writer)."""
+
+    def __init__(self, prefix: str, directory: str = SHM_DIR) -> None:
+        self.prefix = prefix
+        self.dir = directory
+        self._n = 0
+        self.names: set[str] = set()
+
+    def sweep(self) -> int:
+        """Unlink every file with this cache's prefix (left by a killed predecessor),
+        and any cache's segment whose creating process is gone (a cache killed for
+        good, e.g. with its temporary directory: no successor would sweep it)."""
+        n = 0
+        try:
+            listing = os.listdir(self.dir)
+        except OSError:
+            return 0
+        for name in listing:
+            if name.startswith(self.prefix) or _orphan(name):
+                try:
+                    os.unlink(os.path.join(self.dir, name))
+                    n += 1
+                except OSError:
+                    pass
+        return n
+
+    def create(self, payload: bytes | memoryview, pad: int) -> tuple[str, memoryview]:
+        """Write ``pad`` zero bytes then ``payload`` into a new segment; returns its
+        name and a read-only view of the payload in the cache's own mapping."""
+        self._n += 1
+        name = f"{self.prefix}{os.getpid()}-{self._n}"
+        path = os.path.join(self.dir, name)
+        size = pad + len(payload)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        try:
+            os.ftruncate(fd, size)
+            mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except BaseException:
+            os.close(fd)
+            os.unlink(path)
+            raise
+        os.close(fd)
+        mm[pad:size] = payload
+        self.names.add(name)
+        return name, memoryview(mm).toreadonly()[pad:]
+
+    def unlink(self, name: str) -> None:
+        self.names.discard(name)
+        try:
+            os.unlink(os.path.join(self.dir, name))
+        except FileNotFoundError:
+            pass
+
+    def close(self) -> None:
+        for name in list(self.names):
+            self.unlink(name)
+
+
+_SEGMENT = re.compile(r"^cb-[0-9a-f]{12}-(\d+)-\d+$")
+
+
+def _orphan(name: str) -> bool:
+    """Whether ``name`` is a segment whose creating cache process no longer exists."""
+    m = _SEGMENT.match(name)
+    if m is None:
+        return False
+    try:
+        os.kill(int(m.group(1)), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        return False
+    return False
+
+
+def map_segment(name: str, offset: int, directory: str = SHM_DIR) -> memoryview:
+    """A worker's read-only view of a segment's payload (raises OSError if it is gone).
+
+    The view keeps the mapping alive; the mapping outlives an unlink of the file.
+    """
+    if "/" in name or name.startswith("."):
+        raise ValueError(f"bad segment name {name!r}")
+    fd = os.open(os.path.join(directory, name), os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+        mm = mmap.mmap(fd, size, flags, mmap.PROT_READ)
+    finally:
+        os.close(fd)
+    return memoryview(mm)[offset:]
