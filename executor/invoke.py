@@ -51,10 +51,26 @@ class LoadedFunction:
     memory_bytes: int = 0
 
 
+def missing_module_message(function: str, module: str) -> str:
+    """What to do when a function needs a module the executors cannot import."""
+    top = module.split(".")[0]
+    return (
+        f"function {function!r} needs the module {module!r}, which the executors cannot "
+        f"import. If it is a third-party package, install it where the executors run: "
+        f"local cluster: `.venv/bin/pip install <the package providing {top}>` in the "
+        "cluster's environment, then restart it; containers/Kubernetes: add it to the "
+        "executor image (requirements) and roll the executors. If it is your own code, "
+        "the client ships it by value unless it looks installed (site-packages, an "
+        "editable install): see 'Your modules and third-party packages' in docs/client.md"
+    )
+
+
 def load_function(name: str, body: bytes, user_lib: Any) -> LoadedFunction:
     """Unpickle a registered function (or build a registered class's instance)."""
     try:
         obj = cloudpickle.loads(body)
+    except ModuleNotFoundError as exc:
+        raise FunctionLoadError(missing_module_message(name, exc.name or str(exc))) from exc
     except Exception as exc:
         raise FunctionLoadError(f"cannot unpickle function {name!r}: {exc}") from exc
     if isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[0], type):

@@ -40,6 +40,7 @@ from cloudburst.shared.kvs import make_kvs_client
 from cloudburst.shared.logs import CURRENT_CALL, setup_logging
 from cloudburst.shared.proto import cloudburst_pb2 as pb
 from cloudburst.shared.values import to_lattice
+from executor.capture import OutputCapture
 from executor.invoke import (
     KeysNotReady,
     LoadedFunction,
@@ -110,6 +111,9 @@ class Worker:
         self.push: dict[str, zmq.Socket[Any]] = {}
         self.busy = 0
         self.completed = 0
+        self.current: tuple[str, float] | None = None  # (call id, start) while running
+        self.capture = OutputCapture()  # what the running call prints and logs
+        self.capture_id = ""  # the call it belongs to
         # Calls waiting for referenced results (futures passed as arguments). They are
         # parked, not waited for, so the call producing the result can run here too.
         self.parked: list[tuple[Run, float]] = []
@@ -274,6 +278,7 @@ class Worker:
 
     def run(self, action: Run, deadline: float | None = None) -> None:
         sched, fn = action.schedule, action.function
+        self.capture.reset()
         if deadline is None:
             deadline = time.monotonic() + self.cfg.scheduler.call_timeout_s
         try:
@@ -294,6 +299,7 @@ class Worker:
         ecfg = self.cfg.executor
         while True:
             self.busy = 1
+            self.current = (sched.id, time.monotonic())
             downs = downstreams(sched.dag, fn)
             limits = effective_limits(
                 loaded.timeout_s,
@@ -302,6 +308,8 @@ class Worker:
                 ecfg.default_function_memory_bytes,
             )
             applied = self.limits.apply(limits, (sched, fn, limits)) if limits else NO_LIMITS
+            self.capture.start()
+            self.capture_id = sched.id
             try:
                 with applied:
                     result = invoke(
@@ -341,10 +349,12 @@ class Worker:
                 return self._fail(sched, fn, wire.remote_error(exc, fn))
             finally:
                 self.busy = 0
+                self.current = None
                 self.completed += 1
             if self.streams.announced:
                 self._expire_announced()
             if result is STREAMED:  # already forwarded as a stream while it ran
+                self._call_output(sched, fn)
                 return None
             nxt = _inline_next(sched, fn, downs) if INLINE_CHAINS else None
             if nxt is None:
@@ -360,11 +370,28 @@ class Worker:
             fn = nxt
         try:
             if downs:
+                self._call_output(sched, fn)  # (logged; only the sink's reaches the client)
                 self._forward(sched, fn, downs, result)
             else:
                 self._finish(sched, fn, result)
         except SerializationError as exc:
-            self._fail(sched, fn, wire.remote_error(exc, fn, pb.INVALID_ARGUMENT))
+            msg = (
+                f"the return value of function {fn!r} (a {type(result).__name__}) cannot be "
+                f"serialized to send it back: {exc}"
+            )
+            self._fail(sched, fn, wire.error_message(pb.INVALID_ARGUMENT, msg, fn))
+
+    def _call_output(self, sched: pb.DagSchedule, fn: str) -> str:
+        """Stop capturing the call's output (logged once, with the call id) and
+        return it (the same text until the next call)."""
+        if self.capture_id != sched.id:
+            return ""
+        if self.capture.active:
+            text = self.capture.stop()
+            if text:
+                log.info("[%s] %s output:\n%s", sched.id, fn, text.rstrip("\n"))
+            return text
+        return self.capture.text
 
     def _forward(self, sched: pb.DagSchedule, fn: str, downs: list[str], result: Any) -> None:
         # Reuse the received schedule: drop this function's arguments (a large source
@@ -385,6 +412,9 @@ class Worker:
         res = reply.result
         res.response_id = sched.id
         res.executor = self.address
+        output = self._call_output(sched, fn)
+        if output:
+            res.output = output
         kind, body = wire.dumps(result)
         if sched.output_key:
             try:
@@ -479,6 +509,9 @@ class Worker:
             reply.result.success = False
             reply.result.executor = self.address
             reply.result.error.CopyFrom(err)
+            output = self._call_output(sched, fn)
+            if output:
+                reply.result.output = output
             out.append((sched.response_address, reply.SerializeToString()))
         return out + self._cancel_messages(sched, fn, err)
 
@@ -552,6 +585,10 @@ class Worker:
             index=self.index,
             indexed=True,
         )
+        current = self.current
+        if current is not None:
+            st.current_call = current[0]
+            st.current_call_s = time.monotonic() - current[1]
         summary = getattr(self.state, "cached_key_sizes", None)
         if callable(summary):
             try:

@@ -177,6 +177,8 @@ class SchedulerState:
         view.pid = status.pid
         view.inbox_address = status.inbox_address
         view.leaving = status.leaving
+        view.current_call = status.current_call
+        view.current_call_s = status.current_call_s
         if status.indexed:
             view.slot = status.index
             if new:

@@ -46,6 +46,8 @@ class ExecutorView:
     pid: int = 0
     inbox_address: str = ""
     leaving: bool = False
+    current_call: str = ""  # the call running there at its last heartbeat
+    current_call_s: float = 0.0  # for how long it had been running
     slot: int | None = None  # index of the worker on its node (None: not reported)
     last_assigned: float = float("-inf")
     recent: deque[float] = field(default_factory=deque)

@@ -477,6 +477,12 @@ class SchedulerServer:
                 functions=sorted(view.functions),
                 pid=view.pid,
                 load=view.load(now, self.state.policy),
+                busy=view.busy,
+                queue_length=view.queue_length,
+                current_call=view.current_call,
+                current_call_s=view.current_call_s + max(0.0, now - view.last_seen)
+                if view.current_call
+                else 0.0,
             )
         st.kvs_address = f"{kvs_host(self.cfg)}:{self.cfg.kvs.routing_port}"
         st.scheduler_address = self.address

@@ -16,12 +16,15 @@ and every result (executors reply directly) arrive there. See ``docs/client.md``
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import logging
 import math
 import os
+import sys
 import threading
 import time
+import types
 import uuid
 import weakref
 from collections import deque
@@ -40,6 +43,7 @@ from cloudburst.shared.errors import (
     CloudburstTimeoutError,
     ConnectionFailed,
     InvalidArgument,
+    KeyNotFound,
     WireError,
 )
 from cloudburst.shared.kvs import make_kvs_client, split_address
@@ -57,6 +61,8 @@ SPIN_S = 200e-6
 #: The longest a wait blocks on the socket in one go: a waiting thread notices within
 #: this time that another thread closed the connection.
 WAIT_SLICE_S = 0.1
+#: Calls ``CloudburstFunction.map`` sends before it waits for their acknowledgements.
+MAP_WINDOW = 128
 #: How long close() waits for a KVS request running in another thread.
 CLOSE_WAIT_S = 0.5
 
@@ -87,15 +93,78 @@ class DagRegistration(tuple[bool, int]):
 class CloudburstFunction:
     """A registered function; calling it runs it remotely and returns a future."""
 
-    def __init__(self, name: str, conn: CloudburstConnection) -> None:
+    def __init__(
+        self, name: str, conn: CloudburstConnection, signature: inspect.Signature | None = None
+    ) -> None:
         self.name = name
         self._conn = conn
+        # The registered function's signature, user library first (from register()):
+        # a call with the wrong arguments fails here, saying so.
+        self._signature = signature
+
+    def _check_args(self, args: Sequence[Any]) -> None:
+        """Too many positional arguments for a function without ``*args``: the
+        function most likely forgot its user-library parameter; say so here instead
+        of a remote arity error counting a hidden argument. (Other mismatches are
+        the function's own remote ``TypeError``.)"""
+        sig = self._signature
+        if sig is None:
+            return
+        params = list(sig.parameters.values())
+        if any(p.kind is p.VAR_POSITIONAL for p in params):
+            return
+        n = sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+        if len(args) + 1 > n:
+            first = params[0].name if params else None
+            raise InvalidArgument(
+                f"{self.name!r} is declared {sig} but called with {len(args)} argument(s) "
+                f"plus the user library, which is always passed first"
+                + (f" (to its first parameter, {first!r})" if first else "")
+                + ": did it forget the user-library parameter? write "
+                "def f(cloudburst, ...)"
+            )
 
     def __call__(self, *args: Any) -> CloudburstFuture:
+        self._check_args(args)
         return self._conn.exec_func(self.name, list(args))
+
+    def map(self, *iterables: Iterable[Any]) -> list[CloudburstFuture]:
+        """One call per element, like the builtin ``map``: ``f.map(xs)`` calls
+        ``f(x)`` for each ``x``; ``f.map(xs, ys)`` calls ``f(x, y)`` pairwise. Returns
+        the futures in order (all calls are started before it returns); gather them
+        with :func:`cloudburst.client.wait`, ``as_completed`` or ``progress``."""
+        if not iterables:
+            raise TypeError("map() needs at least one iterable")
+        futs: list[CloudburstFuture] = []
+        batch: list[CloudburstFuture] = []
+        # Calls are sent in windows of MAP_WINDOW, each window's acknowledgements
+        # awaited together (one scheduler round trip per window, not per call).
+        for args in zip(*iterables, strict=False):
+            self._check_args(args)
+            batch.append(self._conn._exec(self.name, list(args), defer_ack=True))
+            if len(batch) >= MAP_WINDOW:
+                self._conn._await_acks(batch)
+                futs += batch
+                batch = []
+        self._conn._await_acks(batch)
+        return futs + batch
 
     def __repr__(self) -> str:
         return f"CloudburstFunction({self.name!r})"
+
+
+def _in_jupyter() -> bool:
+    """Whether this runs in an IPython kernel (Jupyter), not a terminal."""
+    import sys
+
+    if "ipykernel" not in sys.modules:
+        return False
+    try:
+        from IPython import get_ipython  # type: ignore[attr-defined]
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
 
 
 def _local_ip_for(host: str) -> str:
@@ -147,6 +216,7 @@ class CloudburstConnection:
         direct: bool = True,
         placement_lease: float = 1.0,
         liveness_interval: float = 1.0,
+        show_output: bool | None = None,
     ) -> None:
         default_port = port or _default_scheduler_port()
         host, sched_port = split_address(func_addr, default_port)
@@ -158,6 +228,9 @@ class CloudburstConnection:
         self.direct = direct
         self.placement_lease = placement_lease
         self.liveness_interval = liveness_interval
+        #: Print what a call printed (``future.logs()``) when its ``get()`` returns:
+        #: by default only in a Jupyter (IPython kernel) session.
+        self.show_output = _in_jupyter() if show_output is None else show_output
         self.scheduler_address = f"tcp://{host}:{sched_port}"
         self.ip = ip or _local_ip_for(host)
         self._lock = threading.RLock()
@@ -204,6 +277,7 @@ class CloudburstConnection:
         self._stored_results: deque[tuple[float, str]] = deque()
         self._expiry_timer: threading.Timer | None = None
         self._replies: dict[str, pb.ClientMessage] = {}
+        self._due: list[CloudburstFuture] = []  # resolved futures with done-callbacks
         # name -> (placement, lease end, [(source executor, trigger template bytes)])
         self._placements: dict[str, tuple[pb.DagSchedule, float, list[tuple[str, bytes]]]] = {}
         self._inflight: dict[str, int] = {}
@@ -320,6 +394,7 @@ class CloudburstConnection:
                     recv_lock.release()
                     with arrived:
                         arrived.notify_all()
+                self._run_callbacks()
             elif remaining > 0:
                 with arrived:
                     if not done():
@@ -430,11 +505,22 @@ class CloudburstConnection:
     def _resolved(self, rid: str, fut: CloudburstFuture) -> None:
         with self._lock:
             self._pending.pop(rid, None)
+            if fut._callbacks:
+                self._due.append(fut)  # run by _run_callbacks, outside the locks
             name = getattr(fut, "_placement_name", None)
             if name is not None:
                 fut._placement_name = None  # type: ignore[attr-defined]
                 if self._inflight.get(name, 0) > 0:
                     self._inflight[name] -= 1
+
+    def _run_callbacks(self) -> None:
+        """Run the done-callbacks of the futures resolved meanwhile (no lock held)."""
+        if not self._due:
+            return
+        with self._lock:
+            due, self._due = self._due, []
+        for fut in due:
+            fut._fire_callbacks()
 
     def _poll_for(self, fut: CloudburstFuture, wait: float) -> bool:
         """Receive until ``fut`` has its result or ``wait`` seconds passed."""
@@ -497,12 +583,19 @@ class CloudburstConnection:
                 "survive fork(); make a new connection in the child"
             )
 
-    def _encode_args(self, args: Iterable[Any], out: pb.Arguments) -> None:
+    def _encode_args(
+        self,
+        args: Iterable[Any],
+        out: pb.Arguments,
+        upstreams: list[CloudburstFuture] | None = None,
+    ) -> None:
         for arg in args:
             if isinstance(arg, CloudburstFuture):
                 if arg.done():
                     arg = arg.get()  # its value, or its error raised here
                 elif arg.obj_id:
+                    if upstreams is not None:
+                        upstreams.append(arg)
                     arg = wire.PendingReference(arg.obj_id, True)
                 else:
                     arg = arg.get()
@@ -519,9 +612,11 @@ class CloudburstConnection:
         output_key: str,
         consistency: int,
         client_id: str,
+        defer_ack: bool = False,
     ) -> CloudburstFuture:
         """Start a call: directly on a cached placement if possible, else through the
-        scheduler (waiting for its acknowledgement, so unknown names raise here)."""
+        scheduler (waiting for its acknowledgement, so unknown names raise here; with
+        ``defer_ack`` the caller waits for it: :meth:`_await_acks`)."""
         ref = weakref.ref(self)  # the future must not keep the connection alive
 
         def resend(exclude: list[str], timeout: float | None = None) -> CloudburstFuture:
@@ -537,9 +632,13 @@ class CloudburstConnection:
         with self._lock:  # never held while waiting (see _wait_until)
             self._check_open()
             fut = self._direct_call(placement_name, arguments, output_key, consistency, client_id)
-        if fut is None:
+        if fut is None and defer_ack:
+            fut = self._send_via_scheduler(kind, body, output_key)
+            fut._ack_for = placement_name  # type: ignore[attr-defined]
+        elif fut is None:
             fut = self._via_scheduler(kind, body, output_key, placement_name)
         fut._resend = resend  # one retry through the scheduler if an executor dies
+        fut.function = placement_name
         return fut
 
     def _via_scheduler(
@@ -556,6 +655,15 @@ class CloudburstConnection:
         is taken over by the original future: no placement caching, no in-flight count
         of its own."""
         wait = self.timeout if timeout is None else max(0.0, min(timeout, self.timeout))
+        fut = self._send_via_scheduler(kind, body, output_key)
+        # Wait for the acknowledgement (it carries the placement), even if the result
+        # came first: it follows right behind.
+        acked = self._wait_until(lambda: not fut._awaiting_ack, wait)
+        with self._lock:
+            return self._after_ack(fut, acked, wait, placement_name, retry)
+
+    def _send_via_scheduler(self, kind: str, body: Any, output_key: str) -> CloudburstFuture:
+        """Send a call to the scheduler; its future awaits the acknowledgement."""
         rid = self._next_id()
         req = pb.SchedulerRequest(request_id=rid, response_address=self.response_address)
         getattr(req, kind).CopyFrom(body)
@@ -569,11 +677,28 @@ class CloudburstConnection:
             except BaseException:
                 self._pending.pop(rid, None)
                 raise
-        # Wait for the acknowledgement (it carries the placement), even if the result
-        # came first: it follows right behind.
-        acked = self._wait_until(lambda: not fut._awaiting_ack, wait)
+        return fut
+
+    def _await_acks(self, futs: Sequence[CloudburstFuture]) -> None:
+        """Wait for the acknowledgements of calls started with ``defer_ack`` (all
+        sent first: one round trip for the batch instead of one per call); raises
+        the first refusal (unknown function, ...) after handling them all."""
+        deferred = [f for f in futs if getattr(f, "_ack_for", None) is not None]
+        if not deferred:
+            return
+        wait = self.timeout
+        self._wait_until(lambda: not any(f._awaiting_ack for f in deferred), wait)
+        first: BaseException | None = None
         with self._lock:
-            return self._after_ack(fut, acked, wait, placement_name, retry)
+            for fut in deferred:
+                name = fut._ack_for  # type: ignore[attr-defined]
+                fut._ack_for = None  # type: ignore[attr-defined]
+                try:
+                    self._after_ack(fut, not fut._awaiting_ack, wait, name, False)
+                except CloudburstException as exc:
+                    first = first or exc
+        if first is not None:
+            raise first
 
     def _after_ack(
         self, fut: CloudburstFuture, acked: bool, wait: float, placement_name: str, retry: bool
@@ -695,6 +820,7 @@ class CloudburstConnection:
             )
         if isinstance(function, tuple):
             function = (function[0], tuple(function[1]))
+        _check_signature(function, name)
         try:
             body = _pickle_function(function)
         except Exception as exc:
@@ -710,7 +836,7 @@ class CloudburstConnection:
         self._control("register_function", msg)
         # Cached placements carry function versions: ask the scheduler again.
         self._placements.clear()
-        return CloudburstFunction(name, self)
+        return CloudburstFunction(name, self, _call_signature(function))
 
     def get_function(self, name: str) -> CloudburstFunction:
         """A handle to the registered function ``name`` (raises FunctionNotFound)."""
@@ -760,13 +886,20 @@ class CloudburstConnection:
         The result comes straight back to the client; it is stored in the KVS under
         ``future.obj_id`` only when needed (the future is passed to another call
         before it is done, or ``obj_id`` is read): see ``CloudburstFuture.obj_id``."""
+        return self._exec(name, args)
+
+    def _exec(self, name: str, args: Any, defer_ack: bool = False) -> CloudburstFuture:
         if not isinstance(args, list | tuple):
             args = [args]
         call = pb.FunctionCall(name=name)
-        self._encode_args(args, call.arguments)
-        fut = self._start_call(f"fn:{name}", "call", call, {name: call.arguments}, "", NORMAL, "")
+        upstreams: list[CloudburstFuture] = []
+        self._encode_args(args, call.arguments, upstreams)
+        fut = self._start_call(
+            f"fn:{name}", "call", call, {name: call.arguments}, "", NORMAL, "", defer_ack=defer_ack
+        )
         fut._key = f"results/{self._prefix}{uuid.uuid4().hex}"
         fut._lazy = True
+        fut._upstreams = upstreams  # waited for as long as they run (see the future)
         return fut
 
     def call_dag(
@@ -796,10 +929,11 @@ class CloudburstConnection:
             output_key=output_key or "",
             client_id=client_id or "",
         )
+        upstreams: list[CloudburstFuture] = []
         for fname, fargs in arg_map.items():
             if not isinstance(fargs, list | tuple):
                 fargs = [fargs]
-            self._encode_args(fargs, call.function_args[fname])
+            self._encode_args(fargs, call.function_args[fname], upstreams)
         fut = self._start_call(
             f"dag:{dname}",
             "dag_call",
@@ -809,13 +943,21 @@ class CloudburstConnection:
             consistency,
             call.client_id,
         )
+        fut._upstreams = upstreams
         if direct_response:
             return fut.get()
         return fut
 
-    def get_object(self, key: str, deserialize: bool = True) -> Any:
-        """The value stored under ``key`` (``None`` if absent)."""
+    def get_object(self, key: str, deserialize: bool = True, default: Any = None) -> Any:
+        """The value stored under ``key``; ``default`` (``None`` unless given) if the
+        key was never written (or was deleted). To tell a stored ``None`` from a
+        missing key, pass a sentinel: ``get_object(k, default=MISSING)``; or pass
+        ``default=KeyNotFound`` to raise :class:`KeyNotFound` (a ``KeyError``)."""
         lattice = self._kvs_call(lambda kvs: kvs.get([key]).get(key))
+        if lattice is None:
+            if default is KeyNotFound:
+                raise KeyNotFound(wire._Message(f"the KVS holds no key {key!r}"))
+            return default
         return from_lattice(lattice) if deserialize else lattice
 
     def put_object(self, key: str, value: Any) -> bool:
@@ -979,34 +1121,242 @@ def _trigger_templates(tmpl: pb.DagSchedule) -> list[tuple[str, bytes]]:
     return out
 
 
-def _user_module(obj: Any) -> Any:
-    """The module defining ``obj`` if it is the user's own code (not the standard
-    library or an installed package), which executors may not be able to import."""
-    import sys
+#: Top-level packages every executor has (Cloudburst itself).
+_CLUSTER_PACKAGES = frozenset({"cloudburst", "executor", "scheduler", "anna", "lattices", "cache"})
+#: Objects looked at per registration when searching for the user's modules.
+_SCAN_LIMIT = 20_000
+
+
+def _installed_roots() -> tuple[str, ...]:
+    import site
     import sysconfig
 
-    mod = sys.modules.get(getattr(obj, "__module__", "") or "")
+    paths = sysconfig.get_paths()
+    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, paths["purelib"], paths["platlib"]}
+    roots.add(paths["stdlib"])
+    try:
+        roots.update(site.getsitepackages())
+        roots.add(site.getusersitepackages())
+    except AttributeError:  # a virtualenv without site helpers
+        pass
+    return tuple(os.path.abspath(r) + os.sep for r in roots if r)
+
+
+def _is_installed(mod: types.ModuleType) -> bool:
+    """Whether executors can be expected to import ``mod`` themselves: the standard
+    library, Cloudburst, or an installed distribution (site-packages, an editable
+    install). Anything else (files next to the notebook) is the user's own code."""
+
+    top = mod.__name__.split(".")[0]
+    if top in _CLUSTER_PACKAGES or top in sys.stdlib_module_names or top == "__main__":
+        return True
     path = getattr(mod, "__file__", None)
-    if mod is None or path is None or mod.__name__ == "__main__":
-        return None
-    roots = {sys.prefix, sys.base_prefix, sysconfig.get_paths()["purelib"]}
-    if any(os.path.abspath(path).startswith(os.path.abspath(r) + os.sep) for r in roots):
-        return None
+    if path is None and not hasattr(mod, "__path__"):
+        return True  # a builtin module
+    paths = [path] if path else list(getattr(mod, "__path__", []))
+    roots = _installed_roots()
+    if paths and all(os.path.abspath(p).startswith(roots) for p in paths):
+        return True
+    return top in _distribution_packages()
+
+
+_DISTS: dict[str, Any] = {}
+
+
+def _distribution_packages() -> Any:
+    """Top-level names provided by installed distributions (computed once)."""
+    import importlib.metadata
+
+    if "map" not in _DISTS:
+        _DISTS["map"] = importlib.metadata.packages_distributions()
+    return _DISTS["map"]
+
+
+def _top_module(mod: types.ModuleType) -> types.ModuleType:
+    """The top-level package of ``mod`` if it is the user's too (registering it by
+    value covers its submodules), else ``mod``."""
+    top = sys.modules.get(mod.__name__.split(".")[0])
+    if top is not None and top is not mod and not _is_installed(top):
+        return top
     return mod
 
 
+def _code_names(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _code_names(const)
+    return names
+
+
+def user_modules(obj: Any) -> list[types.ModuleType]:
+    """The user's own modules (not installed: see :func:`_is_installed`) that
+    ``obj`` needs, found through what it references: the module defining it, the
+    globals its code uses, closures, defaults, classes and their methods, and
+    recursively what those modules' own functions and classes use. They are pickled
+    by value so executors need not import them."""
+    found: dict[str, types.ModuleType] = {}
+    seen: set[int] = set()
+    stack: list[Any] = [obj]
+    checked: dict[str, bool] = {}
+
+    def module_named(name: str | None) -> None:
+        mod = sys.modules.get(name or "")
+        if mod is not None:
+            stack.append(mod)
+
+    while stack and len(seen) < _SCAN_LIMIT:
+        o = stack.pop()
+        if id(o) in seen:
+            continue
+        seen.add(id(o))
+        if isinstance(o, types.ModuleType):
+            name = o.__name__
+            if name not in checked:
+                checked[name] = not _is_installed(o)
+            if checked[name] and name not in found:
+                found[name] = o
+                # Its functions and classes are pickled by value too: what they use.
+                for value in list(vars(o).values()):
+                    if isinstance(value, types.FunctionType | type | types.ModuleType):
+                        stack.append(value)
+            continue
+        if isinstance(o, types.MethodType):
+            stack.append(o.__func__)
+            continue
+        if isinstance(o, types.FunctionType):
+            module_named(o.__module__)
+            g = o.__globals__
+            for name in _code_names(o.__code__):
+                if name in g:
+                    stack.append(g[name])
+            for cell in o.__closure__ or ():
+                try:
+                    stack.append(cell.cell_contents)
+                except ValueError:  # an empty cell
+                    pass
+            stack.extend(o.__defaults__ or ())
+            stack.extend((o.__kwdefaults__ or {}).values())
+            continue
+        if isinstance(o, type):
+            if o.__module__ == "builtins":
+                continue
+            module_named(o.__module__)
+            for value in list(vars(o).values()):
+                if isinstance(value, staticmethod | classmethod):
+                    value = value.__func__
+                elif isinstance(value, property):
+                    value = value.fget
+                if isinstance(value, types.FunctionType | type):
+                    stack.append(value)
+            stack.extend(b for b in o.__bases__ if b is not object)
+            continue
+        if isinstance(o, tuple | list | frozenset | set):
+            if len(o) <= 1000:
+                stack.extend(o)
+            continue
+        if isinstance(o, dict):
+            if len(o) <= 1000:
+                stack.extend(o.values())
+            continue
+        t = type(o)
+        if t.__module__ != "builtins":
+            stack.append(t)  # an instance: its class (and its module) is needed
+    tops: dict[str, types.ModuleType] = {}
+    for mod in found.values():
+        top = _top_module(mod)
+        tops.setdefault(top.__name__, top)
+    # A submodule of a package already listed is covered by it.
+    return [
+        m
+        for name, m in tops.items()
+        if not any(name.startswith(other + ".") for other in tops if other != name)
+    ]
+
+
 def _pickle_function(function: Any) -> bytes:
-    """Cloudpickle a function or ``(Class, init_args)``; the user's own module is
-    shipped by value so executors need not import it."""
-    target = function[0] if isinstance(function, tuple) else function
-    mod = _user_module(target)
-    if mod is None:
-        return cloudpickle.dumps(function)
-    cloudpickle.register_pickle_by_value(mod)
+    """Cloudpickle a function or ``(Class, init_args)``; the user's own modules it
+    needs (:func:`user_modules`) are shipped by value so executors need not import
+    them."""
+    mods = user_modules(function)
+    registered = []
+    for mod in mods:
+        try:
+            cloudpickle.register_pickle_by_value(mod)
+            registered.append(mod)
+        except ValueError:  # already registered by the user, or not in sys.modules
+            pass
     try:
         return cloudpickle.dumps(function)
     finally:
-        cloudpickle.unregister_pickle_by_value(mod)
+        for mod in registered:
+            cloudpickle.unregister_pickle_by_value(mod)
+
+
+def _takes_user_library(fn: Any, bound: int) -> str | None:
+    """None if ``fn`` (with ``bound`` leading parameters already bound: ``self``)
+    accepts the user library as its first positional argument, else its signature."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin without a signature: cannot tell
+        return None
+    params = list(sig.parameters.values())[bound:]
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if params and (
+        params[0].kind in positional or params[0].kind is inspect.Parameter.VAR_POSITIONAL
+    ):
+        return None
+    return "(" + ", ".join(str(p) for p in params) + ")"
+
+
+def _call_signature(function: Any) -> inspect.Signature | None:
+    """The signature calls are checked against (user library first), if known."""
+    target = function[0] if isinstance(function, tuple) else function
+    try:
+        if isinstance(target, type):
+            params = list(inspect.signature(target.run).parameters.values())[1:]  # self
+            return inspect.Signature(params)
+        return inspect.signature(target)
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
+def _check_signature(function: Any, name: str) -> None:
+    """Fail at register() (not at the first call, with an arity error counting a
+    hidden argument) when the function does not take the user library first."""
+    cls = function[0] if isinstance(function, tuple) else function
+    if isinstance(cls, type):
+        run = getattr(cls, "run", None)
+        if not callable(run):
+            raise InvalidArgument(
+                f"class {cls.__name__} registered as {name!r} needs a method "
+                "run(self, cloudburst, *args): each call runs it"
+            )
+        for what, meth in (("__init__", cls.__init__), ("run", run)):
+            if meth is object.__init__:
+                continue  # no __init__: built without the user library? it fails below
+            got = _takes_user_library(meth, 1)
+            if got is not None:
+                raise InvalidArgument(
+                    f"{cls.__name__}.{what} (registered as {name!r}) must take the user "
+                    f"library after self: def {what}(self, cloudburst, ...); it takes "
+                    f"{got} after self"
+                )
+        if cls.__init__ is object.__init__:
+            raise InvalidArgument(
+                f"class {cls.__name__} registered as {name!r} is built as "
+                f"{cls.__name__}(cloudburst, *init_args): give it "
+                "def __init__(self, cloudburst, ...)"
+            )
+        return
+    got = _takes_user_library(function, 0)
+    if got is not None:
+        label = getattr(function, "__name__", name)
+        raise InvalidArgument(
+            f"function {label!r} (registered as {name!r}) must take the user library as "
+            f"its first argument, e.g. def {label if label.isidentifier() else 'f'}"
+            f"(cloudburst, ...); it takes {got}"
+        )
 
 
 def _default_scheduler_port() -> int:

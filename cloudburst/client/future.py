@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import sys
+import threading
 import time
 import weakref
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 from cloudburst.shared import serializer, wire
-from cloudburst.shared.errors import CloudburstException, CloudburstTimeoutError, ExecutorFailed
+from cloudburst.shared.errors import (
+    CallCancelled,
+    CloudburstException,
+    CloudburstTimeoutError,
+    ExecutorFailed,
+    RemoteExecutionError,
+)
 from cloudburst.shared.proto import cloudburst_pb2 as pb
 
 if TYPE_CHECKING:
     from cloudburst.client.client import CloudburstConnection
 
 _UNSET: Any = object()
+log = logging.getLogger(__name__)
+_CALLBACK_LOCK = threading.Lock()
 
 
 class CloudburstFuture:
@@ -60,6 +73,121 @@ class CloudburstFuture:
         self._error: BaseException | None = None
         self._awaiting_ack = False  # sent through the scheduler, acknowledgement not seen
         self._ack_error = False  # the scheduler refused the call
+        #: What is called: ``fn:<name>`` or ``dag:<name>`` (for messages and repr).
+        self.function = ""
+        self._sent_at = time.monotonic()
+        self._callbacks: list[Callable[[CloudburstFuture], Any]] | None = []
+        self._cancelled = False
+        # Futures passed to this call as arguments (references to their results), and
+        # whether the executor gave up waiting for one while it still runs.
+        self._upstreams: list[CloudburstFuture] = []
+        self._rearm = False
+        self._output = ""  # what the call printed and logged (executor capture)
+        self._output_shown = False
+
+    @property
+    def id(self) -> str:
+        """The call's id: every executor log line about the call carries it."""
+        return self.request_id
+
+    def __repr__(self) -> str:
+        fn = self.function.split(":", 1)[-1] or "?"
+        return f"<CloudburstFuture {fn} id={self.request_id} state={self._state()}>"
+
+    def _state(self) -> str:
+        if self._cancelled:
+            return "cancelled"
+        if self._error is not None:
+            return f"failed ({type(self._error).__name__})"
+        if self._value is not _UNSET:
+            return "done"
+        return "pending"
+
+    def _finished(self) -> bool:
+        return self._value is not _UNSET or self._error is not None
+
+    def add_done_callback(self, fn: Callable[[CloudburstFuture], Any]) -> None:
+        """Call ``fn(future)`` once the result (or error) is here. If it is already,
+        ``fn`` runs now; otherwise it runs in the thread that receives the result,
+        i.e. during a ``get()``, ``wait()``, ``as_completed()``, ``done()`` or
+        ``progress()`` on the same connection (there is no background thread). An
+        exception raised by ``fn`` is logged and ignored."""
+        if self._callbacks is not None and not self._finished():
+            self._callbacks.append(fn)
+            return
+        _run_callback(fn, self)
+
+    def _fire_callbacks(self) -> None:
+        """Run the done-callbacks once (never under the connection's locks)."""
+        with _CALLBACK_LOCK:
+            callbacks, self._callbacks = self._callbacks, None
+        for fn in callbacks or ():
+            _run_callback(fn, self)
+
+    def cancel(self) -> bool:
+        """Stop waiting for this call: best effort, like
+        ``concurrent.futures.Future.cancel``. False if the result is here already.
+        Otherwise the future is marked cancelled (``get()`` raises
+        :class:`~cloudburst.shared.errors.CallCancelled`), its result is ignored when it
+        arrives, and True is returned. The call itself is not interrupted: an
+        executor that has not started it yet still runs it (its result is dropped),
+        and a running call runs to its end; a result stored in the KVS (``obj_id``)
+        is still written."""
+        if self._finished():
+            return False
+        self._cancelled = True
+        self._error = CallCancelled(f"call {self.request_id} ({self.function}) was cancelled")
+        conn = self._conn_ref()
+        if conn is not None:
+            conn._resolved(self.request_id, self)
+        self._fire_callbacks()
+        return True
+
+    def logs(self) -> str:
+        """What the call wrote to stdout/stderr and through ``logging`` (the sink's,
+        for a DAG), once its result is here: ``""`` before, or if it printed
+        nothing. Bounded by the executor (the last 64 KiB; truncation is marked)."""
+        return self._output
+
+    def _show_output(self) -> None:
+        """In a notebook, print the call's output under the cell once (see
+        ``CloudburstConnection(show_output=...)``)."""
+        if self._output_shown or not self._output:
+            return
+        self._output_shown = True
+        conn = self._conn_ref()
+        if conn is not None and conn.show_output:
+            text = self._output if self._output.endswith("\n") else self._output + "\n"
+            sys.stdout.write(text)
+
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The error the call ended with (None if it succeeded); waits like get()."""
+        try:
+            self.get(timeout)
+        except CloudburstTimeoutError:
+            if not self._finished():
+                raise
+        except BaseException:  # noqa: BLE001 - the call's own error
+            pass
+        return self._error
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        """``await future``: polls the socket without blocking the event loop (1 ms,
+        doubling up to 50 ms), checking the call's executors every
+        ``liveness_interval`` like ``get()``."""
+        delay = 0.001
+        last_check = time.monotonic()
+        while not self.done():
+            yield from asyncio.sleep(delay).__await__()
+            delay = min(delay * 2, 0.05)
+            conn = self._conn
+            if time.monotonic() - last_check >= conn.liveness_interval:
+                self._check_executors(min(1.0, conn.timeout))
+                last_check = time.monotonic()
+        return self.get(0)
 
     @property
     def obj_id(self) -> str:
@@ -98,17 +226,27 @@ class CloudburstFuture:
     def done(self) -> bool:
         """Whether the result (or error) is here, without blocking."""
         if self._value is _UNSET and self._error is None:
-            self._conn._poll_for(self, 0.0)
+            conn = self._conn_ref()
+            if conn is not None and not conn._closed:
+                conn._poll_for(self, 0.0)
         return self._value is not _UNSET or self._error is not None
 
     def _set_message(self, msg: pb.ClientMessage) -> None:
         kind = msg.WhichOneof("kind")
         if kind == "result":
             res = msg.result
+            self._output = res.output
             if res.success:
                 self._value = serializer.from_value(res.value)
+            elif self._upstreams and _argument_wait_expired(res.error):
+                # The executor parks a call for its argument's result only so long
+                # (scheduler.call_timeout_s); the upstream call may still be running:
+                # get() checks it and sends this call again (see _check_executors).
+                self._rearm = True
             else:
                 self._error = wire.exception_for(res.error)
+                if res.output and isinstance(self._error, RemoteExecutionError):
+                    self._error.output = res.output
         elif kind == "response":  # the scheduler's acknowledgement
             self._awaiting_ack = False
             resp = msg.response
@@ -128,7 +266,8 @@ class CloudburstFuture:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 raise CloudburstTimeoutError(
-                    f"call {self.request_id} did not answer within {timeout}s" + self._waiting_on()
+                    f"call {self.request_id} ({self.function}) did not answer within "
+                    f"{timeout}s: {self._where()}"
                 )
             wait = check_every if deadline is None else min(check_every, deadline - now)
             if conn._poll_for(self, wait):
@@ -139,23 +278,82 @@ class CloudburstFuture:
         conn = self._conn_ref()
         if conn is not None:
             conn._resolved(self.request_id, self)  # idempotent bookkeeping
+            conn._run_callbacks()
+        if self._output and not isinstance(self._error, RemoteExecutionError):
+            self._show_output()  # (a remote error's message carries the output's tail)
         if self._error is not None:
             raise self._error
         return self._value
 
-    def _waiting_on(self) -> str:
-        if self.executors:
-            return f" (waiting on executor(s) {', '.join(sorted(set(self.executors)))})"
-        return " (its placement is not known: the scheduler has not acknowledged it)"
+    def _check_upstreams(self, timeout: float | None) -> None:
+        """A call waiting for futures passed as its arguments waits as long as they
+        run: an upstream whose executor died is retried (it stores its result under
+        the same key), an upstream that failed fails this call, and when the executor
+        gave up waiting (its park deadline) while the upstream still runs or just
+        finished, this call is sent again."""
+        for up in self._upstreams:
+            if not up.done():
+                up._check_executors(timeout)
+            if up._error is not None:
+                self._error = CloudburstException(
+                    f"call {self.request_id} ({self.function}): its argument, the result "
+                    f"of call {up.request_id} ({up.function}), failed: "
+                    f"{type(up._error).__name__}: {up._error}"
+                )
+                self._rearm = False
+                return
+        if not self._rearm or self._resend is None:
+            return
+        self._rearm = False
+        conn = self._conn
+        old = self.request_id
+        conn._drop_pending(old)
+        log.info("call %s: its argument is still being computed; sending it again", old)
+        try:
+            again = self._resend([], timeout)
+        except CloudburstException as exc:
+            self._error = exc
+            return
+        self.request_id, self._schedule = again.request_id, again._schedule
+        self._value, self._error = again._value, again._error
+        self._sent_at = time.monotonic()
+        if not self._finished():
+            conn._pending[self.request_id] = self
 
-    def _check_executors(self, timeout: float | None = None) -> None:
-        """No result for a while: ask the scheduler whether our executors live; if one
-        died, retry the call once elsewhere, or fail saying so."""
+    def _where(self) -> str:
+        """Where the call is, as far as the scheduler's view of its executors tells
+        (from their last heartbeats): queued, running (where, how long), or lost."""
+        addresses = sorted(set(self.executors))
+        if not addresses:
+            return "its placement is not known (the scheduler has not acknowledged it)"
+        sent = time.monotonic() - self._sent_at
+        conn = self._conn
+        try:
+            query = pb.StatusQuery(addresses=addresses)
+            status = conn._request("status", query, timeout=min(1.0, conn.timeout)).status
+        except CloudburstException:
+            return (
+                f"sent {sent:.1f}s ago to executor(s) {', '.join(addresses)}; the scheduler "
+                "did not answer a status request, so whether it runs is unknown"
+            )
+        return describe_wait(self.request_id, addresses, status, sent)
+
+    def _check_executors(self, timeout: float | None = None, dead: set[str] | None = None) -> None:
+        """No result for a while: ask the scheduler whether our executors live (or use
+        ``dead``, already asked for many futures); if one died, retry the call once
+        elsewhere, or fail saying so."""
+        if self._upstreams:
+            self._check_upstreams(timeout)
+            if self._finished():
+                return
         addresses = self.executors
         if not addresses:
             return
         conn = self._conn
-        dead = conn._dead_executors(addresses, timeout)
+        if dead is None:
+            dead = conn._dead_executors(addresses, timeout)
+        else:
+            dead = dead & set(addresses)
         if not dead:
             return
         conn._forget_placement(dead)
@@ -184,3 +382,50 @@ class CloudburstFuture:
             conn._store_result(self)
         if self._value is _UNSET and self._error is None:
             conn._pending[self.request_id] = self
+
+
+def _argument_wait_expired(err: pb.RemoteError) -> bool:
+    """The executor stopped waiting for a referenced result (executor/worker.py)."""
+    return err.error == pb.TIMED_OUT and "never appeared" in err.message
+
+
+def describe_wait(call_id: str, addresses: list[str], status: pb.ClusterStatus, sent: float) -> str:
+    """Pure: what a call that has not answered is doing, from the scheduler's status
+    of its executors (``addresses``) and the seconds since it was ``sent``."""
+    dead = sorted(set(status.dead) & set(addresses))
+    if dead:
+        return (
+            f"lost: executor(s) {', '.join(dead)} stopped heartbeating (dead); get() "
+            "without a timeout retries the call once elsewhere"
+        )
+    infos = {e.address: e for e in status.executors if e.address in addresses}
+    for address in addresses:
+        info = infos.get(address)
+        if info is not None and info.current_call == call_id:
+            return f"running on executor {address} for {info.current_call_s:.1f}s"
+    parts = []
+    for address in addresses:
+        info = infos.get(address)
+        if info is None:
+            parts.append(f"executor {address} is not in the scheduler's view")
+        elif info.current_call:
+            others = max(0, info.load - 1)
+            parts.append(
+                f"queued on executor {address} (sent {sent:.1f}s ago) behind the call "
+                f"running there for {info.current_call_s:.1f}s ({info.current_call})"
+                + (f" and about {others} more queued or just placed" if others else "")
+            )
+        else:
+            parts.append(
+                f"sent {sent:.1f}s ago to executor {address}, which is alive and idle: "
+                "the call waits for an argument's result (a future passed to it), runs "
+                "in another function of its DAG, or its result is on its way"
+            )
+    return "; ".join(parts)
+
+
+def _run_callback(fn: Callable[[CloudburstFuture], Any], fut: CloudburstFuture) -> None:
+    try:
+        fn(fut)
+    except Exception:
+        log.exception("a done-callback of %r raised", fut)

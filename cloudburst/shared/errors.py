@@ -36,6 +36,10 @@ class FunctionNotFound(CloudburstException, KeyError):
     """The named function is not registered."""
 
 
+class KeyNotFound(CloudburstException, KeyError):
+    """``get_object(key, default=KeyNotFound)`` of a key the KVS does not hold."""
+
+
 class DagNotFound(CloudburstException, KeyError):
     """The named DAG is not registered."""
 
@@ -50,6 +54,10 @@ class InvalidArgument(CloudburstException, ValueError):
 
 class ExecutorFailed(CloudburstException):
     """The executor running a call died and the call could not be completed."""
+
+
+class CallCancelled(CloudburstException):
+    """``get()`` on a future that was cancelled (``future.cancel()``)."""
 
 
 class FunctionTimeout(CloudburstTimeoutError):
@@ -73,7 +81,17 @@ class FunctionMemoryExceeded(CloudburstException, MemoryError):
 
 
 class RemoteExecutionError(CloudburstException):
-    """A user function raised; carries the remote type, message and traceback."""
+    """A user function raised; carries the remote type, message and traceback.
+
+    The instance ``get()`` raises is also an instance of the remote type when it is
+    known on the client (``except KeyError`` catches a remote ``KeyError``);
+    ``remote_exception`` is the unpickled original (or None)."""
+
+    remote_exception: BaseException | None = None
+    #: What the call printed/logged before it raised (the end of it is in the message).
+    output: str = ""
+    #: Lines of ``output`` shown in the message.
+    OUTPUT_TAIL_LINES = 20
 
     def __init__(self, exc_type: str, message: str, remote_traceback: str = "") -> None:
         super().__init__(f"{exc_type}: {message}")
@@ -83,6 +101,12 @@ class RemoteExecutionError(CloudburstException):
 
     def __str__(self) -> str:
         base = f"{self.exc_type}: {self.remote_message}"
+        if self.output:
+            lines = self.output.rstrip("\n").split("\n")
+            tail = lines[-self.OUTPUT_TAIL_LINES :]
+            more = len(lines) - len(tail)
+            head = f"last {len(tail)} of {len(lines)} lines; " if more else ""
+            base += f"\n\nOutput of the call ({head}all in .output):\n" + "\n".join(tail)
         if self.remote_traceback:
             return f"{base}\n\nRemote traceback:\n{self.remote_traceback}"
         return base

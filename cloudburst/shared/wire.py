@@ -16,7 +16,10 @@ code or a :class:`RemoteError` back into the exception the user sees.
 
 from __future__ import annotations
 
+import builtins
+import os
 import pickle
+import threading
 import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -136,15 +139,55 @@ def result_values(result: Any) -> tuple[Any, ...]:
 # --- errors ------------------------------------------------------------------
 
 
+#: Directories of Cloudburst's own code: their frames are hidden from remote
+#: tracebacks (the user sees their function's frames, not the executor's).
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_INTERNAL = tuple(
+    os.path.join(_ROOT, d) + os.sep
+    for d in ("cloudburst", "executor", "scheduler", "anna", "lattices", "cache")
+)
+
+
+def is_internal_file(filename: str) -> bool:
+    """Whether ``filename`` is Cloudburst's own code (not the user's)."""
+    return filename.startswith(_INTERNAL)
+
+
+def user_traceback(exc: BaseException) -> str:
+    """The formatted traceback of ``exc`` without Cloudburst's own frames (executor,
+    invocation plumbing), chained exceptions included; a note says how many were
+    hidden. An error raised inside Cloudburst itself (no user frame) keeps them all."""
+    te = traceback.TracebackException(type(exc), exc, exc.__traceback__)
+    hidden = 0
+    seen: set[int] = set()
+    todo = [te]
+    while todo:
+        t = todo.pop()
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        frames = list(t.stack)
+        user = [f for f in frames if not is_internal_file(f.filename)]
+        if user and len(user) < len(frames):
+            hidden += len(frames) - len(user)
+            t.stack = traceback.StackSummary.from_list(user)
+        todo.extend(c for c in (t.__cause__, t.__context__) if c is not None)
+    text = "".join(te.format())
+    if hidden:
+        text += f"({hidden} Cloudburst frame(s) hidden)\n"
+    return text
+
+
 def remote_error(
     exc: BaseException, function: str = "", code: int = pb.EXECUTION_ERROR
 ) -> pb.RemoteError:
-    """Describe a user function's exception for the client."""
+    """Describe a user function's exception for the client (its traceback without
+    Cloudburst's own frames: :func:`user_traceback`)."""
     err = pb.RemoteError(
         error=code,  # type: ignore[arg-type]
         exc_type=type(exc).__name__,
         message=str(exc),
-        traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+        traceback=user_traceback(exc),
         function=function,
     )
     try:
@@ -197,8 +240,42 @@ def limit_error(code: int, function: str, limit: float, message: str) -> pb.Remo
     return err
 
 
+_REMOTE_CLASSES: dict[type, type | None] = {}
+_REMOTE_LOCK = threading.Lock()
+
+
+def remote_class(remote: type) -> type[errors.RemoteExecutionError]:
+    """``RemoteExecutionError`` combined with the remote exception's type (so
+    ``except KeyError`` catches a remote ``KeyError``), or ``RemoteExecutionError``
+    itself when they cannot be combined (layout conflict, a constructor with a
+    different signature, not an ``Exception``)."""
+    if not isinstance(remote, type) or not issubclass(remote, Exception):
+        return errors.RemoteExecutionError
+    if issubclass(remote, errors.CloudburstException):
+        return errors.RemoteExecutionError
+    with _REMOTE_LOCK:
+        if remote in _REMOTE_CLASSES:
+            return _REMOTE_CLASSES[remote] or errors.RemoteExecutionError
+        try:
+            cls = type(
+                f"Remote{remote.__name__}",
+                (errors.RemoteExecutionError, remote),
+                {"__module__": errors.__name__, "__str__": errors.RemoteExecutionError.__str__},
+            )
+            cls("T", "m", "")  # does it build with RemoteExecutionError's arguments?
+        except Exception:  # noqa: BLE001 - any incompatibility: no combined class
+            _REMOTE_CLASSES[remote] = None
+            return errors.RemoteExecutionError
+        _REMOTE_CLASSES[remote] = cls
+        return cls
+
+
 def exception_for(err: pb.RemoteError) -> errors.CloudburstException:
-    """The exception ``get()`` raises for a failed call."""
+    """The exception ``get()`` raises for a failed call: a
+    :class:`~cloudburst.shared.errors.RemoteExecutionError` that is also an instance
+    of the remote type when that type is known here (unpickled, or a builtin); the
+    unpickled original is ``.remote_exception``. It has no ``__cause__``: the remote
+    traceback is printed once, as part of its message."""
     if err.error == pb.FUNCTION_TIMEOUT:
         return errors.FunctionTimeout(err.message, err.function, err.limit)
     if err.error == pb.FUNCTION_MEMORY_EXCEEDED:
@@ -206,15 +283,22 @@ def exception_for(err: pb.RemoteError) -> errors.CloudburstException:
     if err.error != pb.EXECUTION_ERROR:
         return exception_for_code(err.error, err.message)
     where = f" (in {err.function})" if err.function else ""
-    exc = errors.RemoteExecutionError(err.exc_type, err.message + where, err.traceback)
+    original = None
     if err.pickled:
         try:
             original = cloudpickle.loads(err.pickled)
         except Exception:  # the client may lack the exception's module
             original = None
-        if isinstance(original, BaseException):
-            exc.__cause__ = original
-            exc.remote_exception = original  # type: ignore[attr-defined]
+    if isinstance(original, BaseException):
+        remote: Any = type(original)
+    else:
+        original = None
+        remote = getattr(builtins, err.exc_type, None)
+    cls = remote_class(remote) if remote is not None else errors.RemoteExecutionError
+    exc = cls(err.exc_type, err.message + where, err.traceback)
+    exc.remote_exception = original
+    if original is not None and cls is not errors.RemoteExecutionError:
+        exc.args = original.args  # e.args[0] is the missing key, as for a local KeyError
     return exc
 
 

@@ -47,7 +47,8 @@ def test_remote_errors_carry_type_message_and_traceback() -> None:
     assert isinstance(exc2, errors.RemoteExecutionError)
     assert exc2.exc_type == "ZeroDivisionError" and "division by zero" in exc2.remote_message
     assert "_ = 1 / 0" in exc2.remote_traceback
-    assert isinstance(exc2.__cause__, ZeroDivisionError)
+    assert isinstance(exc2, ZeroDivisionError) and exc2.__cause__ is None
+    assert isinstance(exc2.remote_exception, ZeroDivisionError)
 
 
 @pytest.mark.parametrize(

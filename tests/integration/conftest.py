@@ -38,11 +38,13 @@ class Cluster:
         return "\n".join(f"--- {p.name}\n{p.log_tail(40)}" for p in self.group.procs.values())
 
 
-def start_cluster(run_dir: Path, workers: int = WORKERS, **sections: Any) -> Cluster:
+def start_cluster(
+    run_dir: Path, workers: int = WORKERS, scheduler: dict[str, Any] | None = None, **sections: Any
+) -> Cluster:
     cfg = free_port_config(
         run_dir,
         workers=workers,
-        scheduler={"heartbeat_timeout_s": 2.0, "call_timeout_s": 20.0},
+        scheduler={"heartbeat_timeout_s": 2.0, "call_timeout_s": 20.0, **(scheduler or {})},
         executor={"workers": workers, "base_port": 0, "heartbeat_period_s": 0.25},
         **sections,
     )

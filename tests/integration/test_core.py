@@ -202,7 +202,7 @@ def test_function_raising_keeps_the_executor_serving(
         err = info.value
         assert err.exc_type == "ValueError" and f"bad value {i}" in err.remote_message
         assert "raise ValueError" in err.remote_traceback and "boom" in err.remote_traceback
-        assert isinstance(err.__cause__, ValueError)
+        assert isinstance(err, ValueError) and isinstance(err.remote_exception, ValueError)
     exiting = cloud.register(lambda _: exit(3), "raise_exit")
     with pytest.raises(errors.RemoteExecutionError, match="SystemExit"):
         exiting().get(timeout=10)

@@ -240,7 +240,7 @@ class DagTrigger(_message.Message):
     def __init__(self, schedule: _Optional[_Union[DagSchedule, _Mapping]] = ..., source: _Optional[str] = ..., target_function: _Optional[str] = ..., arguments: _Optional[_Union[Arguments, _Mapping]] = ..., error: _Optional[_Union[RemoteError, _Mapping]] = ...) -> None: ...
 
 class ExecutorStatus(_message.Message):
-    __slots__ = ("address", "node_id", "functions", "busy", "queue_length", "cached_key_sizes", "has_cache_summary", "pid", "inbox_address", "completed", "leaving", "index", "indexed")
+    __slots__ = ("address", "node_id", "functions", "busy", "queue_length", "cached_key_sizes", "has_cache_summary", "pid", "inbox_address", "completed", "leaving", "index", "indexed", "current_call", "current_call_s")
     class CachedKeySizesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -261,6 +261,8 @@ class ExecutorStatus(_message.Message):
     LEAVING_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     INDEXED_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_CALL_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_CALL_S_FIELD_NUMBER: _ClassVar[int]
     address: str
     node_id: str
     functions: _containers.RepeatedScalarFieldContainer[str]
@@ -274,7 +276,9 @@ class ExecutorStatus(_message.Message):
     leaving: bool
     index: int
     indexed: bool
-    def __init__(self, address: _Optional[str] = ..., node_id: _Optional[str] = ..., functions: _Optional[_Iterable[str]] = ..., busy: _Optional[int] = ..., queue_length: _Optional[int] = ..., cached_key_sizes: _Optional[_Mapping[str, int]] = ..., has_cache_summary: _Optional[bool] = ..., pid: _Optional[int] = ..., inbox_address: _Optional[str] = ..., completed: _Optional[int] = ..., leaving: _Optional[bool] = ..., index: _Optional[int] = ..., indexed: _Optional[bool] = ...) -> None: ...
+    current_call: str
+    current_call_s: float
+    def __init__(self, address: _Optional[str] = ..., node_id: _Optional[str] = ..., functions: _Optional[_Iterable[str]] = ..., busy: _Optional[int] = ..., queue_length: _Optional[int] = ..., cached_key_sizes: _Optional[_Mapping[str, int]] = ..., has_cache_summary: _Optional[bool] = ..., pid: _Optional[int] = ..., inbox_address: _Optional[str] = ..., completed: _Optional[int] = ..., leaving: _Optional[bool] = ..., index: _Optional[int] = ..., indexed: _Optional[bool] = ..., current_call: _Optional[str] = ..., current_call_s: _Optional[float] = ...) -> None: ...
 
 class StatusQuery(_message.Message):
     __slots__ = ("addresses", "client_version")
@@ -285,20 +289,28 @@ class StatusQuery(_message.Message):
     def __init__(self, addresses: _Optional[_Iterable[str]] = ..., client_version: _Optional[str] = ...) -> None: ...
 
 class ExecutorInfo(_message.Message):
-    __slots__ = ("address", "node_id", "alive", "functions", "pid", "load")
+    __slots__ = ("address", "node_id", "alive", "functions", "pid", "load", "busy", "queue_length", "current_call", "current_call_s")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ALIVE_FIELD_NUMBER: _ClassVar[int]
     FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
     PID_FIELD_NUMBER: _ClassVar[int]
     LOAD_FIELD_NUMBER: _ClassVar[int]
+    BUSY_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_CALL_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_CALL_S_FIELD_NUMBER: _ClassVar[int]
     address: str
     node_id: str
     alive: bool
     functions: _containers.RepeatedScalarFieldContainer[str]
     pid: int
     load: int
-    def __init__(self, address: _Optional[str] = ..., node_id: _Optional[str] = ..., alive: _Optional[bool] = ..., functions: _Optional[_Iterable[str]] = ..., pid: _Optional[int] = ..., load: _Optional[int] = ...) -> None: ...
+    busy: int
+    queue_length: int
+    current_call: str
+    current_call_s: float
+    def __init__(self, address: _Optional[str] = ..., node_id: _Optional[str] = ..., alive: _Optional[bool] = ..., functions: _Optional[_Iterable[str]] = ..., pid: _Optional[int] = ..., load: _Optional[int] = ..., busy: _Optional[int] = ..., queue_length: _Optional[int] = ..., current_call: _Optional[str] = ..., current_call_s: _Optional[float] = ...) -> None: ...
 
 class ClusterStatus(_message.Message):
     __slots__ = ("executors", "kvs_address", "scheduler_address", "dead", "functions", "dags", "server_version")
@@ -365,18 +377,20 @@ class GenericResponse(_message.Message):
     def __init__(self, success: _Optional[bool] = ..., error: _Optional[_Union[CloudburstError, str]] = ..., response_id: _Optional[str] = ..., message: _Optional[str] = ..., payload: _Optional[bytes] = ..., schedule: _Optional[_Union[DagSchedule, _Mapping]] = ..., names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CallResult(_message.Message):
-    __slots__ = ("response_id", "success", "value", "error", "executor")
+    __slots__ = ("response_id", "success", "value", "error", "executor", "output")
     RESPONSE_ID_FIELD_NUMBER: _ClassVar[int]
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     EXECUTOR_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
     response_id: str
     success: bool
     value: Value
     error: RemoteError
     executor: str
-    def __init__(self, response_id: _Optional[str] = ..., success: _Optional[bool] = ..., value: _Optional[_Union[Value, _Mapping]] = ..., error: _Optional[_Union[RemoteError, _Mapping]] = ..., executor: _Optional[str] = ...) -> None: ...
+    output: str
+    def __init__(self, response_id: _Optional[str] = ..., success: _Optional[bool] = ..., value: _Optional[_Union[Value, _Mapping]] = ..., error: _Optional[_Union[RemoteError, _Mapping]] = ..., executor: _Optional[str] = ..., output: _Optional[str] = ...) -> None: ...
 
 class ClientMessage(_message.Message):
     __slots__ = ("response_id", "response", "result", "status")
