@@ -39,13 +39,24 @@ class Cluster:
 
 
 def start_cluster(
-    run_dir: Path, workers: int = WORKERS, scheduler: dict[str, Any] | None = None, **sections: Any
+    run_dir: Path,
+    workers: int = WORKERS,
+    scheduler: dict[str, Any] | None = None,
+    executor: dict[str, Any] | None = None,
+    **sections: Any,
 ) -> Cluster:
+    """A private cluster in ``run_dir`` (always stop it: ``cluster.group.stop_all()``);
+    ``scheduler``/``executor`` entries override the test defaults below."""
     cfg = free_port_config(
         run_dir,
         workers=workers,
         scheduler={"heartbeat_timeout_s": 2.0, "call_timeout_s": 20.0, **(scheduler or {})},
-        executor={"workers": workers, "base_port": 0, "heartbeat_period_s": 0.25},
+        executor={
+            "workers": workers,
+            "base_port": 0,
+            "heartbeat_period_s": 0.25,
+            **(executor or {}),
+        },
         **sections,
     )
     path = write_config(cfg, run_dir / "config.yml")

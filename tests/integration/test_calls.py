@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,11 +17,10 @@ from typing import Any
 import pytest
 
 from cloudburst.client.client import CloudburstConnection
-from cloudburst.local import free_port_config, wait_ready, write_config
 from cloudburst.shared import errors
 from cloudburst.shared.processes import ProcessGroup, free_port, port_open, wait_until
 from cloudburst.shared.proto.cloudburst_pb2 import DAG_ALREADY_EXISTS
-from tests.integration.conftest import Cluster
+from tests.integration.conftest import Cluster, start_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -33,26 +31,8 @@ RESULT_TTL_S = 1.0
 
 
 def start_private_cluster(run_dir: Path, **executor: Any) -> Cluster:
-    cfg = free_port_config(
-        run_dir,
-        workers=WORKERS,
-        # A loaded machine may take a while to start workers again: calls wait for them.
-        scheduler={"heartbeat_timeout_s": 2.0, "call_timeout_s": 20.0, "no_executor_wait_s": 8.0},
-        executor={"workers": WORKERS, "base_port": 0, "heartbeat_period_s": 0.25, **executor},
-    )
-    path = write_config(cfg, run_dir / "config.yml")
-    group = ProcessGroup(log_dir=run_dir / "logs")
-    cluster = Cluster(cfg, path, group)
-    try:
-        group.python("kvs", "anna.local", "--config", str(path))
-        group.python("scheduler", "scheduler.server", "--config", str(path))
-        group.python("executor", "executor.node", "--config", str(path))
-        wait_ready(cfg, WORKERS, timeout=60.0)
-    except BaseException:
-        print(cluster.logs(), file=sys.stderr)
-        group.stop_all()
-        raise
-    return cluster
+    # A loaded machine may take a while to start workers again: calls wait for them.
+    return start_cluster(run_dir, WORKERS, scheduler={"no_executor_wait_s": 8.0}, executor=executor)
 
 
 @pytest.fixture(scope="module")
