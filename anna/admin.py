@@ -18,7 +18,8 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import zmq
@@ -56,18 +57,10 @@ def placed_on(
     with probability ~3e-4, so this tells reliably whether *other* live nodes exist
     (it is not a membership listing).
     """
-    ctx = zmq.Context()
-    try:
-        pull = ctx.socket(zmq.PULL)
-        pull.setsockopt(zmq.LINGER, 0)
-        port = pull.bind_to_random_port(f"tcp://{ip}")
-        push = ctx.socket(zmq.PUSH)
-        push.setsockopt(zmq.LINGER, 0)
-        push.setsockopt(zmq.SNDTIMEO, int(timeout * 1000))
-        push.connect(normalize_address(routing))
+    with _routing_exchange(routing, ip, timeout) as (push, pull, reply_to):
         rid = os.urandom(8).hex()
         req = pb.KeyAddressRequest(
-            response_address=f"tcp://{ip}:{port}",
+            response_address=reply_to,
             keys=[f"__depart_probe_{rid}_{i}" for i in range(keys)],
             request_id=rid,
         )
@@ -76,17 +69,35 @@ def placed_on(
         except zmq.Again:
             return None
         deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            if not pull.poll(int(left * 1000) + 1):
+                continue
+            resp = wire.decode_address_response(pull.recv())
+            if resp.response_id != rid:
+                continue
+            if resp.error == pb.NO_SERVERS:
+                return set()
+            return {a for ka in resp.addresses for a in ka.ips}
+        return None
+
+
+@contextmanager
+def _routing_exchange(
+    routing: str, ip: str, timeout: float
+) -> Iterator[tuple[zmq.Socket[bytes], zmq.Socket[bytes], str]]:
+    """A PUSH to ``routing`` and a PULL bound on ``ip`` for its answer (and that
+    answer's address), closed with their own context on leaving."""
+    ctx = zmq.Context()
+    try:
+        pull = ctx.socket(zmq.PULL)
+        pull.setsockopt(zmq.LINGER, 0)
+        port = pull.bind_to_random_port(f"tcp://{ip}")
+        push = ctx.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 0)
+        push.setsockopt(zmq.SNDTIMEO, int(timeout * 1000))
         try:
-            while (left := deadline - time.monotonic()) > 0:
-                if not pull.poll(int(left * 1000) + 1):
-                    continue
-                resp = wire.decode_address_response(pull.recv())
-                if resp.response_id != rid:
-                    continue
-                if resp.error == pb.NO_SERVERS:
-                    return set()
-                return {a for ka in resp.addresses for a in ka.ips}
-            return None
+            push.connect(normalize_address(routing))
+            yield push, pull, f"tcp://{ip}:{port}"
         finally:
             pull.close(0)
             push.close(0)
@@ -107,16 +118,8 @@ class KeyListing:
 
 def membership(routing: str, ip: str, timeout: float = 2.0) -> pb.Membership | None:
     """The membership table of the routing at ``routing`` (None: no answer)."""
-    ctx = zmq.Context()
-    try:
-        pull = ctx.socket(zmq.PULL)
-        pull.setsockopt(zmq.LINGER, 0)
-        port = pull.bind_to_random_port(f"tcp://{ip}")
-        push = ctx.socket(zmq.PUSH)
-        push.setsockopt(zmq.LINGER, 0)
-        push.setsockopt(zmq.SNDTIMEO, int(timeout * 1000))
-        push.connect(normalize_address(routing))
-        req = pb.KeyRequest(response_address=f"tcp://{ip}:{port}", request_id="membership")
+    with _routing_exchange(routing, ip, timeout) as (push, pull, reply_to):
+        req = pb.KeyRequest(response_address=reply_to, request_id="membership")
         try:
             push.send_multipart(wire.encode_internal(wire.KIND_LIST_KEYS, req))
             if not pull.poll(int(timeout * 1000)):
@@ -124,12 +127,7 @@ def membership(routing: str, ip: str, timeout: float = 2.0) -> pb.Membership | N
             kind, msg = wire.decode_internal(pull.recv_multipart())
         except zmq.Again:
             return None
-        finally:
-            pull.close(0)
-            push.close(0)
         return msg if isinstance(msg, pb.Membership) else None
-    finally:
-        ctx.term()
 
 
 def live_shards(table: pb.Membership) -> list[str]:
