@@ -57,6 +57,7 @@ from executor.limits import (
     ResultExpiry,
     effective_limits,
 )
+from executor.spill import NODE_POOL_ENV, Backlog
 from executor.state import NODE_CACHE_ENV, make_state_client
 from executor.triggers import (
     Cancel,
@@ -121,7 +122,20 @@ class Worker:
         self.next_retry = float("inf")
         self.running = True
         self.leaving = False
+        self.retiring = False  # SIGUSR1: the node retires this idle worker (drain first)
         self.limits = CallLimits(self._on_timeout)
+        # Pool elasticity (executor.spill): calls waiting behind a long call go back to
+        # the node; heartbeats go to the node too.
+        node_pool = os.environ.get(NODE_POOL_ENV, "")
+        self.beat_to = [node_pool] if node_pool else []
+        self.backlog = Backlog(
+            self.pull,
+            self.ctx,
+            node_pool,
+            cfg.executor.grow_after_s if cfg.executor.elastic else 0.0,
+            lambda: self.current is not None,
+            f"worker{index}",
+        )
         #: every scheduler heard of (heartbeats go to all of them)
         self.schedulers = {f"tcp://{scheduler_host(cfg)}:{cfg.scheduler.port}"}
         self.expiry = ResultExpiry(cfg.executor.result_ttl_s)
@@ -149,8 +163,10 @@ class Worker:
 
     # --- main loop ---------------------------------------------------------
 
-    def serve(self) -> None:
-        self._hb_thread.start()
+    def serve(self, until: float | None = None) -> None:
+        if not self._hb_thread.is_alive() and not self.leaving:
+            self._hb_thread.start()
+            self.backlog.start()
         log.info(
             "worker %d of node %s: triggers at %s, inbox at %s",
             self.index,
@@ -159,15 +175,12 @@ class Worker:
             self.inbox_address,
         )
         next_expire = time.monotonic() + 1.0
-        while self.running:
+        while self.running and (until is None or time.monotonic() < until):
             wait_ms = 100
             if self.parked:
                 wait_ms = max(0, min(100, int((self.next_retry - time.monotonic()) * 1000)))
-            if self.pull.poll(wait_ms):
-                try:
-                    data = self.pull.recv(zmq.NOBLOCK)
-                except zmq.Again:
-                    continue
+            data = self.backlog.recv(wait_ms)
+            if data is not None:
                 self.handle(data)
             if self.parked and time.monotonic() >= self.next_retry:
                 self._retry_parked()
@@ -577,7 +590,7 @@ class Worker:
             node_id=self.node_id,
             functions=list(self.functions),
             busy=self.busy,
-            queue_length=len(self.book) + len(self.parked),
+            queue_length=len(self.book) + len(self.parked) + len(self.backlog),
             pid=os.getpid(),
             inbox_address=self.inbox_address,
             completed=self.completed,
@@ -623,7 +636,7 @@ class Worker:
             try:
                 req = pb.SchedulerRequest(request_id="", heartbeat=self.status())
                 data = req.SerializeToString()
-                for addr in list(schedulers):
+                for addr in [*schedulers, *self.beat_to]:
                     sock = socks.get(addr)
                     if sock is None:
                         sock = socks[addr] = self.ctx.socket(zmq.PUSH)
@@ -644,6 +657,12 @@ class Worker:
     def stop(self, *_: Any) -> None:
         self.running = False
         self.leaving = True
+
+    def retire(self, *_: Any) -> None:
+        """Leave (no new calls are placed here) and run what still arrives for
+        ``executor.retire_drain_s`` before exiting (see ``main``)."""
+        self.retiring = True
+        self.stop()
 
 
 def _payload(lattice: Any) -> bytes:
@@ -729,15 +748,20 @@ def main(argv: list[str] | None = None) -> int:
     gc.freeze()
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, worker.stop)
+    signal.signal(signal.SIGUSR1, worker.retire)
     worker.serve()
     # Tell the schedulers right away instead of letting them wait for a timeout.
     try:
         st = worker.status()
         st.leaving = True
-        for addr in {f"tcp://{scheduler_host(cfg)}:{cfg.scheduler.port}"}:
+        for addr in {f"tcp://{scheduler_host(cfg)}:{cfg.scheduler.port}", *worker.beat_to}:
             worker._send(addr, pb.SchedulerRequest(heartbeat=st).SerializeToString())
     except Exception:
         pass
+    if worker.retiring:  # retired by the node: run what was placed here before it knew
+        worker.running = True
+        worker.serve(until=time.monotonic() + cfg.executor.retire_drain_s)
+    worker.backlog.close()
     try:
         worker.drop_results()
     except Exception:

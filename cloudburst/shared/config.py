@@ -97,6 +97,17 @@ class ExecutorConfig:
     # An exec_func result stored under results/<id> is deleted this long after the
     # call finished (0 = kept for good).
     result_ttl_s: float = 300.0
+    # Pool elasticity (docs/elasticity.md). ``workers`` is the minimum (and the start);
+    # a call that waited ``grow_after_s`` behind a busy worker goes back to the node,
+    # which gives it to an idle worker or starts one, up to ``max_workers`` (0 = auto:
+    # max(16, 4 x cores)); a worker idle for ``idle_retire_s`` is retired (it leaves,
+    # then runs what still arrives for ``retire_drain_s`` before it exits). A call that
+    # finds no worker within ``scheduler.call_timeout_s`` fails ("at its maximum").
+    elastic: bool = True
+    max_workers: int = 0
+    grow_after_s: float = 0.5
+    idle_retire_s: float = 30.0
+    retire_drain_s: float = 2.0
 
 
 @dataclass(frozen=True)
