@@ -147,6 +147,39 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class AutoscaleConfig:
+    """The cluster policy (``cloudburst.autoscale``, docs/elasticity.md)."""
+
+    enabled: bool = False
+    period_s: float = 5.0  # one evaluation per period
+    actuator: str = "local"  # local | kubernetes
+    # local: loopback addresses new executor nodes use, comma separated (round robin);
+    # empty: ``ip``. E.g. "127.0.0.2" puts added nodes on a second host.
+    executor_ips: str = ""
+    k8s_namespace: str = "cloudburst"
+    k8s_executor_deployment: str = "cloudburst-executor"
+    k8s_storage_statefulset: str = "cloudburst-storage"
+    # thresholds (cloudburst.autoscale.policy.PolicyConfig)
+    executor_high: float = 0.6
+    executor_low: float = 0.1
+    queue_wait_high_s: float = 1.0
+    min_executor_nodes: int = 1
+    max_executor_nodes: int = 4
+    hot_function_rate: float = 100.0
+    max_function_replicas: int = 8
+    kvs_memory_high: float = 0.7
+    kvs_memory_low: float = 0.2
+    kvs_latency_high_s: float = 0.05
+    min_storage_nodes: int = 1
+    max_storage_nodes: int = 4
+    hot_key_accesses: int = 1000
+    cold_key_accesses: int = 10
+    hot_key_replication: int = 3
+    hysteresis: int = 2
+    grace_s: float = 30.0
+
+
+@dataclass(frozen=True)
 class Config:
     ip: str = "127.0.0.1"
     log_level: str = "INFO"
@@ -158,10 +191,12 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     ddt: DdtConfig = field(default_factory=DdtConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    autoscale: AutoscaleConfig = field(default_factory=AutoscaleConfig)
 
 
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("kvs", "wal_fsync"): ("always", "interval", "never"),
+    ("autoscale", "actuator"): ("local", "kubernetes"),
     ("", "log_level"): ("DEBUG", "INFO", "WARNING", "ERROR"),
     ("", "log_format"): ("text", "json"),
 }
