@@ -63,6 +63,7 @@ class Node:
         self.count = workers
         self.node_id = node_id
         self.running = True
+        self.draining = False  # SIGUSR1: the node is being removed (cloudburst.autoscale)
         self.env = {**os.environ, **SERVER_ENV}
         self.sup = Supervised(
             "executor",
@@ -293,7 +294,29 @@ class Node:
     def stop(self, *_: Any) -> None:
         self.running = False
 
+    def drain(self, *_: Any) -> None:
+        """SIGUSR1: every worker leaves and runs what was already placed on it, then
+        the node stops (no call lost when the autoscaler removes a node)."""
+        self.draining = True
+        self.running = False
+
+    def _drain_workers(self) -> None:
+        workers = [n for n in self.workers() if n in self.sup.procs]
+        log.info("draining %d workers before stopping", len(workers))
+        for name in workers:
+            proc = self.sup.procs[name]
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + self.cfg.executor.retire_drain_s + 30.0
+        for name in workers:
+            try:
+                self.sup.procs[name].wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not finish draining in time", name)
+
     def shutdown(self, grace: float = 3.0) -> None:
+        if self.draining:
+            self._drain_workers()
         # Workers first: they may still write through the cache.
         self.sup.stop([n for n in self.sup.specs if n != "cache"], grace=grace)
         for sock in self.push.values():
@@ -331,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics.serve(cfg, "executor-node", "executor-node")
     signal.signal(signal.SIGTERM, node.stop)
     signal.signal(signal.SIGINT, node.stop)
+    signal.signal(signal.SIGUSR1, node.drain)
     try:
         return node.serve()
     finally:

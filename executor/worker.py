@@ -175,7 +175,7 @@ class Worker:
             self.inbox_address,
         )
         next_expire = time.monotonic() + 1.0
-        while self.running and (until is None or time.monotonic() < until):
+        while self.running and (until is None or time.monotonic() < until or self.backlog):
             wait_ms = 100
             if self.parked:
                 wait_ms = max(0, min(100, int((self.next_retry - time.monotonic()) * 1000)))
@@ -662,6 +662,7 @@ class Worker:
         """Leave (no new calls are placed here) and run what still arrives for
         ``executor.retire_drain_s`` before exiting (see ``main``)."""
         self.retiring = True
+        self.backlog.close()  # no more hand-backs: whatever waits here runs here
         self.stop()
 
 

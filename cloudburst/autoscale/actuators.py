@@ -99,6 +99,13 @@ class LocalActuator:
         log.info("started executor node %s", node_id)
         return node_id
 
+    def owns(self, node_id: str) -> bool:
+        return node_id in self.executors
+
+    def starting(self, seen: set[str]) -> int:
+        """Executor nodes started here, alive, not reporting yet (not in ``seen``)."""
+        return sum(1 for n, p in self.executors.items() if n not in seen and p.poll() is None)
+
     def remove_executor_node(self, node_id: str) -> bool:
         """Drain and stop a node this actuator started (False: not one of ours)."""
         proc = self.executors.pop(node_id, None)

@@ -74,6 +74,7 @@ class NodeLoad:
     workers: int = 1
     queue_wait_s: float = 0.0  # the longest a call waited there
     draining: bool = False
+    removable: bool = True  # the actuator can remove it (local: a node it started)
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,8 @@ class Inputs:
     key_accesses: Mapping[str, int] = field(default_factory=dict)  # this period
     key_replication: Mapping[str, int] = field(default_factory=dict)  # keys raised before
     default_replication: int = 1
+    pending_executor_nodes: int = 0  # added, not reporting yet (capacity on its way)
+    pending_storage_nodes: int = 0
 
     def summary(self) -> dict[str, float]:
         """The numbers a decision is made on (logged, exported as metrics)."""
@@ -182,15 +185,21 @@ class ClusterPolicy:
         )
         shrink = self._holds("executor_low", bool(live) and util < c.executor_low and wait == 0.0)
         if not self._in_grace("executor", now):
-            if grow and len(live) < c.max_executor_nodes:
+            pending = inputs.pending_executor_nodes
+            if grow and not pending and len(live) < c.max_executor_nodes:
                 why = (
                     f"utilization {util:.2f} > {c.executor_high}"
                     if util > c.executor_high
                     else (f"calls waited {wait:.2f}s > {c.queue_wait_high_s}s")
                 )
                 act(Action("add_executor_node"), why)
-            elif shrink and len(live) > c.min_executor_nodes:
-                victim = min(live, key=lambda n: (n.utilization, n.queue_wait_s, n.node_id))
+            elif (
+                shrink
+                and not pending
+                and len(live) > c.min_executor_nodes
+                and (removable := [n for n in live if n.removable])
+            ):
+                victim = min(removable, key=lambda n: (n.utilization, n.queue_wait_s, n.node_id))
                 act(
                     Action("remove_executor_node", victim.node_id),
                     f"utilization {util:.2f} < {c.executor_low}; least loaded node",
@@ -222,7 +231,7 @@ class ClusterPolicy:
             "storage_low", bool(nodes) and mem < c.kvs_memory_low and lat <= c.kvs_latency_high_s
         )
         if not self._in_grace("storage", now):
-            if s_grow and nodes < c.max_storage_nodes:
+            if s_grow and not inputs.pending_storage_nodes and nodes < c.max_storage_nodes:
                 why = (
                     f"memory {mem:.2f} > {c.kvs_memory_high}"
                     if mem > c.kvs_memory_high

@@ -113,3 +113,21 @@ def test_hot_keys_get_more_replicas_and_cold_ones_go_back() -> None:
 def test_nothing_reported_nothing_done() -> None:
     p = ClusterPolicy(PolicyConfig(hysteresis=1))
     assert p.decide(Inputs(), 0.0) == []
+
+
+def test_only_removable_nodes_are_removed() -> None:
+    p = ClusterPolicy(PolicyConfig(hysteresis=1, grace_s=0))
+    inputs = Inputs(executors=[NodeLoad("orig", 0.0, removable=False), NodeLoad("added", 0.05)])
+    [d] = p.decide(inputs, 0.0)
+    assert d.action.target == "added"
+    only_orig = Inputs(
+        executors=[NodeLoad("orig", 0.0, removable=False), NodeLoad("x", 0.0, removable=False)]
+    )
+    assert p.decide(only_orig, 1.0) == []
+
+
+def test_no_node_is_added_while_one_is_still_starting() -> None:
+    p = ClusterPolicy(PolicyConfig(hysteresis=1, grace_s=0))
+    starting = Inputs(executors=[NodeLoad("a", 1.0)], pending_executor_nodes=1)
+    assert p.decide(starting, 0.0) == []
+    assert kinds(p.decide(busy(1.0), 1.0)) == ["add_executor_node"]

@@ -137,3 +137,37 @@ def test_no_call_is_lost_while_workers_retire(cloud: CloudburstConnection) -> No
         time.sleep(0.3)
     assert done >= 15
     assert workers(cloud) < n  # some retired meanwhile
+
+
+def slow(cb: Any, x: int) -> int:
+    import time
+
+    time.sleep(0.2)
+    return x
+
+
+def test_a_load_step_grows_the_pool_and_it_shrinks_after(cloud: CloudburstConnection) -> None:
+    """2 calls/s, then 20 calls/s (x10) for 6 s, then 2 calls/s: 3 workers serve 15
+    calls/s of this function, so the step needs more; every call succeeds."""
+    cloud.register(slow, "slow")
+    wait_for(lambda: workers(cloud) == 3, 60.0, "the pool at its minimum")
+    futs = []
+    sizes: list[tuple[float, int]] = []
+    t0 = time.monotonic()
+    next_status = 0.0
+    for phase_s, rate in ((2.0, 2.0), (6.0, 20.0), (2.0, 2.0)):
+        end = time.monotonic() + phase_s
+        while time.monotonic() < end:
+            futs.append(cloud.exec_func("slow", [len(futs)]))
+            if time.monotonic() >= next_status:
+                sizes.append((time.monotonic() - t0, workers(cloud)))
+                next_status = time.monotonic() + 0.5
+            time.sleep(1.0 / rate)
+    results = [f.get(timeout=60.0) for f in futs]
+    assert results == list(range(len(futs)))  # none lost, none failed
+    peak = max(n for _, n in sizes)
+    assert peak > 3, sizes
+    grown_at = min(t for t, n in sizes if n > 3)
+    print(f"pool sizes over time: {sizes}; grew at {grown_at:.1f}s (step at 2.0s)")
+    shrink_s = wait_for(lambda: workers(cloud) == 3, 60.0, "shrinking back after the step")
+    print(f"back to 3 workers {shrink_s:.1f}s after the load ended")
