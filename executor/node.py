@@ -41,6 +41,7 @@ from cloudburst.shared.logs import setup_logging
 from cloudburst.shared.processes import SERVER_ENV
 from cloudburst.shared.proto import cloudburst_pb2 as pb
 from cloudburst.supervisor import POLL_S, Spec, Supervised
+from executor.forkstart import ForkStarter
 from executor.limits import EXIT_MEMORY, EXIT_TIMEOUT
 from executor.pool import Dispatch, Fail, Pool, PoolPolicy, Retire, Start, default_max_workers
 from executor.spill import NODE_POOL_ENV, SPILL
@@ -86,6 +87,7 @@ class Node:
         self.ctx: zmq.Context[Any] | None = None
         self.pool_sock: zmq.Socket[Any] | None = None
         self.push: dict[str, zmq.Socket[Any]] = {}
+        self.forker: ForkStarter | None = None  # workers the pool adds start as forks
 
     def _cache_ready(self, proc: subprocess.Popen[bytes]) -> None:
         """Wait briefly for the cache's socket (workers use the KVS directly meanwhile)."""
@@ -114,6 +116,8 @@ class Node:
             Path(address[len("ipc://") :]).parent.mkdir(parents=True, exist_ok=True)
             self.pool_sock.bind(address)
             self.env[NODE_POOL_ENV] = address
+            self.forker = ForkStarter()
+            self.forker.warm_up()
         for index in range(self.count):
             self._add_worker(index)
 
@@ -216,7 +220,7 @@ class Node:
                 index = min(set(range(len(used) + 1)) - used)
                 used.add(index)
                 name = self._add_worker(index)
-                self.sup.start(name)
+                self._start_worker(name)
                 self.pids[name] = self.sup.procs[name].pid
                 metrics.POOL_EVENTS.labels("started").inc()
             log.info(
@@ -233,6 +237,20 @@ class Node:
             self.retiring[action.worker] = time.monotonic()
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGUSR1)
+
+    def _start_worker(self, name: str) -> None:
+        """Fork it from the preloaded server (``executor.forkstart``) when it is up,
+        else start it the ordinary way; the supervisor restarts it either way."""
+        spec = self.sup.specs[name]
+        proc = None
+        if self.forker is not None:
+            proc = self.forker.start(list(spec.argv)[3:], dict(spec.env or self.env))
+        if proc is None:
+            self.sup.start(name)
+            return
+        self.sup.procs[name] = proc  # type: ignore[assignment]
+        self.sup.children[name].started(proc.pid, self.sup.clock())
+        self.sup.write_state()
 
     def _refuse(self, action: Fail) -> None:
         try:
