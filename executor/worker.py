@@ -436,11 +436,26 @@ class Worker:
                 )
             if sched.expiring_output:
                 self.expiry.add(sched.output_key, time.monotonic())
+        if sched.HasField("continuation"):
+            return self._continue(sched, result)
         res.success = True
         res.value.type = kind  # type: ignore[assignment]
         res.value.body = body
         if sched.response_address:
             self._send(sched.response_address, reply.SerializeToString())
+
+    def _continue(self, sched: pb.DagSchedule, result: Any) -> None:
+        """Start the call's continuation (call_dag(..., continuation=...)) through the
+        scheduler with this result; it answers the caller under the same id."""
+        req = pb.SchedulerRequest(request_id=sched.id, response_address=sched.response_address)
+        call = req.dag_call
+        call.CopyFrom(sched.continuation)
+        call.continued = True
+        wire.encode_args(wire.result_values(result), call.continued_with)
+        log.debug("[%s] continues with DAG %r", sched.id, call.name)
+        self._send(
+            f"tcp://{scheduler_host(self.cfg)}:{self.cfg.scheduler.port}", req.SerializeToString()
+        )
 
     def _upstream_never_came(self, sched: pb.DagSchedule, fn: str, missing: list[str]) -> None:
         """A fan-in waited ``scheduler.call_timeout_s`` for upstream results: tell the

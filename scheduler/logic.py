@@ -271,6 +271,7 @@ class SchedulerState:
         exclude: Collection[str] = (),
         versions: Mapping[str, int] | None = None,
         expiring_output: bool = False,
+        continuation: pb.DagCall | None = None,
     ) -> tuple[pb.DagSchedule, list[Send]]:
         """Place a call of ``dag``: the schedule and the triggers for its sources."""
         unknown = [fn for fn in arguments if fn not in dag.functions]
@@ -314,11 +315,28 @@ class SchedulerState:
             schedule.client_id = client_id
         for fn, args in arguments.items():
             schedule.arguments[fn].CopyFrom(args)
+        if continuation is not None:
+            schedule.continuation.CopyFrom(continuation)
         if versions:
             for fn in dag.functions:
                 if fn in versions:
                     schedule.versions[fn] = versions[fn]
         return schedule, triggers_for_sources(msg)
+
+
+def continued_arguments(dag: pb.Dag, call: pb.DagCall) -> dict[str, pb.Arguments]:
+    """The arguments of a continuation call: its own, then the previous call's result
+    (``call.continued_with``) appended to those of each source function of ``dag``."""
+    out = {fn: args for fn, args in call.function_args.items()}
+    if not call.continued:
+        return out
+    for fn in sources(dag):
+        args = pb.Arguments()
+        if fn in out:
+            args.CopyFrom(out[fn])
+        args.values.extend(call.continued_with.values)
+        out[fn] = args
+    return out
 
 
 def triggers_for_sources(msg: pb.ExecutorMessage) -> list[Send]:

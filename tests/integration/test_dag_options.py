@@ -1,0 +1,151 @@
+"""The rest of the original DAG surface on a real cluster: ``call_dag(dry_run=...,
+continuation=...)``, ``register_dag(colocated=..., gpu_functions=...,
+batching_functions=...)`` and MULTIEXEC functions ``(name, [invalid results])``.
+
+One private cluster for the module: node A on 127.0.0.1 (no GPU); the GPU test adds
+node B on 127.0.0.2 advertising a GPU (``executor.gpu: true``), which later tests
+(colocation) use as a second node. Tests run in file order (the GPU test first checks
+the error while no GPU executor exists).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cloudburst.client.client import CloudburstConnection
+from cloudburst.shared import errors
+from cloudburst.shared.config import replace
+from cloudburst.shared.processes import wait_until
+from cloudburst.shared.proto import cloudburst_pb2 as pb
+from tests.integration.conftest import Cluster, start_cluster
+
+pytestmark = pytest.mark.integration
+
+WORKERS = 2
+BATCH_SIZE = 4
+BATCH_WAIT_S = 0.5
+
+
+@dataclasses.dataclass
+class Nodes:
+    cluster: Cluster
+    run_dir: Path
+    node_b: bool = False
+
+    def add_gpu_node(self, conn: CloudburstConnection) -> None:
+        """Start node B (127.0.0.2, a GPU advertised) once; wait for its workers."""
+        if self.node_b:
+            return
+        cfg = self.cluster.cfg
+        cfg_b = replace(
+            cfg,
+            ip="127.0.0.2",
+            kvs={"host": cfg.ip},
+            scheduler={"host": cfg.ip},
+            executor={"gpu": True},
+        )
+        path = self.run_dir / "node_b.yml"
+        path.write_text(yaml.safe_dump(dataclasses.asdict(cfg_b)))
+        self.cluster.group.python("executor_b", "executor.node", "--config", str(path))
+        self.node_b = True
+        wait_until(lambda: conn.status()["executors"] >= 2 * WORKERS, 60, "node B's workers")
+
+
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
+    run_dir = tmp_path_factory.mktemp("dagopts")
+    c = start_cluster(
+        run_dir,
+        WORKERS,
+        scheduler={"no_executor_wait_s": 1.0},
+        executor={"batch_max_size": BATCH_SIZE, "batch_max_wait_s": BATCH_WAIT_S},
+    )
+    try:
+        yield Nodes(c, run_dir)
+    finally:
+        c.group.stop_all()
+    leaked = [p.name for p in c.group.procs.values() if p.alive()]
+    assert not leaked, f"cluster processes still alive: {leaked}"
+
+
+@pytest.fixture
+def conn(nodes: Nodes) -> Iterator[CloudburstConnection]:
+    c = nodes.cluster.connect(timeout=20.0)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def incr(_cb: Any, x: int) -> int:
+    return x + 1
+
+
+def square(_cb: Any, x: int) -> int:
+    return x * x
+
+
+def joined(_cb: Any, *parts: Any) -> str:
+    return "|".join(str(p) for p in parts)
+
+
+def where(_cb: Any, *_args: Any) -> str:
+    import os
+
+    return os.environ.get("CB_NODE_CACHE", "") or str(os.getpid())
+
+
+# --- dry_run and continuation -------------------------------------------------
+
+
+def test_dry_run_returns_the_call_message_without_sending_it(conn: CloudburstConnection) -> None:
+    conn.register(incr, "opt_dry_incr")
+    assert conn.register_dag("opt_dry", ["opt_dry_incr"], [])
+    msg = conn.call_dag("opt_dry", {"opt_dry_incr": 3}, output_key="opt/dry", dry_run=True)
+    assert isinstance(msg, pb.DagCall)
+    assert msg.name == "opt_dry" and msg.output_key == "opt/dry"
+    assert len(msg.function_args["opt_dry_incr"].values) == 1
+    # Not sent: a real call afterwards is the only one that stores its result.
+    time.sleep(0.5)
+    assert conn.get_object("opt/dry") is None
+    assert conn.call_dag("opt_dry", {"opt_dry_incr": 3}, output_key="opt/dry").get() == 4
+    assert conn.get_object("opt/dry") == 4
+
+
+def test_continuation_starts_a_second_dag_with_the_first_result(
+    conn: CloudburstConnection,
+) -> None:
+    conn.register(incr, "opt_c_incr")
+    conn.register(square, "opt_c_square")
+    conn.register(joined, "opt_c_join")
+    conn.register(incr, "opt_c_last")
+    assert conn.register_dag(
+        "opt_c1", ["opt_c_incr", "opt_c_square"], [("opt_c_incr", "opt_c_square")]
+    )
+    assert conn.register_dag("opt_c2", ["opt_c_join"], [])
+    assert conn.register_dag("opt_c3", ["opt_c_last"], [])
+    # The continuation's own arguments first, then the previous result: "a|16".
+    then = conn.call_dag("opt_c2", {"opt_c_join": "a"}, dry_run=True)
+    assert conn.call_dag("opt_c1", {"opt_c_incr": 3}, continuation=then).get() == "a|16"
+    assert conn.call_dag("opt_c1", {"opt_c_incr": 4}, continuation=then, direct_response=True) == (
+        "a|25"
+    )
+    # Chains nest; the last call's output key is where the result is stored.
+    last = conn.call_dag("opt_c3", {}, output_key="opt/c3", dry_run=True)
+    then = conn.call_dag("opt_c1", {}, dry_run=True, continuation=last)
+    fut = conn.call_dag("opt_c3", {"opt_c_last": 1}, continuation=then)
+    assert fut.get() == 10  # 1+1=2 -> (2+1)^2=9 -> 9+1=10
+    assert fut.obj_id == "opt/c3" and conn.get_object("opt/c3") == 10
+    # A continuation naming no DAG fails the call with the usual error.
+    bad = conn.call_dag("opt_c_missing", {}, dry_run=True)
+    with pytest.raises(errors.DagNotFound):
+        conn.call_dag("opt_c3", {"opt_c_last": 1}, continuation=bad).get()
+    with pytest.raises(errors.InvalidArgument):
+        conn.call_dag("opt_c3", {"opt_c_last": 1}, continuation="opt_c1")  # type: ignore[arg-type]
