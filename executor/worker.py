@@ -356,7 +356,7 @@ class Worker:
             if result is STREAMED:  # already forwarded as a stream while it ran
                 self._call_output(sched, fn)
                 return None
-            nxt = _inline_next(sched, fn, downs) if INLINE_CHAINS else None
+            nxt = _inline_next(sched, fn, downs, self.cfg.executor.gpu) if INLINE_CHAINS else None
             if nxt is None:
                 break
             # A pure chain link: run the next function right here with the result as
@@ -599,6 +599,7 @@ class Worker:
             leaving=self.leaving,
             index=self.index,
             indexed=True,
+            gpu=self.cfg.executor.gpu,
         )
         current = self.current
         if current is not None:
@@ -707,7 +708,7 @@ def _load_error(exc: BaseException, fn: str) -> pb.RemoteError:
     return wire.remote_error(exc, fn)  # FunctionLoadError, a class constructor raised
 
 
-def _inline_next(sched: pb.DagSchedule, fn: str, downs: list[str]) -> str | None:
+def _inline_next(sched: pb.DagSchedule, fn: str, downs: list[str], gpu: bool = False) -> str | None:
     """The downstream function to run in place, if ``fn -> next`` is a pure chain link:
     ``next`` is ``fn``'s only downstream, ``fn`` its only upstream, and ``next`` has
     no reference arguments (whose locality the scheduler may have placed it for)."""
@@ -719,7 +720,20 @@ def _inline_next(sched: pb.DagSchedule, fn: str, downs: list[str]) -> str | None
     own = sched.arguments.get(nxt)
     if own is not None and any(a.WhichOneof("kind") == "reference" for a in own.values):
         return None
+    if not _may_run_here(sched.dag, fn, nxt, gpu):
+        return None
     return nxt
+
+
+def _may_run_here(dag: pb.Dag, fn: str, nxt: str, gpu: bool) -> bool:
+    """Whether ``nxt`` may run in place after ``fn`` despite the DAG options: not a
+    GPU function on a worker without one, not MULTIEXEC or batching (they run on
+    their own executor), not into a colocated group ``fn`` is not part of."""
+    if (nxt in dag.gpu_functions and not gpu) or nxt in dag.multiexec:
+        return False
+    if nxt in dag.batching_functions:
+        return False
+    return all(fn in g.functions for g in dag.colocated if nxt in g.functions)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -484,6 +484,7 @@ class SchedulerServer:
                 load=view.load(now, self.state.policy),
                 busy=view.busy,
                 queue_length=view.queue_length,
+                gpu=view.gpu,
                 current_call=view.current_call,
                 current_call_s=view.current_call_s + max(0.0, now - view.last_seen)
                 if view.current_call

@@ -35,6 +35,7 @@ import cloudpickle
 import zmq
 
 from anna.errors import AnnaError, AnnaTimeoutError
+from cloudburst.client.dags import dag_message
 from cloudburst.client.future import _UNSET, CloudburstFuture
 from cloudburst.shared import version, wire
 from cloudburst.shared.config import ExecutorConfig, SchedulerConfig
@@ -853,21 +854,26 @@ class CloudburstConnection:
         return list(self._control("list_functions", prefix or "").names)
 
     def register_dag(
-        self, name: str, functions: Sequence[str], connections: Iterable[Sequence[str]]
+        self,
+        name: str,
+        functions: Sequence[Any],
+        connections: Iterable[Sequence[str]],
+        gpu_functions: Iterable[str] = (),
+        batching_functions: Iterable[str] = (),
+        colocated: Iterable[Any] = (),
     ) -> DagRegistration:
         """Register a DAG: ``functions`` by name, ``connections`` as ``(source, sink)``
         pairs. Returns ``(True, 0)`` or ``(False, error)`` like the original
         (``DAG_ALREADY_EXISTS``, ``FUNC_NOT_FOUND``, ``INVALID_ARGUMENT``) with the
-        reason in ``.message``."""
-        if isinstance(functions, str):
-            functions = [functions]
-        try:
-            links = [(str(src), str(dst)) for src, dst in connections]
-        except (TypeError, ValueError):
-            raise InvalidArgument("connections must be (source, sink) pairs") from None
-        dag = pb.Dag(name=name, functions=list(functions))
-        for src, dst in links:
-            dag.connections.add(source=src, sink=dst)
+        reason in ``.message``.
+
+        The original's options (docs/client.md, "DAG options"): a function given as
+        ``(name, [invalid results])`` is MULTIEXEC; ``gpu_functions`` run only on
+        executors with a GPU; ``batching_functions`` run over several calls at once;
+        ``colocated`` functions (one group, or a list of groups) share a node."""
+        dag = dag_message(
+            name, functions, connections, gpu_functions, batching_functions, colocated
+        )
         resp = self._request("register_dag", dag).response
         if not resp.success:
             log.warning("register_dag(%r) failed: %s", name, resp.message)
@@ -1013,6 +1019,7 @@ class CloudburstConnection:
                     "pid": e.pid,
                     "functions": list(e.functions),
                     "load": e.load,
+                    "gpu": e.gpu,
                 }
                 for e in st.executors
             ],

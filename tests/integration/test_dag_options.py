@@ -149,3 +149,59 @@ def test_continuation_starts_a_second_dag_with_the_first_result(
         conn.call_dag("opt_c3", {"opt_c_last": 1}, continuation=bad).get()
     with pytest.raises(errors.InvalidArgument):
         conn.call_dag("opt_c3", {"opt_c_last": 1}, continuation="opt_c1")  # type: ignore[arg-type]
+
+
+# --- gpu_functions and colocated ------------------------------------------------
+
+
+def node_of(_cb: Any, *upstream: Any) -> list[str]:
+    import os
+
+    return [*[x for up in upstream for x in up], os.environ.get("CB_NODE_CACHE", "")]
+
+
+def _nodes_of(conn: CloudburstConnection, fut: Any) -> dict[str, str]:
+    """function -> node id, from the call's placement and the cluster status."""
+    node = {e["address"]: e["node_id"] for e in conn.status()["executor_list"]}
+    return {fn: node[addr] for fn, addr in fut._schedule.locations.items()}
+
+
+def test_gpu_functions_run_only_where_a_gpu_is_advertised(
+    nodes: Nodes, conn: CloudburstConnection
+) -> None:
+    assert not nodes.node_b, "this test runs before node B exists (file order)"
+    conn.register(node_of, "opt_g_pre")
+    conn.register(node_of, "opt_g_model")
+    dag = ("opt_gpu", ["opt_g_pre", "opt_g_model"], [("opt_g_pre", "opt_g_model")])
+    assert conn.register_dag(*dag, gpu_functions=["opt_g_model"])
+    # Node A has no GPU: a clear error (after scheduler.no_executor_wait_s).
+    with pytest.raises(errors.ExecutorFailed, match=r"must run on a GPU.*executor.gpu: true"):
+        conn.call_dag("opt_gpu", {"opt_g_pre": []}).get()
+    nodes.add_gpu_node(conn)
+    gpu_nodes = {e["node_id"] for e in conn.status()["executor_list"] if e["gpu"]}
+    assert len(gpu_nodes) == 1 and next(iter(gpu_nodes)).startswith("127.0.0.2")
+    for _ in range(6):
+        fut = conn.call_dag("opt_gpu", {"opt_g_pre": []})
+        ran = fut.get()
+        assert _nodes_of(conn, fut)["opt_g_model"] in gpu_nodes
+        assert "127.0.0.2" in ran[-1]  # the model ran in node B's process tree
+
+
+def test_colocated_functions_run_on_one_node(nodes: Nodes, conn: CloudburstConnection) -> None:
+    nodes.add_gpu_node(conn)  # two nodes of 2 workers each
+    for fn in ("opt_l_f", "opt_l_g", "opt_l_h"):
+        conn.register(node_of, fn)
+    fns = ["opt_l_f", "opt_l_g", "opt_l_h"]
+    links = [("opt_l_f", "opt_l_h"), ("opt_l_g", "opt_l_h")]
+    assert conn.register_dag("opt_spread", fns, links)
+    assert conn.register_dag("opt_coloc", fns, links, colocated=fns)
+    # Without the option three functions spread over both nodes (a worker each) ...
+    fut = conn.call_dag("opt_spread", {"opt_l_f": [], "opt_l_g": []})
+    fut.get()
+    assert len(set(_nodes_of(conn, fut).values())) == 2
+    # ... with it they share one, and really run there.
+    for _ in range(6):
+        fut = conn.call_dag("opt_coloc", {"opt_l_f": [], "opt_l_g": []})
+        ran = fut.get()
+        assert len(set(_nodes_of(conn, fut).values())) == 1
+        assert len(set(ran)) == 1 and ran[0], ran
