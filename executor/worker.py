@@ -65,6 +65,7 @@ from executor.triggers import (
     TriggerBook,
     downstreams,
     forward_schedule,
+    is_invalid,
     upstreams,
 )
 from executor.userlib import UserLibrary
@@ -356,6 +357,8 @@ class Worker:
             if result is STREAMED:  # already forwarded as a stream while it ran
                 self._call_output(sched, fn)
                 return None
+            if fn in sched.dag.multiexec and not self._multiexec_continues(sched, fn, result):
+                return None
             nxt = _inline_next(sched, fn, downs, self.cfg.executor.gpu) if INLINE_CHAINS else None
             if nxt is None:
                 break
@@ -380,6 +383,24 @@ class Worker:
                 f"serialized to send it back: {exc}"
             )
             self._fail(sched, fn, wire.error_message(pb.INVALID_ARGUMENT, msg, fn))
+
+    def _multiexec_continues(self, sched: pb.DagSchedule, fn: str, result: Any) -> bool:
+        """A MULTIEXEC run ended: whether its result continues the DAG (the first valid
+        one does); fails the call when every upstream's result was invalid."""
+        invalids = [serializer.from_value(v) for v in sched.dag.multiexec[fn].values]
+        valid = not is_invalid(result, invalids)
+        outcome = self.book.multiexec_result(sched, fn, valid, time.monotonic())
+        if outcome == "continue":
+            return True
+        self._call_output(sched, fn)
+        log.debug("[%s] %s: result %s dropped", sched.id, fn, "valid" if valid else "invalid")
+        if outcome == "exhausted":
+            msg = (
+                f"every result of MULTIEXEC function {fn!r} was one of its invalid results "
+                f"{invalids!r}: nothing continued call {sched.id}"
+            )
+            self._fail(sched, fn, wire.error_message(pb.EXECUTION_ERROR, msg, fn))
+        return False
 
     def _call_output(self, sched: pb.DagSchedule, fn: str) -> str:
         """Stop capturing the call's output (logged once, with the call id) and

@@ -205,3 +205,52 @@ def test_colocated_functions_run_on_one_node(nodes: Nodes, conn: CloudburstConne
         ran = fut.get()
         assert len(set(_nodes_of(conn, fut).values())) == 1
         assert len(set(ran)) == 1 and ran[0], ran
+
+
+# --- MULTIEXEC ------------------------------------------------------------------
+
+
+def after(_cb: Any, delay: float, value: Any) -> Any:
+    import time
+
+    time.sleep(delay)
+    return value
+
+
+def passthrough(_cb: Any, value: Any) -> Any:
+    return value
+
+
+def tagged(_cb: Any, value: Any) -> str:
+    return f"got:{value}"
+
+
+def test_multiexec_first_valid_result_continues(conn: CloudburstConnection) -> None:
+    conn.register(after, "opt_m_slow")
+    conn.register(after, "opt_m_fast")
+    conn.register(passthrough, "opt_m_pick")
+    conn.register(tagged, "opt_m_sink")
+    fns = ["opt_m_slow", "opt_m_fast", ("opt_m_pick", [None, "bad"]), "opt_m_sink"]
+    links = [
+        ("opt_m_slow", "opt_m_pick"),
+        ("opt_m_fast", "opt_m_pick"),
+        ("opt_m_pick", "opt_m_sink"),
+    ]
+    assert conn.register_dag("opt_multi", fns, links)
+
+    def call(slow: Any, fast: Any, key: str) -> Any:
+        args = {"opt_m_slow": [1.0, slow], "opt_m_fast": [0.0, fast]}
+        return conn.call_dag("opt_multi", args, output_key=key)
+
+    # A race: the first valid result continues, without waiting for the other branch.
+    assert call("slow", "fast", "opt/m1").get() == "got:fast"
+    # An invalid result (None, "bad") is dropped: the other branch's continues.
+    assert call("slow", None, "opt/m2").get() == "got:slow"
+    assert call("slow", "bad", "opt/m3").get() == "got:slow"
+    # Once the slow branch surely finished, nothing else reached the sink: the
+    # output key still holds the first result.
+    time.sleep(2.0)
+    assert conn.get_object("opt/m1") == "got:fast"
+    # Every result invalid: the call fails instead of hanging.
+    with pytest.raises(errors.CloudburstException, match="every result of MULTIEXEC"):
+        call(None, "bad", "opt/m4").get()
