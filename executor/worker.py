@@ -40,6 +40,7 @@ from cloudburst.shared.kvs import make_kvs_client
 from cloudburst.shared.logs import CURRENT_CALL, setup_logging
 from cloudburst.shared.proto import cloudburst_pb2 as pb
 from cloudburst.shared.values import to_lattice
+from executor.batching import BatchBook, split_results, transpose
 from executor.capture import OutputCapture
 from executor.invoke import (
     KeysNotReady,
@@ -118,6 +119,8 @@ class Worker:
         # Calls waiting for referenced results (futures passed as arguments). They are
         # parked, not waited for, so the call producing the result can run here too.
         self.parked: list[tuple[Run, float]] = []
+        # Calls of batching functions waiting to run together (executor/batching.py).
+        self.batches = BatchBook(cfg.executor.batch_max_size, cfg.executor.batch_max_wait_s)
         self.park_delay = 0.001
         self.next_retry = float("inf")
         self.running = True
@@ -164,6 +167,9 @@ class Worker:
             wait_ms = 100
             if self.parked:
                 wait_ms = max(0, min(100, int((self.next_retry - time.monotonic()) * 1000)))
+            if self.batches.queues:
+                due_ms = (self.batches.next_due() - time.monotonic()) * 1000
+                wait_ms = max(0, min(wait_ms, int(due_ms) + 1))
             if self.pull.poll(wait_ms):
                 try:
                     data = self.pull.recv(zmq.NOBLOCK)
@@ -172,6 +178,9 @@ class Worker:
                 self.handle(data)
             if self.parked and time.monotonic() >= self.next_retry:
                 self._retry_parked()
+            if self.batches.queues:
+                for batch in self.batches.due(time.monotonic()):
+                    self._run_batch(batch)
             now = time.monotonic()
             if now >= next_expire:
                 for entry, fn, missing in self.book.expire_calls(now):
@@ -194,7 +203,14 @@ class Worker:
             log.exception("dropping a message that could not be handled")
             return
         try:
-            if isinstance(action, Run):
+            if (
+                isinstance(action, Run)
+                and action.function in action.schedule.dag.batching_functions
+            ):
+                batch = self.batches.add(action, time.monotonic())
+                if batch is not None:
+                    self._run_batch(batch)
+            elif isinstance(action, Run):
                 t0 = time.perf_counter()
                 log.debug("[%s] %s: running", action.schedule.id, action.function)
                 CURRENT_CALL[0] = action.schedule.id
@@ -383,6 +399,82 @@ class Worker:
                 f"serialized to send it back: {exc}"
             )
             self._fail(sched, fn, wire.error_message(pb.INVALID_ARGUMENT, msg, fn))
+
+    def _run_batch(self, runs: list[Run]) -> None:
+        """Run a batching function once for several calls (executor/batching.py): one
+        list per argument in, one result per call out, each continuing its own call."""
+        fn = runs[0].function
+        ids = ",".join(r.schedule.id for r in runs)
+        t0 = time.perf_counter()
+        try:
+            loaded = self.get_function(fn, max(r.schedule.versions.get(fn, 0) for r in runs))
+        except Exception as exc:
+            for r in runs:
+                self._fail(r.schedule, fn, _load_error(exc, fn))
+            return
+        calls: list[tuple[pb.DagSchedule, list[Any]]] = []
+        for r in runs:
+            sched = r.schedule
+            try:
+                args = wire.decode_args(sched.arguments[fn]) if fn in sched.arguments else []
+                for upstream in r.upstream:
+                    args.extend(wire.decode_args(upstream))
+                # (a batch does not park: it waits here for referenced results)
+                args = resolve_args(args, self.state, self.cfg.scheduler.call_timeout_s)
+            except Exception as exc:
+                self._fail(sched, fn, _load_error(exc, fn))
+                continue
+            calls.append((sched, args))
+        if not calls:
+            return
+        ecfg = self.cfg.executor
+        limits = effective_limits(
+            loaded.timeout_s,
+            loaded.memory_bytes,
+            ecfg.default_function_timeout_s,
+            ecfg.default_function_memory_bytes,
+        )
+        first = calls[0][0]
+        applied = self.limits.apply(limits, (first, fn, limits)) if limits else NO_LIMITS
+        self.busy = 1
+        self.current = (first.id, time.monotonic())
+        self.capture.reset()
+        self.capture.start()
+        self.capture_id = first.id
+        log.debug("[%s] %s: running a batch of %d", ids, fn, len(calls))
+        try:
+            with applied:
+                result = invoke(loaded, self.lib, transpose([a for _, a in calls]))
+            results = split_results(fn, result, len(calls))
+        except (Exception, SystemExit) as exc:
+            err = (
+                wire.error_message(pb.INVALID_ARGUMENT, str(exc), fn)
+                if isinstance(exc, ValueError) and "batching function" in str(exc)
+                else wire.remote_error(exc, fn)
+            )
+            if isinstance(exc, MemoryError) and applied.memory_limited:
+                messages = [m for s, _ in calls for m in self._failure_messages(s, fn, err)]
+                self._replace_self(messages, EXIT_MEMORY)
+            for sched, _ in calls:
+                self._fail(sched, fn, err)
+            return
+        finally:
+            self.busy = 0
+            self.current = None
+            self.completed += len(calls)
+            self._release_pins()
+        metrics.executed(str(self.index), first.dag.name, fn, time.perf_counter() - t0)
+        self._call_output(first, fn)  # stop capturing (the first call's result carries it)
+        for (sched, _), res in zip(calls, results, strict=True):
+            try:
+                downs = downstreams(sched.dag, fn)
+                if downs:
+                    self._forward(sched, fn, downs, res)
+                else:
+                    self._finish(sched, fn, res)
+            except SerializationError as exc:
+                msg = f"a result of batching function {fn!r} cannot be serialized: {exc}"
+                self._fail(sched, fn, wire.error_message(pb.INVALID_ARGUMENT, msg, fn))
 
     def _multiexec_continues(self, sched: pb.DagSchedule, fn: str, result: Any) -> bool:
         """A MULTIEXEC run ended: whether its result continues the DAG (the first valid
@@ -613,7 +705,7 @@ class Worker:
             node_id=self.node_id,
             functions=list(self.functions),
             busy=self.busy,
-            queue_length=len(self.book) + len(self.parked),
+            queue_length=len(self.book) + len(self.parked) + len(self.batches),
             pid=os.getpid(),
             inbox_address=self.inbox_address,
             completed=self.completed,

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.integration
 
 WORKERS = 2
 BATCH_SIZE = 4
-BATCH_WAIT_S = 0.5
+BATCH_WAIT_S = 1.0
 
 
 @dataclasses.dataclass
@@ -254,3 +254,44 @@ def test_multiexec_first_valid_result_continues(conn: CloudburstConnection) -> N
     # Every result invalid: the call fails instead of hanging.
     with pytest.raises(errors.CloudburstException, match="every result of MULTIEXEC"):
         call(None, "bad", "opt/m4").get()
+
+
+# --- batching_functions -----------------------------------------------------------
+
+
+def model(_cb: Any, xs: list[int], scale: list[int]) -> list[tuple[int, int]]:
+    return [(x * s, len(xs)) for x, s in zip(xs, scale, strict=True)]
+
+
+def broken_model(_cb: Any, xs: list[int]) -> list[int]:
+    return xs[:1]  # one result for the whole batch: wrong
+
+
+def test_batching_function_runs_once_over_pending_calls(conn: CloudburstConnection) -> None:
+    conn.register(incr, "opt_b_pre")
+    conn.register(model, "opt_b_model")
+    fns = ["opt_b_pre", "opt_b_model"]
+    assert conn.register_dag(
+        "opt_batch", fns, [("opt_b_pre", "opt_b_model")], batching_functions=["opt_b_model"]
+    )
+    # 8 calls sent together: each waits up to BATCH_WAIT_S on the model's worker for
+    # others, and a batch holds at most BATCH_SIZE.
+    futs = [conn.call_dag("opt_batch", {"opt_b_pre": i, "opt_b_model": 10}) for i in range(8)]
+    results = [f.get() for f in futs]
+    assert [r[0] for r in results] == [(i + 1) * 10 for i in range(8)]  # each its own
+    sizes = [r[1] for r in results]
+    assert max(sizes) > 1 and max(sizes) <= BATCH_SIZE, sizes
+    # A lone call runs alone once its wait is over.
+    assert conn.call_dag("opt_batch", {"opt_b_pre": 1, "opt_b_model": 3}).get() == (6, 1)
+    # A batching function that does not return one result per call fails each call.
+    conn.register(broken_model, "opt_b_broken")
+    assert conn.register_dag(
+        "opt_batch_bad", ["opt_b_broken"], [], batching_functions=["opt_b_broken"]
+    )
+    futs = [conn.call_dag("opt_batch_bad", {"opt_b_broken": i}) for i in range(3)]
+    for f in futs:
+        try:
+            assert f.get() == 0  # a batch of one is right
+        except errors.InvalidArgument as exc:
+            assert "one result per call" in str(exc)
+    assert any(f.exception() is not None for f in futs), "some batch had several calls"
