@@ -181,6 +181,7 @@ class Worker:
             if self.batches.queues:
                 for batch in self.batches.due(time.monotonic()):
                     self._run_batch(batch)
+                    self._release_pins()  # (after the results left: they may map them)
             now = time.monotonic()
             if now >= next_expire:
                 for entry, fn, missing in self.book.expire_calls(now):
@@ -442,16 +443,12 @@ class Worker:
         self.capture.start()
         self.capture_id = first.id
         log.debug("[%s] %s: running a batch of %d", ids, fn, len(calls))
+        columns = transpose([a for _, a in calls])  # (one arity per batch: see BatchBook)
         try:
             with applied:
-                result = invoke(loaded, self.lib, transpose([a for _, a in calls]))
-            results = split_results(fn, result, len(calls))
-        except (Exception, SystemExit) as exc:
-            err = (
-                wire.error_message(pb.INVALID_ARGUMENT, str(exc), fn)
-                if isinstance(exc, ValueError) and "batching function" in str(exc)
-                else wire.remote_error(exc, fn)
-            )
+                result = invoke(loaded, self.lib, columns)
+        except (Exception, SystemExit) as exc:  # user code: fails the batch's calls
+            err = wire.remote_error(exc, fn)
             if isinstance(exc, MemoryError) and applied.memory_limited:
                 messages = [m for s, _ in calls for m in self._failure_messages(s, fn, err)]
                 self._replace_self(messages, EXIT_MEMORY)
@@ -462,7 +459,12 @@ class Worker:
             self.busy = 0
             self.current = None
             self.completed += len(calls)
-            self._release_pins()
+        try:
+            results = split_results(fn, result, len(calls))
+        except ValueError as exc:
+            for sched, _ in calls:
+                self._fail(sched, fn, wire.error_message(pb.INVALID_ARGUMENT, str(exc), fn))
+            return
         metrics.executed(str(self.index), first.dag.name, fn, time.perf_counter() - t0)
         self._call_output(first, fn)  # stop capturing (the first call's result carries it)
         for (sched, _), res in zip(calls, results, strict=True):
