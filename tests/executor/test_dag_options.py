@@ -74,15 +74,3 @@ def test_invalid_results_compare_by_type_and_value() -> None:
     assert not is_invalid(0, [False]) and not is_invalid(0.0, [0])
     assert is_invalid(np.zeros(3), [np.zeros(3)]) and not is_invalid(np.ones(3), [np.zeros(3)])
     assert not is_invalid([1], []) and is_invalid({"a": 1}, [{"a": 1}])
-
-
-def test_dag_info_shows_the_options_when_set() -> None:
-    from cloudburst import ops
-    from cloudburst.shared import serializer
-    from lattices import LWWPairLattice
-
-    dag = dag_message("d", ["a", ("b", [None])], [("a", "b")], gpu_functions=["b"])
-    info = ops.dag_info("d", LWWPairLattice(1, serializer.to_bytes(dag.SerializeToString())))
-    assert info is not None
-    assert info["multiexec"] == ["b"] and info["gpu_functions"] == ["b"]
-    assert "batching_functions" not in info and "colocated" not in info
