@@ -15,7 +15,8 @@ and asks :func:`choose` for each function of a call. Ranking, best first:
 DAG options (``register_dag``) narrow the candidates first: a GPU function goes only
 to executors that advertise a GPU; a function of a ``colocated`` group goes to the
 node of the group's functions placed before it (on a worker of its own there if one
-is free, else sharing one), and anywhere when that node has no candidate; a batching
+is free, else sharing one), and anywhere when that node has no candidate (the group's
+first function prefers a node with a free worker for each); a batching
 function goes to its *home* (the executor its calls went to before, while it is a
 candidate), so pending calls meet on one worker and run as a batch.
 
@@ -164,6 +165,14 @@ def place(
             if nodes:
                 near = [e for e in pool if e.node_id in nodes]
                 tries += [(near, {*exclude, *out.values()}), (near, exclude)]
+            elif len(group) > 1:  # the group's first: a node with a free worker for each
+                free: dict[str, int] = {}
+                for e in pool:
+                    if e.alive(now, policy) and e.address not in exclude:
+                        if e.address not in out.values():
+                            free[e.node_id] = free.get(e.node_id, 0) + 1
+                roomy = [e for e in pool if free.get(e.node_id, 0) >= len(group)]
+                tries.append((roomy, {*exclude, *out.values()}))
             tries += [(pool, {*exclude, *out.values()}), (pool, exclude)]
             ex = None
             for candidates, excluded in tries:

@@ -139,3 +139,10 @@ def test_options_are_part_of_a_registration() -> None:
     for kw in ({"gpu_functions": ["g"]}, {"batching_functions": ["g"]}, {"colocated": ["f", "g"]}):
         assert not same_dag(base, dag_message("d", ["f", "g"], [("f", "g")], **kw))  # type: ignore[arg-type]
     assert not same_dag(base, dag_message("d", ["f", ("g", [None])], [("f", "g")]))
+
+
+def test_a_colocated_group_starts_on_a_node_with_room_for_it() -> None:
+    views = _views({"a1": ("A", False), **{f"b{i}": ("B", False) for i in range(3)}})
+    views["b0"].last_assigned = 5.0  # round robin would start on a1
+    got = place(views, ["f", "g", "h"], now=0.1, colocated=[{"f", "g", "h"}])
+    assert got is not None and sorted(got.values()) == ["b0", "b1", "b2"]
