@@ -144,6 +144,11 @@ class TriggerBook:
         self.invalid[key] = (count + 1, first)
         return "drop"
 
+    def settle(self, call_id: str, fn: str, now: float) -> None:
+        """MULTIEXEC ``fn`` of the call is done with (it failed): drop later triggers."""
+        self.invalid.pop((call_id, fn), None)
+        self.settled[(call_id, fn)] = now
+
     def expire(self, now: float) -> list[tuple[str, str]]:
         """Drop entries older than ``ttl`` (an upstream never came); returns their keys."""
         return [(e.schedule.id, fn) for e, fn, _ in self.expire_calls(now)]

@@ -646,6 +646,8 @@ class Worker:
         return out + self._cancel_messages(sched, fn, err)
 
     def _fail(self, sched: pb.DagSchedule, fn: str, err: pb.RemoteError) -> None:
+        if fn in sched.dag.multiexec:  # the call failed: its later triggers are dropped
+            self.book.settle(sched.id, fn, time.monotonic())
         for address, data in self._failure_messages(sched, fn, err):
             self._send(address, data)
 

@@ -74,3 +74,12 @@ def test_invalid_results_compare_by_type_and_value() -> None:
     assert not is_invalid(0, [False]) and not is_invalid(0.0, [0])
     assert is_invalid(np.zeros(3), [np.zeros(3)]) and not is_invalid(np.ones(3), [np.zeros(3)])
     assert not is_invalid([1], []) and is_invalid({"a": 1}, [{"a": 1}])
+
+
+def test_a_failed_multiexec_run_ends_the_race() -> None:
+    dag = dag_message("d", ["a", "b", ("m", [None])], [("a", "m"), ("b", "m")])
+    sched = pb.DagSchedule(id="c", dag=dag)
+    book = TriggerBook(ttl=10.0)
+    assert isinstance(book.add(_trigger(sched, "a"), 0.0), Run)
+    book.settle("c", "m", 0.1)  # the run raised: the call failed
+    assert book.add(_trigger(sched, "b"), 0.2) is None
