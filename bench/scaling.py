@@ -55,13 +55,15 @@ def sleep50(_: Any, x: int) -> int:
 
 
 class Cluster:
-    def __init__(self, run_dir: Path, workers: int, executor: dict[str, Any]) -> None:
+    def __init__(
+        self, run_dir: Path, workers: int, executor: dict[str, Any], log_level: str = "WARNING"
+    ) -> None:
         self.cfg = free_port_config(
             run_dir,
             workers=workers,
             scheduler={"call_timeout_s": 60.0},
             executor={"workers": workers, "base_port": 0, "heartbeat_period_s": 0.25, **executor},
-            log_level="WARNING",
+            log_level=log_level,
         )
         path = write_config(self.cfg, run_dir / "config.yml")
         self.group = ProcessGroup(log_dir=run_dir / "logs")

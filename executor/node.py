@@ -191,6 +191,7 @@ class Node:
                         queue=st.queue_length,
                         now=now,
                         leaving=st.leaving,
+                        completed=st.completed,
                     )
             except Exception:
                 log.exception("dropping a malformed pool message")

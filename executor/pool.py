@@ -11,8 +11,8 @@ actions :meth:`Pool.decide` returns:
 
 Actions, in the order to carry them out:
 
-- :class:`Dispatch`: send a waiting call to an idle worker (claimed until its next
-  heartbeat shows it took the call);
+- :class:`Dispatch`: send a waiting call to an idle worker (claimed until a status
+  shows it completed one more call: workers send one whenever they fall idle);
 - :class:`Start`: start ``count`` workers: calls wait, no worker is idle, and the
   pool is below ``max_workers`` (workers already starting count as coming capacity);
 - :class:`Fail`: a waiting call reached its deadline; when the pool is at its maximum
@@ -55,8 +55,6 @@ class PoolPolicy:
     max_workers: int = 16
     #: a worker idle for this long is retired (above ``min_workers``)
     idle_retire_s: float = 30.0
-    #: a dispatched call counts a worker busy until a heartbeat this much later
-    claim_s: float = 0.05
     #: a worker that has not sent its first heartbeat within this counts as failed
     start_timeout_s: float = 30.0
     #: at most one retirement per this many seconds
@@ -76,7 +74,8 @@ class WorkerInfo:
     queue: int = 0
     last_seen: float = float("-inf")
     idle_since: float | None = None
-    claimed_until: float = float("-inf")
+    completed: int = 0  # calls it completed, as of its last status
+    claimed: int = 0  # free again once ``completed`` reaches this (a call was given to it)
     retiring: bool = False
 
     @property
@@ -89,7 +88,7 @@ class WorkerInfo:
             and not self.retiring
             and not self.busy
             and self.queue == 0
-            and self.last_seen >= self.claimed_until
+            and self.completed >= self.claimed
             and now - self.last_seen <= STALE_S
         )
 
@@ -169,7 +168,14 @@ class Pool:
             self.workers[name] = WorkerInfo(name, started_at=now)
 
     def status(
-        self, name: str, address: str, busy: bool, queue: int, now: float, leaving: bool = False
+        self,
+        name: str,
+        address: str,
+        busy: bool,
+        queue: int,
+        now: float,
+        leaving: bool = False,
+        completed: int | None = None,
     ) -> None:
         info = self.workers.get(name)
         if info is None:
@@ -183,9 +189,11 @@ class Pool:
         elif not idle:
             info.idle_since = None
         info.busy, info.queue, info.last_seen = busy, queue, now
-        if idle:  # the calls handed to it are done
+        if completed is not None:
+            info.completed = completed
+        if idle and info.completed >= info.claimed:  # the calls handed to it are done
             for call_id, moved in list(self.moved.items()):
-                if moved.worker == name and now > moved.at + self.policy.claim_s:
+                if moved.worker == name:
                     del self.moved[call_id]
 
     def spilled(
@@ -215,7 +223,7 @@ class Pool:
                 break
             worker = free.pop(0)
             wait = self.waiting.pop(call_id)
-            worker.claimed_until = now + self.policy.claim_s
+            worker.claimed = worker.completed + 1
             worker.idle_since = None
             if wait.origin:
                 self.moved[call_id] = _Moved(wait.origin, worker.name, now)

@@ -189,6 +189,8 @@ class Worker:
             data = self.backlog.recv(wait_ms)
             if data is not None:
                 self.handle(data)
+                if self.beat_to:
+                    self._idle_beat()
             if self.parked and time.monotonic() >= self.next_retry:
                 self._retry_parked()
             if self.batches.queues:
@@ -247,6 +249,27 @@ class Worker:
             )
         finally:
             self._release_pins()
+
+    def _idle_beat(self) -> None:
+        """Tell the node at once when this worker falls idle: its pool hands it a
+        waiting call without waiting for the next heartbeat (``executor.pool``)."""
+        if self.parked or len(self.batches) or len(self.book):
+            return
+        with self.backlog.lock:
+            if self.backlog.items or self.pull.poll(0):
+                return
+        st = pb.ExecutorStatus(
+            address=self.address,
+            node_id=self.node_id,
+            index=self.index,
+            indexed=True,
+            completed=self.completed,
+            leaving=self.leaving,
+            pid=os.getpid(),
+        )
+        data = pb.SchedulerRequest(heartbeat=st).SerializeToString()
+        for address in self.beat_to:
+            self._send(address, data)
 
     def _release_pins(self) -> None:
         """The call ended: unpin the shared-memory segments it read (cache/shm.py)."""

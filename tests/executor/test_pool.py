@@ -42,7 +42,7 @@ def test_a_waiting_call_goes_to_an_idle_worker_first() -> None:
     pool.spilled("c1", b"t1", now=1.0, deadline=31.0)
     actions = pool.decide(1.0)
     assert actions == [Dispatch("c1", b"t1", "worker1", "tcp://h:1")]
-    # claimed: a second call does not go there before its next heartbeat
+    # claimed: a second call does not go there before it completed the first
     pool.spilled("c2", b"t2", now=1.01, deadline=31.0)
     assert pool.decide(1.01) == [Start(1, "1 call(s) waiting, 0 worker(s) free, 0 starting")]
 
@@ -170,7 +170,7 @@ def test_a_worker_whose_handed_back_call_runs_elsewhere_is_not_retired() -> None
     retired = [a.worker for a in pool.decide(3.0) if isinstance(a, Retire)]
     assert retired == [spare]  # not worker0: its call still runs on `other`
     pool.exited(spare)
-    pool.status(other, "tcp://h:x", busy=False, queue=0, now=3.5)  # c is done
+    pool.status(other, "tcp://h:x", busy=False, queue=0, now=3.5, completed=1)  # c is done
     pool.status("worker0", "tcp://h:0", busy=False, queue=0, now=4.5)
     pool.status(other, "tcp://h:x", busy=True, queue=0, now=4.6)  # a new call
     retired = [a.worker for a in pool.decide(5.0) if isinstance(a, Retire)]
@@ -196,3 +196,17 @@ def test_calls_beyond_the_starting_workers_fail_at_their_deadline() -> None:
     [fail] = pool.decide(5.0)  # c1 waits for worker1; c2 cannot be helped
     assert isinstance(fail, Fail) and fail.call_id == "c2" and fail.at_maximum
     assert list(pool.waiting) == ["c1"]
+
+
+def test_a_worker_that_completed_the_dispatched_call_is_free_again_at_once() -> None:
+    pool = pool_with(1, busy=False)
+    pool.status("worker0", "tcp://h:0", busy=False, queue=0, now=0.0, completed=5)
+    pool.spilled("a", b"t", now=0.1, deadline=100.0)
+    pool.spilled("b", b"t", now=0.1, deadline=100.0)
+    actions = pool.decide(0.1)
+    assert [type(a) for a in actions] == [Dispatch, Start]
+    pool.status("worker0", "tcp://h:0", busy=False, queue=0, now=0.11, completed=5)  # stale
+    assert not any(isinstance(a, Dispatch) for a in pool.decide(0.11))
+    pool.status("worker0", "tcp://h:0", busy=False, queue=0, now=0.2, completed=6)
+    [d] = [a for a in pool.decide(0.2) if isinstance(a, Dispatch)]
+    assert d.call_id == "b"
