@@ -63,7 +63,7 @@ def test_a_node_is_added_under_load_and_drained_without_losing_calls(
         futs = []
         added_at = removed_at = None
         t0 = time.monotonic()
-        while time.monotonic() - t0 < 60.0:
+        while time.monotonic() - t0 < 90.0:
             kinds = [d.action.kind for _, d in scaler.history]
             heavy = "add_executor_node" not in kinds or not _nodes(conn, "127.0.0.2")
             if added_at is None and "add_executor_node" in kinds:
@@ -85,7 +85,10 @@ def test_a_node_is_added_under_load_and_drained_without_losing_calls(
             )
             for t, s in scaler.trace
         ]
-        assert removed_at is not None, ([d.log_line() for _, d in scaler.history], trace)
+        if removed_at is None:
+            print("decisions:", [d.log_line() for _, d in scaler.history])
+            print("trace (t, nodes, pending, utilization, wait):", trace)
+        assert removed_at is not None, "the added node was not removed when the load fell"
         assert not scaler.draining, "the node did not finish draining"
         results = [f.get(timeout=60.0) for f in futs]
         assert results == list(range(len(futs)))  # no call lost while the node drained
