@@ -32,6 +32,8 @@ class Run:
     schedule: pb.DagSchedule
     function: str
     upstream: list[pb.Arguments]
+    #: SINGLE/MULTI: the upstream read sets (executor/session.py), in connection order.
+    sessions: list[pb.CallSession] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class _Pending:
     schedule: pb.DagSchedule
     created: float
     args: dict[str, pb.Arguments] = field(default_factory=dict)
+    sessions: dict[str, pb.CallSession] = field(default_factory=dict)
 
 
 @dataclass
@@ -107,10 +110,13 @@ class TriggerBook:
         if entry is None:
             entry = self.pending[key] = _Pending(sched, now)
         entry.args[trigger.source] = trigger.arguments
+        if trigger.HasField("session"):
+            entry.sessions[trigger.source] = trigger.session
         if len(entry.args) < len(set(ups)):
             return None
         del self.pending[key]
-        return Run(sched, fn, [entry.args[src] for src in ups])
+        sessions = [entry.sessions[src] for src in dict.fromkeys(ups) if src in entry.sessions]
+        return Run(sched, fn, [entry.args[src] for src in ups], sessions)
 
     def expire(self, now: float) -> list[tuple[str, str]]:
         """Drop entries older than ``ttl`` (an upstream never came); returns their keys."""

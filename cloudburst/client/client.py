@@ -56,6 +56,8 @@ from scheduler.logic import sources
 log = logging.getLogger(__name__)
 
 NORMAL = pb.NORMAL
+SINGLE = pb.SINGLE  # docs/consistency.md
+MULTI = pb.MULTI
 #: How long a wait for an answer polls without sleeping before it blocks (seconds).
 SPIN_S = 200e-6
 #: The longest a wait blocks on the socket in one go: a waiting thread notices within
@@ -283,7 +285,6 @@ class CloudburstConnection:
         self._inflight: dict[str, int] = {}
         self._kvs: Any = None
         self._dead_reason = ""  # why _dead_executors found executors dead (for messages)
-        self._warned_consistency = False
         self.kvs_address = ""
         try:
             self._connect(min(connect_timeout, timeout))
@@ -916,9 +917,12 @@ class CloudburstConnection:
         the result itself. With ``output_key`` the result is also stored there."""
         if consistency not in (pb.NORMAL, pb.SINGLE, pb.MULTI):
             raise InvalidArgument(f"unknown consistency {consistency!r}")
-        if consistency != pb.NORMAL and not self._warned_consistency:
-            self._warned_consistency = True
-            log.warning("causal consistency (SINGLE/MULTI) is not implemented; calls run as NORMAL")
+        if consistency == pb.MULTI and not (output_key and client_id):
+            raise InvalidArgument(
+                "consistency=MULTI needs output_key and client_id: the result is stored "
+                "under output_key as a causal version with client_id's clock entry "
+                "incremented, which orders a client's successive calls (docs/consistency.md)"
+            )
         if not isinstance(arg_map, dict):
             raise InvalidArgument(
                 f"arg_map must be a dict of function -> arguments, not {arg_map!r}"

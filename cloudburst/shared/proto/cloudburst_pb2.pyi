@@ -225,19 +225,72 @@ class DagSchedule(_message.Message):
     expiring_output: bool
     def __init__(self, id: _Optional[str] = ..., dag: _Optional[_Union[Dag, _Mapping]] = ..., locations: _Optional[_Mapping[str, str]] = ..., arguments: _Optional[_Mapping[str, Arguments]] = ..., response_address: _Optional[str] = ..., output_key: _Optional[str] = ..., consistency: _Optional[_Union[ConsistencyType, str]] = ..., client_id: _Optional[str] = ..., reply_stored: _Optional[bool] = ..., versions: _Optional[_Mapping[str, int]] = ..., expiring_output: _Optional[bool] = ...) -> None: ...
 
+class SessionRead(_message.Message):
+    __slots__ = ("key", "location", "lattice_type", "payload")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    LATTICE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    location: str
+    lattice_type: int
+    payload: bytes
+    def __init__(self, key: _Optional[str] = ..., location: _Optional[str] = ..., lattice_type: _Optional[int] = ..., payload: _Optional[bytes] = ...) -> None: ...
+
+class Clock(_message.Message):
+    __slots__ = ("entries",)
+    class EntriesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.ScalarMap[str, int]
+    def __init__(self, entries: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class CallSession(_message.Message):
+    __slots__ = ("reads", "holders", "versions", "required")
+    class VersionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Clock
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Clock, _Mapping]] = ...) -> None: ...
+    class RequiredEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Clock
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Clock, _Mapping]] = ...) -> None: ...
+    READS_FIELD_NUMBER: _ClassVar[int]
+    HOLDERS_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    reads: _containers.RepeatedCompositeFieldContainer[SessionRead]
+    holders: _containers.RepeatedScalarFieldContainer[str]
+    versions: _containers.MessageMap[str, Clock]
+    required: _containers.MessageMap[str, Clock]
+    def __init__(self, reads: _Optional[_Iterable[_Union[SessionRead, _Mapping]]] = ..., holders: _Optional[_Iterable[str]] = ..., versions: _Optional[_Mapping[str, Clock]] = ..., required: _Optional[_Mapping[str, Clock]] = ...) -> None: ...
+
 class DagTrigger(_message.Message):
-    __slots__ = ("schedule", "source", "target_function", "arguments", "error")
+    __slots__ = ("schedule", "source", "target_function", "arguments", "error", "session")
     SCHEDULE_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     TARGET_FUNCTION_FIELD_NUMBER: _ClassVar[int]
     ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
     schedule: DagSchedule
     source: str
     target_function: str
     arguments: Arguments
     error: RemoteError
-    def __init__(self, schedule: _Optional[_Union[DagSchedule, _Mapping]] = ..., source: _Optional[str] = ..., target_function: _Optional[str] = ..., arguments: _Optional[_Union[Arguments, _Mapping]] = ..., error: _Optional[_Union[RemoteError, _Mapping]] = ...) -> None: ...
+    session: CallSession
+    def __init__(self, schedule: _Optional[_Union[DagSchedule, _Mapping]] = ..., source: _Optional[str] = ..., target_function: _Optional[str] = ..., arguments: _Optional[_Union[Arguments, _Mapping]] = ..., error: _Optional[_Union[RemoteError, _Mapping]] = ..., session: _Optional[_Union[CallSession, _Mapping]] = ...) -> None: ...
 
 class ExecutorStatus(_message.Message):
     __slots__ = ("address", "node_id", "functions", "busy", "queue_length", "cached_key_sizes", "has_cache_summary", "pid", "inbox_address", "completed", "leaving", "index", "indexed", "current_call", "current_call_s")
