@@ -237,3 +237,71 @@ def test_multi_needs_output_key_and_client_id(two_nodes: TwoNodes) -> None:
         two_nodes.cloud.call_dag("anything", {}, consistency=MULTI)
     with pytest.raises(InvalidArgument, match="output_key and client_id"):
         two_nodes.cloud.call_dag("anything", {}, consistency=MULTI, output_key="o")
+
+
+def _causal(n: int, deps: dict[str, Any] | None = None) -> MultiKeyCausalLattice:
+    from cloudburst.shared import serializer
+
+    return MultiKeyCausalLattice({"w": n}, deps or {}, {serializer.to_bytes(n)})
+
+
+def causal_f(lib: Any, _anchor: Any, key: str) -> tuple[int, str]:
+    b = lib.get(key)
+    return b.dependencies["causal/a"].get("w"), _node()
+
+
+@pytest.mark.parametrize("mode", [SINGLE, MULTI])
+def test_causal_read_waits_for_the_version_a_dependency_needs(
+    two_nodes: TwoNodes, tmp_path: Path, mode: int
+) -> None:
+    """``f`` (node 1) reads ``b``, which depends on ``a`` at version 2; ``g`` (node 2)
+    reads ``a`` while the KVS still holds version 1 (the write of version 2 lags, as a
+    replica would). MULTI: ``g`` waits for version 2; SINGLE: ``g`` reads version 1."""
+    cloud = two_nodes.cloud
+    name = f"causal{mode}"
+    flag = tmp_path / "g-reads"
+
+    def causal_g(lib: Any, _anchor: Any, dep: int, f_node: str) -> tuple[int, int, str, str]:
+        Path(str(flag)).touch()
+        a = lib.get("causal/a")
+        return dep, a.vector_clock.get("w"), f_node, _node()
+
+    cloud.register(causal_f, f"{name}_f")
+    cloud.register(causal_g, f"{name}_g")
+    assert cloud.register_dag(name, [f"{name}_f", f"{name}_g"], [(f"{name}_f", f"{name}_g")])[0]
+    for trial in range(3):
+        n = 10 * (mode * 10 + trial)  # versions grow across trials and modes
+        assert cloud.put_object("causal/a", _causal(n + 1))
+        assert cloud.put_object("causal/b", _causal(n + 2, {"causal/a": {"w": n + 2}}))
+        for cc in two_nodes.caches:  # both caches hold them (as in a quiet system)
+            for key, want in (("causal/a", n + 1), ("causal/b", n + 2)):
+                _fast_until(
+                    lambda cc=cc, key=key, want=want: (
+                        (got := cc.get([key])[key]) is not None
+                        and got.vector_clock.get("w") == want
+                    ),
+                    10,
+                    f"{key} at {want} in the caches",
+                )
+        flag.unlink(missing_ok=True)
+        kw: dict[str, Any] = {"consistency": mode}
+        if mode == MULTI:
+            kw.update(output_key=f"causal/out/{trial}", client_id="tester")
+        fut = cloud.call_dag(
+            name,
+            {
+                f"{name}_f": [CloudburstReference("anchor/0"), "causal/b"],
+                f"{name}_g": [CloudburstReference("anchor/1")],
+            },
+            **kw,
+        )
+        _fast_until(
+            lambda fut=fut: flag.exists() or (fut.done() and fut.get() is None), 20, "g starts"
+        )
+        time.sleep(0.5)  # g reads now: the version b depends on is not written yet
+        assert cloud.put_object("causal/a", _causal(n + 2))
+        dep, g_saw, f_node, g_node = fut.get(timeout=20)
+        assert f_node != g_node
+        assert dep == n + 2
+        assert g_saw == (n + 2 if mode == MULTI else n + 1)
+    _fast_until(lambda: _pinned_bytes(two_nodes) == [0, 0], timeout=10, what="pins released")
