@@ -305,3 +305,44 @@ def test_causal_read_waits_for_the_version_a_dependency_needs(
         assert dep == n + 2
         assert g_saw == (n + 2 if mode == MULTI else n + 1)
     _fast_until(lambda: _pinned_bytes(two_nodes) == [0, 0], timeout=10, what="pins released")
+
+
+def test_single_chain_in_place_on_the_direct_path(two_nodes: TwoNodes, tmp_path: Path) -> None:
+    """No reference arguments: calls take the client's direct-trigger path and ``g``
+    runs in place after ``f`` (one worker, the node cache pins)."""
+    cloud = two_nodes.cloud
+    key = "consistency/direct"
+
+    def f(lib: Any, flag_dir: str) -> Any:
+        seen = lib.get(key)
+        Path(flag_dir, "read").touch()
+        deadline = time.monotonic() + 10
+        while not Path(flag_dir, "go").exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError("the test never said go")
+            time.sleep(0.0005)
+        return seen
+
+    def g(lib: Any, f_saw: Any) -> tuple[Any, Any]:
+        return f_saw, lib.get(key)
+
+    cloud.register(f, "direct_f")
+    cloud.register(g, "direct_g")
+    assert cloud.register_dag("direct", ["direct_f", "direct_g"], [("direct_f", "direct_g")])[0]
+    for i in range(30):
+        assert cloud.put_object(key, f"old{i}")
+        _wait_cache(two_nodes, key, f"old{i}")
+        flags = tmp_path / str(i)
+        flags.mkdir()
+        fut = cloud.call_dag("direct", {"direct_f": [str(flags)]}, consistency=SINGLE)
+        _fast_until(
+            lambda r=flags / "read", fut=fut: r.exists() or (fut.done() and fut.get() is None),
+            20,
+            "f read k",
+        )
+        assert cloud.put_object(key, f"new{i}")
+        _wait_cache(two_nodes, key, f"new{i}")
+        (flags / "go").touch()
+        assert fut.get(timeout=20) == (f"old{i}", f"old{i}")
+    assert "dag:direct" in cloud._placements  # the fast path was taken
+    _fast_until(lambda: _pinned_bytes(two_nodes) == [0, 0], timeout=10, what="pins released")
