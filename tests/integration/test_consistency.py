@@ -346,3 +346,37 @@ def test_single_chain_in_place_on_the_direct_path(two_nodes: TwoNodes, tmp_path:
         assert fut.get(timeout=20) == (f"old{i}", f"old{i}")
     assert "dag:direct" in cloud._placements  # the fast path was taken
     _fast_until(lambda: _pinned_bytes(two_nodes) == [0, 0], timeout=10, what="pins released")
+
+
+def test_pins_of_a_dead_executor_are_released(two_nodes: TwoNodes, tmp_path: Path) -> None:
+    """``f`` pins ``k`` on node 1, then its worker is killed: node 1's cache drops the
+    dead worker's pins (it checks the pids of its clients every second). Last in the
+    module: the killed worker is replaced meanwhile."""
+    import signal
+
+    name, key = _anomaly_dag(two_nodes, SINGLE)
+    cloud = two_nodes.cloud
+    assert cloud.put_object(key, "before-kill")
+    flags = tmp_path / "kill"
+    flags.mkdir()
+    fut = cloud.call_dag(
+        name,
+        {
+            f"{name}_f": [CloudburstReference("anchor/0"), key, str(flags)],
+            f"{name}_g": [CloudburstReference("anchor/1")],
+        },
+        consistency=SINGLE,
+    )
+    _fast_until((flags / "read").exists, 20, "f read k")
+    node1 = two_nodes.nodes[0]
+    busy = [e for e in cloud.status()["executor_list"] if e["node_id"] == node1 and e.get("pid")]
+    assert len(busy) == 1
+    assert _pinned_bytes(two_nodes)[0] > 0
+    os.kill(busy[0]["pid"], signal.SIGKILL)
+    _fast_until(lambda: _pinned_bytes(two_nodes)[0] == 0, 10, "the dead worker's pins dropped")
+    (flags / "go").touch()  # a retry of the call (if any) may finish now
+    try:
+        fut.get(timeout=30)
+    except Exception:
+        pass  # the call failed with its executor: what matters here are the pins
+    _fast_until(lambda: _pinned_bytes(two_nodes) == [0, 0], 10, "pins released")
