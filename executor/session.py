@@ -40,6 +40,8 @@ from lattices.vector_clock import VectorClock
 
 log = logging.getLogger(__name__)
 
+_warned_lww = False  # the LWW-under-MULTI warning is logged once per process
+
 #: How long a MULTI read waits for the KVS to hold a version its dependencies require.
 REFRESH_TIMEOUT_S = 2.0
 
@@ -283,7 +285,17 @@ class CallSession:
             return lattice
         current = self.get([key]).get(key)
         if not isinstance(current, MultiKeyCausalLattice):
-            return lattice  # an LWW key stays LWW (no cross-key causality: documented)
+            global _warned_lww
+            if not _warned_lww:
+                _warned_lww = True
+                log.warning(
+                    "[%s] MULTI: %r is written as LWW (it holds no causal lattice): its "
+                    "readers get no cross-key causality; store a MultiKeyCausalLattice "
+                    "under it for that (docs/consistency.md; logged once)",
+                    self.call,
+                    key,
+                )
+            return lattice  # an LWW key stays LWW
         clock = current.vector_clock.increment(self.client_id)
         return MultiKeyCausalLattice(clock, self.dependencies(but=key), {bytes(lattice.value)})
 
