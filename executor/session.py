@@ -104,6 +104,7 @@ class CallSession:
         self.versions: dict[str, VectorClock] = {}
         self.required: dict[str, VectorClock] = {}
         self.causal_conflicts = 0
+        self.branch_conflicts = 0
 
     # ---- travelling state -------------------------------------------------------------
 
@@ -112,8 +113,21 @@ class CallSession:
         wins a key both read)."""
         for s in sessions:
             for r in s.reads:
-                if r.key not in self.reads:
+                held = self.reads.get(r.key)
+                if held is None:
                     self.reads[r.key] = r
+                elif held.version and r.version and held.version != r.version:
+                    # Parallel branches on different nodes pinned two versions: the
+                    # first upstream's is kept (docs/consistency.md, limits).
+                    self.branch_conflicts += 1
+                    log.warning(
+                        "[%s] branches of the call read two versions of %r (%s, %s); "
+                        "the first upstream's is kept",
+                        self.call,
+                        r.key,
+                        held.version,
+                        r.version,
+                    )
             self.holders.update(s.holders)
             for k, c in s.versions.items():
                 _merge_into(self.versions, k, _clock(c))
@@ -212,10 +226,14 @@ class CallSession:
         if self.location:
             self.holders.add(self.location)
             if key not in self.reads or not read:
-                self.reads[key] = pb.SessionRead(key=key, location=self.location)
+                self.reads[key] = pb.SessionRead(
+                    key=key, location=self.location, version=_version(lattice)
+                )
         else:
             ltype, payload = _payload(lattice)
-            self.reads[key] = pb.SessionRead(key=key, lattice_type=ltype, payload=payload)
+            self.reads[key] = pb.SessionRead(
+                key=key, lattice_type=ltype, payload=payload, version=_version(lattice)
+            )
         if self.mode == pb.MULTI and isinstance(
             lattice, MultiKeyCausalLattice | SingleKeyCausalLattice
         ):
@@ -313,6 +331,15 @@ class CallSession:
         return MultiKeyCausalLattice(
             clock, self.dependencies(but=key), {serializer.to_bytes(result)}
         )
+
+
+def _version(lattice: Lattice[Any]) -> str:
+    """A short name of a version, to compare what two branches read ("" = unknown)."""
+    if isinstance(lattice, LWWPairLattice):
+        return f"lww:{lattice.timestamp}"
+    if isinstance(lattice, MultiKeyCausalLattice | SingleKeyCausalLattice):
+        return "vc:" + ",".join(f"{n}={c}" for n, c in sorted(lattice.vector_clock.items()))
+    return ""
 
 
 def _covers(lattice: Lattice[Any] | None, need: VectorClock) -> bool:

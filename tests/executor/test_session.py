@@ -192,3 +192,21 @@ def test_concurrent_versions_are_seen_in_a_deterministic_order() -> None:
     b = MultiKeyCausalLattice({"q": 1}, {}, {serializer.to_bytes("alpha")})
     assert causal_values(a.merge(b)) == causal_values(b.merge(a))
     assert sorted(causal_values(a.merge(b))) == ["alpha", "zeta"]
+
+
+def test_fan_in_of_branches_that_read_two_versions_warns_and_keeps_the_first() -> None:
+    kvs = Store(k=lww("v1", 1))
+    left = CallSession("c", pb.SINGLE, kvs)
+    left.get("k")
+    kvs.put("k", lww("v2", 2))
+    right = CallSession("c", pb.SINGLE, kvs)
+    right.get("k")
+    sink = CallSession("c", pb.SINGLE, kvs)
+    msgs = []
+    for s in (left, right):
+        m = pb.CallSession()
+        s.to_pb(m)
+        msgs.append(m)
+    sink.absorb(msgs)
+    assert sink.branch_conflicts == 1
+    assert val(sink.get("k")["k"]) == "v1"

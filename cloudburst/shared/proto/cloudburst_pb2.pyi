@@ -226,16 +226,18 @@ class DagSchedule(_message.Message):
     def __init__(self, id: _Optional[str] = ..., dag: _Optional[_Union[Dag, _Mapping]] = ..., locations: _Optional[_Mapping[str, str]] = ..., arguments: _Optional[_Mapping[str, Arguments]] = ..., response_address: _Optional[str] = ..., output_key: _Optional[str] = ..., consistency: _Optional[_Union[ConsistencyType, str]] = ..., client_id: _Optional[str] = ..., reply_stored: _Optional[bool] = ..., versions: _Optional[_Mapping[str, int]] = ..., expiring_output: _Optional[bool] = ...) -> None: ...
 
 class SessionRead(_message.Message):
-    __slots__ = ("key", "location", "lattice_type", "payload")
+    __slots__ = ("key", "location", "lattice_type", "payload", "version")
     KEY_FIELD_NUMBER: _ClassVar[int]
     LOCATION_FIELD_NUMBER: _ClassVar[int]
     LATTICE_TYPE_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     key: str
     location: str
     lattice_type: int
     payload: bytes
-    def __init__(self, key: _Optional[str] = ..., location: _Optional[str] = ..., lattice_type: _Optional[int] = ..., payload: _Optional[bytes] = ...) -> None: ...
+    version: str
+    def __init__(self, key: _Optional[str] = ..., location: _Optional[str] = ..., lattice_type: _Optional[int] = ..., payload: _Optional[bytes] = ..., version: _Optional[str] = ...) -> None: ...
 
 class Clock(_message.Message):
     __slots__ = ("entries",)
