@@ -929,6 +929,10 @@ class CloudburstConnection:
         a scalar for one argument). Returns a future, or with ``direct_response=True``
         the result itself. With ``output_key`` the result is also stored there.
 
+        ``consistency=SINGLE``: every read of a key in the call returns the version the
+        call read first, on any node; ``MULTI`` adds causal consistency and needs
+        ``output_key`` and ``client_id`` (docs/consistency.md).
+
         ``dry_run=True`` returns the call message (a ``DagCall``) without sending it.
         ``continuation`` (such a message) is called when this call is done, with this
         call's result appended to the arguments of each of its source functions; the
