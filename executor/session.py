@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from cache.pins import LOST, MISS
@@ -317,12 +317,15 @@ class CallSession:
         clock = current.vector_clock.increment(self.client_id)
         return MultiKeyCausalLattice(clock, self.dependencies(but=key), {bytes(lattice.value)})
 
-    def output_lattice(self, key: str, result: Any) -> MultiKeyCausalLattice:
+    def output_lattice(
+        self, key: str, result: Any, client_clock: Mapping[str, int] | None = None
+    ) -> MultiKeyCausalLattice:
         """MULTI: the sink's ``output_key`` write: the call's dependencies, its clock the
-        join of what the call read and the key's current clock, the client's entry
-        incremented (a client's calls that read its earlier outputs follow them)."""
+        join of what the call read, the key's current clock and the clock of the
+        client's last output (``client_clock``, sent by the client), the client's entry
+        incremented: a client's successive calls are ordered."""
         current = self.base.get([key]).get(key)
-        clock = VectorClock()
+        clock = VectorClock(dict(client_clock or {}))
         if isinstance(current, MultiKeyCausalLattice | SingleKeyCausalLattice):
             clock = current.vector_clock
         for c in self.versions.values():

@@ -595,7 +595,10 @@ class Worker:
         if sched.output_key:
             try:
                 if session is not None and sched.consistency == pb.MULTI:
-                    lattice = session.output_lattice(sched.output_key, result)
+                    lattice = session.output_lattice(
+                        sched.output_key, result, sched.client_clock.entries
+                    )
+                    res.clock.entries.update(lattice.vector_clock.reveal())
                 else:
                     lattice = to_lattice(result)
                 ok = self.state.put(sched.output_key, lattice)

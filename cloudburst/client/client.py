@@ -284,6 +284,8 @@ class CloudburstConnection:
         # name -> (placement, lease end, [(source executor, trigger template bytes)])
         self._placements: dict[str, tuple[pb.DagSchedule, float, list[tuple[str, bytes]]]] = {}
         self._inflight: dict[str, int] = {}
+        # MULTI: client_id -> the clock of its last output (docs/consistency.md).
+        self._clocks: dict[str, dict[str, int]] = {}
         self._kvs: Any = None
         self._dead_reason = ""  # why _dead_executors found executors dead (for messages)
         self.kvs_address = ""
@@ -635,7 +637,14 @@ class CloudburstConnection:
         with self._lock:  # never held while waiting (see _wait_until)
             self._check_open()
             fut = (
-                self._direct_call(placement_name, arguments, output_key, consistency, client_id)
+                self._direct_call(
+                    placement_name,
+                    arguments,
+                    output_key,
+                    consistency,
+                    client_id,
+                    body.client_clock if consistency == pb.MULTI else None,
+                )
                 if direct
                 else None
             )
@@ -742,6 +751,7 @@ class CloudburstConnection:
         output_key: str,
         consistency: int,
         client_id: str,
+        client_clock: pb.Clock | None = None,
     ) -> CloudburstFuture | None:
         if not self.direct:
             return None
@@ -769,6 +779,8 @@ class CloudburstConnection:
             sched.consistency = consistency  # type: ignore[assignment]
         if client_id:
             sched.client_id = client_id
+        if client_clock is not None and client_clock.entries:
+            sched.client_clock.CopyFrom(client_clock)
         for fn, args in arguments.items():
             sched.arguments[fn].CopyFrom(args)
         tail = delta.SerializeToString()
@@ -959,6 +971,9 @@ class CloudburstConnection:
             output_key=output_key or "",
             client_id=client_id or "",
         )
+        if consistency == pb.MULTI and client_id in self._clocks:
+            # The clock of this client's last output: the new one follows it.
+            call.client_clock.entries.update(self._clocks[client_id])
         upstreams: list[CloudburstFuture] = []
         for fname, fargs in arg_map.items():
             if not isinstance(fargs, list | tuple):
@@ -987,6 +1002,9 @@ class CloudburstConnection:
             direct=continuation is None,  # cached placements carry no continuation
         )
         fut._upstreams = upstreams
+        if consistency == pb.MULTI:
+            fut._client_id = call.client_id  # its result's clock updates self._clocks
+            fut._learn_clock()  # (if the result came already)
         if direct_response:
             return fut.get()
         return fut

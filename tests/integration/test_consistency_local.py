@@ -122,3 +122,35 @@ def test_across_workers_versions_travel_inline(
         assert f_saw == f"old{i}"
         assert g_saw == (f"new{i}" if mode == NORMAL else f"old{i}")
         assert g_w == f"f-wrote-old{i}"
+
+
+def test_multi_orders_a_clients_successive_calls(cloud: CloudburstConnection) -> None:
+    """Each MULTI output's clock follows the client's previous output, whatever its
+    key: the client sends the clock of its last output with the next call."""
+    from lattices import MultiKeyCausalLattice
+
+    cloud.register(lambda _, x: x + 1, "nc_multi_inc")
+    assert cloud.register_dag("nc_multi", ["nc_multi_inc"], [])[0]
+    clocks = []
+    for i in range(5):
+        out = f"nc_multi/out/{i}"  # a different key every call
+        assert (
+            cloud.call_dag(
+                "nc_multi", {"nc_multi_inc": i}, consistency=MULTI, output_key=out, client_id="c1"
+            ).get(timeout=20)
+            == i + 1
+        )
+        stored = cloud.get_object(out)
+        assert isinstance(stored, MultiKeyCausalLattice)
+        clocks.append(stored.vector_clock)
+    assert [c.get("c1") for c in clocks] == [1, 2, 3, 4, 5]
+    assert all(b.dominates(a) for a, b in zip(clocks, clocks[1:], strict=False))
+    # Another client id starts its own order.
+    cloud.call_dag(
+        "nc_multi",
+        {"nc_multi_inc": 0},
+        consistency=MULTI,
+        output_key="nc_multi/o2",
+        client_id="c2",
+    ).get(timeout=20)
+    assert cloud.get_object("nc_multi/o2").vector_clock.get("c2") == 1
