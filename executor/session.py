@@ -321,13 +321,15 @@ class CallSession:
         self, key: str, result: Any, client_clock: Mapping[str, int] | None = None
     ) -> MultiKeyCausalLattice:
         """MULTI: the sink's ``output_key`` write: the call's dependencies, its clock the
-        join of what the call read, the key's current clock and the clock of the
-        client's last output (``client_clock``, sent by the client), the client's entry
-        incremented: a client's successive calls are ordered."""
-        current = self.base.get([key]).get(key)
+        join of what the call read and the clock of the client's last output
+        (``client_clock``, sent by the client), the client's entry incremented: a
+        client's successive calls are ordered. The key's current clock joins in too, so
+        a client that lost its clock (a new connection) is never dominated by its own
+        earlier outputs."""
         clock = VectorClock(dict(client_clock or {}))
+        current = self.base.get([key]).get(key)
         if isinstance(current, MultiKeyCausalLattice | SingleKeyCausalLattice):
-            clock = current.vector_clock
+            clock = clock.merge(current.vector_clock)
         for c in self.versions.values():
             clock = clock.merge(c)
         clock = clock.increment(self.client_id)
