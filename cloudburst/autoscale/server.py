@@ -26,8 +26,10 @@ from cloudburst.autoscale.actuators import KubernetesActuator, LocalActuator
 from cloudburst.autoscale.policy import (
     ClusterPolicy,
     Decision,
+    FunctionLoad,
     Inputs,
     NodeLoad,
+    StorageLoad,
     config_from,
 )
 from cloudburst.shared import metrics
@@ -65,6 +67,47 @@ def executor_inputs(
     return Inputs(executors=loads)
 
 
+def _samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = []
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                out.append((dict(sample.labels), float(sample.value)))
+    return out
+
+
+def storage_inputs(
+    shard_metrics: dict[str, str], capacity_bytes: int, shard_base_port: int
+) -> list[StorageLoad]:
+    """Per storage node (``<ip>:<shard_base_port>``, anna's node id): the resident
+    memory of its shards (``shard_metrics``: each shard's ``/metrics`` text by its
+    host) against ``capacity_bytes`` per node."""
+    used: dict[str, float] = defaultdict(float)
+    for host, text in shard_metrics.items():
+        for _, value in _samples(text, "process_resident_memory_bytes"):
+            used[f"{host}:{shard_base_port}"] += value
+    return [StorageLoad(node, int(rss), capacity_bytes) for node, rss in sorted(used.items())]
+
+
+def function_rates(
+    before: dict[str, float], scheduler_metrics: str, seconds: float
+) -> tuple[dict[str, FunctionLoad], dict[str, float]]:
+    """Calls per second per function from the scheduler's ``cloudburst_calls_total``
+    (``before``: the counters of the previous evaluation; returns the new ones)."""
+    now: dict[str, float] = {}
+    for labels, value in _samples(scheduler_metrics, "cloudburst_calls_total"):
+        if labels.get("role") == "scheduler" and labels.get("kind") == "function":
+            now[labels.get("name", "")] = value
+    rates = {}
+    if seconds > 0:
+        for name, count in now.items():
+            if name in before:
+                rates[name] = FunctionLoad(rate=max(0.0, count - before[name]) / seconds)
+    return rates, now
+
+
 class Autoscaler:
     def __init__(
         self,
@@ -72,12 +115,16 @@ class Autoscaler:
         actuator: Any,
         status: Callable[[], pb.ClusterStatus],
         kvs: Any = None,
+        scrape: Callable[[], tuple[dict[str, str], str]] | None = None,
     ) -> None:
         self.cfg = cfg
         self.policy = ClusterPolicy(config_from(cfg.autoscale))
         self.actuator = actuator
         self.status = status
         self.kvs = kvs
+        self.scrape = scrape  # () -> (shard /metrics text by host, scheduler /metrics text)
+        self.calls: dict[str, float] = {}
+        self.last_step = 0.0
         self.draining: set[str] = set()
         self.history: list[tuple[float, Decision]] = []
         self.trace: list[tuple[float, dict[str, float]]] = []  # inputs per step (bounded)
@@ -91,6 +138,16 @@ class Autoscaler:
                 seen = {n.node_id for n in inputs.executors}
                 pending = starting(seen)
                 inputs = dataclasses.replace(inputs, pending_executor_nodes=pending)
+            if self.scrape is not None:
+                shards, scheduler = self.scrape()
+                rates, self.calls = function_rates(self.calls, scheduler, now - self.last_step)
+                storage = []
+                if self.cfg.autoscale.kvs_capacity_bytes:
+                    storage = storage_inputs(
+                        shards, self.cfg.autoscale.kvs_capacity_bytes, self.cfg.kvs.shard_base_port
+                    )
+                inputs = dataclasses.replace(inputs, functions=rates, storage=storage)
+            self.last_step = now
         except Exception as exc:
             log.warning("no status from the scheduler: %s", exc)
             return []
@@ -135,6 +192,29 @@ class Autoscaler:
             log.info("%s %s: logged only", kind, target)
 
 
+def scrape_local(cfg: Config) -> tuple[dict[str, str], str]:
+    """The ``/metrics`` text of the local cluster's shards (by host) and scheduler."""
+    import urllib.request
+    from urllib.parse import urlparse
+
+    shards: dict[str, str] = {}
+    scheduler = ""
+    for rec in metrics.endpoints(cfg.run_dir):
+        if rec.get("role") not in ("shard", "scheduler"):
+            continue
+        try:
+            with urllib.request.urlopen(rec["url"], timeout=1.0) as resp:
+                text = resp.read().decode()
+        except OSError:
+            continue
+        if rec["role"] == "scheduler":
+            scheduler = text
+        else:
+            host = urlparse(rec["url"]).hostname or cfg.ip
+            shards[host] = shards.get(host, "") + text
+    return shards, scheduler
+
+
 def make_actuator(cfg: Config) -> Any:
     a = cfg.autoscale
     if a.actuator == "kubernetes":
@@ -163,7 +243,12 @@ def main(argv: list[str] | None = None) -> int:
         scheduler_host(cfg), cfg.ip, port=cfg.scheduler.port, direct=False, timeout=5.0
     )
     actuator = make_actuator(cfg)
-    scaler = Autoscaler(cfg, actuator, lambda: conn._request("status", pb.StatusQuery()).status)
+    scaler = Autoscaler(
+        cfg,
+        actuator,
+        lambda: conn._request("status", pb.StatusQuery()).status,
+        scrape=lambda: scrape_local(cfg),
+    )
     running = [True]
 
     def stop(*_: Any) -> None:

@@ -166,6 +166,9 @@ class AutoscaleConfig:
     k8s_namespace: str = "cloudburst"
     k8s_executor_deployment: str = "cloudburst-executor"
     k8s_storage_statefulset: str = "cloudburst-storage"
+    # Memory a storage node may use (its shards' resident memory against it feeds
+    # kvs_memory_high/low); 0: storage inputs off.
+    kvs_capacity_bytes: int = 0
     # thresholds (cloudburst.autoscale.policy.PolicyConfig)
     executor_high: float = 0.6
     executor_low: float = 0.1

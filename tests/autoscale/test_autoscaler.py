@@ -75,3 +75,58 @@ def test_decisions_are_logged_with_inputs_and_carried_out(
     assert scaler.draining == {"new"}
     # the draining node no longer counts; the original one is never removed
     assert scaler.step(20.0) == []
+
+
+SHARD_METRICS = """# HELP process_resident_memory_bytes Resident memory size in bytes.
+# TYPE process_resident_memory_bytes gauge
+process_resident_memory_bytes 4.0e+08
+"""
+
+SCHEDULER_METRICS = """# HELP cloudburst_calls_total calls handled, by function or DAG
+# TYPE cloudburst_calls_total counter
+cloudburst_calls_total{kind="function",name="f",role="scheduler"} 1000.0
+cloudburst_calls_total{kind="dag",name="d",role="scheduler"} 5.0
+"""
+
+
+def test_storage_inputs_from_the_shards_resident_memory() -> None:
+    from cloudburst.autoscale.server import storage_inputs
+
+    loads = storage_inputs(
+        {"127.0.0.1": SHARD_METRICS + SHARD_METRICS, "127.0.0.2": SHARD_METRICS}, 10**9, 6200
+    )
+    assert [(s.node_id, s.memory_bytes) for s in loads] == [
+        ("127.0.0.1:6200", 8 * 10**8),
+        ("127.0.0.2:6200", 4 * 10**8),
+    ]
+    assert loads[0].memory_fraction == pytest.approx(0.8)
+
+
+def test_function_rates_from_the_schedulers_call_counters() -> None:
+    from cloudburst.autoscale.server import function_rates
+
+    rates, counts = function_rates({}, SCHEDULER_METRICS, 5.0)
+    assert rates == {} and counts == {"f": 1000.0}  # a first reading has no rate
+    later = SCHEDULER_METRICS.replace("1000.0", "1500.0")
+    rates, _ = function_rates(counts, later, 5.0)
+    assert rates["f"].rate == pytest.approx(100.0)
+
+
+def test_scraped_inputs_reach_the_policy() -> None:
+    cfg = replace(
+        load_config(None, env={}),
+        autoscale={"hysteresis": 1, "kvs_capacity_bytes": 10**9, "hot_function_rate": 50.0},
+    )
+    texts = {"sched": SCHEDULER_METRICS}
+    scaler = Autoscaler(
+        cfg,
+        FakeActuator(),
+        lambda: status({"n": [(0, 0, 0.0)]}),
+        scrape=lambda: ({"127.0.0.1": SHARD_METRICS * 2}, texts["sched"]),
+    )
+    decisions = scaler.step(10.0)  # memory 0.8 > 0.7 at once; no rate yet
+    texts["sched"] = SCHEDULER_METRICS.replace("1000.0", "2000.0")
+    decisions += scaler.step(20.0)  # 100 calls/s
+    kinds = sorted(d.action.kind for d in decisions)
+    assert kinds == ["add_storage_node", "replicate_function"], [d.log_line() for d in decisions]
+    assert scaler.trace[-1][1]["kvs_memory"] == pytest.approx(0.8)
