@@ -176,6 +176,7 @@ class SchedulerState:
         view.last_seen = now
         view.pid = status.pid
         view.inbox_address = status.inbox_address
+        view.control_address = status.control_address
         view.leaving = status.leaving
         view.current_call = status.current_call
         view.current_call_s = status.current_call_s

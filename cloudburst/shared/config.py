@@ -97,6 +97,9 @@ class ExecutorConfig:
     # An exec_func result stored under results/<id> is deleted this long after the
     # call finished (0 = kept for good).
     result_ttl_s: float = 300.0
+    # Capture what a call writes to file descriptors 1/2 (C code, subprocesses) too,
+    # not only sys.stdout/sys.stderr and logging (executor/capture.py).
+    capture_fds: bool = True
 
 
 @dataclass(frozen=True)
