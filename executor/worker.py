@@ -27,7 +27,7 @@ from typing import Any
 import zmq
 
 from cloudburst.ddt.dag import STREAMED, DagStreams
-from cloudburst.shared import metrics, serializer, wire
+from cloudburst.shared import logs, metrics, serializer, wire
 from cloudburst.shared.config import Config, kvs_host, load_config, scheduler_host
 from cloudburst.shared.errors import (
     CloudburstTimeoutError,
@@ -230,8 +230,12 @@ class Worker:
                     CURRENT_CALL[0] = ""
                 took = time.perf_counter() - t0
                 metrics.executed(str(self.index), action.schedule.dag.name, action.function, took)
-                log.debug(
-                    "[%s] %s: done in %.2f ms", action.schedule.id, action.function, took * 1e3
+                log.log(
+                    logs.CALL_LEVEL,
+                    "[%s] %s: done in %.2f ms",
+                    action.schedule.id,
+                    action.function,
+                    took * 1e3,
                 )
             elif isinstance(action, Cancel):
                 self._cancel_downstream(action.schedule, action.function, action.error)

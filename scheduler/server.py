@@ -26,7 +26,7 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from cloudburst.shared import metrics, version, wire
+from cloudburst.shared import logs, metrics, version, wire
 from cloudburst.shared.config import Config, kvs_host, load_config, replace
 from cloudburst.shared.errors import WireError
 from cloudburst.shared.kvs import make_kvs_client
@@ -268,7 +268,14 @@ class SchedulerServer:
             metrics.scheduled(
                 "function" if kind == "call" else "dag", name, ok, time.perf_counter() - t0
             )
-            log.debug("[%s] %s %s: %s", req.request_id, kind, name, "placed" if ok else "refused")
+            log.log(
+                logs.CALL_LEVEL if ok else logging.INFO,
+                "[%s] %s %s: %s",
+                req.request_id,
+                kind,
+                name,
+                "placed" if ok else "refused: " + reply.response.message,
+            )
         if req.response_address:
             self.send(req.response_address, reply.SerializeToString())
 

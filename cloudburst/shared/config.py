@@ -143,6 +143,9 @@ class Config:
     ip: str = "127.0.0.1"
     log_level: str = "INFO"
     log_format: str = "text"  # text | json (one JSON object per line)
+    # One INFO line per call in the scheduler, each worker and the node cache (with the
+    # call id: `cloudburst logs CALL_ID`); otherwise they are DEBUG lines.
+    log_calls: bool = False
     run_dir: str = ".local"
     kvs: KvsConfig = field(default_factory=KvsConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
