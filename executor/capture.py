@@ -7,13 +7,13 @@ adds the records of user loggers while a capture is active. The buffer keeps the
 last ``limit`` characters; what was dropped is marked at the top.
 
 With ``fds=True`` (the worker's default, ``executor.capture_fds``) file descriptors 1
-and 2 are pointed at a pipe while a call runs too, so what C code (``printf``), a
-subprocess or ``os.write(1, ...)`` writes is captured as well: a reader thread keeps
-draining the pipe into the same bounded buffer (a writer never blocks on it), C stdio
-is flushed before the descriptors are restored, and what is still in the pipe then
-is read before the call's output is returned. The worker's own log handlers are
-moved to private duplicates of the descriptors first, so Cloudburst's log lines never
-land in a call's output.
+and 2 are pointed at a pipe for the life of the process, so what C code (``printf``),
+a subprocess or ``os.write(1, ...)`` writes during a call is captured as well: a
+reader thread keeps draining the pipe (a writer never blocks on it) into the call's
+bounded buffer, or, between calls, on to the real descriptors; at the end of a call C
+stdio is flushed and what is still in the pipe is read before the output is
+returned. The worker's own log handlers are moved to private duplicates of the
+descriptors first, so Cloudburst's log lines never land in a call's output.
 """
 
 from __future__ import annotations
@@ -93,8 +93,10 @@ def _libc_fflush() -> Any:
 
 
 class _FdTap:
-    """File descriptors 1 and 2 pointed at a pipe while a call runs (see the module
-    docstring). ``add`` receives the decoded text."""
+    """File descriptors 1 and 2 pointed at a pipe for good; a reader thread passes what
+    arrives between calls on to the real descriptors, and adds what arrives during a
+    call to the capture (see the module docstring). Per call this costs a C stdio
+    flush and a poll of the pipe at ``start()`` and ``stop()`` (a few µs)."""
 
     def __init__(self, capture: OutputCapture) -> None:
         self._capture = capture
@@ -106,8 +108,15 @@ class _FdTap:
             os.set_inheritable(fd, False)
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._lock = threading.Lock()  # one reader at a time (thread or stop())
+        self._poll = select.poll()
+        self._poll.register(self._read, select.POLLIN)
         self.active = False
         self._move_log_handlers()
+        self._flush_c()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(self._write, 1)
+        os.dup2(self._write, 2)
         self._thread = threading.Thread(target=self._drain_loop, name="fd-capture", daemon=True)
         self._thread.start()
 
@@ -126,17 +135,20 @@ class _FdTap:
                 handler.setStream(open(os.dup(dup), "w", buffering=1, closefd=True))
 
     def start(self) -> None:
-        self._flush_c()
-        os.dup2(self._write, 1)
-        os.dup2(self._write, 2)
+        self._drain()  # written before the call (complete writes): not the call's
         self.active = True
 
     def stop(self) -> None:
         self._flush_c()
+        self._drain()  # what the call wrote and the thread has not read yet
+        self.active = False
+
+    def close(self) -> None:
+        self._flush_c()
+        self._drain()
+        self.active = False
         os.dup2(self._saved[0], 1)
         os.dup2(self._saved[1], 2)
-        self.active = False
-        self._drain()  # what the call wrote and the thread has not read yet
 
     def _flush_c(self) -> None:
         if self._fflush is not None:
@@ -147,7 +159,7 @@ class _FdTap:
 
     def _drain(self) -> None:
         with self._lock:
-            while True:
+            while self._poll.poll(0):
                 try:
                     data = os.read(self._read, 65536)
                 except (BlockingIOError, InterruptedError):
@@ -156,10 +168,9 @@ class _FdTap:
                     return
                 if not data:
                     return
-                text = self._decoder.decode(data)
-                if self.active or self._capture.active:
-                    self._capture.add(text)
-                else:  # written after its call ended (a leftover subprocess): pass it on
+                if self.active:
+                    self._capture.add(self._decoder.decode(data))
+                else:  # not during a call (a leftover subprocess, C code): pass it on
                     try:
                         os.write(self._saved[0], data)
                     except OSError:
@@ -259,4 +270,6 @@ class OutputCapture:
 
     def close(self) -> None:
         self.stop()
+        if self._tap is not None:
+            self._tap.close()
         logging.getLogger().removeHandler(self._handler)

@@ -77,7 +77,8 @@ for i in range(2000):
     os.write(1, f"line {i:05d}\n".encode())
 text = cap.stop()
 sys.__stdout__.write(repr(text[:60]) + "|" + str(len(text)) + "|" + repr(text[-11:]) + "\n")
-os.write(1, b"after\n")   # not captured any more
+os.write(1, b"after\n")   # between calls: passed on to the real fd 1
+import time; time.sleep(1.0)
 """
 
 
