@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 
 _UNSET: Any = object()
 log = logging.getLogger(__name__)
+#: A call whose executor died is sent again only with at least this much of the
+#: caller's timeout left (a retry needs a scheduler round trip); with less, the
+#: timeout error says "lost" and a later get()/wait() retries it.
+RETRY_MIN_S = 0.5
 _CALLBACK_LOCK = threading.Lock()
 
 
@@ -76,6 +80,7 @@ class CloudburstFuture:
         #: What is called: ``fn:<name>`` or ``dag:<name>`` (for messages and repr).
         self.function = ""
         self._sent_at = time.monotonic()
+        self._last_check = self._sent_at  # last liveness check of its executors
         self._callbacks: list[Callable[[CloudburstFuture], Any]] | None = []
         self._cancelled = False
         # Futures passed to this call as arguments (references to their results), and
@@ -278,12 +283,17 @@ class CloudburstFuture:
                     f"call {self.request_id} ({self.function}) did not answer within "
                     f"{timeout}s: {self._where()}"
                 )
-            wait = check_every if deadline is None else min(check_every, deadline - now)
+            # Until the next liveness check (every liveness_interval, across get()s).
+            until_check = max(0.0, self._last_check + check_every - now)
+            wait = until_check if deadline is None else min(until_check, deadline - now)
             if conn._poll_for(self, wait):
                 continue
+            now = time.monotonic()
             if self._value is _UNSET and self._error is None:
-                left = None if deadline is None else deadline - time.monotonic()
-                self._check_executors(left)
+                if now - self._last_check >= check_every:
+                    self._last_check = now
+                    left = None if deadline is None else deadline - now
+                    self._check_executors(left)
         conn = self._conn_ref()
         if conn is not None:
             conn._resolved(self.request_id, self)  # idempotent bookkeeping
@@ -313,6 +323,8 @@ class CloudburstFuture:
                 return
         if not self._rearm or self._resend is None:
             return
+        if timeout is not None and timeout < RETRY_MIN_S:
+            return  # sent again by a later wait with time for the acknowledgement
         self._rearm = False
         conn = self._conn
         old = self.request_id
@@ -371,6 +383,8 @@ class CloudburstFuture:
             dead = dead & set(addresses)
         if not dead:
             return
+        if timeout is not None and timeout < RETRY_MIN_S and not self._retried:
+            return  # no time for a retry in this wait: the timeout error says "lost"
         conn._forget_placement(dead)
         if self._retried or self._resend is None:
             self._error = ExecutorFailed(

@@ -172,3 +172,24 @@ def test_fd_level_output_comes_back(cl: Cluster) -> None:
         again = f(8)
         assert again.get(timeout=30) == 8 and "printf from C 8" in again.logs()
         assert "printf from C 7" not in again.logs() and "yyyy" not in again.logs()
+
+
+def test_timeout_message_says_lost(cl: Cluster) -> None:
+    """A call whose executor stopped heartbeating (SIGSTOP: hung) is reported lost."""
+    import os
+    import signal
+
+    with cl.connect() as cloud:
+        f = cloud.register(mark, "gap_mark_lost")
+        fut = f("gap/lost", 3.0)
+        _wait_for(lambda: "running on executor" in _state(fut), 30, "the call to run")
+        (address,) = fut.executors
+        pid = next(e["pid"] for e in cloud.status()["executor_list"] if e["address"] == address)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            _wait_for(lambda: "lost: executor(s)" in _state(fut), 30, "the lost message")
+            assert address in _state(fut) and "stopped heartbeating" in _state(fut)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        # Resumed, it finishes the call (get() never gave up: it had a timeout).
+        assert fut.get(timeout=60) == "gap/lost"
