@@ -73,6 +73,7 @@ from executor.userlib import UserLibrary
 from scheduler.registry import decode_function, func_key, scheduler_addresses
 
 log = logging.getLogger(__name__)
+_QUEUE_WAIT = metrics.QUEUE_WAIT.labels("worker")
 
 #: Run pure chain links in place (see ``_inline_next``); ``CB_INLINE_CHAINS=0`` turns
 #: it off (benchmarks compare both; not ``CLOUDBURST_*``, reserved for the config).
@@ -221,6 +222,10 @@ class Worker:
             return
         try:
             if isinstance(action, Run):
+                if not action.upstream and action.schedule.sent_at:
+                    # a call's first function: how long it waited in this worker's queue
+                    waited = time.time() - action.schedule.sent_at
+                    _QUEUE_WAIT.observe(max(0.0, waited))
                 t0 = time.perf_counter()
                 log.debug("[%s] %s: running", action.schedule.id, action.function)
                 CURRENT_CALL[0] = action.schedule.id

@@ -272,6 +272,7 @@ class SchedulerState:
         exclude: Collection[str] = (),
         versions: Mapping[str, int] | None = None,
         expiring_output: bool = False,
+        sent_at: float = 0.0,
     ) -> tuple[pb.DagSchedule, list[Send]]:
         """Place a call of ``dag``: the schedule and the triggers for its sources."""
         unknown = [fn for fn in arguments if fn not in dag.functions]
@@ -305,6 +306,8 @@ class SchedulerState:
         schedule.locations.update(locations)
         if response_address:
             schedule.response_address = response_address
+        if sent_at:
+            schedule.sent_at = sent_at
         if output_key:
             schedule.output_key = output_key
             if expiring_output:

@@ -386,6 +386,7 @@ class SchedulerServer:
                 exclude=set(exclude),
                 versions=self.registry.versions,
                 expiring_output=expiring_output,
+                sent_at=time.time(),
             )
         except PlanError as exc:
             if (
@@ -434,6 +435,9 @@ class SchedulerServer:
             reply = pb.ClientMessage(response_id=w.req.request_id)
             try:
                 w.start(reply)
+                if reply.response.success:
+                    waited = now - (w.deadline - self.cfg.scheduler.no_executor_wait_s)
+                    metrics.QUEUE_WAIT.labels("scheduler").observe(max(0.0, waited))
             except PlanError as exc:
                 if exc.code == pb.NO_RESOURCES and now < w.deadline:
                     self.waiting.append(w)

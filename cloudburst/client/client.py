@@ -882,6 +882,7 @@ class CloudburstConnection:
         sched = delta.trigger.schedule
         sched.id = rid
         sched.response_address = self.response_address
+        sched.sent_at = time.time()
         if output_key:
             sched.output_key = output_key
         if consistency:

@@ -69,6 +69,7 @@ EXPECTED = {
         'cloudburst_queue_length{queue="parked",role="worker"}',
         "cloudburst_worker_busy_seconds_total",
         "cloudburst_kvs_request_seconds_bucket",
+        'cloudburst_queue_wait_seconds_count{role="worker"}',
     ],
 }
 

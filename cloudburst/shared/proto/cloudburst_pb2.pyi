@@ -183,7 +183,7 @@ class DagCall(_message.Message):
     def __init__(self, name: _Optional[str] = ..., function_args: _Optional[_Mapping[str, Arguments]] = ..., consistency: _Optional[_Union[ConsistencyType, str]] = ..., output_key: _Optional[str] = ..., client_id: _Optional[str] = ..., exclude: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DagSchedule(_message.Message):
-    __slots__ = ("id", "dag", "locations", "arguments", "response_address", "output_key", "consistency", "client_id", "reply_stored", "versions", "expiring_output")
+    __slots__ = ("id", "dag", "locations", "arguments", "response_address", "output_key", "consistency", "client_id", "reply_stored", "versions", "expiring_output", "sent_at")
     class LocationsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -216,6 +216,7 @@ class DagSchedule(_message.Message):
     REPLY_STORED_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     EXPIRING_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    SENT_AT_FIELD_NUMBER: _ClassVar[int]
     id: str
     dag: Dag
     locations: _containers.ScalarMap[str, str]
@@ -227,7 +228,8 @@ class DagSchedule(_message.Message):
     reply_stored: bool
     versions: _containers.ScalarMap[str, int]
     expiring_output: bool
-    def __init__(self, id: _Optional[str] = ..., dag: _Optional[_Union[Dag, _Mapping]] = ..., locations: _Optional[_Mapping[str, str]] = ..., arguments: _Optional[_Mapping[str, Arguments]] = ..., response_address: _Optional[str] = ..., output_key: _Optional[str] = ..., consistency: _Optional[_Union[ConsistencyType, str]] = ..., client_id: _Optional[str] = ..., reply_stored: _Optional[bool] = ..., versions: _Optional[_Mapping[str, int]] = ..., expiring_output: _Optional[bool] = ...) -> None: ...
+    sent_at: float
+    def __init__(self, id: _Optional[str] = ..., dag: _Optional[_Union[Dag, _Mapping]] = ..., locations: _Optional[_Mapping[str, str]] = ..., arguments: _Optional[_Mapping[str, Arguments]] = ..., response_address: _Optional[str] = ..., output_key: _Optional[str] = ..., consistency: _Optional[_Union[ConsistencyType, str]] = ..., client_id: _Optional[str] = ..., reply_stored: _Optional[bool] = ..., versions: _Optional[_Mapping[str, int]] = ..., expiring_output: _Optional[bool] = ..., sent_at: _Optional[float] = ...) -> None: ...
 
 class DagTrigger(_message.Message):
     __slots__ = ("schedule", "source", "target_function", "arguments", "error")
