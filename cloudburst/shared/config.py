@@ -100,6 +100,13 @@ class ExecutorConfig:
     # Capture what a call writes to file descriptors 1/2 (C code, subprocesses) too,
     # not only sys.stdout/sys.stderr and logging (executor/capture.py).
     capture_fds: bool = True
+    # This node has a GPU: the scheduler places a DAG's gpu_functions only on executors
+    # that advertise one (docs/client.md, "DAG options").
+    gpu: bool = False
+    # batching_functions: one run takes at most this many pending calls, and a call
+    # waits at most this long for others to join its batch.
+    batch_max_size: int = 16
+    batch_max_wait_s: float = 0.01
 
 
 @dataclass(frozen=True)
