@@ -68,6 +68,7 @@ def test_follow_one_call_through_the_logs(tmp_path: Path) -> None:
         assert text.returncode == 0 and "scheduler" in text.stdout
         none = cli("--run-dir", cfg.run_dir, "logs", "no-such-call-id")
         assert none.returncode == 1 and "no-such-call-id" in none.stderr
+        assert "log_calls" not in none.stderr  # (they are on here: no hint)
 
         # -f: the existing lines of every process merged by time, then new ones
         proc = subprocess.Popen(
