@@ -108,6 +108,9 @@ class ExecutorConfig:
     grow_after_s: float = 0.5
     idle_retire_s: float = 30.0
     retire_drain_s: float = 2.0
+    # Capture what a call writes to file descriptors 1/2 (C code, subprocesses) too,
+    # not only sys.stdout/sys.stderr and logging (executor/capture.py).
+    capture_fds: bool = True
     # This node has a GPU: the scheduler places a DAG's gpu_functions only on executors
     # that advertise one (docs/client.md, "DAG options").
     gpu: bool = False
@@ -194,6 +197,9 @@ class Config:
     ip: str = "127.0.0.1"
     log_level: str = "INFO"
     log_format: str = "text"  # text | json (one JSON object per line)
+    # One INFO line per call in the scheduler, each worker and the node cache (with the
+    # call id: `cloudburst logs CALL_ID`); otherwise they are DEBUG lines.
+    log_calls: bool = False
     run_dir: str = ".local"
     kvs: KvsConfig = field(default_factory=KvsConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
