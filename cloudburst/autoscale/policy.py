@@ -239,9 +239,9 @@ class ClusterPolicy:
                 )
                 act(Action("add_storage_node"), why)
             elif s_shrink and nodes > c.min_storage_nodes:
-                victim = min(inputs.storage, key=lambda s: (s.memory_bytes, s.node_id))
+                leaving = min(inputs.storage, key=lambda s: (s.memory_bytes, s.node_id))
                 act(
-                    Action("remove_storage_node", victim.node_id),
+                    Action("remove_storage_node", leaving.node_id),
                     f"memory {mem:.2f} < {c.kvs_memory_low}; depart hand-off first",
                 )
         for key, count in sorted(inputs.key_accesses.items()):
