@@ -175,7 +175,8 @@ class Handoff:
         try:
             try:
                 os.posix_fallocate(fd, 0, size)  # ENOSPC now rather than SIGBUS later
-                mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+                flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)  # no fault per page
+                mm = mmap.mmap(fd, size, flags, mmap.PROT_READ | mmap.PROT_WRITE)
             except OSError as exc:
                 os.unlink(path)
                 log.warning("no room for %d bytes in %s (%s): sent inline", size, self.dir, exc)

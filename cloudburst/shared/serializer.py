@@ -187,7 +187,7 @@ def loads_shared(kind: int, body: memoryview) -> Any:
     return loads(kind, body)
 
 
-def _loads_default(body: bytes | memoryview) -> Any:
+def _loads_default(body: bytes | memoryview, zero_copy: bool | None = None) -> Any:
     if bytes(body[:4]) != _P5_MAGIC:
         return cloudpickle.loads(body)
     view = memoryview(body)
@@ -196,7 +196,8 @@ def _loads_default(body: bytes | memoryview) -> Any:
     pstart, starts = _p5_layout(nbuf, plen, lengths)
     if starts and starts[-1] + lengths[-1] > len(view):
         raise ValueError("truncated out-of-band pickle")
-    zero_copy = isinstance(body, memoryview) and body.readonly
+    if zero_copy is None:
+        zero_copy = isinstance(body, memoryview) and body.readonly
     buffers = [view[st : st + n] for st, n in zip(starts, lengths, strict=True)]
     if not zero_copy:  # a private, writable copy, as an in-band pickle gives
         buffers = [memoryview(bytearray(b)) for b in buffers]
@@ -253,18 +254,22 @@ def to_bytes(obj: Any) -> bytes:
 
 
 def from_bytes(data: bytes | memoryview) -> Any:
-    """Inverse of :func:`to_bytes`; zero-copy for a read-only ``memoryview`` (above)."""
-    if isinstance(data, memoryview) and data.readonly:
-        try:
-            kind, start, end = value_body_span(data, 0, len(data))
-        except (ValueError, IndexError) as exc:
-            raise SerializationError(f"malformed Value message: {exc}") from exc
-        if kind == NUMPY:
-            return _decode_array(data[start:end], copy=False)
-        return loads(kind, data[start:end])
-    value = pb.Value()
+    """Inverse of :func:`to_bytes`; zero-copy for a read-only ``memoryview`` (above).
+
+    The body is located in place (no protobuf parse, which would copy it holding the
+    GIL); a large array from ``bytes`` is copied once, by numpy (GIL released)."""
+    shared = isinstance(data, memoryview) and data.readonly
+    view = memoryview(data)
     try:
-        value.ParseFromString(data)
-    except Exception as exc:  # google.protobuf.message.DecodeError
+        kind, start, end = value_body_span(view, 0, len(view))
+    except (ValueError, IndexError, TypeError) as exc:
         raise SerializationError(f"malformed Value message: {exc}") from exc
-    return from_value(value)
+    body = view[start:end]
+    if kind == NUMPY:
+        return _decode_array(body, copy=not shared)
+    if kind == DEFAULT and not shared:
+        try:
+            return _loads_default(body, zero_copy=False)
+        except Exception as exc:
+            raise SerializationError(f"cannot deserialize value: {exc}") from exc
+    return loads(kind, body)
