@@ -30,6 +30,7 @@ The pure part (which addresses are local, the producer's book of links) has no I
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import logging
 import mmap
@@ -122,9 +123,33 @@ def host_id(directory: str) -> str:
 # ---- I/O -----------------------------------------------------------------------------------
 
 
+#: Files a producer keeps for reuse (their pages stay allocated and mapped: writing
+#: into them costs a memcpy, not a fresh allocation), and how long an idle one stays.
+POOL_FILES = 2
+POOL_IDLE_S = 30.0
+
+
+class _File:
+    """A producer's file: its name, size, writable mapping and published links."""
+
+    __slots__ = ("name", "size", "mm", "links", "deadline", "used")
+
+    def __init__(self, name: str, size: int, mm: mmap.mmap) -> None:
+        self.name, self.size, self.mm = name, size, mm
+        self.links: list[str] = []
+        self.deadline = 0.0
+        self.used = 0.0
+
+
 class Handoff:
     """A worker's shared-memory handoffs: writes handles (producer), maps them
-    (consumer). ``cache_address`` is the node cache's ipc address (the name prefix)."""
+    (consumer). ``cache_address`` is the node cache's ipc address (the name prefix).
+
+    Reuse: the producer keeps up to :data:`POOL_FILES` files (and their mappings) and
+    writes the next value into one whose links are all gone. A consumer unlinks its
+    link only once its call has dropped every view of the value (the mapping could be
+    closed), so a file is never rewritten under a reader; a link still there after
+    ``ttl`` makes the producer give the file up (unlinked, never reused)."""
 
     def __init__(
         self,
@@ -134,17 +159,24 @@ class Handoff:
         threshold: int,
         ttl: float,
         clock: Callable[[], float],
+        pool: int = POOL_FILES,
     ) -> None:
         self.my_ip = my_ip
         self.dir = directory
         self.prefix = segment_prefix(cache_address + "#handoff")
         self.threshold = threshold
-        self.book = LinkBook(ttl)
+        self.ttl = ttl
+        self.pool_max = pool
         self.clock = clock
         self.host = host_id(directory)
         self._n = 0
-        self.opened: dict[str, Any] = {}  # segment -> decoded value (a parked call's retry)
+        self.files: list[_File] = []  # the producer's pool
+        self.book = LinkBook(ttl)  # links of files not pooled (one-shot)
+        # consumer: segment -> (decoded value, mapping), until the call ends
+        self.opened: dict[str, tuple[Any, mmap.mmap]] = {}
+        self.lingering: list[tuple[str, mmap.mmap]] = []  # views still held after a call
         self.sent = 0  # values handed off
+        self.reused = 0  # of which written into a pooled file
         self.mapped = 0  # values received through shared memory
 
     def is_local(self, address: str) -> bool:
@@ -154,17 +186,22 @@ class Handoff:
         self._n += 1
         return f"{self.prefix}{os.getpid()}-{self._n}"
 
-    def share(self, value: Any, consumers: int) -> list[pb.SharedValue] | None:
-        """Write ``value`` into a new file and return one handle per consumer (hard
-        links of one file); None if it is small or could not be written (send it
-        inline then)."""
-        if consumers <= 0:
-            return None
-        lay = serializer.layout(value, self.threshold)
-        if lay is None:
-            return None
-        pad = (-lay.align_at) % ALIGN
-        size = pad + lay.length
+    # ---- producer ------------------------------------------------------------------------
+
+    def _exists(self, name: str) -> bool:
+        return os.path.lexists(os.path.join(self.dir, name))
+
+    def _drop(self, f: _File) -> None:
+        """Give a file up: unlink it and its links (readers keep their mappings)."""
+        self.files.remove(f)
+        for name in [f.name, *f.links]:
+            self._unlink(name)
+        try:
+            f.mm.close()
+        except BufferError:
+            pass
+
+    def _create(self, size: int) -> _File | None:
         name = self._name()
         path = os.path.join(self.dir, name)
         try:
@@ -173,45 +210,93 @@ class Handoff:
             log.warning("cannot create a shared-memory file in %s: %s", self.dir, exc)
             return None
         try:
-            try:
-                os.posix_fallocate(fd, 0, size)  # ENOSPC now rather than SIGBUS later
-                flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)  # no fault per page
-                mm = mmap.mmap(fd, size, flags, mmap.PROT_READ | mmap.PROT_WRITE)
-            except OSError as exc:
-                os.unlink(path)
-                log.warning("no room for %d bytes in %s (%s): sent inline", size, self.dir, exc)
-                return None
+            os.posix_fallocate(fd, 0, size)  # ENOSPC now rather than SIGBUS later
+            flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)  # no fault per page
+            mm = mmap.mmap(fd, size, flags, mmap.PROT_READ | mmap.PROT_WRITE)
+        except OSError as exc:
+            self._unlink(name)
+            log.warning("no room for %d bytes in %s (%s): sent inline", size, self.dir, exc)
+            return None
         finally:
             os.close(fd)
-        names = [name]
+        return _File(name, size, mm)
+
+    def _take(self, size: int, now: float) -> tuple[_File | None, bool]:
+        """A pooled file of a fitting size whose readers are done, else a new one
+        (pooled if there is room); ``(file, pooled)``."""
+        for f in list(self.files):
+            if f.links and any(self._exists(n) for n in f.links):
+                if now >= f.deadline:
+                    self._drop(f)  # a reader kept it too long: never rewrite it
+                continue
+            f.links = []
+            if size <= f.size <= 2 * size + (1 << 20):
+                self.reused += 1
+                return f, True
+        pooled = len(self.files) < self.pool_max
+        if not pooled:  # make room: drop an idle file of the wrong size
+            idle = [f for f in self.files if not f.links]
+            if idle:
+                self._drop(min(idle, key=lambda f: f.used))
+                pooled = True
+        f = self._create(size)
+        if f is not None and pooled:
+            self.files.append(f)
+        return f, pooled
+
+    def share(self, value: Any, consumers: int) -> list[pb.SharedValue] | None:
+        """Write ``value`` into a file and return one handle per consumer (hard
+        links of one file); None if it is small or could not be written (send it
+        inline then)."""
+        if consumers <= 0:
+            return None
+        lay = serializer.layout(value, self.threshold)
+        if lay is None:
+            return None
+        pad = (-lay.align_at) % ALIGN
+        now = self.clock()
+        f, pooled = self._take(pad + lay.length, now)
+        if f is None:
+            return None
+        names: list[str] = []
         try:
-            view = memoryview(mm)
+            view = memoryview(f.mm)
             try:
-                lay.write_into(view[pad:])
+                lay.write_into(view[pad : pad + lay.length])
             finally:
                 view.release()
-            mm.close()
-            for _ in range(consumers - 1):
+            for _ in range(consumers):
                 link = self._name()
-                os.link(path, os.path.join(self.dir, link))
+                os.link(os.path.join(self.dir, f.name), os.path.join(self.dir, link))
                 names.append(link)
         except BaseException:
             for n in names:
                 self._unlink(n)
+            if pooled:
+                self._drop(f)
             raise
-        self.book.add(names, self.clock())
+        finally:
+            if not pooled:  # one-shot: only the consumers' links name it
+                self._unlink(f.name)
+                f.mm.close()
+        if pooled:
+            f.links, f.deadline, f.used = names, now + self.ttl, now
+        else:
+            self.book.add(names, now)
         self.sent += 1
         return [
             pb.SharedValue(segment=n, type=lay.kind, offset=pad, length=lay.length, host=self.host)  # type: ignore[arg-type]
             for n in names
         ]
 
+    # ---- consumer ------------------------------------------------------------------------
+
     def open(self, arg: SharedArgument) -> Any:
         """The value of a handle: mapped read-only, decoded without copying its large
-        data; the file is unlinked (the mapping keeps the pages)."""
+        data. Its link is unlinked once the call has dropped every view (:meth:`forget`)."""
         got = self.opened.get(arg.segment)
         if got is not None:
-            return got
+            return got[0]
         if arg.host != self.host:
             raise InvalidArgument(
                 f"a shared-memory value from another host ({arg.host!r}, here {self.host!r})"
@@ -231,14 +316,22 @@ class Handoff:
             size = os.fstat(fd).st_size
             flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
             mm = mmap.mmap(fd, size, flags, mmap.PROT_READ)
+        except BaseException:
+            self._unlink(name)
+            raise
         finally:
             os.close(fd)
-            self._unlink(name)
         if arg.offset + arg.length > size:
+            self._unlink(name)
             raise InvalidArgument(f"shared-memory value {name!r} is truncated")
         body = memoryview(mm)[arg.offset : arg.offset + arg.length]
-        value = serializer.loads_shared(arg.type, body)
-        self.opened[name] = value
+        try:
+            value = serializer.loads_shared(arg.type, body)
+        except BaseException:
+            del body
+            self._unlink(name)
+            raise
+        self.opened[name] = (value, mm)
         self.mapped += 1
         return value
 
@@ -246,20 +339,51 @@ class Handoff:
         return [self.open(a) if isinstance(a, SharedArgument) else a for a in args]
 
     def forget(self, keep: Iterable[str] = ()) -> None:
-        """Drop the decoded values except those of ``keep`` (parked calls' handles)."""
-        if not self.opened:
-            return
+        """The call ended: drop its values (but those of ``keep``, parked calls'
+        handles) and unlink the links of those no view is left of."""
         keep = set(keep)
-        for name in [n for n in self.opened if n not in keep]:
-            del self.opened[name]
+        dropped = [n for n in self.opened if n not in keep]
+        for name in dropped:
+            mm = self.opened.pop(name)[1]  # (the value itself is dropped here)
+            self.lingering.append((name, mm))
+        self._settle(collect=bool(dropped))
+
+    def _settle(self, collect: bool = True) -> None:
+        still = []
+        for name, mm in self.lingering:
+            try:
+                mm.close()  # raises while a view of it is alive
+            except BufferError:
+                still.append((name, mm))
+                continue
+            self._unlink(name)  # the producer may now reuse the file
+        self.lingering = still
+        if still and collect:
+            # Unpickled values (out-of-band buffers) may sit in a reference cycle:
+            # collect (once per call that mapped values) and try once more.
+            gc.collect()
+            self._settle(collect=False)
+
+    # ---- both ----------------------------------------------------------------------------
 
     def expire(self, now: float) -> None:
         for name in self.book.due(now):
             self._unlink(name)
+        for f in list(self.files):
+            busy = f.links and any(self._exists(n) for n in f.links)
+            if (busy and now >= f.deadline) or (not busy and now - f.used >= POOL_IDLE_S):
+                self._drop(f)
+        if self.lingering:
+            self._settle(collect=False)
 
     def close(self) -> None:
         for name in self.book.drain():
             self._unlink(name)
+        for f in list(self.files):
+            self._drop(f)
+        for name, _ in self.lingering:
+            self._unlink(name)
+        self.lingering = []
 
     def _unlink(self, name: str) -> None:
         try:

@@ -243,7 +243,7 @@ class Worker:
     def _release_pins(self) -> None:
         """The call ended: unpin the shared-memory segments it read (cache/shm.py),
         drop the handed-off values it mapped (but a parked call's: executor/handoff.py)."""
-        if self.handoff is not None and self.handoff.opened:
+        if self.handoff is not None and (self.handoff.opened or self.handoff.lingering):
             self.handoff.forget(shared_names(u for a, _ in self.parked for u in a.upstream))
         release = getattr(self.state, "release_pins", None)
         if release is not None:

@@ -84,22 +84,52 @@ def roundtrip(h: Handoff, value: object, consumers: int, k: int) -> list[object]
     return wire.decode_args(out)
 
 
-def test_a_large_array_is_mapped_read_only_and_its_file_unlinked(shm_dir: Path) -> None:
+def names(d: Path) -> set[str]:
+    return {p.name for p in d.iterdir()}
+
+
+def test_a_large_array_is_mapped_read_only_and_its_link_unlinked(shm_dir: Path) -> None:
     h = handoff(shm_dir)
     arr = np.arange(100_000, dtype=np.float64)
     args = roundtrip(h, arr, 1, 0)
     assert isinstance(args[0], wire.SharedArgument) and args[1] == 7
-    assert len(list(shm_dir.iterdir())) == 1
+    assert len(names(shm_dir)) == 2  # the producer's pooled file and the consumer's link
     got = h.open_all(args)
-    assert list(shm_dir.iterdir()) == []  # unlinked once mapped; the mapping stays valid
     assert np.array_equal(got[0], arr) and got[1] == 7
     assert not got[0].flags.writeable and got[0].ctypes.data % 64 == 0
     with pytest.raises(ValueError, match="read-only"):
         got[0][0] = 1.0
     assert h.open(args[0]) is got[0]  # a parked call's retry gets the same value
     h.forget()
+    assert args[0].segment in names(shm_dir)  # a view is alive: the link stays
+    del got
+    h.expire(time.monotonic())
+    assert names(shm_dir) == {h.files[0].name}  # views gone: link unlinked, file pooled
     with pytest.raises(InvalidArgument, match="gone"):
         h.open(args[0])
+    h.close()
+    assert names(shm_dir) == set()
+
+
+def test_a_file_is_reused_only_once_its_reader_is_done(shm_dir: Path) -> None:
+    h = handoff(shm_dir)
+    a = np.full(100_000, 1.0)
+    (x,) = h.share(a, 1) or []
+    held = h.open(wire.decode_argument(pb.Argument(shared=x)))
+    h.forget()  # the call ended but `held` is still alive
+    (y,) = h.share(np.full(100_000, 2.0), 1) or []  # so this goes to another file
+    assert h.reused == 0 and len(h.files) == 2
+    assert np.all(held == 1.0)  # never rewritten under its reader
+    second = h.open(wire.decode_argument(pb.Argument(shared=y)))
+    assert np.all(second == 2.0)
+    del held, second
+    h.forget()
+    (z,) = h.share(np.full(100_000, 3.0), 1) or []
+    assert h.reused == 1
+    assert np.all(h.open(wire.decode_argument(pb.Argument(shared=z))) == 3.0)
+    h.forget()
+    h.close()
+    assert names(shm_dir) == set()
 
 
 def test_fan_out_links_one_file_per_consumer(shm_dir: Path) -> None:
@@ -113,7 +143,9 @@ def test_fan_out_links_one_file_per_consumer(shm_dir: Path) -> None:
         a = wire.decode_argument(pb.Argument(shared=x))
         got = h.open(a)
         assert got["tag"] == "x" and not got["w"].flags.writeable and got["w"].sum() == 100_000
-    assert list(shm_dir.iterdir()) == []
+    del got
+    h.forget()
+    assert names(shm_dir) == {h.files[0].name}
 
 
 def test_remote_consumers_and_small_values_go_inline(shm_dir: Path) -> None:
@@ -123,22 +155,33 @@ def test_remote_consumers_and_small_values_go_inline(shm_dir: Path) -> None:
     assert isinstance(args[0], np.ndarray) and np.array_equal(args[0], arr)
     assert h.share(np.ones(10), 1) is None  # under the threshold
     h.close()
-    assert list(shm_dir.iterdir()) == []
+    assert names(shm_dir) == set()
 
 
-def test_unconsumed_files_expire_and_close_removes_the_rest(shm_dir: Path) -> None:
+def test_unconsumed_links_expire_and_close_removes_the_rest(shm_dir: Path) -> None:
     now = [100.0]
     h = handoff(shm_dir, now, ttl=10.0)
     h.share(np.ones(100_000), 2)
     now[0] = 105.0
-    h.share(np.ones(100_000), 1)
-    assert len(list(shm_dir.iterdir())) == 3
+    h.share(np.ones(100_000), 1)  # the first file is busy: a second one
+    assert len(names(shm_dir)) == 5  # 2 files, 3 links
     h.expire(109.9)
-    assert len(list(shm_dir.iterdir())) == 3
-    h.expire(110.0)
-    assert len(list(shm_dir.iterdir())) == 1
+    assert len(names(shm_dir)) == 5
+    h.expire(110.0)  # the first file's links outlived the ttl: given up
+    assert len(names(shm_dir)) == 2
     h.close()
-    assert list(shm_dir.iterdir()) == []
+    assert names(shm_dir) == set()
+
+
+def test_a_full_pool_sends_one_shot_files(shm_dir: Path) -> None:
+    now = [0.0]
+    h = handoff(shm_dir, now, ttl=10.0)
+    for _ in range(3):  # POOL_FILES = 2 busy files, then a one-shot one
+        h.share(np.ones(100_000), 1)
+    assert len(h.files) == 2 and len(h.book) == 1
+    assert len(names(shm_dir)) == 5
+    h.expire(10.0)
+    assert names(shm_dir) == set()
 
 
 def test_a_handle_from_another_host_is_refused(shm_dir: Path) -> None:
