@@ -179,7 +179,7 @@ def bench_config(run_dir: Path, cache_enabled: bool, shm: bool = True) -> Config
         },
         # (a long heartbeat timeout: a worker copying 800 MB under load may beat late)
         scheduler={"call_timeout_s": 120.0, "heartbeat_timeout_s": 60.0},
-        kvs={"request_timeout_s": 30.0},
+        kvs={"request_timeout_s": 120.0},
         log_level="WARNING",
     )
 
@@ -253,32 +253,36 @@ def platform_section(
                         return fn(redis_port, keys[size]).get(timeout=120)
                     return fn(*refs).get(timeout=120)
 
-                # warm-up: every worker loads the functions (and, warm, the arrays)
-                for name in names:
-                    for _ in range(2 * WORKERS + 2 if size < 10_000_000 else WORKERS + 1):
-                        got = call(name)
-                        expected = got if expected is None else expected
-                        assert abs(got - expected) < 1e-6 * max(1.0, abs(expected)), (name, got)
-                n = iterations(size, quick)
-                per_round = min(5, n)
-                samples: dict[str, list[float]] = {name: [] for name in names}
-                while len(samples["warm"]) < n:
+                try:
+                    # warm-up: every worker loads the functions (and, warm, the arrays)
                     for name in names:
-                        for _ in range(per_round):
-                            t0 = time.perf_counter()
-                            call(name)
-                            samples[name].append(time.perf_counter() - t0)
-                for name, s in samples.items():
-                    out.setdefault(name, {})[str(size)] = summarize(s)
-                print(
-                    f"  platform {size:>9,d}: "
-                    + ", ".join(
-                        f"{name} {out[name][str(size)]['median_ms']:.2f}/{out[name][str(size)]['p99_ms']:.2f}"
-                        for name in names
+                        for _ in range(2 * WORKERS + 2 if size < 10_000_000 else WORKERS + 1):
+                            got = call(name)
+                            expected = got if expected is None else expected
+                            assert abs(got - expected) < 1e-6 * max(1.0, abs(expected)), (name, got)
+                    n = iterations(size, quick)
+                    per_round = min(5, n)
+                    samples: dict[str, list[float]] = {name: [] for name in names}
+                    while len(samples["warm"]) < n:
+                        for name in names:
+                            for _ in range(per_round):
+                                t0 = time.perf_counter()
+                                call(name)
+                                samples[name].append(time.perf_counter() - t0)
+                    for name, s in samples.items():
+                        out.setdefault(name, {})[str(size)] = summarize(s)
+                    print(
+                        f"  platform {size:>9,d}: "
+                        + ", ".join(
+                            f"{name} {out[name][str(size)]['median_ms']:.2f}/{out[name][str(size)]['p99_ms']:.2f}"
+                            for name in names
+                        )
+                        + " ms (median/p99)",
+                        flush=True,
                     )
-                    + " ms (median/p99)",
-                    flush=True,
-                )
+                except Exception as exc:  # (a size that fails is reported, the rest kept)
+                    print(f"  platform {size:>9,d}: failed: {exc!r}", flush=True)
+                    out.setdefault("failed", {})[str(size)] = f"{type(exc).__name__}: {exc}"
                 ray_refs.clear()  # (Ray frees them from its object store)
             out["warm_cache_stats"] = _node_cache_stats(clusters["warm"])
         finally:
@@ -422,6 +426,8 @@ def write_md(res: dict[str, Any], sizes: list[int]) -> None:
             f"{w['median_ms'] / ry['median_ms']:.2f}x | "
             f"{h['median_ms'] / w['median_ms']:.1f}x | {r['median_ms'] / w['median_ms']:.1f}x |"
         )
+    for k, why in pr.get("failed", {}).items():
+        lines.append(f"| {int(k):,} | failed: {why} | | | | | | | | | |")
     dp = res["datapath"]
     sizes = [s for s in sizes if str(s) in dp.get("cache", {})]
     lines += [
