@@ -389,7 +389,7 @@ def plot(platform_res: dict[str, Any], datapath: dict[str, Any], sizes: list[int
         ax.set_ylabel("latency (ms)")
         ax.set_title(title, fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6, loc="upper left")
     fig.tight_layout()
     fig.savefig(RESULTS / "locality.png", dpi=120)
 
