@@ -361,6 +361,7 @@ class SchedulerServer:
         expiring_output: bool = False,
         may_wait: bool = True,
         continuation: pb.DagCall | None = None,
+        client_clock: pb.Clock | None = None,
     ) -> None:
         try:
             schedule, sends = self.state.plan(
@@ -372,6 +373,7 @@ class SchedulerServer:
                 output_key=output_key,
                 consistency=consistency,
                 client_id=client_id,
+                client_clock=client_clock,
                 exclude=set(exclude),
                 versions=self.registry.versions,
                 expiring_output=expiring_output,
@@ -398,6 +400,7 @@ class SchedulerServer:
                     expiring_output,
                     may_wait=False,
                     continuation=continuation,
+                    client_clock=client_clock,
                 )
 
             # No live executor: wait for one (``scheduler.no_executor_wait_s``), as a
@@ -469,6 +472,7 @@ class SchedulerServer:
             call.client_id,
             call.exclude,
             continuation=call.continuation if call.HasField("continuation") else None,
+            client_clock=call.client_clock if call.HasField("client_clock") else None,
         )
 
     def _on_status(self, req: pb.SchedulerRequest, reply: pb.ClientMessage) -> None:
