@@ -42,6 +42,7 @@ from cloudburst.shared.proto import cloudburst_pb2 as pb
 from cloudburst.shared.values import to_lattice
 from executor.batching import BatchBook, split_results, transpose
 from executor.capture import OutputCapture
+from executor.handoff import encode_for, make_handoff, shared_names
 from executor.invoke import (
     KeysNotReady,
     LoadedFunction,
@@ -122,6 +123,8 @@ class Worker:
         self.lib = UserLibrary(self.state, self.ctx, self.inbox, self.inbox_address)
         cache = os.environ.get(NODE_CACHE_ENV, "") if cfg.cache.enabled else ""
         self.streams = DagStreams(cache or None, cfg, self.state)  # DDT streams (cloudburst.ddt)
+        # Large results to functions on this host go through shared memory (handoff.py).
+        self.handoff = make_handoff(cfg, cache, time.monotonic)
         self.functions: dict[str, LoadedFunction] = {}
         self._kvs: Any = None  # direct KVS client, for fresh function bodies
         self.book = TriggerBook(ttl=cfg.scheduler.call_timeout_s)
@@ -222,6 +225,8 @@ class Worker:
                     self._release_pins()  # (after the results left: they may map them)
             now = time.monotonic()
             if now >= next_expire:
+                if self.handoff is not None:
+                    self.handoff.expire(now)
                 for entry, fn, missing in self.book.expire_calls(now):
                     self._upstream_never_came(entry.schedule, fn, missing)
                 next_expire = now + 1.0
@@ -316,7 +321,10 @@ class Worker:
             self._send(address, data)
 
     def _release_pins(self) -> None:
-        """The call ended: unpin the shared-memory segments it read (cache/shm.py)."""
+        """The call ended: unpin the shared-memory segments it read (cache/shm.py),
+        drop the handed-off values it mapped (but a parked call's: executor/handoff.py)."""
+        if self.handoff is not None and (self.handoff.opened or self.handoff.lingering):
+            self.handoff.forget(shared_names(u for a, _ in self.parked for u in a.upstream))
         release = getattr(self.state, "release_pins", None)
         if release is not None:
             try:
@@ -432,6 +440,8 @@ class Worker:
             args = wire.decode_args(sched.arguments[fn]) if fn in sched.arguments else []
             for upstream in action.upstream:
                 args.extend(wire.decode_args(upstream))
+            if self.handoff is not None:
+                args = self.handoff.open_all(args)
             args = resolve_args(args, self.session or self.state, 0)
         except KeysNotReady as exc:
             if time.monotonic() >= deadline:
@@ -527,7 +537,7 @@ class Worker:
         try:
             if downs:
                 self._call_output(sched, fn)  # (logged; only the sink's reaches the client)
-                self._forward(sched, fn, downs, result)
+                self._forward(sched, fn, downs, result, share=True)
             else:
                 self._finish(sched, fn, result)
         except SerializationError as exc:
@@ -556,6 +566,8 @@ class Worker:
                 args = wire.decode_args(sched.arguments[fn]) if fn in sched.arguments else []
                 for upstream in r.upstream:
                     args.extend(wire.decode_args(upstream))
+                if self.handoff is not None:
+                    args = self.handoff.open_all(args)
                 # (a batch does not park: it waits here for referenced results)
                 args = resolve_args(args, self.state, self.cfg.scheduler.call_timeout_s)
             except Exception as exc:
@@ -612,7 +624,7 @@ class Worker:
                     self.session = self._new_session(sched, upstream_sessions[sched.id])
                 downs = downstreams(sched.dag, fn)
                 if downs:
-                    self._forward(sched, fn, downs, res)
+                    self._forward(sched, fn, downs, res, share=True)
                 else:
                     self._finish(sched, fn, res)
             except SerializationError as exc:
@@ -651,7 +663,9 @@ class Worker:
             return text
         return self.capture.text
 
-    def _forward(self, sched: pb.DagSchedule, fn: str, downs: list[str], result: Any) -> None:
+    def _forward(
+        self, sched: pb.DagSchedule, fn: str, downs: list[str], result: Any, share: bool = False
+    ) -> None:
         # Reuse the received schedule: drop this function's arguments (a large source
         # argument is not copied along the DAG) and send one trigger per downstream.
         msg = pb.ExecutorMessage()
@@ -660,10 +674,19 @@ class Worker:
         if fn in trig.schedule.arguments:
             del trig.schedule.arguments[fn]
         trig.source = fn
-        wire.encode_args(wire.result_values(result), trig.arguments)
+        values = wire.result_values(result)
+        ho = self.handoff if share else None
+        local = [d for d in downs if ho is not None and ho.is_local(sched.locations[d])]
+        handles = [ho.share(v, len(local)) for v in values] if ho is not None and local else []
+        if not any(handles):
+            wire.encode_args(values, trig.arguments)
         if self.session is not None:
             self.session.to_pb(trig.session)
         for down in downs:
+            if any(handles):  # large values to this host's workers: shared memory
+                encode_for(
+                    values, handles, local.index(down) if down in local else -1, trig.arguments
+                )
             trig.target_function = down
             self._send(sched.locations[down], msg.SerializeToString())
 
@@ -1105,6 +1128,8 @@ def main(argv: list[str] | None = None) -> int:
         worker.drop_results()
     except Exception:
         log.exception("deleting the pending call results failed")
+    if worker.handoff is not None:
+        worker.handoff.close()  # values handed off and not consumed
     time.sleep(0.05)
     os._exit(0)
 
