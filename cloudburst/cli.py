@@ -10,6 +10,7 @@
     cloudburst dags list | show NAME | delete NAME
     cloudburst kvs get KEY | put KEY VALUE | delete KEY | keys [PREFIX]
     cloudburst logs [CALL_ID]
+    cloudburst keys generate DIR [--client NAME ...]
 
 Read commands take ``--json``. Exit status: 0 done, 1 failed (one line on stderr;
 the traceback with ``--debug``), 2 usage error. Shell completion: ``eval
@@ -400,6 +401,38 @@ def top(target: Target, interval: float, count: int) -> None:
         if count and n >= count:
             return
         time.sleep(interval)
+
+
+@cli.group("keys")
+def keys() -> None:
+    """CURVE keys (docs/security.md)."""
+
+
+@keys.command("generate")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option(
+    "--client",
+    "clients",
+    multiple=True,
+    default=("client",),
+    show_default=True,
+    help="client key pair(s) to create and admit (repeat for several)",
+)
+def keys_generate(directory: str, clients: tuple[str, ...]) -> None:
+    """Write the cluster key pair, client key pair(s) and authorized_clients/ under
+    DIRECTORY (ZeroMQ certificates; existing keys are kept)."""
+    from cloudburst.shared.security import generate_keys
+
+    root = generate_keys(directory, clients)
+    click.echo(f"cluster keys: {root}/cluster.key, {root}/cluster.key_secret (servers only)")
+    for name in clients:
+        click.echo(f"client keys:  {root}/{name}.key, {root}/{name}.key_secret")
+    click.echo(f"admitted:     {root}/authorized_clients/ (add or remove .key files)")
+    click.echo(
+        "a client needs its .key_secret and cluster.key: "
+        f"CloudburstConnection(..., keys_dir={str(root)!r}) or "
+        f"CLOUDBURST_SECURITY__KEYS_DIR={root}"
+    )
 
 
 @cli.group("functions")
