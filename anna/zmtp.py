@@ -162,7 +162,14 @@ def handshake(sock: socket.socket, socket_type: bytes, deadline: float) -> dict[
     """Greeting and READY exchange; the peer's READY properties."""
     sock.settimeout(_remaining(deadline))
     sock.sendall(GREETING + ready_command(socket_type))
-    greeting = _recv_exact(sock, GREETING_LEN, deadline)
+    try:
+        greeting = _recv_exact(sock, GREETING_LEN, deadline)
+    except ZmtpError as exc:
+        # libzmq hangs up at once on a greeting with another mechanism.
+        raise ZmtpRefused(
+            f"{exc}: the server refused the greeting; it may require CURVE keys "
+            "(security.keys_dir, or CLOUDBURST_SECURITY__KEYS_DIR for a client)"
+        ) from None
     if greeting[0] != 0xFF or greeting[9] != 0x7F:
         raise ZmtpError("peer is not a ZMTP peer (bad signature)")
     if greeting[10] < 3:
@@ -827,9 +834,9 @@ class PullListener:
                 continue
             got = conn.read()
             if got is None:
-                if conn.refusal:
-                    self.refusals += 1
-                    self.last_refusal = conn.refusal
+                if conn.refusal or (self.curve is not None and not conn.handshaken):
+                    self.refusals += 1  # a failed CURVE handshake (or a hang-up in one)
+                    self.last_refusal = conn.refusal or "peer hung up during the handshake"
                 self._drop(conn)
             elif got:
                 self.messages.extend(got)

@@ -141,9 +141,17 @@ class Target:
         from cloudburst.ops import resolve_address
 
         if self._conn is None:
-            host, port = resolve_address(self.address, None if self.address else self.local_cfg())
+            from cloudburst.local import client_keys_dir
+
+            local_cfg = None if self.address else self.local_cfg()
+            host, port = resolve_address(self.address, local_cfg)
             self._conn = CloudburstConnection(
-                host, timeout=self.timeout, port=port, connect_timeout=self.timeout
+                host,
+                timeout=self.timeout,
+                port=port,
+                connect_timeout=self.timeout,
+                # A secure local cluster: its client keys (else $CLOUDBURST_SECURITY__KEYS_DIR).
+                keys_dir=client_keys_dir(local_cfg) if local_cfg else None,
             )
             click.get_current_context().call_on_close(self._conn.close)
         return self._conn
@@ -173,6 +181,8 @@ def local() -> None:
 @click.option("--shards", type=click.IntRange(min=1), help="KVS storage shards")
 @click.option("--timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
               help="seconds to wait until the cluster serves calls")  # fmt: skip
+@click.option("--secure", is_flag=True,
+              help="CURVE on every endpoint; keys generated under the run directory")  # fmt: skip
 @click.argument("legacy", nargs=-1)
 def start(
     config: str | None,
@@ -181,14 +191,17 @@ def start(
     executors: int | None,
     shards: int | None,
     timeout: float,
+    secure: bool,
     legacy: tuple[str, ...],
 ) -> None:
     """Start the cluster in the background (keeps the data of the previous run)."""
-    from cloudburst.local import StartFailed, free_hint
+    from cloudburst.local import StartFailed, client_keys_dir, free_hint
     from cloudburst.local import start as do_start
 
     _legacy(legacy, "start")
     cfg = _config(config, run_dir, executors, shards)
+    if secure:
+        cfg = replace(cfg, security={"curve": "true"})
     try:
         do_start(cfg, timeout, fresh=fresh, out=click.echo)
     except StartFailed as exc:
@@ -199,7 +212,19 @@ def start(
     )
     click.echo("Connect from Python (.venv/bin/python):")
     click.echo("    from cloudburst.client.client import CloudburstConnection")
-    click.echo(f"    local_cloud = CloudburstConnection('{cfg.ip}', '{cfg.ip}', local=True)")
+    keys = client_keys_dir(cfg)
+    if keys:
+        click.echo(
+            f"    local_cloud = CloudburstConnection('{cfg.ip}', '{cfg.ip}', local=True, "
+            f"keys_dir='{keys}')"
+        )
+        click.echo(
+            f"CURVE is on: clients need {keys}/client.key_secret and cluster.key "
+            f"(or export CLOUDBURST_SECURITY__KEYS_DIR={keys}); admit more clients by adding "
+            f"their .key files to {keys}/authorized_clients/."
+        )
+    else:
+        click.echo(f"    local_cloud = CloudburstConnection('{cfg.ip}', '{cfg.ip}', local=True)")
     hint = free_hint(cfg)
     if hint:
         click.echo(hint)

@@ -27,7 +27,7 @@ from typing import Any
 import zmq
 
 from cloudburst.ddt.dag import STREAMED, DagStreams
-from cloudburst.shared import metrics, serializer, wire
+from cloudburst.shared import metrics, security, serializer, wire
 from cloudburst.shared.config import Config, kvs_host, load_config, scheduler_host
 from cloudburst.shared.errors import (
     CloudburstTimeoutError,
@@ -95,11 +95,12 @@ class Worker:
         self.index = index
         self.node_id = node_id or f"{cfg.ip}/{os.getpid()}"
         self.ctx: zmq.Context[Any] = zmq.Context()
-        self.pull = self.ctx.socket(zmq.PULL)
+        self.sec = security.server_security(cfg)
+        self.pull = security.server_socket(self.ctx, zmq.PULL, self.sec)
         base = cfg.executor.base_port
         port = _bind(self.pull, cfg.ip, base + index if base else 0)
         self.address = f"tcp://{cfg.ip}:{port}"
-        self.inbox = self.ctx.socket(zmq.PULL)
+        self.inbox = security.server_socket(self.ctx, zmq.PULL, self.sec)
         self.inbox_address = f"tcp://{cfg.ip}:{_bind(self.inbox, cfg.ip, 0)}"
         self.state = make_state_client(cfg)
         self.lib = UserLibrary(self.state, self.ctx, self.inbox, self.inbox_address)
@@ -132,16 +133,18 @@ class Worker:
 
     # --- sockets -----------------------------------------------------------
 
-    def _send(self, address: str, data: bytes) -> None:
-        sock = self.push.get(address)
+    def _send(self, address: str, data: bytes, answer: bool = False) -> None:
+        """``answer``: to a client's reply address (CURVE server toward it)."""
+        key = security.push_key(address, answer, self.sec)
+        sock = self.push.get(key)
         if sock is None:
             if len(self.push) >= 1024:  # many short-lived clients: forget the oldest
                 self.push.pop(next(iter(self.push))).close(linger=0)
-            sock = self.ctx.socket(zmq.PUSH)
+            sock = security.push_socket(self.ctx, self.sec, answer)
             sock.setsockopt(zmq.LINGER, 2000)
             sock.setsockopt(zmq.SNDHWM, 10000)
             sock.connect(address)
-            self.push[address] = sock
+            self.push[key] = sock
         try:
             sock.send(data, zmq.NOBLOCK)
         except zmq.Again:
@@ -343,7 +346,9 @@ class Worker:
                     f"function {fn!r} exceeded its memory limit of {limits.memory_bytes} bytes "
                     f"(call {sched.id}); its worker was replaced",
                 )
-                self._replace_self(self._failure_messages(sched, fn, err), EXIT_MEMORY)
+                self._replace_self(
+                    self._failure_messages(sched, fn, err), EXIT_MEMORY, sched.response_address
+                )
             except (Exception, SystemExit) as exc:  # user code: never kills the worker
                 log.info("[%s] %s raised %s: %s", sched.id, fn, type(exc).__name__, exc)
                 return self._fail(sched, fn, wire.remote_error(exc, fn))
@@ -440,7 +445,7 @@ class Worker:
         res.value.type = kind  # type: ignore[assignment]
         res.value.body = body
         if sched.response_address:
-            self._send(sched.response_address, reply.SerializeToString())
+            self._send(sched.response_address, reply.SerializeToString(), answer=True)
 
     def _upstream_never_came(self, sched: pb.DagSchedule, fn: str, missing: list[str]) -> None:
         """A fan-in waited ``scheduler.call_timeout_s`` for upstream results: tell the
@@ -517,7 +522,7 @@ class Worker:
 
     def _fail(self, sched: pb.DagSchedule, fn: str, err: pb.RemoteError) -> None:
         for address, data in self._failure_messages(sched, fn, err):
-            self._send(address, data)
+            self._send(address, data, answer=address == sched.response_address)
 
     def _cancel_downstream(self, sched: pb.DagSchedule, fn: str, err: pb.RemoteError) -> None:
         for address, data in self._cancel_messages(sched, fn, err):
@@ -556,9 +561,13 @@ class Worker:
             f"function {fn!r} ran past its time limit of {limits.timeout_s:g}s "
             f"(call {sched.id}) and was stopped; its worker was replaced",
         )
-        self._replace_self(self._failure_messages(sched, fn, err), EXIT_TIMEOUT)
+        self._replace_self(
+            self._failure_messages(sched, fn, err), EXIT_TIMEOUT, sched.response_address
+        )
 
-    def _replace_self(self, messages: list[tuple[str, bytes]], status: int) -> None:
+    def _replace_self(
+        self, messages: list[tuple[str, bytes]], status: int, answer_to: str = ""
+    ) -> None:
         """Report, tell the schedulers this worker leaves (no call is placed here
         meanwhile, and callers waiting on it learn it is gone), and exit."""
         self.leaving = True
@@ -567,7 +576,7 @@ class Worker:
             schedulers = sorted(self.schedulers)
         except RuntimeError:  # the heartbeat thread added one just now
             schedulers = sorted(self.schedulers)
-        _exit_after(messages + [(addr, beat) for addr in schedulers], status)
+        _exit_after(messages + [(addr, beat) for addr in schedulers], status, answer_to)
 
     # --- heartbeats --------------------------------------------------------
 
@@ -626,7 +635,7 @@ class Worker:
                 for addr in list(schedulers):
                     sock = socks.get(addr)
                     if sock is None:
-                        sock = socks[addr] = self.ctx.socket(zmq.PUSH)
+                        sock = socks[addr] = security.client_socket(self.ctx, zmq.PUSH, self.sec)
                         sock.setsockopt(zmq.LINGER, 0)
                         sock.setsockopt(zmq.SNDHWM, 4)
                         sock.connect(addr)
@@ -652,7 +661,7 @@ def _payload(lattice: Any) -> bytes:
     return value if isinstance(value, bytes) else b""
 
 
-def _exit_after(messages: list[tuple[str, bytes]], status: int) -> None:
+def _exit_after(messages: list[tuple[str, bytes]], status: int, answer_to: str = "") -> None:
     """Send ``messages`` on sockets of their own (callable from any thread: the
     worker's sockets belong to its main thread), wait until they are out (2 s at most
     in all: a peer that is gone does not hold the exit up) and end the process without
@@ -661,7 +670,7 @@ def _exit_after(messages: list[tuple[str, bytes]], status: int) -> None:
         ctx: zmq.Context[Any] = zmq.Context()
         socks = []
         for address, data in messages:  # connect them all first: they connect in parallel
-            sock = ctx.socket(zmq.PUSH)
+            sock = security.push_socket(ctx, security.current(), address == answer_to)
             sock.setsockopt(zmq.LINGER, 1000)
             sock.connect(address)
             socks.append((sock, address, data))
@@ -673,7 +682,7 @@ def _exit_after(messages: list[tuple[str, bytes]], status: int) -> None:
             except zmq.Again:
                 log.warning("could not report to %s before exiting", address)
             sock.close()
-        ctx.term()  # returns once every message is sent (or lingered)
+        security.term(ctx)  # returns once every message is sent (or lingered)
     except Exception:
         log.exception("reporting before exit failed")
     logging.shutdown()

@@ -289,7 +289,20 @@ class _Provider:
         return ok
 
 
-def server_socket(ctx: zmq.Context[Any], kind: int, sec: Security | None) -> zmq.Socket[Any]:
+def zmtp_server_options(sec: Security | None, cfg: Any) -> dict[str, Any]:
+    """Keyword arguments for :class:`anna.zmtp.ZmtpServer`: CURVE if on, and the
+    frame and per-peer limits of ``cfg.security`` (with or without CURVE)."""
+    sc = cfg.security
+    max_frame = min(zmtp.MAX_MESSAGE, sc.max_frame_bytes or cfg.kvs.max_value_bytes + (1 << 20))
+    return {
+        "curve": None if sec is None else sec.zmtp_server(),
+        "max_frame": max_frame,
+        "max_per_peer": sc.max_connections_per_peer,
+        "handshake_timeout": sc.handshake_timeout_s,
+    }
+
+
+def server_socket(ctx: zmq.Context[Any], kind: int, sec: Security | None) -> Any:
     """A socket that serves: bound request sockets, and pushers to answer addresses."""
     sock = ctx.socket(kind)
     if sec is not None:
@@ -297,12 +310,39 @@ def server_socket(ctx: zmq.Context[Any], kind: int, sec: Security | None) -> zmq
     return sock
 
 
-def client_socket(ctx: zmq.Context[Any], kind: int, sec: Security | None) -> zmq.Socket[Any]:
+def client_socket(ctx: zmq.Context[Any], kind: int, sec: Security | None) -> Any:
     """A socket that asks: connects to a server, or binds to receive its answers."""
     sock = ctx.socket(kind)
     if sec is not None:
         sec.ask(sock)
     return sock
+
+
+def push_socket(ctx: zmq.Context[Any], sec: Security | None, answer: bool) -> Any:
+    """A PUSH of a server process: ``answer`` to a reply address named in a request
+    (CURVE server), else to another server's bound socket (CURVE client)."""
+    return server_socket(ctx, zmq.PUSH, sec) if answer else client_socket(ctx, zmq.PUSH, sec)
+
+
+def push_key(address: str, answer: bool, sec: Security | None) -> str:
+    """The cache key of :func:`push_socket` sockets: one per address and role (just the
+    address without CURVE, where both roles are the same plain socket)."""
+    return "answer|" + address if answer and sec is not None else address
+
+
+def refusal(address: str, sec: Security | None, timeout: float) -> str | None:
+    """Why the server at ``address`` (a PULL) refuses this side's keys (or lack of
+    them), or None if it accepts them or cannot be asked (not a security matter): a
+    clear client-side error instead of a silent libzmq retry loop."""
+    curve = None if sec is None else sec.zmtp_client()
+    try:
+        conn = zmtp.PushConnection(address, time.monotonic() + timeout, curve)
+    except zmtp.ZmtpRefused as exc:
+        return str(exc)
+    except (OSError, ValueError):
+        return None
+    conn.close()
+    return None
 
 
 def term(ctx: zmq.Context[Any]) -> None:
@@ -325,10 +365,32 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+_PROCESS: list[Security | None] = [None]
+
+
+def current() -> Security | None:
+    """The security of this server process (set by :func:`server_security`), which
+    its KVS clients use; None in clients and without CURVE."""
+    return _PROCESS[0]
+
+
+def default() -> Security | None:
+    """This server process's security, else a client's from the environment
+    (``$CLOUDBURST_SECURITY__KEYS_DIR``), else None (plain). For tools (anna.admin)."""
+    return current() or client_security()
+
+
 def server_security(cfg: Any) -> Security | None:
     """A server process's security from the config (``cfg.security``): None when CURVE
     is off. Refuses (SecurityError) a non-loopback ``ip`` without CURVE unless the config
-    says ``curve: false`` explicitly (then warns loudly at every start)."""
+    says ``curve: false`` explicitly (then warns loudly at every start). The result is
+    also this process's :func:`current` security."""
+    sec = _server_security(cfg)
+    _PROCESS[0] = sec
+    return sec
+
+
+def _server_security(cfg: Any) -> Security | None:
     sc = cfg.security
     if sc.curve != "true":
         if not is_loopback(cfg.ip):

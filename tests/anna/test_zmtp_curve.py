@@ -436,3 +436,24 @@ def test_many_connections_are_cut_off_and_clients_still_served(server):
             s.close()
         conn.close()
     assert_serves(server)
+
+
+def test_listener_refuses_null_and_wrong_keys_when_polled(ctx):
+    listener = zmtp.PullListener(IP, 0, CLIENT_CURVE)
+    try:
+        null = ctx(zmq.PUSH, "null")
+        null.connect(listener.address)
+        null.send(b"plain")
+        impostor = ctx(zmq.PUSH, "client", keys=STRANGER, server_key=SERVER[0])
+        impostor.curve_server = True  # claims to be the server, with another key
+        impostor.curve_secretkey, impostor.curve_publickey = zk(STRANGER[1]), zk(STRANGER[0])
+        impostor.connect(listener.address)
+        impostor.send(b"forged")
+        assert listener.recv(dl(1.5)) is None
+        assert listener.refusals >= 1
+        good = ctx(zmq.PUSH, "server")
+        good.connect(listener.address)
+        good.send(b"genuine")
+        assert listener.recv(dl(5)) == [b"genuine"]
+    finally:
+        listener.close()
