@@ -613,6 +613,7 @@ class Inbound:
             self.greeted = True
         frames = self.frames
         max_frame = self.max_frame
+        secure = self.secure
         while end - pos >= 2:
             flags = buf[pos]
             if flags & FLAG_LONG:
@@ -636,7 +637,7 @@ class Inbound:
                     pos = end
                 break
             pos = start + size
-            if self.secure:
+            if secure:
                 if flags & FLAG_COMMAND:
                     self._command(bytes(buf[start:pos]))
                     max_frame = self.max_frame
