@@ -330,32 +330,34 @@ class PushConnection:
     def send_many(self, messages: list[bytes]) -> None:
         """Several single-frame messages in one system call (a pipeline's batch)."""
         codec = self.codec
-        pieces: list[bytes] = []
+        pieces: list[bytes | bytearray] = []
         for m in messages:
-            if codec is not None:
-                m = codec.seal(m)
-            pieces.append(frame_header(len(m)))
-            pieces.append(m)
+            body: bytes | bytearray = m if codec is None else codec.seal(m)
+            pieces.append(frame_header(len(body)))
+            pieces.append(body)
         self._write(pieces, join=True)
 
     def send_parts(self, parts: list[bytes]) -> None:
         """One single-frame message given as pieces (a large value is not joined)."""
         codec = self.codec
         if codec is not None:
-            parts = [codec.seal_parts(parts)]
+            box = codec.seal_parts(parts)
+            self._write([frame_header(len(box)), box], join=False)
+            return
         self._write([frame_header(sum(len(p) for p in parts)), *parts], join=False)
 
     def send_multipart(self, frames: list[bytes]) -> None:
         codec = self.codec
-        pieces: list[bytes] = []
+        pieces: list[bytes | bytearray] = []
         last = len(frames) - 1
         for i, f in enumerate(frames):
             if codec is not None:
-                f = codec.seal(f, more=i < last)
-                pieces.append(frame_header(len(f)))
+                box = codec.seal(f, more=i < last)
+                pieces.append(frame_header(len(box)))
+                pieces.append(box)
             else:
                 pieces.append(frame_header(len(f), more=i < last))
-            pieces.append(f)
+                pieces.append(f)
         self._write(pieces, join=False)
 
     def _write(self, pieces: Sequence[bytes | bytearray | memoryview], join: bool) -> None:
