@@ -263,3 +263,45 @@ def test_revoking_and_admitting_a_client_key(secure, tmp_path):
             conn.close()
     finally:
         target.unlink()
+
+
+def test_local_start_secure_generates_keys_and_says_how_to_connect(tmp_path):
+    """`cloudburst local start --secure`: keys under the run directory, CURVE on, the
+    printed line connects; a client without keys is refused."""
+    from cloudburst import local
+    from tests.integration.localcluster import cleanup, cli, launcher_config
+
+    cfg, path = launcher_config(tmp_path / "run", workers=1)
+    try:
+        done = cli("start", "--config", str(path), "--secure", timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        keys = Path(cfg.run_dir) / "keys"
+        assert f"keys_dir='{keys}'" in done.stdout
+        assert f"CLOUDBURST_SECURITY__KEYS_DIR={keys}" in done.stdout
+        assert (keys / "cluster.key_secret").stat().st_mode & 0o077 == 0
+        secure_cfg = local.resolve(
+            local.replace(cfg, security={"curve": "true"})  # what --secure did
+        )
+        assert local.client_keys_dir(secure_cfg) == str(keys)
+        conn = cluster_conn(cfg, str(keys))
+        try:
+            assert conn.status()["executors"] >= 1
+        finally:
+            conn.close()
+        with pytest.raises(ConnectionFailed, match="CURVE"):
+            cluster_conn(cfg, None)
+    finally:
+        cleanup(cfg)
+
+
+def cluster_conn(cfg, keys_dir):
+    from cloudburst.client.client import CloudburstConnection
+
+    return CloudburstConnection(
+        cfg.ip,
+        cfg.ip,
+        port=cfg.scheduler.port,
+        timeout=REFUSE_WITHIN_S,
+        connect_timeout=REFUSE_WITHIN_S,
+        keys_dir=keys_dir,
+    )
