@@ -40,6 +40,7 @@ from cloudburst.shared.kvs import make_kvs_client
 from cloudburst.shared.logs import CURRENT_CALL, setup_logging
 from cloudburst.shared.proto import cloudburst_pb2 as pb
 from cloudburst.shared.values import to_lattice
+from executor.batching import BatchBook, split_results, transpose
 from executor.capture import OutputCapture
 from executor.invoke import (
     KeysNotReady,
@@ -65,6 +66,7 @@ from executor.triggers import (
     TriggerBook,
     downstreams,
     forward_schedule,
+    is_invalid,
     upstreams,
 )
 from executor.userlib import UserLibrary
@@ -118,6 +120,8 @@ class Worker:
         # Calls waiting for referenced results (futures passed as arguments). They are
         # parked, not waited for, so the call producing the result can run here too.
         self.parked: list[tuple[Run, float]] = []
+        # Calls of batching functions waiting to run together (executor/batching.py).
+        self.batches = BatchBook(cfg.executor.batch_max_size, cfg.executor.batch_max_wait_s)
         self.park_delay = 0.001
         self.next_retry = float("inf")
         self.running = True
@@ -166,6 +170,9 @@ class Worker:
             wait_ms = 100
             if self.parked:
                 wait_ms = max(0, min(100, int((self.next_retry - time.monotonic()) * 1000)))
+            if self.batches.queues:
+                due_ms = (self.batches.next_due() - time.monotonic()) * 1000
+                wait_ms = max(0, min(wait_ms, int(due_ms) + 1))
             if self.pull.poll(wait_ms):
                 try:
                     data = self.pull.recv(zmq.NOBLOCK)
@@ -174,6 +181,10 @@ class Worker:
                 self.handle(data)
             if self.parked and time.monotonic() >= self.next_retry:
                 self._retry_parked()
+            if self.batches.queues:
+                for batch in self.batches.due(time.monotonic()):
+                    self._run_batch(batch)
+                    self._release_pins()  # (after the results left: they may map them)
             now = time.monotonic()
             if now >= next_expire:
                 for entry, fn, missing in self.book.expire_calls(now):
@@ -196,7 +207,14 @@ class Worker:
             log.exception("dropping a message that could not be handled")
             return
         try:
-            if isinstance(action, Run):
+            if (
+                isinstance(action, Run)
+                and action.function in action.schedule.dag.batching_functions
+            ):
+                batch = self.batches.add(action, time.monotonic())
+                if batch is not None:
+                    self._run_batch(batch)
+            elif isinstance(action, Run):
                 t0 = time.perf_counter()
                 log.debug("[%s] %s: running", action.schedule.id, action.function)
                 CURRENT_CALL[0] = action.schedule.id
@@ -361,7 +379,9 @@ class Worker:
             if result is STREAMED:  # already forwarded as a stream while it ran
                 self._call_output(sched, fn)
                 return None
-            nxt = _inline_next(sched, fn, downs) if INLINE_CHAINS else None
+            if fn in sched.dag.multiexec and not self._multiexec_continues(sched, fn, result):
+                return None
+            nxt = _inline_next(sched, fn, downs, self.cfg.executor.gpu) if INLINE_CHAINS else None
             if nxt is None:
                 break
             # A pure chain link: run the next function right here with the result as
@@ -385,6 +405,101 @@ class Worker:
                 f"serialized to send it back: {exc}"
             )
             self._fail(sched, fn, wire.error_message(pb.INVALID_ARGUMENT, msg, fn))
+
+    def _run_batch(self, runs: list[Run]) -> None:
+        """Run a batching function once for several calls (executor/batching.py): one
+        list per argument in, one result per call out, each continuing its own call."""
+        fn = runs[0].function
+        ids = ",".join(r.schedule.id for r in runs)
+        t0 = time.perf_counter()
+        try:
+            loaded = self.get_function(fn, max(r.schedule.versions.get(fn, 0) for r in runs))
+        except Exception as exc:
+            for r in runs:
+                self._fail(r.schedule, fn, _load_error(exc, fn))
+            return
+        calls: list[tuple[pb.DagSchedule, list[Any]]] = []
+        for r in runs:
+            sched = r.schedule
+            try:
+                args = wire.decode_args(sched.arguments[fn]) if fn in sched.arguments else []
+                for upstream in r.upstream:
+                    args.extend(wire.decode_args(upstream))
+                # (a batch does not park: it waits here for referenced results)
+                args = resolve_args(args, self.state, self.cfg.scheduler.call_timeout_s)
+            except Exception as exc:
+                self._fail(sched, fn, _load_error(exc, fn))
+                continue
+            calls.append((sched, args))
+        if not calls:
+            return
+        ecfg = self.cfg.executor
+        limits = effective_limits(
+            loaded.timeout_s,
+            loaded.memory_bytes,
+            ecfg.default_function_timeout_s,
+            ecfg.default_function_memory_bytes,
+        )
+        first = calls[0][0]
+        applied = self.limits.apply(limits, (first, fn, limits)) if limits else NO_LIMITS
+        self.busy = 1
+        self.current = (first.id, time.monotonic())
+        self.capture.reset()
+        self.capture.start()
+        self.capture_id = first.id
+        log.debug("[%s] %s: running a batch of %d", ids, fn, len(calls))
+        columns = transpose([a for _, a in calls])  # (one arity per batch: see BatchBook)
+        try:
+            with applied:
+                result = invoke(loaded, self.lib, columns)
+        except (Exception, SystemExit) as exc:  # user code: fails the batch's calls
+            err = wire.remote_error(exc, fn)
+            if isinstance(exc, MemoryError) and applied.memory_limited:
+                messages = [m for s, _ in calls for m in self._failure_messages(s, fn, err)]
+                self._replace_self(messages, EXIT_MEMORY)
+            for sched, _ in calls:
+                self._fail(sched, fn, err)
+            return
+        finally:
+            self.busy = 0
+            self.current = None
+            self.completed += len(calls)
+        try:
+            results = split_results(fn, result, len(calls))
+        except ValueError as exc:
+            for sched, _ in calls:
+                self._fail(sched, fn, wire.error_message(pb.INVALID_ARGUMENT, str(exc), fn))
+            return
+        metrics.executed(str(self.index), first.dag.name, fn, time.perf_counter() - t0)
+        self._call_output(first, fn)  # stop capturing (the first call's result carries it)
+        for (sched, _), res in zip(calls, results, strict=True):
+            try:
+                downs = downstreams(sched.dag, fn)
+                if downs:
+                    self._forward(sched, fn, downs, res)
+                else:
+                    self._finish(sched, fn, res)
+            except SerializationError as exc:
+                msg = f"a result of batching function {fn!r} cannot be serialized: {exc}"
+                self._fail(sched, fn, wire.error_message(pb.INVALID_ARGUMENT, msg, fn))
+
+    def _multiexec_continues(self, sched: pb.DagSchedule, fn: str, result: Any) -> bool:
+        """A MULTIEXEC run ended: whether its result continues the DAG (the first valid
+        one does); fails the call when every upstream's result was invalid."""
+        invalids = [serializer.from_value(v) for v in sched.dag.multiexec[fn].values]
+        valid = not is_invalid(result, invalids)
+        outcome = self.book.multiexec_result(sched, fn, valid, time.monotonic())
+        if outcome == "continue":
+            return True
+        self._call_output(sched, fn)
+        log.debug("[%s] %s: result %s dropped", sched.id, fn, "valid" if valid else "invalid")
+        if outcome == "exhausted":
+            msg = (
+                f"every result of MULTIEXEC function {fn!r} was one of its invalid results "
+                f"{invalids!r}: nothing continued call {sched.id}"
+            )
+            self._fail(sched, fn, wire.error_message(pb.EXECUTION_ERROR, msg, fn))
+        return False
 
     def _call_output(self, sched: pb.DagSchedule, fn: str) -> str:
         """Stop capturing the call's output (logged once, with the call id) and
@@ -441,11 +556,26 @@ class Worker:
                 )
             if sched.expiring_output:
                 self.expiry.add(sched.output_key, time.monotonic())
+        if sched.HasField("continuation"):
+            return self._continue(sched, result)
         res.success = True
         res.value.type = kind  # type: ignore[assignment]
         res.value.body = body
         if sched.response_address:
             self._send(sched.response_address, reply.SerializeToString(), answer=True)
+
+    def _continue(self, sched: pb.DagSchedule, result: Any) -> None:
+        """Start the call's continuation (call_dag(..., continuation=...)) through the
+        scheduler with this result; it answers the caller under the same id."""
+        req = pb.SchedulerRequest(request_id=sched.id, response_address=sched.response_address)
+        call = req.dag_call
+        call.CopyFrom(sched.continuation)
+        call.continued = True
+        wire.encode_args(wire.result_values(result), call.continued_with)
+        log.debug("[%s] continues with DAG %r", sched.id, call.name)
+        self._send(
+            f"tcp://{scheduler_host(self.cfg)}:{self.cfg.scheduler.port}", req.SerializeToString()
+        )
 
     def _upstream_never_came(self, sched: pb.DagSchedule, fn: str, missing: list[str]) -> None:
         """A fan-in waited ``scheduler.call_timeout_s`` for upstream results: tell the
@@ -521,6 +651,8 @@ class Worker:
         return out + self._cancel_messages(sched, fn, err)
 
     def _fail(self, sched: pb.DagSchedule, fn: str, err: pb.RemoteError) -> None:
+        if fn in sched.dag.multiexec:  # the call failed: its later triggers are dropped
+            self.book.settle(sched.id, fn, time.monotonic())
         for address, data in self._failure_messages(sched, fn, err):
             self._send(address, data, answer=address == sched.response_address)
 
@@ -586,13 +718,14 @@ class Worker:
             node_id=self.node_id,
             functions=list(self.functions),
             busy=self.busy,
-            queue_length=len(self.book) + len(self.parked),
+            queue_length=len(self.book) + len(self.parked) + len(self.batches),
             pid=os.getpid(),
             inbox_address=self.inbox_address,
             completed=self.completed,
             leaving=self.leaving,
             index=self.index,
             indexed=True,
+            gpu=self.cfg.executor.gpu,
         )
         current = self.current
         if current is not None:
@@ -701,7 +834,7 @@ def _load_error(exc: BaseException, fn: str) -> pb.RemoteError:
     return wire.remote_error(exc, fn)  # FunctionLoadError, a class constructor raised
 
 
-def _inline_next(sched: pb.DagSchedule, fn: str, downs: list[str]) -> str | None:
+def _inline_next(sched: pb.DagSchedule, fn: str, downs: list[str], gpu: bool = False) -> str | None:
     """The downstream function to run in place, if ``fn -> next`` is a pure chain link:
     ``next`` is ``fn``'s only downstream, ``fn`` its only upstream, and ``next`` has
     no reference arguments (whose locality the scheduler may have placed it for)."""
@@ -713,7 +846,20 @@ def _inline_next(sched: pb.DagSchedule, fn: str, downs: list[str]) -> str | None
     own = sched.arguments.get(nxt)
     if own is not None and any(a.WhichOneof("kind") == "reference" for a in own.values):
         return None
+    if not _may_run_here(sched.dag, fn, nxt, gpu):
+        return None
     return nxt
+
+
+def _may_run_here(dag: pb.Dag, fn: str, nxt: str, gpu: bool) -> bool:
+    """Whether ``nxt`` may run in place after ``fn`` despite the DAG options: not a
+    GPU function on a worker without one, not MULTIEXEC or batching (they run on
+    their own executor), not into a colocated group ``fn`` is not part of."""
+    if (nxt in dag.gpu_functions and not gpu) or nxt in dag.multiexec:
+        return False
+    if nxt in dag.batching_functions:
+        return False
+    return all(fn in g.functions for g in dag.colocated if nxt in g.functions)
 
 
 def main(argv: list[str] | None = None) -> int:

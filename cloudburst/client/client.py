@@ -35,6 +35,7 @@ import cloudpickle
 import zmq
 
 from anna.errors import AnnaError, AnnaTimeoutError
+from cloudburst.client.dags import dag_message
 from cloudburst.client.future import _UNSET, CloudburstFuture
 from cloudburst.shared import security, version, wire
 from cloudburst.shared.config import ExecutorConfig, SchedulerConfig
@@ -619,10 +620,11 @@ class CloudburstConnection:
         consistency: int,
         client_id: str,
         defer_ack: bool = False,
+        direct: bool = True,
     ) -> CloudburstFuture:
-        """Start a call: directly on a cached placement if possible, else through the
-        scheduler (waiting for its acknowledgement, so unknown names raise here; with
-        ``defer_ack`` the caller waits for it: :meth:`_await_acks`)."""
+        """Start a call: directly on a cached placement if possible (and ``direct``),
+        else through the scheduler (waiting for its acknowledgement, so unknown names
+        raise here; with ``defer_ack`` the caller waits for it: :meth:`_await_acks`)."""
         ref = weakref.ref(self)  # the future must not keep the connection alive
 
         def resend(exclude: list[str], timeout: float | None = None) -> CloudburstFuture:
@@ -637,7 +639,11 @@ class CloudburstConnection:
 
         with self._lock:  # never held while waiting (see _wait_until)
             self._check_open()
-            fut = self._direct_call(placement_name, arguments, output_key, consistency, client_id)
+            fut = (
+                self._direct_call(placement_name, arguments, output_key, consistency, client_id)
+                if direct
+                else None
+            )
         if fut is None and defer_ack:
             fut = self._send_via_scheduler(kind, body, output_key)
             fut._ack_for = placement_name  # type: ignore[attr-defined]
@@ -854,21 +860,26 @@ class CloudburstConnection:
         return list(self._control("list_functions", prefix or "").names)
 
     def register_dag(
-        self, name: str, functions: Sequence[str], connections: Iterable[Sequence[str]]
+        self,
+        name: str,
+        functions: Sequence[Any],
+        connections: Iterable[Sequence[str]],
+        gpu_functions: Iterable[str] = (),
+        batching_functions: Iterable[str] = (),
+        colocated: Iterable[Any] = (),
     ) -> DagRegistration:
         """Register a DAG: ``functions`` by name, ``connections`` as ``(source, sink)``
         pairs. Returns ``(True, 0)`` or ``(False, error)`` like the original
         (``DAG_ALREADY_EXISTS``, ``FUNC_NOT_FOUND``, ``INVALID_ARGUMENT``) with the
-        reason in ``.message``."""
-        if isinstance(functions, str):
-            functions = [functions]
-        try:
-            links = [(str(src), str(dst)) for src, dst in connections]
-        except (TypeError, ValueError):
-            raise InvalidArgument("connections must be (source, sink) pairs") from None
-        dag = pb.Dag(name=name, functions=list(functions))
-        for src, dst in links:
-            dag.connections.add(source=src, sink=dst)
+        reason in ``.message``.
+
+        The original's options (docs/client.md, "DAG options"): a function given as
+        ``(name, [invalid results])`` is MULTIEXEC; ``gpu_functions`` run only on
+        executors with a GPU; ``batching_functions`` run over several calls at once;
+        ``colocated`` functions (one group, or a list of groups) share a node."""
+        dag = dag_message(
+            name, functions, connections, gpu_functions, batching_functions, colocated
+        )
         resp = self._request("register_dag", dag).response
         if not resp.success:
             log.warning("register_dag(%r) failed: %s", name, resp.message)
@@ -916,10 +927,21 @@ class CloudburstConnection:
         consistency: int = NORMAL,
         output_key: str | None = None,
         client_id: str | None = None,
+        dry_run: bool = False,
+        continuation: pb.DagCall | None = None,
     ) -> Any:
         """Call DAG ``dname``; ``arg_map`` maps a function to its arguments (a list, or
         a scalar for one argument). Returns a future, or with ``direct_response=True``
-        the result itself. With ``output_key`` the result is also stored there."""
+        the result itself. With ``output_key`` the result is also stored there.
+
+        ``dry_run=True`` returns the call message (a ``DagCall``) without sending it.
+        ``continuation`` (such a message) is called when this call is done, with this
+        call's result appended to the arguments of each of its source functions; the
+        future then stands for the continuation's result (chains nest)::
+
+            then = cloud.call_dag('square_dag', {}, dry_run=True)
+            cloud.call_dag('incr_dag', {'incr': 3}, continuation=then).get()  # 16
+        """
         if consistency not in (pb.NORMAL, pb.SINGLE, pb.MULTI):
             raise InvalidArgument(f"unknown consistency {consistency!r}")
         if consistency != pb.NORMAL and not self._warned_consistency:
@@ -940,14 +962,27 @@ class CloudburstConnection:
             if not isinstance(fargs, list | tuple):
                 fargs = [fargs]
             self._encode_args(fargs, call.function_args[fname], upstreams)
+        if continuation is not None:
+            if not isinstance(continuation, pb.DagCall):
+                raise InvalidArgument(
+                    "continuation must be the call message that call_dag(..., dry_run=True) "
+                    f"returns, not {type(continuation).__name__}"
+                )
+            call.continuation.CopyFrom(continuation)
+        if dry_run:
+            return call
+        last = call  # the result (and the output key it is stored under) is the last one's
+        while last.HasField("continuation"):
+            last = last.continuation
         fut = self._start_call(
             f"dag:{dname}",
             "dag_call",
             call,
             dict(call.function_args),
-            call.output_key,
+            last.output_key,
             consistency,
             call.client_id,
+            direct=continuation is None,  # cached placements carry no continuation
         )
         fut._upstreams = upstreams
         if direct_response:
@@ -990,6 +1025,7 @@ class CloudburstConnection:
                     "pid": e.pid,
                     "functions": list(e.functions),
                     "load": e.load,
+                    "gpu": e.gpu,
                 }
                 for e in st.executors
             ],

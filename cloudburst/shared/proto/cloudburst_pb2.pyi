@@ -125,7 +125,7 @@ class FunctionList(_message.Message):
     def __init__(self, names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Dag(_message.Message):
-    __slots__ = ("name", "functions", "connections")
+    __slots__ = ("name", "functions", "connections", "multiexec", "gpu_functions", "batching_functions", "colocated")
     class Link(_message.Message):
         __slots__ = ("source", "sink")
         SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -133,13 +133,38 @@ class Dag(_message.Message):
         source: str
         sink: str
         def __init__(self, source: _Optional[str] = ..., sink: _Optional[str] = ...) -> None: ...
+    class Invalids(_message.Message):
+        __slots__ = ("values",)
+        VALUES_FIELD_NUMBER: _ClassVar[int]
+        values: _containers.RepeatedCompositeFieldContainer[Value]
+        def __init__(self, values: _Optional[_Iterable[_Union[Value, _Mapping]]] = ...) -> None: ...
+    class Group(_message.Message):
+        __slots__ = ("functions",)
+        FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
+        functions: _containers.RepeatedScalarFieldContainer[str]
+        def __init__(self, functions: _Optional[_Iterable[str]] = ...) -> None: ...
+    class MultiexecEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Dag.Invalids
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Dag.Invalids, _Mapping]] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
     CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
+    MULTIEXEC_FIELD_NUMBER: _ClassVar[int]
+    GPU_FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
+    BATCHING_FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
+    COLOCATED_FIELD_NUMBER: _ClassVar[int]
     name: str
     functions: _containers.RepeatedScalarFieldContainer[str]
     connections: _containers.RepeatedCompositeFieldContainer[Dag.Link]
-    def __init__(self, name: _Optional[str] = ..., functions: _Optional[_Iterable[str]] = ..., connections: _Optional[_Iterable[_Union[Dag.Link, _Mapping]]] = ...) -> None: ...
+    multiexec: _containers.MessageMap[str, Dag.Invalids]
+    gpu_functions: _containers.RepeatedScalarFieldContainer[str]
+    batching_functions: _containers.RepeatedScalarFieldContainer[str]
+    colocated: _containers.RepeatedCompositeFieldContainer[Dag.Group]
+    def __init__(self, name: _Optional[str] = ..., functions: _Optional[_Iterable[str]] = ..., connections: _Optional[_Iterable[_Union[Dag.Link, _Mapping]]] = ..., multiexec: _Optional[_Mapping[str, Dag.Invalids]] = ..., gpu_functions: _Optional[_Iterable[str]] = ..., batching_functions: _Optional[_Iterable[str]] = ..., colocated: _Optional[_Iterable[_Union[Dag.Group, _Mapping]]] = ...) -> None: ...
 
 class FunctionCall(_message.Message):
     __slots__ = ("name", "arguments", "response_key", "consistency", "exclude")
@@ -156,7 +181,7 @@ class FunctionCall(_message.Message):
     def __init__(self, name: _Optional[str] = ..., arguments: _Optional[_Union[Arguments, _Mapping]] = ..., response_key: _Optional[str] = ..., consistency: _Optional[_Union[ConsistencyType, str]] = ..., exclude: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DagCall(_message.Message):
-    __slots__ = ("name", "function_args", "consistency", "output_key", "client_id", "exclude")
+    __slots__ = ("name", "function_args", "consistency", "output_key", "client_id", "exclude", "continuation", "continued_with", "continued")
     class FunctionArgsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -170,16 +195,22 @@ class DagCall(_message.Message):
     OUTPUT_KEY_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_FIELD_NUMBER: _ClassVar[int]
+    CONTINUATION_FIELD_NUMBER: _ClassVar[int]
+    CONTINUED_WITH_FIELD_NUMBER: _ClassVar[int]
+    CONTINUED_FIELD_NUMBER: _ClassVar[int]
     name: str
     function_args: _containers.MessageMap[str, Arguments]
     consistency: ConsistencyType
     output_key: str
     client_id: str
     exclude: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., function_args: _Optional[_Mapping[str, Arguments]] = ..., consistency: _Optional[_Union[ConsistencyType, str]] = ..., output_key: _Optional[str] = ..., client_id: _Optional[str] = ..., exclude: _Optional[_Iterable[str]] = ...) -> None: ...
+    continuation: DagCall
+    continued_with: Arguments
+    continued: bool
+    def __init__(self, name: _Optional[str] = ..., function_args: _Optional[_Mapping[str, Arguments]] = ..., consistency: _Optional[_Union[ConsistencyType, str]] = ..., output_key: _Optional[str] = ..., client_id: _Optional[str] = ..., exclude: _Optional[_Iterable[str]] = ..., continuation: _Optional[_Union[DagCall, _Mapping]] = ..., continued_with: _Optional[_Union[Arguments, _Mapping]] = ..., continued: _Optional[bool] = ...) -> None: ...
 
 class DagSchedule(_message.Message):
-    __slots__ = ("id", "dag", "locations", "arguments", "response_address", "output_key", "consistency", "client_id", "reply_stored", "versions", "expiring_output")
+    __slots__ = ("id", "dag", "locations", "arguments", "response_address", "output_key", "consistency", "client_id", "reply_stored", "versions", "expiring_output", "continuation")
     class LocationsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -212,6 +243,7 @@ class DagSchedule(_message.Message):
     REPLY_STORED_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     EXPIRING_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    CONTINUATION_FIELD_NUMBER: _ClassVar[int]
     id: str
     dag: Dag
     locations: _containers.ScalarMap[str, str]
@@ -223,7 +255,8 @@ class DagSchedule(_message.Message):
     reply_stored: bool
     versions: _containers.ScalarMap[str, int]
     expiring_output: bool
-    def __init__(self, id: _Optional[str] = ..., dag: _Optional[_Union[Dag, _Mapping]] = ..., locations: _Optional[_Mapping[str, str]] = ..., arguments: _Optional[_Mapping[str, Arguments]] = ..., response_address: _Optional[str] = ..., output_key: _Optional[str] = ..., consistency: _Optional[_Union[ConsistencyType, str]] = ..., client_id: _Optional[str] = ..., reply_stored: _Optional[bool] = ..., versions: _Optional[_Mapping[str, int]] = ..., expiring_output: _Optional[bool] = ...) -> None: ...
+    continuation: DagCall
+    def __init__(self, id: _Optional[str] = ..., dag: _Optional[_Union[Dag, _Mapping]] = ..., locations: _Optional[_Mapping[str, str]] = ..., arguments: _Optional[_Mapping[str, Arguments]] = ..., response_address: _Optional[str] = ..., output_key: _Optional[str] = ..., consistency: _Optional[_Union[ConsistencyType, str]] = ..., client_id: _Optional[str] = ..., reply_stored: _Optional[bool] = ..., versions: _Optional[_Mapping[str, int]] = ..., expiring_output: _Optional[bool] = ..., continuation: _Optional[_Union[DagCall, _Mapping]] = ...) -> None: ...
 
 class DagTrigger(_message.Message):
     __slots__ = ("schedule", "source", "target_function", "arguments", "error")
@@ -240,7 +273,7 @@ class DagTrigger(_message.Message):
     def __init__(self, schedule: _Optional[_Union[DagSchedule, _Mapping]] = ..., source: _Optional[str] = ..., target_function: _Optional[str] = ..., arguments: _Optional[_Union[Arguments, _Mapping]] = ..., error: _Optional[_Union[RemoteError, _Mapping]] = ...) -> None: ...
 
 class ExecutorStatus(_message.Message):
-    __slots__ = ("address", "node_id", "functions", "busy", "queue_length", "cached_key_sizes", "has_cache_summary", "pid", "inbox_address", "completed", "leaving", "index", "indexed", "current_call", "current_call_s")
+    __slots__ = ("address", "node_id", "functions", "busy", "queue_length", "cached_key_sizes", "has_cache_summary", "pid", "inbox_address", "completed", "leaving", "index", "indexed", "current_call", "current_call_s", "gpu")
     class CachedKeySizesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -263,6 +296,7 @@ class ExecutorStatus(_message.Message):
     INDEXED_FIELD_NUMBER: _ClassVar[int]
     CURRENT_CALL_FIELD_NUMBER: _ClassVar[int]
     CURRENT_CALL_S_FIELD_NUMBER: _ClassVar[int]
+    GPU_FIELD_NUMBER: _ClassVar[int]
     address: str
     node_id: str
     functions: _containers.RepeatedScalarFieldContainer[str]
@@ -278,7 +312,8 @@ class ExecutorStatus(_message.Message):
     indexed: bool
     current_call: str
     current_call_s: float
-    def __init__(self, address: _Optional[str] = ..., node_id: _Optional[str] = ..., functions: _Optional[_Iterable[str]] = ..., busy: _Optional[int] = ..., queue_length: _Optional[int] = ..., cached_key_sizes: _Optional[_Mapping[str, int]] = ..., has_cache_summary: _Optional[bool] = ..., pid: _Optional[int] = ..., inbox_address: _Optional[str] = ..., completed: _Optional[int] = ..., leaving: _Optional[bool] = ..., index: _Optional[int] = ..., indexed: _Optional[bool] = ..., current_call: _Optional[str] = ..., current_call_s: _Optional[float] = ...) -> None: ...
+    gpu: bool
+    def __init__(self, address: _Optional[str] = ..., node_id: _Optional[str] = ..., functions: _Optional[_Iterable[str]] = ..., busy: _Optional[int] = ..., queue_length: _Optional[int] = ..., cached_key_sizes: _Optional[_Mapping[str, int]] = ..., has_cache_summary: _Optional[bool] = ..., pid: _Optional[int] = ..., inbox_address: _Optional[str] = ..., completed: _Optional[int] = ..., leaving: _Optional[bool] = ..., index: _Optional[int] = ..., indexed: _Optional[bool] = ..., current_call: _Optional[str] = ..., current_call_s: _Optional[float] = ..., gpu: _Optional[bool] = ...) -> None: ...
 
 class StatusQuery(_message.Message):
     __slots__ = ("addresses", "client_version")
@@ -289,7 +324,7 @@ class StatusQuery(_message.Message):
     def __init__(self, addresses: _Optional[_Iterable[str]] = ..., client_version: _Optional[str] = ...) -> None: ...
 
 class ExecutorInfo(_message.Message):
-    __slots__ = ("address", "node_id", "alive", "functions", "pid", "load", "busy", "queue_length", "current_call", "current_call_s")
+    __slots__ = ("address", "node_id", "alive", "functions", "pid", "load", "busy", "queue_length", "current_call", "current_call_s", "gpu")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ALIVE_FIELD_NUMBER: _ClassVar[int]
@@ -300,6 +335,7 @@ class ExecutorInfo(_message.Message):
     QUEUE_LENGTH_FIELD_NUMBER: _ClassVar[int]
     CURRENT_CALL_FIELD_NUMBER: _ClassVar[int]
     CURRENT_CALL_S_FIELD_NUMBER: _ClassVar[int]
+    GPU_FIELD_NUMBER: _ClassVar[int]
     address: str
     node_id: str
     alive: bool
@@ -310,7 +346,8 @@ class ExecutorInfo(_message.Message):
     queue_length: int
     current_call: str
     current_call_s: float
-    def __init__(self, address: _Optional[str] = ..., node_id: _Optional[str] = ..., alive: _Optional[bool] = ..., functions: _Optional[_Iterable[str]] = ..., pid: _Optional[int] = ..., load: _Optional[int] = ..., busy: _Optional[int] = ..., queue_length: _Optional[int] = ..., current_call: _Optional[str] = ..., current_call_s: _Optional[float] = ...) -> None: ...
+    gpu: bool
+    def __init__(self, address: _Optional[str] = ..., node_id: _Optional[str] = ..., alive: _Optional[bool] = ..., functions: _Optional[_Iterable[str]] = ..., pid: _Optional[int] = ..., load: _Optional[int] = ..., busy: _Optional[int] = ..., queue_length: _Optional[int] = ..., current_call: _Optional[str] = ..., current_call_s: _Optional[float] = ..., gpu: _Optional[bool] = ...) -> None: ...
 
 class ClusterStatus(_message.Message):
     __slots__ = ("executors", "kvs_address", "scheduler_address", "dead", "functions", "dags", "server_version")
