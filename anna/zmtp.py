@@ -28,6 +28,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from anna.curve import CurveClient, CurveCodec, CurveError, CurveServer, error_body, parse_error
 
@@ -435,6 +436,7 @@ class Inbound:
         "max_after",
         "refusal",
         "peer_key",
+        "writer",
     )
 
     def __init__(
@@ -464,6 +466,9 @@ class Inbound:
         self.max_frame = HANDSHAKE_MAX_FRAME if self.secure else self.max_after
         self.refusal = ""  # why the handshake failed (for the caller's logs/errors)
         self.peer_key: bytes | None = None  # the authenticated client key (CURVE server)
+        # How handshake replies go out (None: straight to the socket). A server's
+        # outbound connection queues them behind its own greeting, in order.
+        self.writer: Callable[[bytes], None] | None = None
 
     def opening(self) -> bytes:
         """What this side sends first on an accepted connection: its greeting (and, as
@@ -584,18 +589,23 @@ class Inbound:
             self.refusal = str(exc)
             if isinstance(side, CurveServer):
                 try:
-                    self.sock.send(command_frame(error_body(exc.reason)))
-                except OSError:
+                    self._write(command_frame(error_body(exc.reason)))
+                except (OSError, ZmtpError):
                     pass
             raise ZmtpError(str(exc)) from None
         if reply:
-            frame = command_frame(reply)
-            try:
-                sent = self.sock.send(frame)
-            except OSError as exc:
-                raise ZmtpError(f"handshake send failed: {exc}") from None
-            if sent < len(frame):  # a few hundred bytes into a fresh socket: never short
-                raise ZmtpError("handshake send was short")
+            self._write(command_frame(reply))
+
+    def _write(self, frame: bytes) -> None:
+        if self.writer is not None:
+            self.writer(frame)
+            return
+        try:
+            sent = self.sock.send(frame)
+        except OSError as exc:
+            raise ZmtpError(f"handshake send failed: {exc}") from None
+        if sent < len(frame):  # a few hundred bytes into a fresh socket: never short
+            raise ZmtpError("handshake send was short")
 
     def _parse(self) -> list[list[bytes | bytearray]]:
         buf = self.buf
@@ -1194,6 +1204,9 @@ class ZmtpServer:
             self.stats["send_dropped"] += 1
             return None
         oc = _Outbound(address, sock, self.curve)
+        if self.curve is not None:
+            # WELCOME and READY must follow our greeting (which may still be queued).
+            oc.inbound.writer = partial(self._handshake_out, oc)
         self.outbound[address] = oc
         self.out_by_fd[oc.fd] = oc
         self.epoll.register(oc.fd, select.EPOLLIN)
@@ -1207,6 +1220,13 @@ class ZmtpServer:
         if len(self.outbound) > MAX_OUT_CONNECTIONS:
             self._drop_out(next(iter(self.outbound.values())))
         return oc
+
+    def _handshake_out(self, oc: _Outbound, frame: bytes) -> None:
+        oc.pending.append(memoryview(frame))
+        oc.pending_bytes += len(frame)
+        self._flush(oc)
+        if self.out_by_fd.get(oc.fd) is not oc:
+            raise ZmtpError("connection dropped during the handshake")
 
     def _want_write(self, oc: _Outbound) -> None:
         if not oc.writing:

@@ -241,6 +241,8 @@ class Security:
         sock.curve_publickey = z85.encode(self.public)
         if self.max_frame:
             sock.setsockopt(zmq.MAXMSGSIZE, self.max_frame)
+        # A peer that does not finish its handshake in time is dropped (libzmq: 30 s).
+        sock.setsockopt(zmq.HANDSHAKE_IVL, max(1, int(self.handshake_timeout_s * 1000)))
 
     def ask(self, sock: zmq.Socket[Any]) -> None:
         """Make ``sock`` a CURVE client proving this process's key."""

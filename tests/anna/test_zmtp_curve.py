@@ -461,3 +461,34 @@ def test_listener_refuses_null_and_wrong_keys_when_polled(ctx):
         assert listener.recv(dl(5)) == [b"genuine"]
     finally:
         listener.close()
+
+
+def test_replies_to_new_listeners_while_the_server_loops(server):
+    """The server's WELCOME must follow its own greeting even when the listener's HELLO
+    arrives in the same poll as the connection becoming writable (it used to go first
+    and the listener hung up: the reply was lost)."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            server.cork()
+            for m in server.poll(0.01):
+                server.send(bytes(m[0]).decode(), b"reply")
+            server.uncork()
+
+    t = threading.Thread(target=loop)
+    t.start()
+    try:
+        for _ in range(5):
+            listener = zmtp.PullListener(IP, 0, CLIENT_CURVE)
+            conn = zmtp.PushConnection(server.address, dl(5), CLIENT_CURVE)
+            try:
+                conn.send(listener.address.encode())
+                assert listener.recv(dl(5)) == [b"reply"]
+            finally:
+                conn.close()
+                listener.close()
+    finally:
+        stop.set()
+        t.join(5)
+    assert server.stats["send_dropped"] == 0
