@@ -151,7 +151,7 @@ class SecurityConfig:
     keys_dir: str = ""  # empty: <run_dir>/keys
     # Denial-of-service basics on the KVS's own transport (anna/zmtp.py) and libzmq
     # server sockets: frames over this many bytes close the connection (0: derived from
-    # kvs.max_value_bytes); at most this many connections per peer host.
+    # 2 x kvs.max_value_bytes, at most 2 GiB); at most this many connections per peer host.
     max_frame_bytes: int = 0
     max_connections_per_peer: int = 1024
     handshake_timeout_s: float = 5.0

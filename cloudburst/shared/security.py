@@ -291,11 +291,20 @@ class _Provider:
         return ok
 
 
+def max_frame_bytes(cfg: Any) -> int:
+    """The largest frame a server reads: ``security.max_frame_bytes``, or by default
+    room for a PUT of up to twice ``kvs.max_value_bytes`` (so a too large value still
+    gets its clear VALUE_TOO_LARGE answer), at most the transport's 2 GiB."""
+    explicit = cfg.security.max_frame_bytes
+    limit = explicit or max(2 * cfg.kvs.max_value_bytes, cfg.kvs.max_value_bytes + (64 << 20))
+    return int(min(zmtp.MAX_MESSAGE, limit))
+
+
 def zmtp_server_options(sec: Security | None, cfg: Any) -> dict[str, Any]:
     """Keyword arguments for :class:`anna.zmtp.ZmtpServer`: CURVE if on, and the
     frame and per-peer limits of ``cfg.security`` (with or without CURVE)."""
     sc = cfg.security
-    max_frame = min(zmtp.MAX_MESSAGE, sc.max_frame_bytes or cfg.kvs.max_value_bytes + (1 << 20))
+    max_frame = max_frame_bytes(cfg)
     return {
         "curve": None if sec is None else sec.zmtp_server(),
         "max_frame": max_frame,
@@ -410,7 +419,7 @@ def _server_security(cfg: Any) -> Security | None:
         return None
     keys_dir = sc.keys_dir or os.path.join(cfg.run_dir, "keys")
     sec = Security.from_dir(keys_dir, role="server")
-    max_frame = sc.max_frame_bytes or cfg.kvs.max_value_bytes + (1 << 20)
+    max_frame = max_frame_bytes(cfg)
     return Security(
         sec.public,
         sec.secret,

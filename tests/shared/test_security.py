@@ -118,7 +118,10 @@ def test_config_policy(keys, monkeypatch, caplog):
     )
     sec = server_security(cfg)
     assert sec is not None and sec.policy is not None
-    assert sec.max_frame == cfg.kvs.max_value_bytes + (1 << 20)
+    assert sec.max_frame == 2 << 30  # 2 x 1.5 GiB, capped at the transport's 2 GiB
+    small = load_config(env={}, kvs={"max_value_bytes": 1 << 20})
+    assert security.max_frame_bytes(small) == 65 << 20
+    assert security.max_frame_bytes(load_config(env={}, security={"max_frame_bytes": 4096})) == 4096
     monkeypatch.delenv(security.KEYS_ENV, raising=False)
     assert client_security() is None
     monkeypatch.setenv(security.KEYS_ENV, str(keys))
