@@ -142,16 +142,19 @@ class Target:
 
         if self._conn is None:
             from cloudburst.local import client_keys_dir
+            from cloudburst.shared import security
 
             local_cfg = None if self.address else self.local_cfg()
             host, port = resolve_address(self.address, local_cfg)
+            # A secure local cluster: its client keys (else $CLOUDBURST_SECURITY__KEYS_DIR).
+            keys = client_keys_dir(local_cfg) if local_cfg else None
+            security.set_current(security.client_security(keys))  # anna.admin's too
             self._conn = CloudburstConnection(
                 host,
                 timeout=self.timeout,
                 port=port,
                 connect_timeout=self.timeout,
-                # A secure local cluster: its client keys (else $CLOUDBURST_SECURITY__KEYS_DIR).
-                keys_dir=client_keys_dir(local_cfg) if local_cfg else None,
+                keys_dir=keys,
             )
             click.get_current_context().call_on_close(self._conn.close)
         return self._conn

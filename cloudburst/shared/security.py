@@ -385,6 +385,12 @@ def current() -> Security | None:
     return _PROCESS[0]
 
 
+def set_current(sec: Security | None) -> None:
+    """Make ``sec`` this process's security (a tool such as the ``cloudburst`` command
+    that talks to the KVS directly with a client's keys)."""
+    _PROCESS[0] = sec
+
+
 def default() -> Security | None:
     """This server process's security, else a client's from the environment
     (``$CLOUDBURST_SECURITY__KEYS_DIR``), else None (plain). For tools (anna.admin)."""

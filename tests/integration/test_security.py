@@ -290,6 +290,26 @@ def test_local_start_secure_generates_keys_and_says_how_to_connect(tmp_path):
             conn.close()
         with pytest.raises(ConnectionFailed, match="CURVE"):
             cluster_conn(cfg, None)
+        # The `cloudburst` command finds the local cluster's keys by itself (the
+        # scheduler, and the KVS listing through anna.admin).
+        import json
+        import subprocess
+        import sys
+
+        from tests.integration.localcluster import ROOT, clean_env
+
+        done = subprocess.run(
+            [sys.executable, "-m", "cloudburst", "--run-dir", cfg.run_dir, "status", "--json"],
+            cwd=ROOT,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        doc = json.loads(done.stdout)
+        assert doc["kvs_nodes"], doc  # membership through anna.admin, with the keys
+        assert doc["kvs_keys"] is not None, doc
     finally:
         cleanup(cfg)
 
