@@ -34,6 +34,8 @@ class Run:
     schedule: pb.DagSchedule
     function: str
     upstream: list[pb.Arguments]
+    #: SINGLE/MULTI: the upstream read sets (executor/session.py), in connection order.
+    sessions: list[pb.CallSession] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class _Pending:
     schedule: pb.DagSchedule
     created: float
     args: dict[str, pb.Arguments] = field(default_factory=dict)
+    sessions: dict[str, pb.CallSession] = field(default_factory=dict)
 
 
 @dataclass
@@ -105,7 +108,8 @@ class TriggerBook:
                 return None
             if ups and trigger.source not in ups:
                 raise InvalidTrigger(f"{fn!r} got a trigger from {trigger.source!r}, not {ups}")
-            return Run(sched, fn, [trigger.arguments] if ups else [])
+            sessions = [trigger.session] if trigger.HasField("session") else []
+            return Run(sched, fn, [trigger.arguments] if ups else [], sessions)
         if not ups:
             if trigger.source:
                 raise InvalidTrigger(
@@ -120,10 +124,13 @@ class TriggerBook:
         if entry is None:
             entry = self.pending[key] = _Pending(sched, now)
         entry.args[trigger.source] = trigger.arguments
+        if trigger.HasField("session"):
+            entry.sessions[trigger.source] = trigger.session
         if len(entry.args) < len(set(ups)):
             return None
         del self.pending[key]
-        return Run(sched, fn, [entry.args[src] for src in ups])
+        sessions = [entry.sessions[src] for src in dict.fromkeys(ups) if src in entry.sessions]
+        return Run(sched, fn, [entry.args[src] for src in ups], sessions)
 
     def multiexec_result(self, sched: pb.DagSchedule, fn: str, valid: bool, now: float) -> str:
         """A run of MULTIEXEC ``fn`` ended: ``"continue"`` for the first valid result,

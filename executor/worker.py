@@ -58,6 +58,7 @@ from executor.limits import (
     ResultExpiry,
     effective_limits,
 )
+from executor.session import CallSession
 from executor.state import NODE_CACHE_ENV, make_state_client
 from executor.triggers import (
     Cancel,
@@ -130,6 +131,10 @@ class Worker:
         #: every scheduler heard of (heartbeats go to all of them)
         self.schedulers = {f"tcp://{scheduler_host(cfg)}:{cfg.scheduler.port}"}
         self.expiry = ResultExpiry(cfg.executor.result_ttl_s)
+        # SINGLE/MULTI: the session of the call running now (executor/session.py) and
+        # the node cache's peer address its pins are fetched from (with when it was asked).
+        self.session: CallSession | None = None
+        self._pin_location: tuple[str, float] = ("", -1e9)
         self._delete_warned = False
         self._hb_thread = threading.Thread(
             target=self._heartbeat_loop, name="heartbeat", daemon=True
@@ -229,6 +234,9 @@ class Worker:
                 )
             elif isinstance(action, Cancel):
                 self._cancel_downstream(action.schedule, action.function, action.error)
+            if action is None or isinstance(action, Cancel):
+                if msg.trigger.HasField("session"):  # a failed call's read set: unpin
+                    self._release_session(msg.trigger.schedule.id, msg.trigger.session.holders)
         except Exception:  # a bug of ours must not kill the worker either
             log.exception(
                 "[%s] internal error handling %s",
@@ -297,7 +305,48 @@ class Worker:
             self.functions[name] = fn
         return fn
 
+    def _new_session(self, sched: pb.DagSchedule, upstream: list[pb.CallSession]) -> CallSession:
+        """The SINGLE/MULTI session of a call on this worker (executor/session.py)."""
+        pins = self.state if hasattr(self.state, "pin_get") else None
+        location = ""
+        if pins is not None:
+            location, asked = self._pin_location
+            if not location and time.monotonic() - asked > 5.0:
+                location = pins.peer_address()
+                self._pin_location = (location, time.monotonic())
+        session = CallSession(
+            sched.id,
+            sched.consistency,
+            self.state,
+            pins,
+            location,
+            sched.client_id,
+            fresh=lambda keys: self._direct_kvs().get(keys),
+        )
+        session.absorb(upstream)
+        return session
+
+    def _release_session(self, call: str, holders: Any) -> None:
+        release = getattr(self.state, "pin_release", None)
+        if release is not None and holders:
+            try:
+                release(call, list(holders))
+            except Exception:
+                log.exception("[%s] releasing the call's pins failed", call)
+
     def run(self, action: Run, deadline: float | None = None) -> None:
+        if not action.schedule.consistency:
+            return self._run(action, deadline)
+        # SINGLE/MULTI: reads and writes of the call go through its session.
+        self.session = self._new_session(action.schedule, action.sessions)
+        self.lib._state = self.session
+        try:
+            return self._run(action, deadline)
+        finally:
+            self.lib._state = self.state
+            self.session = None
+
+    def _run(self, action: Run, deadline: float | None = None) -> None:
         sched, fn = action.schedule, action.function
         self.capture.reset()
         if deadline is None:
@@ -307,7 +356,7 @@ class Worker:
             args = wire.decode_args(sched.arguments[fn]) if fn in sched.arguments else []
             for upstream in action.upstream:
                 args.extend(wire.decode_args(upstream))
-            args = resolve_args(args, self.state, 0)
+            args = resolve_args(args, self.session or self.state, 0)
         except KeysNotReady as exc:
             if time.monotonic() >= deadline:
                 msg = f"the result(s) {exc.keys} referenced by this call never appeared"
@@ -472,8 +521,13 @@ class Worker:
             return
         metrics.executed(str(self.index), first.dag.name, fn, time.perf_counter() - t0)
         self._call_output(first, fn)  # stop capturing (the first call's result carries it)
+        upstream_sessions = {r.schedule.id: r.sessions for r in runs}
         for (sched, _), res in zip(calls, results, strict=True):
             try:
+                # SINGLE/MULTI: a batch's own reads are not in a session (several calls
+                # in one invocation); each call's read set still travels on.
+                if sched.consistency:
+                    self.session = self._new_session(sched, upstream_sessions[sched.id])
                 downs = downstreams(sched.dag, fn)
                 if downs:
                     self._forward(sched, fn, downs, res)
@@ -482,6 +536,8 @@ class Worker:
             except SerializationError as exc:
                 msg = f"a result of batching function {fn!r} cannot be serialized: {exc}"
                 self._fail(sched, fn, wire.error_message(pb.INVALID_ARGUMENT, msg, fn))
+            finally:
+                self.session = None
 
     def _multiexec_continues(self, sched: pb.DagSchedule, fn: str, result: Any) -> bool:
         """A MULTIEXEC run ended: whether its result continues the DAG (the first valid
@@ -523,6 +579,8 @@ class Worker:
             del trig.schedule.arguments[fn]
         trig.source = fn
         wire.encode_args(wire.result_values(result), trig.arguments)
+        if self.session is not None:
+            self.session.to_pb(trig.session)
         for down in downs:
             trig.target_function = down
             self._send(sched.locations[down], msg.SerializeToString())
@@ -536,9 +594,19 @@ class Worker:
         if output:
             res.output = output
         kind, body = wire.dumps(result)
+        session = self.session
+        if session is not None:
+            session.release()  # the call is over (the output write needs no pins)
         if sched.output_key:
             try:
-                ok = self.state.put(sched.output_key, to_lattice(result))
+                if session is not None and sched.consistency == pb.MULTI:
+                    lattice = session.output_lattice(
+                        sched.output_key, result, sched.client_clock.entries
+                    )
+                    res.clock.entries.update(lattice.vector_clock.reveal())
+                else:
+                    lattice = to_lattice(result)
+                ok = self.state.put(sched.output_key, lattice)
             except Exception as exc:
                 ok = False
                 log.error(
@@ -651,6 +719,8 @@ class Worker:
         return out + self._cancel_messages(sched, fn, err)
 
     def _fail(self, sched: pb.DagSchedule, fn: str, err: pb.RemoteError) -> None:
+        if self.session is not None and self.session.call == sched.id:
+            self.session.release()
         if fn in sched.dag.multiexec:  # the call failed: its later triggers are dropped
             self.book.settle(sched.id, fn, time.monotonic())
         for address, data in self._failure_messages(sched, fn, err):

@@ -303,6 +303,7 @@ class SchedulerState:
         output_key: str = "",
         consistency: int = pb.NORMAL,
         client_id: str = "",
+        client_clock: pb.Clock | None = None,
         exclude: Collection[str] = (),
         versions: Mapping[str, int] | None = None,
         expiring_output: bool = False,
@@ -362,6 +363,8 @@ class SchedulerState:
             schedule.consistency = consistency  # type: ignore[assignment]
         if client_id:
             schedule.client_id = client_id
+        if client_clock is not None and client_clock.entries:
+            schedule.client_clock.CopyFrom(client_clock)
         for fn, args in arguments.items():
             schedule.arguments[fn].CopyFrom(args)
         if continuation is not None:

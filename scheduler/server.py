@@ -364,6 +364,7 @@ class SchedulerServer:
         expiring_output: bool = False,
         may_wait: bool = True,
         continuation: pb.DagCall | None = None,
+        client_clock: pb.Clock | None = None,
     ) -> None:
         try:
             schedule, sends = self.state.plan(
@@ -375,6 +376,7 @@ class SchedulerServer:
                 output_key=output_key,
                 consistency=consistency,
                 client_id=client_id,
+                client_clock=client_clock,
                 exclude=set(exclude),
                 versions=self.registry.versions,
                 expiring_output=expiring_output,
@@ -401,6 +403,7 @@ class SchedulerServer:
                     expiring_output,
                     may_wait=False,
                     continuation=continuation,
+                    client_clock=client_clock,
                 )
 
             # No live executor: wait for one (``scheduler.no_executor_wait_s``), as a
@@ -472,6 +475,7 @@ class SchedulerServer:
             call.client_id,
             call.exclude,
             continuation=call.continuation if call.HasField("continuation") else None,
+            client_clock=call.client_clock if call.HasField("client_clock") else None,
         )
 
     def _on_status(self, req: pb.SchedulerRequest, reply: pb.ClientMessage) -> None:

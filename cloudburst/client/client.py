@@ -57,6 +57,8 @@ from scheduler.logic import sources
 log = logging.getLogger(__name__)
 
 NORMAL = pb.NORMAL
+SINGLE = pb.SINGLE  # docs/consistency.md
+MULTI = pb.MULTI
 #: How long a wait for an answer polls without sleeping before it blocks (seconds).
 SPIN_S = 200e-6
 #: The longest a wait blocks on the socket in one go: a waiting thread notices within
@@ -285,9 +287,10 @@ class CloudburstConnection:
         # name -> (placement, lease end, [(source executor, trigger template bytes)])
         self._placements: dict[str, tuple[pb.DagSchedule, float, list[tuple[str, bytes]]]] = {}
         self._inflight: dict[str, int] = {}
+        # MULTI: client_id -> the clock of its last output (docs/consistency.md).
+        self._clocks: dict[str, dict[str, int]] = {}
         self._kvs: Any = None
         self._dead_reason = ""  # why _dead_executors found executors dead (for messages)
-        self._warned_consistency = False
         self.kvs_address = ""
         try:
             self._connect(min(connect_timeout, timeout))
@@ -640,7 +643,14 @@ class CloudburstConnection:
         with self._lock:  # never held while waiting (see _wait_until)
             self._check_open()
             fut = (
-                self._direct_call(placement_name, arguments, output_key, consistency, client_id)
+                self._direct_call(
+                    placement_name,
+                    arguments,
+                    output_key,
+                    consistency,
+                    client_id,
+                    body.client_clock if consistency == pb.MULTI else None,
+                )
                 if direct
                 else None
             )
@@ -747,6 +757,7 @@ class CloudburstConnection:
         output_key: str,
         consistency: int,
         client_id: str,
+        client_clock: pb.Clock | None = None,
     ) -> CloudburstFuture | None:
         if not self.direct:
             return None
@@ -774,6 +785,8 @@ class CloudburstConnection:
             sched.consistency = consistency  # type: ignore[assignment]
         if client_id:
             sched.client_id = client_id
+        if client_clock is not None and client_clock.entries:
+            sched.client_clock.CopyFrom(client_clock)
         for fn, args in arguments.items():
             sched.arguments[fn].CopyFrom(args)
         tail = delta.SerializeToString()
@@ -934,6 +947,10 @@ class CloudburstConnection:
         a scalar for one argument). Returns a future, or with ``direct_response=True``
         the result itself. With ``output_key`` the result is also stored there.
 
+        ``consistency=SINGLE``: every read of a key in the call returns the version the
+        call read first, on any node; ``MULTI`` adds causal consistency and needs
+        ``output_key`` and ``client_id`` (docs/consistency.md).
+
         ``dry_run=True`` returns the call message (a ``DagCall``) without sending it.
         ``continuation`` (such a message) is called when this call is done, with this
         call's result appended to the arguments of each of its source functions; the
@@ -944,9 +961,12 @@ class CloudburstConnection:
         """
         if consistency not in (pb.NORMAL, pb.SINGLE, pb.MULTI):
             raise InvalidArgument(f"unknown consistency {consistency!r}")
-        if consistency != pb.NORMAL and not self._warned_consistency:
-            self._warned_consistency = True
-            log.warning("causal consistency (SINGLE/MULTI) is not implemented; calls run as NORMAL")
+        if consistency == pb.MULTI and not (output_key and client_id):
+            raise InvalidArgument(
+                "consistency=MULTI needs output_key and client_id: the result is stored "
+                "under output_key as a causal version with client_id's clock entry "
+                "incremented, which orders a client's successive calls (docs/consistency.md)"
+            )
         if not isinstance(arg_map, dict):
             raise InvalidArgument(
                 f"arg_map must be a dict of function -> arguments, not {arg_map!r}"
@@ -957,6 +977,9 @@ class CloudburstConnection:
             output_key=output_key or "",
             client_id=client_id or "",
         )
+        if consistency == pb.MULTI and client_id in self._clocks:
+            # The clock of this client's last output: the new one follows it.
+            call.client_clock.entries.update(self._clocks[client_id])
         upstreams: list[CloudburstFuture] = []
         for fname, fargs in arg_map.items():
             if not isinstance(fargs, list | tuple):
@@ -985,6 +1008,9 @@ class CloudburstConnection:
             direct=continuation is None,  # cached placements carry no continuation
         )
         fut._upstreams = upstreams
+        if consistency == pb.MULTI:
+            fut._client_id = call.client_id  # its result's clock updates self._clocks
+            fut._learn_clock()  # (if the result came already)
         if direct_response:
             return fut.get()
         return fut
