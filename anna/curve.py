@@ -51,6 +51,7 @@ _open_after = _nacl.crypto_box_open_afternm
 _easy_after = _lib.crypto_box_easy_afternm
 _open_easy_after = _lib.crypto_box_open_easy_afternm
 _from_buffer = _ffi.from_buffer
+_BIG = 64 * 1024  # from this size buffers are allocated without zeroing them
 
 
 try:
@@ -169,7 +170,9 @@ class CurveCodec:
     def seal(self, payload: bytes | bytearray | memoryview, more: bool = False) -> bytearray:
         """The MESSAGE command body carrying one frame (``more``: not the last)."""
         n = len(payload)
-        out = _uninitialized(n + 33)  # "\x07MESSAGE", nonce, MAC, flags, payload
+        # "\x07MESSAGE", nonce, MAC, flags, payload; small buffers are cheaper zeroed
+        # than through ctypes.
+        out = bytearray(n + 33) if n < _BIG else _uninitialized(n + 33)
         out[32] = 1 if more else 0
         out[33:] = payload  # the only copy: the box is made in place over it
         return self._seal(out)
@@ -177,7 +180,7 @@ class CurveCodec:
     def seal_parts(self, parts: list[bytes], more: bool = False) -> bytearray:
         """Like :meth:`seal`, the frame given as pieces (joined once, into the box)."""
         n = sum(map(len, parts))
-        out = _uninitialized(n + 33)
+        out = bytearray(n + 33) if n < _BIG else _uninitialized(n + 33)
         out[32] = 1 if more else 0
         pos = 33
         for p in parts:
@@ -201,12 +204,12 @@ class CurveCodec:
         command (a PING the peer encrypted). CurveError: not a MESSAGE, an old nonce, or
         a box that does not open."""
         n = len(body)
-        if n < 33 or bytes(body[:8]) != MESSAGE_PREFIX:
+        if n < 33 or body[:8] != MESSAGE_PREFIX:
             raise CurveError("expected a MESSAGE command")
         (nonce,) = _unpack_nonce(body, 8)
         if nonce <= self.recv_nonce:
             raise CurveError(f"MESSAGE nonce {nonce} not above {self.recv_nonce} (replay)")
-        out = bytearray(n - 32)
+        out = bytearray(n - 32) if n < _BIG else _uninitialized(n - 32)
         if _open_easy_after(
             _from_buffer(out),
             _from_buffer(body) + 16,
