@@ -27,7 +27,7 @@ from typing import Any
 import zmq
 
 from cloudburst.ddt.dag import STREAMED, DagStreams
-from cloudburst.shared import logs, metrics, serializer, wire
+from cloudburst.shared import logs, metrics, security, serializer, wire
 from cloudburst.shared.config import Config, kvs_host, load_config, scheduler_host
 from cloudburst.shared.errors import (
     CloudburstTimeoutError,
@@ -103,15 +103,16 @@ class Worker:
         self.index = index
         self.node_id = node_id or f"{cfg.ip}/{os.getpid()}"
         self.ctx: zmq.Context[Any] = zmq.Context()
-        self.pull = self.ctx.socket(zmq.PULL)
+        self.sec = security.server_security(cfg)
+        self.pull = security.server_socket(self.ctx, zmq.PULL, self.sec)
         base = cfg.executor.base_port
         port = _bind(self.pull, cfg.ip, base + index if base else 0)
         self.address = f"tcp://{cfg.ip}:{port}"
-        self.inbox = self.ctx.socket(zmq.PULL)
+        self.inbox = security.server_socket(self.ctx, zmq.PULL, self.sec)
         self.inbox_address = f"tcp://{cfg.ip}:{_bind(self.inbox, cfg.ip, 0)}"
         # Cancels (CallCancel) arrive here, read by a thread of their own: a running
         # call is stopped and a queued one dropped, although the main thread is busy.
-        self.control = self.ctx.socket(zmq.PULL)
+        self.control = security.server_socket(self.ctx, zmq.PULL, self.sec)
         self.control_address = f"tcp://{cfg.ip}:{_bind(self.control, cfg.ip, 0)}"
         self.cancelled = CancelBook(ttl=max(300.0, 2 * cfg.scheduler.call_timeout_s))
         self._cancel_lock = threading.Lock()
@@ -175,16 +176,18 @@ class Worker:
 
     # --- sockets -----------------------------------------------------------
 
-    def _send(self, address: str, data: bytes) -> None:
-        sock = self.push.get(address)
+    def _send(self, address: str, data: bytes, answer: bool = False) -> None:
+        """``answer``: to a client's reply address (CURVE server toward it)."""
+        key = security.push_key(address, answer, self.sec)
+        sock = self.push.get(key)
         if sock is None:
             if len(self.push) >= 1024:  # many short-lived clients: forget the oldest
                 self.push.pop(next(iter(self.push))).close(linger=0)
-            sock = self.ctx.socket(zmq.PUSH)
+            sock = security.push_socket(self.ctx, self.sec, answer)
             sock.setsockopt(zmq.LINGER, 2000)
             sock.setsockopt(zmq.SNDHWM, 10000)
             sock.connect(address)
-            self.push[address] = sock
+            self.push[key] = sock
         try:
             sock.send(data, zmq.NOBLOCK)
         except zmq.Again:
@@ -505,7 +508,9 @@ class Worker:
                     f"function {fn!r} exceeded its memory limit of {limits.memory_bytes} bytes "
                     f"(call {sched.id}); its worker was replaced",
                 )
-                self._replace_self(self._failure_messages(sched, fn, err), EXIT_MEMORY)
+                self._replace_self(
+                    self._failure_messages(sched, fn, err), EXIT_MEMORY, sched.response_address
+                )
             except (Exception, SystemExit) as exc:  # user code: never kills the worker
                 log.info("[%s] %s raised %s: %s", sched.id, fn, type(exc).__name__, exc)
                 return self._fail(sched, fn, wire.remote_error(exc, fn))
@@ -599,7 +604,8 @@ class Worker:
             err = wire.remote_error(exc, fn)
             if isinstance(exc, MemoryError) and applied.memory_limited:
                 messages = [m for s, _ in calls for m in self._failure_messages(s, fn, err)]
-                self._replace_self(messages, EXIT_MEMORY)
+                answers = frozenset(s.response_address for s, _ in calls)
+                self._replace_self(messages, EXIT_MEMORY, answers)
             for sched, _ in calls:
                 self._fail(sched, fn, err)
             return
@@ -735,7 +741,7 @@ class Worker:
         res.value.type = kind  # type: ignore[assignment]
         res.value.body = body
         if sched.response_address:
-            self._send(sched.response_address, reply.SerializeToString())
+            self._send(sched.response_address, reply.SerializeToString(), answer=True)
 
     def _continue(self, sched: pb.DagSchedule, result: Any) -> None:
         """Start the call's continuation (call_dag(..., continuation=...)) through the
@@ -829,7 +835,7 @@ class Worker:
         if fn in sched.dag.multiexec:  # the call failed: its later triggers are dropped
             self.book.settle(sched.id, fn, time.monotonic())
         for address, data in self._failure_messages(sched, fn, err):
-            self._send(address, data)
+            self._send(address, data, answer=address == sched.response_address)
 
     def _cancel_downstream(self, sched: pb.DagSchedule, fn: str, err: pb.RemoteError) -> None:
         for address, data in self._cancel_messages(sched, fn, err):
@@ -868,7 +874,9 @@ class Worker:
             f"function {fn!r} ran past its time limit of {limits.timeout_s:g}s "
             f"(call {sched.id}) and was stopped; its worker was replaced",
         )
-        self._replace_self(self._failure_messages(sched, fn, err), EXIT_TIMEOUT)
+        self._replace_self(
+            self._failure_messages(sched, fn, err), EXIT_TIMEOUT, sched.response_address
+        )
 
     def on_cancel(self, call_id: str) -> None:
         """The caller cancelled ``call_id`` (any thread): remember it, so a trigger
@@ -894,7 +902,9 @@ class Worker:
                 "its worker was replaced",
                 fn,
             )
-            self._replace_self(self._failure_messages(sched, fn, err), EXIT_CANCELLED)
+            self._replace_self(
+                self._failure_messages(sched, fn, err), EXIT_CANCELLED, sched.response_address
+            )
 
     def _control_loop(self) -> None:
         """The control thread: reads ``CallCancel`` messages."""
@@ -917,7 +927,9 @@ class Worker:
                 except Exception:
                     log.exception("handling a cancel failed")
 
-    def _replace_self(self, messages: list[tuple[str, bytes]], status: int) -> None:
+    def _replace_self(
+        self, messages: list[tuple[str, bytes]], status: int, answers: str | frozenset[str] = ""
+    ) -> None:
         """Report, tell the schedulers this worker leaves (no call is placed here
         meanwhile, and callers waiting on it learn it is gone), and exit."""
         self.leaving = True
@@ -926,7 +938,9 @@ class Worker:
             schedulers = sorted(self.schedulers)
         except RuntimeError:  # the heartbeat thread added one just now
             schedulers = sorted(self.schedulers)
-        _exit_after(messages + [(addr, beat) for addr in schedulers], status)
+        if isinstance(answers, str):
+            answers = frozenset((answers,))
+        _exit_after(messages + [(addr, beat) for addr in schedulers], status, answers)
 
     # --- heartbeats --------------------------------------------------------
 
@@ -987,7 +1001,7 @@ class Worker:
                 for addr in [*schedulers, *self.beat_to]:
                     sock = socks.get(addr)
                     if sock is None:
-                        sock = socks[addr] = self.ctx.socket(zmq.PUSH)
+                        sock = socks[addr] = security.client_socket(self.ctx, zmq.PUSH, self.sec)
                         sock.setsockopt(zmq.LINGER, 0)
                         sock.setsockopt(zmq.SNDHWM, 4)
                         sock.connect(addr)
@@ -1020,7 +1034,9 @@ def _payload(lattice: Any) -> bytes:
     return value if isinstance(value, bytes) else b""
 
 
-def _exit_after(messages: list[tuple[str, bytes]], status: int) -> None:
+def _exit_after(
+    messages: list[tuple[str, bytes]], status: int, answers: frozenset[str] = frozenset()
+) -> None:
     """Send ``messages`` on sockets of their own (callable from any thread: the
     worker's sockets belong to its main thread), wait until they are out (2 s at most
     in all: a peer that is gone does not hold the exit up) and end the process without
@@ -1029,7 +1045,8 @@ def _exit_after(messages: list[tuple[str, bytes]], status: int) -> None:
         ctx: zmq.Context[Any] = zmq.Context()
         socks = []
         for address, data in messages:  # connect them all first: they connect in parallel
-            sock = ctx.socket(zmq.PUSH)
+            # Answers to callers: CURVE server toward their listeners (security.py).
+            sock = security.push_socket(ctx, security.current(), address in answers)
             sock.setsockopt(zmq.LINGER, 1000)
             sock.connect(address)
             socks.append((sock, address, data))
@@ -1041,7 +1058,7 @@ def _exit_after(messages: list[tuple[str, bytes]], status: int) -> None:
             except zmq.Again:
                 log.warning("could not report to %s before exiting", address)
             sock.close()
-        ctx.term()  # returns once every message is sent (or lingered)
+        security.term(ctx)  # returns once every message is sent (or lingered)
     except Exception:
         log.exception("reporting before exit failed")
     logging.shutdown()

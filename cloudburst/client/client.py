@@ -37,7 +37,7 @@ import zmq
 from anna.errors import AnnaError, AnnaTimeoutError
 from cloudburst.client.dags import dag_message
 from cloudburst.client.future import _UNSET, CloudburstFuture
-from cloudburst.shared import version, wire
+from cloudburst.shared import security, version, wire
 from cloudburst.shared.config import ExecutorConfig, SchedulerConfig
 from cloudburst.shared.errors import (
     CloudburstException,
@@ -298,7 +298,10 @@ class CloudburstConnection:
         placement_lease: float = 1.0,
         liveness_interval: float = 1.0,
         show_output: bool | None = None,
+        keys_dir: str | None = None,
     ) -> None:
+        # CURVE keys (docs/security.md): keys_dir or $CLOUDBURST_SECURITY__KEYS_DIR.
+        self._sec = security.client_security(keys_dir)
         default_port = port or _default_scheduler_port()
         host, sched_port = split_address(func_addr, default_port)
         if port:
@@ -377,7 +380,7 @@ class CloudburstConnection:
     # --- plumbing ----------------------------------------------------------
 
     def _socket(self, kind: int) -> zmq.Socket[Any]:
-        sock = self._ctx.socket(kind)
+        sock = security.client_socket(self._ctx, kind, self._sec)
         sock.setsockopt(zmq.LINGER, 0)
         self._sockets.append(sock)
         return sock
@@ -397,6 +400,9 @@ class CloudburstConnection:
                 "accepts connections there (is the cluster running? start a local one with "
                 "./scripts/start-cloudburst-local.sh)"
             )
+        refused = security.refusal(self.scheduler_address, self._sec, connect_timeout)
+        if refused:
+            raise ConnectionFailed(f"the scheduler at {self.scheduler_address}: {refused}")
         try:
             query = pb.StatusQuery(client_version=version.__version__)
             status = self._request("status", query, timeout=connect_timeout).status
@@ -1191,7 +1197,7 @@ class CloudburstConnection:
                     f"cannot reach the KVS routing tier at tcp://{host}:{port}: nothing "
                     "accepts connections there"
                 )
-            self._kvs = make_kvs_client(host, port, ip=self.ip, timeout=self.timeout)
+            self._kvs = make_kvs_client(host, port, ip=self.ip, timeout=self.timeout, sec=self._sec)
             self._owned.append(self._kvs)
         return self._kvs
 

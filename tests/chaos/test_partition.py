@@ -105,7 +105,11 @@ def test_cut_link_calls_keep_flowing_and_replicas_converge(
     far_host: NetnsHost, tmp_path: Path
 ) -> None:
     run = tmp_path / "run"
-    cluster = start_cluster(run, ip=far_host.host_ip, kvs={"replication_global": 2})
+    # Not loopback: an open cluster must say so (docs/security.md); the far node's
+    # config is derived from this one.
+    cluster = start_cluster(
+        run, ip=far_host.host_ip, kvs={"replication_global": 2}, security={"curve": "false"}
+    )
     try:
         _start_far_node(cluster, far_host, run)
         cloud = cluster.connect(timeout=10.0)
