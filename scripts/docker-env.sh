@@ -7,8 +7,13 @@
 DOCKERD_STARTED="${DOCKERD_STARTED:-}"
 
 ensure_docker() {
-  apt_install docker.io dockerd || return 1
-  command -v docker >/dev/null 2>&1 || apt_install docker.io docker || return 1
+  if ! command -v dockerd >/dev/null 2>&1; then
+    apt_install docker.io dockerd || return 1
+    # The package may start its own service: stop it, the daemon below is ours to stop.
+    (service docker stop || true) >/dev/null 2>&1
+    sleep 1
+  fi
+  command -v docker >/dev/null 2>&1 || { echo "[docker] no docker client" >&2; return 1; }
   if timeout 20 docker info >/dev/null 2>&1; then return 0; fi
   local sudo=""
   [ "$(id -u)" = "0" ] || sudo="sudo"

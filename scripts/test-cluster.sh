@@ -36,7 +36,7 @@ echo "[cluster] image $IMAGE: $(( $(docker image inspect -f '{{.Size}}' "$IMAGE"
 
 CB_CLUSTER_TESTS=1 CB_CLUSTER_IMAGE="$IMAGE" CB_CLUSTER_PROJECT="$PROJECT" \
   CB_CLUSTER_TIMINGS="$TIMINGS" \
-  timeout 1200 "$PY" -m pytest tests/cluster -x -q -p no:cacheprovider "$@"
+  timeout 1200 "$PY" -m pytest tests/cluster -x -q -s -p no:cacheprovider "$@"
 if [ -s "$TIMINGS" ]; then
   first=$(cut -d. -f1 "$TIMINGS")
   echo "[cluster] cold start (image built to first answered call): $(( first - built )) s"
