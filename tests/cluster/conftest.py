@@ -24,6 +24,7 @@ from typing import Any
 import docker
 import pytest
 
+from anna.admin import membership
 from cloudburst.client.client import CloudburstConnection
 from cloudburst.shared.processes import free_port
 
@@ -84,6 +85,30 @@ class ComposeCluster:
         return "\n".join(out)
 
 
+def _wait_members(cluster: ComposeCluster, timeout: float) -> None:
+    """Until routing lists both storage nodes live and the scheduler has workers of
+    both executor nodes (the docker health checks only see open ports)."""
+    deadline = time.monotonic() + timeout
+    conn = None
+    while True:
+        try:
+            conn = conn or cluster.connect(timeout=5.0)
+            table = membership(f"tcp://{cluster.addr('routing')}:6450", conn.ip, timeout=3.0)
+            live = [n for n in (table.nodes if table else []) if not n.departed]
+            nodes = {e["node_id"].split("/")[0] for e in conn.status()["executor_list"]}
+            if len(live) == 2 and len(nodes) == 2:
+                conn.close()
+                return
+            got = f"{len(live)} storage nodes, executor nodes {sorted(nodes)}"
+        except Exception as exc:  # noqa: BLE001 - retried until the deadline
+            got = repr(exc)
+        if time.monotonic() > deadline:
+            if conn:
+                conn.close()
+            raise TimeoutError(f"cluster not complete after {timeout:.0f} s: {got}")
+        time.sleep(1.0)
+
+
 @pytest.fixture(scope="session")
 def compose() -> Iterator[ComposeCluster]:
     client = docker.from_env(timeout=120)
@@ -103,7 +128,8 @@ def compose() -> Iterator[ComposeCluster]:
         project.up()
         try:
             project.wait_healthy(HEALTHY_TIMEOUT_S)
-        except TimeoutError:
+            _wait_members(cluster, HEALTHY_TIMEOUT_S)
+        except (TimeoutError, AssertionError):
             print(cluster.logs(), file=sys.stderr)
             raise
         yield cluster

@@ -236,3 +236,35 @@ def test_executor_killed_calls_resume_within_15_s(
         return any(e["node_id"].startswith(ip0 + "/") for e in cloud.status()["executor_list"])
 
     _wait(node0_serves, 60, "executor-0's workers registered again", compose)
+
+
+def test_storage_sigterm_hands_off_and_rejoins(compose: Any, cloud: CloudburstConnection) -> None:
+    # docker stop = SIGTERM to anna.local (PID 1): it departs (hands its keys to the
+    # other node) within kvs.depart_timeout_s and exits 0, before the stop timeout.
+    for i in range(20):
+        assert cloud.put_object(f"handoff-{i}", i) is True
+    victim = compose.container("storage-1")
+    started = time.monotonic()
+    victim.stop(timeout=30)
+    took = time.monotonic() - started
+    victim.reload()
+    assert victim.attrs["State"]["ExitCode"] == 0, compose.logs()
+    logs = victim.logs(tail=50).decode(errors="replace")
+    assert "departed" in logs, logs
+    print(f"storage-1 departed and stopped in {took:.1f} s")
+    # the other node serves every key alone
+    _wait(
+        lambda: all(cloud.get_object(f"handoff-{i}") == i for i in range(20)),
+        60,
+        "keys served by the remaining node",
+        compose,
+    )
+    victim.start()
+    _wait(
+        lambda: (
+            (victim.reload() or victim.attrs["State"].get("Health", {}).get("Status")) == "healthy"
+        ),
+        120,
+        "storage-1 rejoined",
+        compose,
+    )

@@ -87,15 +87,19 @@ def test_the_mounted_config_replicates_twice_on_the_volume() -> None:
 def test_health_reports_a_role_that_does_not_serve(tmp_path: Path) -> None:
     cfg = free_port_config(tmp_path, workers=1, cache={"ipc_dir": str(tmp_path / "ipc")})
     for role in health.ROLES:
-        problem = health.check(role, cfg, timeout=0.5)
-        assert problem is not None, role
+        for deep in (False, True):
+            problem = health.check(role, cfg, timeout=0.5, deep=deep)
+            assert problem is not None, role
 
 
 def test_health_of_a_serving_kvs_node(tmp_path: Path, procs: ProcessGroup) -> None:
     cfg = free_port_config(tmp_path, workers=1)
     path = write_config(cfg, tmp_path / "c.yml")
     procs.start("kvs", [sys.executable, "-m", "anna.local", "--config", str(path)])
-    wait_until(lambda: health.check("storage", cfg, timeout=1.0) is None, 60, "storage healthy")
+    wait_until(
+        lambda: health.check("storage", cfg, timeout=1.0, deep=True) is None, 60, "storage ready"
+    )
     assert health.check("routing", cfg, timeout=1.0) is None
     assert health.main(["storage", "--config", str(path)]) == 0
+    assert health.main(["routing", "--deep", "--config", str(path)]) == 0
     assert health.main(["scheduler", "--config", str(path), "--timeout", "0.5"]) == 1

@@ -200,7 +200,7 @@ def _module_exists(argv: list[str]) -> None:
     top = module.split(".")[0]
     assert f"COPY {top} /app/{top}" in (ROOT / "Dockerfile").read_text(), top
     if module == "cloudburst.health":
-        assert argv[3] in health.ROLES, argv
+        assert argv[3] in health.ROLES and set(argv[4:]) <= {"--deep"}, argv
 
 
 def test_commands_and_probe_commands_exist(rendered: Any) -> None:
@@ -210,6 +210,9 @@ def test_commands_and_probe_commands_exist(rendered: Any) -> None:
             _module_exists(c["command"])
             for probe in ("readinessProbe", "livenessProbe"):
                 _module_exists(c[probe]["exec"]["command"])
+            # readiness makes a real exchange; liveness stays cheap (no restart cascades)
+            assert c["readinessProbe"]["exec"]["command"][-1] == "--deep"
+            assert "--deep" not in c["livenessProbe"]["exec"]["command"]
 
 
 def test_storage_statefulset_peer_service_pvc_pdb_and_grace(rendered: Any) -> None:
