@@ -21,6 +21,14 @@ cleanup() {
   echo "[cluster] removing project $PROJECT"
   timeout 180 "$PY" deploy/compose/sdk_compose.py down -p "$PROJECT" >/dev/null 2>&1 \
     || echo "[cluster] cleanup of $PROJECT failed" >&2
+  local left
+  left="$(timeout 60 docker ps -aq --filter "label=com.docker.compose.project=$PROJECT"; \
+    timeout 60 docker network ls -q --filter "label=com.docker.compose.project=$PROJECT"; \
+    timeout 60 docker volume ls -q --filter "label=com.docker.compose.project=$PROJECT")" || true
+  if [ -n "$left" ]; then
+    echo "[cluster] left behind by $PROJECT: $left" >&2
+    [ "$rc" != 0 ] || rc=1
+  fi
   stop_dockerd
   rm -f "$TIMINGS"
   echo "[cluster] done in $(( $(date +%s) - t0 )) s (exit $rc)"
