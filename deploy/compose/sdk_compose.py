@@ -98,9 +98,16 @@ class Project:
             self.create(service)
             api.start(self.container_name(service))
 
-    def create(self, service: str) -> None:
+    def create(self, service: str, address: str | None = None) -> None:
+        """Create ``service``'s container; ``address``: on another address than the
+        file's (as a rescheduled pod: same volumes, new IP, ``CLOUDBURST_IP`` too)."""
         api = self.client.api
         svc = self.spec["services"][service]
+        if address:
+            (net,) = svc["networks"]
+            env = dict(svc.get("environment") or {})
+            env["CLOUDBURST_IP"] = address
+            svc = {**svc, "environment": env, "networks": {net: {"ipv4_address": address}}}
         binds: list[str] = []
         for v in svc.get("volumes") or []:
             src, dst, *mode = v.split(":")

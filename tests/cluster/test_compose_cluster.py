@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from anna.admin import placed_on
 from cloudburst.client.client import CloudburstConnection
 from cloudburst.shared.processes import port_open
 from cloudburst.shared.reference import CloudburstReference
@@ -266,5 +267,60 @@ def test_storage_sigterm_hands_off_and_rejoins(compose: Any, cloud: CloudburstCo
         ),
         120,
         "storage-1 rejoined",
+        compose,
+    )
+
+
+def test_storage_node_back_on_a_new_address_recovers_and_is_routed_to(
+    compose: Any, cloud: CloudburstConnection
+) -> None:
+    # As a rescheduled pod: storage-1 is killed right after the writes and comes back
+    # with the same volume on a new IP. Routing declares the old address dead and
+    # places keys on the new one; the node recovers its WAL (kvs.wal_name) and gets
+    # what only storage-0 held by hand-off: with storage-0 killed it serves them all.
+    keys = {f"moved-{i}": i for i in range(30)}
+    for key, value in keys.items():
+        assert cloud.put_object(key, value) is True
+    routing = f"tcp://{compose.addr('routing')}:6450"
+    old = compose.container("storage-1")
+    old.remove(force=True)
+    new_ip = f"{compose.net}.13"
+    compose.project.create("storage-1", address=new_ip)
+    compose.project.client.api.start(compose.project.container_name("storage-1"))
+    want = {f"tcp://{compose.addr('storage-0')}:6200", f"tcp://{new_ip}:6200"}
+    _wait(
+        lambda: placed_on(routing, cloud.ip, timeout=3.0) == want,
+        120,
+        f"routing places keys on {sorted(want)} only",
+        compose,
+    )
+    assert cloud.put_object("moved-after", "new") is True
+    # storage-0 hands keys to a new replica on its next gossip tick after it learns the
+    # membership (kvs.gossip_period_s 0.5 s): leave it several.
+    time.sleep(5.0)
+    first = compose.container("storage-0")
+    first.kill()
+    try:
+        _wait(
+            lambda: placed_on(routing, cloud.ip, timeout=3.0) == {f"tcp://{new_ip}:6200"},
+            60,
+            "only the new address is placed on",
+            compose,
+        )
+
+        def all_on_new_node() -> bool:
+            return all(cloud.get_object(k) == v for k, v in keys.items()) and (
+                cloud.get_object("moved-after") == "new"
+            )
+
+        _wait(all_on_new_node, 90, "every key served by the re-addressed node", compose)
+    finally:
+        first.start()
+    _wait(
+        lambda: (
+            (first.reload() or first.attrs["State"].get("Health", {}).get("Status")) == "healthy"
+        ),
+        120,
+        "storage-0 back",
         compose,
     )

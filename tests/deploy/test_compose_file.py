@@ -68,6 +68,7 @@ def test_cluster_shape_addresses_and_policies() -> None:
         vols = services[name]["volumes"]
         assert f"{name}:/data" in vols and name in spec["volumes"]  # the WAL survives
         assert "routing:6450" in services[name]["command"]  # joins by name
+        assert services[name]["environment"]["CLOUDBURST_KVS__WAL_NAME"] == name
     for name in ("executor-0", "executor-1"):
         env = services[name]["environment"]
         assert env["CLOUDBURST_KVS__HOST"] == "routing"

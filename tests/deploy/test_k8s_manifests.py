@@ -226,6 +226,8 @@ def test_storage_statefulset_peer_service_pvc_pdb_and_grace(rendered: Any) -> No
     (c,) = sts["spec"]["template"]["spec"]["containers"]
     mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
     assert cfg.kvs.data_dir.startswith(mounts[claim["metadata"]["name"]])
+    env = {e["name"]: e for e in c["env"]}  # the WAL follows the pod's name, not its IP
+    assert env["CLOUDBURST_KVS__WAL_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     pod = sts["spec"]["template"]["spec"]
     # the hand-off (depart) plus the launcher's stop of its children fit in the grace
     assert pod["terminationGracePeriodSeconds"] >= cfg.kvs.depart_timeout_s + 10
