@@ -35,7 +35,7 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from cache import protocol
+from cache import pins, protocol
 from cache.shm import SHM_DIR, map_segment
 from cloudburst.shared.config import Config, load_config
 from cloudburst.shared.errors import CloudburstException, CloudburstTimeoutError, WireError
@@ -372,6 +372,52 @@ class CacheClient:
         if isinstance(keys, str):
             return errs[keys] == protocol.NO_ERROR
         return {k: e == protocol.NO_ERROR for k, e in errs.items()}
+
+    # ---- session pins (SINGLE/MULTI DAG calls: cache/pins.py) ----------------------------
+
+    def pin_get(
+        self, call: str, keys: Sequence[str], locations: Sequence[str]
+    ) -> list[tuple[int, int, bytes]] | None:
+        """``(status, lattice_type, payload)`` per key (``cache.pins`` OLD/NEW/MISS/LOST);
+        None if the cache is unreachable (the caller keeps the versions itself)."""
+        with self._lock:
+            body = self._request(pins.encode_pin_get(self._next_rid(), call, keys, locations))
+        return None if body is None else pins.decode_pin_get_body(body, len(keys))
+
+    def pin_put(
+        self, call: str, key: str, ltype: int, payload: bytes, overwrite: bool = False
+    ) -> tuple[int, bytes] | None:
+        """Pin a version for ``call`` (first one wins unless ``overwrite``); the pinned
+        ``(lattice_type, payload)``, or None if the cache is unreachable."""
+        with self._lock:
+            frames = pins.encode_pin_put(self._next_rid(), call, key, ltype, payload, overwrite)
+            body = self._request(frames)
+        if body is None:
+            return None
+        if len(body) != 2 or len(body[0]) != 1:
+            raise WireError("pin.put reply: bad frames")
+        return body[0][0], bytes(body[1])
+
+    def pin_release(self, call: str, holders: Sequence[str]) -> None:
+        """Drop ``call``'s pins in this cache and in the caches ``holders`` (peer
+        addresses); no reply is awaited."""
+        with self._lock:
+            if self._sock is None or not self._up:
+                return  # the pins expire (cache ttl)
+            try:
+                self._sock.send_multipart(
+                    pins.encode_pin_release(self._next_rid(), call, holders), zmq.NOBLOCK
+                )
+            except zmq.ZMQError:
+                pass
+
+    def peer_address(self) -> str:
+        """The cache's peer address (where other caches fetch this node's pins); "" if
+        unreachable."""
+        if not getattr(self, "_peer_address", ""):
+            info = self.info()
+            self._peer_address = str(info.get("peer_address", "")) if info else ""
+        return self._peer_address
 
     def _json(self, op: bytes, timeout: float) -> dict[str, Any] | None:
         # Never wait behind a long read of another thread (a cold miss of large

@@ -32,6 +32,7 @@ from anna.outbox import Outbox
 from cache import protocol
 from cache.actions import KvsSend, Reply, SendPeer
 from cache.logic import CacheState
+from cache.pins import PIN_PREFIX, PinTable
 from cache.shm import ShmStore, owner_pid, segment_prefix
 from cloudburst.shared import metrics
 from cloudburst.shared.config import Config, load_config
@@ -139,6 +140,8 @@ class CacheServer:
             numpy_type=NUMPY,
         )
         self.hub = load_stream_hub(node_id, self.peer_address, cfg)
+        # SINGLE/MULTI DAG calls' pinned versions (cache/pins.py, docs/consistency.md).
+        self.pins = PinTable(self.peer_address, ttl=cfg.scheduler.call_timeout_s)
         log.info(
             "cache %s: ipc %s, kvs %s, responses %s, peer %s, capacity %d bytes, streams %s",
             node_id,
@@ -198,6 +201,8 @@ class CacheServer:
         if len(frames) < 3:
             self.shell_stats["malformed"] += 1
             return []
+        if op.startswith(PIN_PREFIX):
+            return self.pins.handle(identity, op, frames[2:], self._held, now)
         rid = frames[2]
         st = self.state
         if b"@" in rid and log.isEnabledFor(logging.DEBUG):
@@ -224,6 +229,7 @@ class CacheServer:
             return [Reply(identity, [op, rid, protocol.OK])]
         if op == protocol.OP_STATS:
             stats = st.snapshot_stats()
+            stats.update(self.pins.stats())
             stats.update({f"shell_{k}": v for k, v in self.shell_stats.items()})
             return [Reply(identity, protocol.reply_json(op, rid, stats))]
         if op == protocol.OP_KEYS:
@@ -232,7 +238,17 @@ class CacheServer:
             return [Reply(identity, protocol.reply_json(op, rid, self.info()))]
         return [Reply(identity, protocol.reply_error(op, rid, f"unknown op {op[:32]!r}"))]
 
+    def _held(self, key: str) -> tuple[int, bytes] | None:
+        """The cached ``(lattice type, payload)`` of ``key`` (a pin's source), if held."""
+        entry = self.state.entries.get(key)
+        if entry is None:
+            return None
+        self.state.entries.move_to_end(key)
+        return entry.lattice_type, bytes(entry.payload)
+
     def on_peer(self, frames: list[bytes], now: float) -> list[Any]:
+        if frames and frames[0].startswith(PIN_PREFIX):
+            return self.pins.peer(frames, now)
         if not frames or not frames[0].startswith(protocol.STREAM_PREFIX) or self.hub is None:
             self.shell_stats["peer_dropped"] += 1
             return []
@@ -304,6 +320,8 @@ class CacheServer:
                         actions += self.on_peer(frames, now)
                 if now >= next_tick:
                     actions += st.tick(now)
+                    if self.pins.calls or self.pins.fetches:
+                        actions += self.pins.tick(now)
                     if hub is not None:
                         try:
                             actions += hub.tick(now)
@@ -327,7 +345,7 @@ class CacheServer:
 
     def drop_dead_owners(self) -> None:
         """Release the pins of workers whose process is gone (same node: pid check)."""
-        for owner in self.state.book.owners():
+        for owner in set(self.state.book.owners()) | self.pins.owners():
             pid = owner_pid(owner)
             if pid is None:
                 continue
@@ -335,6 +353,7 @@ class CacheServer:
                 os.kill(pid, 0)
             except ProcessLookupError:
                 self.state.drop_owner(owner)
+                self.pins.drop_owner(owner)
             except PermissionError:
                 pass
 
@@ -365,6 +384,10 @@ _COUNTERS = {
     "kvs_puts",
     "retries",
     "kvs_timeouts",
+    "pins",
+    "pin_fetches",
+    "pins_lost",
+    "pin_calls_expired",
 }
 
 
@@ -377,6 +400,7 @@ def start_metrics(server: CacheServer, port: int | None) -> None:
     class CacheCollector(Collector):
         def collect(self) -> Any:
             stats = server.state.snapshot_stats()  # a copy taken under the GIL
+            stats.update(server.pins.stats())
             for name, value in sorted(stats.items()):
                 metric = f"cloudburst_cache_{name}"
                 labels = ["node"]

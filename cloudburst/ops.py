@@ -139,11 +139,20 @@ def dag_info(name: str, lattice: Lattice[Any] | None) -> dict[str, Any] | None:
     if not isinstance(data, bytes) or not data:
         return None  # a deletion tombstone (see scheduler.registry)
     dag = cpb.Dag.FromString(data)
-    return {
+    info: dict[str, Any] = {
         "name": dag.name or name,
         "functions": list(dag.functions),
         "connections": [[c.source, c.sink] for c in dag.connections],
     }
+    # The original's DAG options, when set (docs/client.md, "DAG options").
+    options = {
+        "multiexec": sorted(dag.multiexec),
+        "gpu_functions": list(dag.gpu_functions),
+        "batching_functions": list(dag.batching_functions),
+        "colocated": [list(g.functions) for g in dag.colocated],
+    }
+    info.update({k: v for k, v in options.items() if v})
+    return info
 
 
 # -- status --------------------------------------------------------------------------

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
+from cloudburst.shared import serializer
 from cloudburst.shared.proto import cloudburst_pb2 as pb
 
 
@@ -32,6 +34,8 @@ class Run:
     schedule: pb.DagSchedule
     function: str
     upstream: list[pb.Arguments]
+    #: SINGLE/MULTI: the upstream read sets (executor/session.py), in connection order.
+    sessions: list[pb.CallSession] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,7 @@ class _Pending:
     schedule: pb.DagSchedule
     created: float
     args: dict[str, pb.Arguments] = field(default_factory=dict)
+    sessions: dict[str, pb.CallSession] = field(default_factory=dict)
 
 
 @dataclass
@@ -71,6 +76,10 @@ class TriggerBook:
     ttl: float = 60.0
     pending: dict[tuple[str, str], _Pending] = field(default_factory=dict)
     cancelled: dict[tuple[str, str], float] = field(default_factory=dict)
+    #: MULTIEXEC functions: (call, function) -> (invalid results so far, first seen),
+    #: and those settled (a valid result continued, or all were invalid) -> when
+    invalid: dict[tuple[str, str], tuple[int, float]] = field(default_factory=dict)
+    settled: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.pending)
@@ -93,6 +102,14 @@ class TriggerBook:
         if key in self.cancelled:
             return None
         ups = upstreams(sched.dag, fn)
+        if fn in sched.dag.multiexec:
+            # MULTIEXEC: run on every trigger as it comes, until a valid result won.
+            if key in self.settled:
+                return None
+            if ups and trigger.source not in ups:
+                raise InvalidTrigger(f"{fn!r} got a trigger from {trigger.source!r}, not {ups}")
+            sessions = [trigger.session] if trigger.HasField("session") else []
+            return Run(sched, fn, [trigger.arguments] if ups else [], sessions)
         if not ups:
             if trigger.source:
                 raise InvalidTrigger(
@@ -107,10 +124,37 @@ class TriggerBook:
         if entry is None:
             entry = self.pending[key] = _Pending(sched, now)
         entry.args[trigger.source] = trigger.arguments
+        if trigger.HasField("session"):
+            entry.sessions[trigger.source] = trigger.session
         if len(entry.args) < len(set(ups)):
             return None
         del self.pending[key]
-        return Run(sched, fn, [entry.args[src] for src in ups])
+        sessions = [entry.sessions[src] for src in dict.fromkeys(ups) if src in entry.sessions]
+        return Run(sched, fn, [entry.args[src] for src in ups], sessions)
+
+    def multiexec_result(self, sched: pb.DagSchedule, fn: str, valid: bool, now: float) -> str:
+        """A run of MULTIEXEC ``fn`` ended: ``"continue"`` for the first valid result,
+        ``"drop"`` for an invalid one (or any after the first valid one), and
+        ``"exhausted"`` when every upstream's result was invalid (the call fails)."""
+        key = (sched.id, fn)
+        if key in self.settled:
+            return "drop"
+        if valid:
+            self.invalid.pop(key, None)
+            self.settled[key] = now
+            return "continue"
+        count, first = self.invalid.get(key, (0, now))
+        if count + 1 >= max(1, len(set(upstreams(sched.dag, fn)))):
+            self.invalid.pop(key, None)
+            self.settled[key] = now
+            return "exhausted"
+        self.invalid[key] = (count + 1, first)
+        return "drop"
+
+    def settle(self, call_id: str, fn: str, now: float) -> None:
+        """MULTIEXEC ``fn`` of the call is done with (it failed): drop later triggers."""
+        self.invalid.pop((call_id, fn), None)
+        self.settled[(call_id, fn)] = now
 
     def expire(self, now: float) -> list[tuple[str, str]]:
         """Drop entries older than ``ttl`` (an upstream never came); returns their keys."""
@@ -127,7 +171,32 @@ class TriggerBook:
             out.append((entry, k[1], [u for u in dict.fromkeys(ups) if u not in entry.args]))
         for k in [k for k, t in self.cancelled.items() if now - t > self.ttl]:
             del self.cancelled[k]
+        for k in [k for k, t in self.settled.items() if now - t > self.ttl]:
+            del self.settled[k]
+        for k in [k for k, (_, t) in self.invalid.items() if now - t > self.ttl]:
+            del self.invalid[k]
         return out
+
+
+def is_invalid(result: Any, invalids: Iterable[Any]) -> bool:
+    """Whether a MULTIEXEC result equals one of its invalid results: the same type and
+    ``==`` (so ``0`` is not ``False``), or the same serialized bytes where ``==`` does
+    not give a truth value (arrays)."""
+    for bad in invalids:
+        if result is bad:
+            return True
+        if type(result) is not type(bad):
+            continue
+        try:
+            if bool(result == bad):
+                return True
+        except Exception:
+            try:
+                if serializer.dumps(result) == serializer.dumps(bad):
+                    return True
+            except Exception:
+                continue
+    return False
 
 
 def forward_schedule(schedule: pb.DagSchedule, done: Iterable[str]) -> pb.DagSchedule:

@@ -40,6 +40,7 @@ from cloudburst.shared.kvs import make_kvs_client
 from cloudburst.shared.logs import CURRENT_CALL, setup_logging
 from cloudburst.shared.proto import cloudburst_pb2 as pb
 from cloudburst.shared.values import to_lattice
+from executor.batching import BatchBook, split_results, transpose
 from executor.capture import OutputCapture
 from executor.invoke import (
     KeysNotReady,
@@ -57,6 +58,7 @@ from executor.limits import (
     ResultExpiry,
     effective_limits,
 )
+from executor.session import CallSession
 from executor.state import NODE_CACHE_ENV, make_state_client
 from executor.triggers import (
     Cancel,
@@ -65,6 +67,7 @@ from executor.triggers import (
     TriggerBook,
     downstreams,
     forward_schedule,
+    is_invalid,
     upstreams,
 )
 from executor.userlib import UserLibrary
@@ -117,6 +120,8 @@ class Worker:
         # Calls waiting for referenced results (futures passed as arguments). They are
         # parked, not waited for, so the call producing the result can run here too.
         self.parked: list[tuple[Run, float]] = []
+        # Calls of batching functions waiting to run together (executor/batching.py).
+        self.batches = BatchBook(cfg.executor.batch_max_size, cfg.executor.batch_max_wait_s)
         self.park_delay = 0.001
         self.next_retry = float("inf")
         self.running = True
@@ -125,6 +130,10 @@ class Worker:
         #: every scheduler heard of (heartbeats go to all of them)
         self.schedulers = {f"tcp://{scheduler_host(cfg)}:{cfg.scheduler.port}"}
         self.expiry = ResultExpiry(cfg.executor.result_ttl_s)
+        # SINGLE/MULTI: the session of the call running now (executor/session.py) and
+        # the node cache's peer address its pins are fetched from (with when it was asked).
+        self.session: CallSession | None = None
+        self._pin_location: tuple[str, float] = ("", -1e9)
         self._delete_warned = False
         self._hb_thread = threading.Thread(
             target=self._heartbeat_loop, name="heartbeat", daemon=True
@@ -163,6 +172,9 @@ class Worker:
             wait_ms = 100
             if self.parked:
                 wait_ms = max(0, min(100, int((self.next_retry - time.monotonic()) * 1000)))
+            if self.batches.queues:
+                due_ms = (self.batches.next_due() - time.monotonic()) * 1000
+                wait_ms = max(0, min(wait_ms, int(due_ms) + 1))
             if self.pull.poll(wait_ms):
                 try:
                     data = self.pull.recv(zmq.NOBLOCK)
@@ -171,6 +183,10 @@ class Worker:
                 self.handle(data)
             if self.parked and time.monotonic() >= self.next_retry:
                 self._retry_parked()
+            if self.batches.queues:
+                for batch in self.batches.due(time.monotonic()):
+                    self._run_batch(batch)
+                    self._release_pins()  # (after the results left: they may map them)
             now = time.monotonic()
             if now >= next_expire:
                 for entry, fn, missing in self.book.expire_calls(now):
@@ -193,7 +209,14 @@ class Worker:
             log.exception("dropping a message that could not be handled")
             return
         try:
-            if isinstance(action, Run):
+            if (
+                isinstance(action, Run)
+                and action.function in action.schedule.dag.batching_functions
+            ):
+                batch = self.batches.add(action, time.monotonic())
+                if batch is not None:
+                    self._run_batch(batch)
+            elif isinstance(action, Run):
                 t0 = time.perf_counter()
                 log.debug("[%s] %s: running", action.schedule.id, action.function)
                 CURRENT_CALL[0] = action.schedule.id
@@ -208,6 +231,9 @@ class Worker:
                 )
             elif isinstance(action, Cancel):
                 self._cancel_downstream(action.schedule, action.function, action.error)
+            if action is None or isinstance(action, Cancel):
+                if msg.trigger.HasField("session"):  # a failed call's read set: unpin
+                    self._release_session(msg.trigger.schedule.id, msg.trigger.session.holders)
         except Exception:  # a bug of ours must not kill the worker either
             log.exception(
                 "[%s] internal error handling %s",
@@ -276,7 +302,48 @@ class Worker:
             self.functions[name] = fn
         return fn
 
+    def _new_session(self, sched: pb.DagSchedule, upstream: list[pb.CallSession]) -> CallSession:
+        """The SINGLE/MULTI session of a call on this worker (executor/session.py)."""
+        pins = self.state if hasattr(self.state, "pin_get") else None
+        location = ""
+        if pins is not None:
+            location, asked = self._pin_location
+            if not location and time.monotonic() - asked > 5.0:
+                location = pins.peer_address()
+                self._pin_location = (location, time.monotonic())
+        session = CallSession(
+            sched.id,
+            sched.consistency,
+            self.state,
+            pins,
+            location,
+            sched.client_id,
+            fresh=lambda keys: self._direct_kvs().get(keys),
+        )
+        session.absorb(upstream)
+        return session
+
+    def _release_session(self, call: str, holders: Any) -> None:
+        release = getattr(self.state, "pin_release", None)
+        if release is not None and holders:
+            try:
+                release(call, list(holders))
+            except Exception:
+                log.exception("[%s] releasing the call's pins failed", call)
+
     def run(self, action: Run, deadline: float | None = None) -> None:
+        if not action.schedule.consistency:
+            return self._run(action, deadline)
+        # SINGLE/MULTI: reads and writes of the call go through its session.
+        self.session = self._new_session(action.schedule, action.sessions)
+        self.lib._state = self.session
+        try:
+            return self._run(action, deadline)
+        finally:
+            self.lib._state = self.state
+            self.session = None
+
+    def _run(self, action: Run, deadline: float | None = None) -> None:
         sched, fn = action.schedule, action.function
         self.capture.reset()
         if deadline is None:
@@ -286,7 +353,7 @@ class Worker:
             args = wire.decode_args(sched.arguments[fn]) if fn in sched.arguments else []
             for upstream in action.upstream:
                 args.extend(wire.decode_args(upstream))
-            args = resolve_args(args, self.state, 0)
+            args = resolve_args(args, self.session or self.state, 0)
         except KeysNotReady as exc:
             if time.monotonic() >= deadline:
                 msg = f"the result(s) {exc.keys} referenced by this call never appeared"
@@ -356,7 +423,9 @@ class Worker:
             if result is STREAMED:  # already forwarded as a stream while it ran
                 self._call_output(sched, fn)
                 return None
-            nxt = _inline_next(sched, fn, downs) if INLINE_CHAINS else None
+            if fn in sched.dag.multiexec and not self._multiexec_continues(sched, fn, result):
+                return None
+            nxt = _inline_next(sched, fn, downs, self.cfg.executor.gpu) if INLINE_CHAINS else None
             if nxt is None:
                 break
             # A pure chain link: run the next function right here with the result as
@@ -381,6 +450,108 @@ class Worker:
             )
             self._fail(sched, fn, wire.error_message(pb.INVALID_ARGUMENT, msg, fn))
 
+    def _run_batch(self, runs: list[Run]) -> None:
+        """Run a batching function once for several calls (executor/batching.py): one
+        list per argument in, one result per call out, each continuing its own call."""
+        fn = runs[0].function
+        ids = ",".join(r.schedule.id for r in runs)
+        t0 = time.perf_counter()
+        try:
+            loaded = self.get_function(fn, max(r.schedule.versions.get(fn, 0) for r in runs))
+        except Exception as exc:
+            for r in runs:
+                self._fail(r.schedule, fn, _load_error(exc, fn))
+            return
+        calls: list[tuple[pb.DagSchedule, list[Any]]] = []
+        for r in runs:
+            sched = r.schedule
+            try:
+                args = wire.decode_args(sched.arguments[fn]) if fn in sched.arguments else []
+                for upstream in r.upstream:
+                    args.extend(wire.decode_args(upstream))
+                # (a batch does not park: it waits here for referenced results)
+                args = resolve_args(args, self.state, self.cfg.scheduler.call_timeout_s)
+            except Exception as exc:
+                self._fail(sched, fn, _load_error(exc, fn))
+                continue
+            calls.append((sched, args))
+        if not calls:
+            return
+        ecfg = self.cfg.executor
+        limits = effective_limits(
+            loaded.timeout_s,
+            loaded.memory_bytes,
+            ecfg.default_function_timeout_s,
+            ecfg.default_function_memory_bytes,
+        )
+        first = calls[0][0]
+        applied = self.limits.apply(limits, (first, fn, limits)) if limits else NO_LIMITS
+        self.busy = 1
+        self.current = (first.id, time.monotonic())
+        self.capture.reset()
+        self.capture.start()
+        self.capture_id = first.id
+        log.debug("[%s] %s: running a batch of %d", ids, fn, len(calls))
+        columns = transpose([a for _, a in calls])  # (one arity per batch: see BatchBook)
+        try:
+            with applied:
+                result = invoke(loaded, self.lib, columns)
+        except (Exception, SystemExit) as exc:  # user code: fails the batch's calls
+            err = wire.remote_error(exc, fn)
+            if isinstance(exc, MemoryError) and applied.memory_limited:
+                messages = [m for s, _ in calls for m in self._failure_messages(s, fn, err)]
+                self._replace_self(messages, EXIT_MEMORY)
+            for sched, _ in calls:
+                self._fail(sched, fn, err)
+            return
+        finally:
+            self.busy = 0
+            self.current = None
+            self.completed += len(calls)
+        try:
+            results = split_results(fn, result, len(calls))
+        except ValueError as exc:
+            for sched, _ in calls:
+                self._fail(sched, fn, wire.error_message(pb.INVALID_ARGUMENT, str(exc), fn))
+            return
+        metrics.executed(str(self.index), first.dag.name, fn, time.perf_counter() - t0)
+        self._call_output(first, fn)  # stop capturing (the first call's result carries it)
+        upstream_sessions = {r.schedule.id: r.sessions for r in runs}
+        for (sched, _), res in zip(calls, results, strict=True):
+            try:
+                # SINGLE/MULTI: a batch's own reads are not in a session (several calls
+                # in one invocation); each call's read set still travels on.
+                if sched.consistency:
+                    self.session = self._new_session(sched, upstream_sessions[sched.id])
+                downs = downstreams(sched.dag, fn)
+                if downs:
+                    self._forward(sched, fn, downs, res)
+                else:
+                    self._finish(sched, fn, res)
+            except SerializationError as exc:
+                msg = f"a result of batching function {fn!r} cannot be serialized: {exc}"
+                self._fail(sched, fn, wire.error_message(pb.INVALID_ARGUMENT, msg, fn))
+            finally:
+                self.session = None
+
+    def _multiexec_continues(self, sched: pb.DagSchedule, fn: str, result: Any) -> bool:
+        """A MULTIEXEC run ended: whether its result continues the DAG (the first valid
+        one does); fails the call when every upstream's result was invalid."""
+        invalids = [serializer.from_value(v) for v in sched.dag.multiexec[fn].values]
+        valid = not is_invalid(result, invalids)
+        outcome = self.book.multiexec_result(sched, fn, valid, time.monotonic())
+        if outcome == "continue":
+            return True
+        self._call_output(sched, fn)
+        log.debug("[%s] %s: result %s dropped", sched.id, fn, "valid" if valid else "invalid")
+        if outcome == "exhausted":
+            msg = (
+                f"every result of MULTIEXEC function {fn!r} was one of its invalid results "
+                f"{invalids!r}: nothing continued call {sched.id}"
+            )
+            self._fail(sched, fn, wire.error_message(pb.EXECUTION_ERROR, msg, fn))
+        return False
+
     def _call_output(self, sched: pb.DagSchedule, fn: str) -> str:
         """Stop capturing the call's output (logged once, with the call id) and
         return it (the same text until the next call)."""
@@ -403,6 +574,8 @@ class Worker:
             del trig.schedule.arguments[fn]
         trig.source = fn
         wire.encode_args(wire.result_values(result), trig.arguments)
+        if self.session is not None:
+            self.session.to_pb(trig.session)
         for down in downs:
             trig.target_function = down
             self._send(sched.locations[down], msg.SerializeToString())
@@ -416,9 +589,19 @@ class Worker:
         if output:
             res.output = output
         kind, body = wire.dumps(result)
+        session = self.session
+        if session is not None:
+            session.release()  # the call is over (the output write needs no pins)
         if sched.output_key:
             try:
-                ok = self.state.put(sched.output_key, to_lattice(result))
+                if session is not None and sched.consistency == pb.MULTI:
+                    lattice = session.output_lattice(
+                        sched.output_key, result, sched.client_clock.entries
+                    )
+                    res.clock.entries.update(lattice.vector_clock.reveal())
+                else:
+                    lattice = to_lattice(result)
+                ok = self.state.put(sched.output_key, lattice)
             except Exception as exc:
                 ok = False
                 log.error(
@@ -436,11 +619,26 @@ class Worker:
                 )
             if sched.expiring_output:
                 self.expiry.add(sched.output_key, time.monotonic())
+        if sched.HasField("continuation"):
+            return self._continue(sched, result)
         res.success = True
         res.value.type = kind  # type: ignore[assignment]
         res.value.body = body
         if sched.response_address:
             self._send(sched.response_address, reply.SerializeToString())
+
+    def _continue(self, sched: pb.DagSchedule, result: Any) -> None:
+        """Start the call's continuation (call_dag(..., continuation=...)) through the
+        scheduler with this result; it answers the caller under the same id."""
+        req = pb.SchedulerRequest(request_id=sched.id, response_address=sched.response_address)
+        call = req.dag_call
+        call.CopyFrom(sched.continuation)
+        call.continued = True
+        wire.encode_args(wire.result_values(result), call.continued_with)
+        log.debug("[%s] continues with DAG %r", sched.id, call.name)
+        self._send(
+            f"tcp://{scheduler_host(self.cfg)}:{self.cfg.scheduler.port}", req.SerializeToString()
+        )
 
     def _upstream_never_came(self, sched: pb.DagSchedule, fn: str, missing: list[str]) -> None:
         """A fan-in waited ``scheduler.call_timeout_s`` for upstream results: tell the
@@ -516,6 +714,10 @@ class Worker:
         return out + self._cancel_messages(sched, fn, err)
 
     def _fail(self, sched: pb.DagSchedule, fn: str, err: pb.RemoteError) -> None:
+        if self.session is not None and self.session.call == sched.id:
+            self.session.release()
+        if fn in sched.dag.multiexec:  # the call failed: its later triggers are dropped
+            self.book.settle(sched.id, fn, time.monotonic())
         for address, data in self._failure_messages(sched, fn, err):
             self._send(address, data)
 
@@ -577,13 +779,14 @@ class Worker:
             node_id=self.node_id,
             functions=list(self.functions),
             busy=self.busy,
-            queue_length=len(self.book) + len(self.parked),
+            queue_length=len(self.book) + len(self.parked) + len(self.batches),
             pid=os.getpid(),
             inbox_address=self.inbox_address,
             completed=self.completed,
             leaving=self.leaving,
             index=self.index,
             indexed=True,
+            gpu=self.cfg.executor.gpu,
         )
         current = self.current
         if current is not None:
@@ -692,7 +895,7 @@ def _load_error(exc: BaseException, fn: str) -> pb.RemoteError:
     return wire.remote_error(exc, fn)  # FunctionLoadError, a class constructor raised
 
 
-def _inline_next(sched: pb.DagSchedule, fn: str, downs: list[str]) -> str | None:
+def _inline_next(sched: pb.DagSchedule, fn: str, downs: list[str], gpu: bool = False) -> str | None:
     """The downstream function to run in place, if ``fn -> next`` is a pure chain link:
     ``next`` is ``fn``'s only downstream, ``fn`` its only upstream, and ``next`` has
     no reference arguments (whose locality the scheduler may have placed it for)."""
@@ -704,7 +907,20 @@ def _inline_next(sched: pb.DagSchedule, fn: str, downs: list[str]) -> str | None
     own = sched.arguments.get(nxt)
     if own is not None and any(a.WhichOneof("kind") == "reference" for a in own.values):
         return None
+    if not _may_run_here(sched.dag, fn, nxt, gpu):
+        return None
     return nxt
+
+
+def _may_run_here(dag: pb.Dag, fn: str, nxt: str, gpu: bool) -> bool:
+    """Whether ``nxt`` may run in place after ``fn`` despite the DAG options: not a
+    GPU function on a worker without one, not MULTIEXEC or batching (they run on
+    their own executor), not into a colocated group ``fn`` is not part of."""
+    if (nxt in dag.gpu_functions and not gpu) or nxt in dag.multiexec:
+        return False
+    if nxt in dag.batching_functions:
+        return False
+    return all(fn in g.functions for g in dag.colocated if nxt in g.functions)
 
 
 def main(argv: list[str] | None = None) -> int:

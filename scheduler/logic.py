@@ -73,6 +73,7 @@ def validate_dag(dag: pb.Dag, registered: Collection[str]) -> None:
             )
         pairs.add((link.source, link.sink))
         edges[link.source].append(link.sink)
+    validate_options(dag, seen)
     # Cycle check: iterative DFS with colours.
     colour: dict[str, int] = dict.fromkeys(dag.functions, 0)
     for root in dag.functions:
@@ -95,14 +96,45 @@ def validate_dag(dag: pb.Dag, registered: Collection[str]) -> None:
                 stack.append((child, iter(edges[child])))
 
 
+def validate_options(dag: pb.Dag, functions: Collection[str]) -> None:
+    """The DAG options (MULTIEXEC, GPU, batching, colocated groups) name its functions."""
+    named = [
+        ("MULTIEXEC", list(dag.multiexec)),
+        ("gpu_functions", list(dag.gpu_functions)),
+        ("batching_functions", list(dag.batching_functions)),
+        ("colocated", [fn for group in dag.colocated for fn in group.functions]),
+    ]
+    for what, names in named:
+        stray = [fn for fn in names if fn not in functions]
+        if stray:
+            raise PlanError(
+                pb.INVALID_ARGUMENT,
+                f"DAG {dag.name!r}: {what} names {stray}, which are not among its "
+                f"functions {list(dag.functions)}",
+            )
+
+
+def _options(dag: pb.Dag) -> tuple[object, ...]:
+    return (
+        sorted(
+            (fn, [v.SerializeToString() for v in inv.values]) for fn, inv in dag.multiexec.items()
+        ),
+        sorted(dag.gpu_functions),
+        sorted(dag.batching_functions),
+        sorted(sorted(g.functions) for g in dag.colocated),
+    )
+
+
 def same_dag(a: pb.Dag, b: pb.Dag) -> bool:
-    """Whether two registrations describe the same DAG: the same functions and the same
-    connections (order aside). Re-registering the same DAG is an idempotent success."""
+    """Whether two registrations describe the same DAG: the same functions, the same
+    connections and options (order aside). Re-registering the same DAG is an
+    idempotent success."""
     return (
         a.name == b.name
         and sorted(a.functions) == sorted(b.functions)
         and {(c.source, c.sink) for c in a.connections}
         == {(c.source, c.sink) for c in b.connections}
+        and _options(a) == _options(b)
     )
 
 
@@ -157,6 +189,8 @@ class SchedulerState:
     #: executors dropped (replaced in their slot, or disconnected) until ``expire``
     #: reports them
     dropped: list[str] = field(default_factory=list)
+    #: batching function -> the executor its calls go to (see placement.place)
+    batch_homes: dict[str, str] = field(default_factory=dict)
 
     # --- liveness ----------------------------------------------------------
 
@@ -179,6 +213,7 @@ class SchedulerState:
         view.leaving = status.leaving
         view.current_call = status.current_call
         view.current_call_s = status.current_call_s
+        view.gpu = status.gpu
         if status.indexed:
             view.slot = status.index
             if new:
@@ -268,9 +303,11 @@ class SchedulerState:
         output_key: str = "",
         consistency: int = pb.NORMAL,
         client_id: str = "",
+        client_clock: pb.Clock | None = None,
         exclude: Collection[str] = (),
         versions: Mapping[str, int] | None = None,
         expiring_output: bool = False,
+        continuation: pb.DagCall | None = None,
     ) -> tuple[pb.DagSchedule, list[Send]]:
         """Place a call of ``dag``: the schedule and the triggers for its sources."""
         unknown = [fn for fn in arguments if fn not in dag.functions]
@@ -279,6 +316,16 @@ class SchedulerState:
                 pb.INVALID_ARGUMENT,
                 f"arguments given for {unknown}, which are not functions of DAG "
                 f"{dag.name!r} ({list(dag.functions)})",
+            )
+        if dag.gpu_functions and not any(
+            v.gpu and v.alive(now, self.policy) and v.address not in exclude
+            for v in self.executors.values()
+        ):
+            raise PlanError(
+                pb.NO_RESOURCES,
+                f"DAG {dag.name!r}: {list(dag.gpu_functions)} must run on a GPU, and no "
+                "live executor advertises one (start an executor node with "
+                "executor.gpu: true in its config)",
             )
         locations = place(
             self.executors,
@@ -289,6 +336,10 @@ class SchedulerState:
             # Locality needs the keys only when some node reported a cache summary.
             ref_keys=reference_keys(arguments) if self.cache_summaries else None,
             cache_summaries=self.cache_summaries,
+            gpu=set(dag.gpu_functions),
+            colocated=[set(g.functions) for g in dag.colocated],
+            batching=set(dag.batching_functions),
+            homes=self.batch_homes,
         )
         if locations is None:
             raise PlanError(
@@ -312,13 +363,32 @@ class SchedulerState:
             schedule.consistency = consistency  # type: ignore[assignment]
         if client_id:
             schedule.client_id = client_id
+        if client_clock is not None and client_clock.entries:
+            schedule.client_clock.CopyFrom(client_clock)
         for fn, args in arguments.items():
             schedule.arguments[fn].CopyFrom(args)
+        if continuation is not None:
+            schedule.continuation.CopyFrom(continuation)
         if versions:
             for fn in dag.functions:
                 if fn in versions:
                     schedule.versions[fn] = versions[fn]
         return schedule, triggers_for_sources(msg)
+
+
+def continued_arguments(dag: pb.Dag, call: pb.DagCall) -> dict[str, pb.Arguments]:
+    """The arguments of a continuation call: its own, then the previous call's result
+    (``call.continued_with``) appended to those of each source function of ``dag``."""
+    out = {fn: args for fn, args in call.function_args.items()}
+    if not call.continued:
+        return out
+    for fn in sources(dag):
+        args = pb.Arguments()
+        if fn in out:
+            args.CopyFrom(out[fn])
+        args.values.extend(call.continued_with.values)
+        out[fn] = args
+    return out
 
 
 def triggers_for_sources(msg: pb.ExecutorMessage) -> list[Send]:

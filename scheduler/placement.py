@@ -12,6 +12,14 @@ and asks :func:`choose` for each function of a call. Ranking, best first:
 5. executors that already hold the function (no cold load);
 6. the least recently assigned (round robin among equals).
 
+DAG options (``register_dag``) narrow the candidates first: a GPU function goes only
+to executors that advertise a GPU; a function of a ``colocated`` group goes to the
+node of the group's functions placed before it (on a worker of its own there if one
+is free, else sharing one), and anywhere when that node has no candidate (the group's
+first function prefers a node with a free worker for each); a batching
+function goes to its *home* (the executor its calls went to before, while it is a
+candidate), so pending calls meet on one worker and run as a batch.
+
 >>> views = {"a": ExecutorView("a", "n1", last_seen=0.0)}
 >>> choose(views.values(), "f", now=0.1).address
 'a'
@@ -20,7 +28,7 @@ and asks :func:`choose` for each function of a call. Ranking, best first:
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 
 
@@ -49,6 +57,7 @@ class ExecutorView:
     current_call: str = ""  # the call running there at its last heartbeat
     current_call_s: float = 0.0  # for how long it had been running
     slot: int | None = None  # index of the worker on its node (None: not reported)
+    gpu: bool = False  # its node has a GPU (executor.gpu)
     last_assigned: float = float("-inf")
     recent: deque[float] = field(default_factory=deque)
 
@@ -123,29 +132,65 @@ def place(
     exclude: Collection[str] = (),
     ref_keys: Mapping[str, Collection[str]] | None = None,
     cache_summaries: Mapping[str, Mapping[str, int]] | None = None,
+    gpu: Collection[str] = (),
+    colocated: Sequence[Collection[str]] = (),
+    batching: Collection[str] = (),
+    homes: MutableMapping[str, str] | None = None,
 ) -> dict[str, str] | None:
     """Place every function of a call: ``function -> executor address``, recording each
-    assignment so the functions of one DAG spread; ``None`` if no executor is alive."""
+    assignment so the functions of one DAG spread; ``None`` if some function has no
+    candidate (no executor alive, or no GPU executor for a GPU function).
+
+    ``gpu``, ``colocated`` and ``batching`` are the DAG's options (module docstring);
+    ``homes`` (``function -> address``) remembers where batching functions went and is
+    updated here."""
     refs = ref_keys or {}
     out: dict[str, str] = {}
+    group_of = {fn: group for group in colocated for fn in group}
     for fn in functions:
-        # Each function of a DAG on its own worker while there are enough: a worker runs
-        # one function at a time, and streaming stages (DDTs) must run side by side.
-        ex = None
-        for excluded in ({*exclude, *out.values()}, exclude):
-            ex = choose(
-                executors.values(),
-                fn,
-                now,
-                policy,
-                exclude=excluded,
-                ref_keys=refs.get(fn, ()),
-                cache_summaries=cache_summaries,
-            )
-            if ex is not None:
-                break
+        pool: list[ExecutorView] = list(executors.values())
+        if fn in gpu:
+            pool = [ex for ex in pool if ex.gpu]
+        home = homes.get(fn) if homes is not None and fn in batching else None
+        homed = [ex for ex in pool if ex.address == home and ex.address not in exclude]
+        if homed and homed[0].alive(now, policy):
+            ex: ExecutorView | None = homed[0]
+        else:
+            # Each function of a DAG on its own worker while there are enough: a worker
+            # runs one function at a time, and streaming stages (DDTs) must run side by
+            # side. Colocated: the group's node first (own worker, then a shared one).
+            tries: list[tuple[list[ExecutorView], Collection[str]]] = []
+            group = group_of.get(fn, ())
+            nodes = {executors[out[g]].node_id for g in group if g in out}
+            if nodes:
+                near = [e for e in pool if e.node_id in nodes]
+                tries += [(near, {*exclude, *out.values()}), (near, exclude)]
+            elif len(group) > 1:  # the group's first: a node with a free worker for each
+                free: dict[str, int] = {}
+                for e in pool:
+                    if e.alive(now, policy) and e.address not in exclude:
+                        if e.address not in out.values():
+                            free[e.node_id] = free.get(e.node_id, 0) + 1
+                roomy = [e for e in pool if free.get(e.node_id, 0) >= len(group)]
+                tries.append((roomy, {*exclude, *out.values()}))
+            tries += [(pool, {*exclude, *out.values()}), (pool, exclude)]
+            ex = None
+            for candidates, excluded in tries:
+                ex = choose(
+                    candidates,
+                    fn,
+                    now,
+                    policy,
+                    exclude=excluded,
+                    ref_keys=refs.get(fn, ()),
+                    cache_summaries=cache_summaries,
+                )
+                if ex is not None:
+                    break
         if ex is None:
             return None
         ex.assign(fn, now)
         out[fn] = ex.address
+        if homes is not None and fn in batching:
+            homes[fn] = ex.address
     return out

@@ -36,6 +36,7 @@ from scheduler.logic import (
     SchedulerState,
     check_limits,
     check_name,
+    continued_arguments,
     same_dag,
     validate_dag,
 )
@@ -359,6 +360,8 @@ class SchedulerServer:
         exclude: Any,
         expiring_output: bool = False,
         may_wait: bool = True,
+        continuation: pb.DagCall | None = None,
+        client_clock: pb.Clock | None = None,
     ) -> None:
         try:
             schedule, sends = self.state.plan(
@@ -370,9 +373,11 @@ class SchedulerServer:
                 output_key=output_key,
                 consistency=consistency,
                 client_id=client_id,
+                client_clock=client_clock,
                 exclude=set(exclude),
                 versions=self.registry.versions,
                 expiring_output=expiring_output,
+                continuation=continuation,
             )
         except PlanError as exc:
             if (
@@ -394,6 +399,8 @@ class SchedulerServer:
                     exclude,
                     expiring_output,
                     may_wait=False,
+                    continuation=continuation,
+                    client_clock=client_clock,
                 )
 
             # No live executor: wait for one (``scheduler.no_executor_wait_s``), as a
@@ -459,11 +466,13 @@ class SchedulerServer:
             req,
             reply,
             dag,
-            call.function_args,
+            continued_arguments(dag, call),
             call.output_key,
             call.consistency,
             call.client_id,
             call.exclude,
+            continuation=call.continuation if call.HasField("continuation") else None,
+            client_clock=call.client_clock if call.HasField("client_clock") else None,
         )
 
     def _on_status(self, req: pb.SchedulerRequest, reply: pb.ClientMessage) -> None:
@@ -479,6 +488,7 @@ class SchedulerServer:
                 load=view.load(now, self.state.policy),
                 busy=view.busy,
                 queue_length=view.queue_length,
+                gpu=view.gpu,
                 current_call=view.current_call,
                 current_call_s=view.current_call_s + max(0.0, now - view.last_seen)
                 if view.current_call

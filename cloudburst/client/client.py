@@ -35,6 +35,7 @@ import cloudpickle
 import zmq
 
 from anna.errors import AnnaError, AnnaTimeoutError
+from cloudburst.client.dags import dag_message
 from cloudburst.client.future import _UNSET, CloudburstFuture
 from cloudburst.shared import version, wire
 from cloudburst.shared.config import ExecutorConfig, SchedulerConfig
@@ -56,6 +57,8 @@ from scheduler.logic import sources
 log = logging.getLogger(__name__)
 
 NORMAL = pb.NORMAL
+SINGLE = pb.SINGLE  # docs/consistency.md
+MULTI = pb.MULTI
 #: How long a wait for an answer polls without sleeping before it blocks (seconds).
 SPIN_S = 200e-6
 #: The longest a wait blocks on the socket in one go: a waiting thread notices within
@@ -284,9 +287,10 @@ class CloudburstConnection:
         # name -> (placement, lease end, [(source executor, trigger template bytes)])
         self._placements: dict[str, tuple[pb.DagSchedule, float, list[tuple[str, bytes]]]] = {}
         self._inflight: dict[str, int] = {}
+        # MULTI: client_id -> the clock of its last output (docs/consistency.md).
+        self._clocks: dict[str, dict[str, int]] = {}
         self._kvs: Any = None
         self._dead_reason = ""  # why _dead_executors found executors dead (for messages)
-        self._warned_consistency = False
         self.kvs_address = ""
         self._kvs_override = kvs_address
         try:
@@ -619,10 +623,11 @@ class CloudburstConnection:
         consistency: int,
         client_id: str,
         defer_ack: bool = False,
+        direct: bool = True,
     ) -> CloudburstFuture:
-        """Start a call: directly on a cached placement if possible, else through the
-        scheduler (waiting for its acknowledgement, so unknown names raise here; with
-        ``defer_ack`` the caller waits for it: :meth:`_await_acks`)."""
+        """Start a call: directly on a cached placement if possible (and ``direct``),
+        else through the scheduler (waiting for its acknowledgement, so unknown names
+        raise here; with ``defer_ack`` the caller waits for it: :meth:`_await_acks`)."""
         ref = weakref.ref(self)  # the future must not keep the connection alive
 
         def resend(exclude: list[str], timeout: float | None = None) -> CloudburstFuture:
@@ -637,7 +642,18 @@ class CloudburstConnection:
 
         with self._lock:  # never held while waiting (see _wait_until)
             self._check_open()
-            fut = self._direct_call(placement_name, arguments, output_key, consistency, client_id)
+            fut = (
+                self._direct_call(
+                    placement_name,
+                    arguments,
+                    output_key,
+                    consistency,
+                    client_id,
+                    body.client_clock if consistency == pb.MULTI else None,
+                )
+                if direct
+                else None
+            )
         if fut is None and defer_ack:
             fut = self._send_via_scheduler(kind, body, output_key)
             fut._ack_for = placement_name  # type: ignore[attr-defined]
@@ -741,6 +757,7 @@ class CloudburstConnection:
         output_key: str,
         consistency: int,
         client_id: str,
+        client_clock: pb.Clock | None = None,
     ) -> CloudburstFuture | None:
         if not self.direct:
             return None
@@ -768,6 +785,8 @@ class CloudburstConnection:
             sched.consistency = consistency  # type: ignore[assignment]
         if client_id:
             sched.client_id = client_id
+        if client_clock is not None and client_clock.entries:
+            sched.client_clock.CopyFrom(client_clock)
         for fn, args in arguments.items():
             sched.arguments[fn].CopyFrom(args)
         tail = delta.SerializeToString()
@@ -854,21 +873,26 @@ class CloudburstConnection:
         return list(self._control("list_functions", prefix or "").names)
 
     def register_dag(
-        self, name: str, functions: Sequence[str], connections: Iterable[Sequence[str]]
+        self,
+        name: str,
+        functions: Sequence[Any],
+        connections: Iterable[Sequence[str]],
+        gpu_functions: Iterable[str] = (),
+        batching_functions: Iterable[str] = (),
+        colocated: Iterable[Any] = (),
     ) -> DagRegistration:
         """Register a DAG: ``functions`` by name, ``connections`` as ``(source, sink)``
         pairs. Returns ``(True, 0)`` or ``(False, error)`` like the original
         (``DAG_ALREADY_EXISTS``, ``FUNC_NOT_FOUND``, ``INVALID_ARGUMENT``) with the
-        reason in ``.message``."""
-        if isinstance(functions, str):
-            functions = [functions]
-        try:
-            links = [(str(src), str(dst)) for src, dst in connections]
-        except (TypeError, ValueError):
-            raise InvalidArgument("connections must be (source, sink) pairs") from None
-        dag = pb.Dag(name=name, functions=list(functions))
-        for src, dst in links:
-            dag.connections.add(source=src, sink=dst)
+        reason in ``.message``.
+
+        The original's options (docs/client.md, "DAG options"): a function given as
+        ``(name, [invalid results])`` is MULTIEXEC; ``gpu_functions`` run only on
+        executors with a GPU; ``batching_functions`` run over several calls at once;
+        ``colocated`` functions (one group, or a list of groups) share a node."""
+        dag = dag_message(
+            name, functions, connections, gpu_functions, batching_functions, colocated
+        )
         resp = self._request("register_dag", dag).response
         if not resp.success:
             log.warning("register_dag(%r) failed: %s", name, resp.message)
@@ -916,15 +940,33 @@ class CloudburstConnection:
         consistency: int = NORMAL,
         output_key: str | None = None,
         client_id: str | None = None,
+        dry_run: bool = False,
+        continuation: pb.DagCall | None = None,
     ) -> Any:
         """Call DAG ``dname``; ``arg_map`` maps a function to its arguments (a list, or
         a scalar for one argument). Returns a future, or with ``direct_response=True``
-        the result itself. With ``output_key`` the result is also stored there."""
+        the result itself. With ``output_key`` the result is also stored there.
+
+        ``consistency=SINGLE``: every read of a key in the call returns the version the
+        call read first, on any node; ``MULTI`` adds causal consistency and needs
+        ``output_key`` and ``client_id`` (docs/consistency.md).
+
+        ``dry_run=True`` returns the call message (a ``DagCall``) without sending it.
+        ``continuation`` (such a message) is called when this call is done, with this
+        call's result appended to the arguments of each of its source functions; the
+        future then stands for the continuation's result (chains nest)::
+
+            then = cloud.call_dag('square_dag', {}, dry_run=True)
+            cloud.call_dag('incr_dag', {'incr': 3}, continuation=then).get()  # 16
+        """
         if consistency not in (pb.NORMAL, pb.SINGLE, pb.MULTI):
             raise InvalidArgument(f"unknown consistency {consistency!r}")
-        if consistency != pb.NORMAL and not self._warned_consistency:
-            self._warned_consistency = True
-            log.warning("causal consistency (SINGLE/MULTI) is not implemented; calls run as NORMAL")
+        if consistency == pb.MULTI and not (output_key and client_id):
+            raise InvalidArgument(
+                "consistency=MULTI needs output_key and client_id: the result is stored "
+                "under output_key as a causal version with client_id's clock entry "
+                "incremented, which orders a client's successive calls (docs/consistency.md)"
+            )
         if not isinstance(arg_map, dict):
             raise InvalidArgument(
                 f"arg_map must be a dict of function -> arguments, not {arg_map!r}"
@@ -935,21 +977,40 @@ class CloudburstConnection:
             output_key=output_key or "",
             client_id=client_id or "",
         )
+        if consistency == pb.MULTI and client_id in self._clocks:
+            # The clock of this client's last output: the new one follows it.
+            call.client_clock.entries.update(self._clocks[client_id])
         upstreams: list[CloudburstFuture] = []
         for fname, fargs in arg_map.items():
             if not isinstance(fargs, list | tuple):
                 fargs = [fargs]
             self._encode_args(fargs, call.function_args[fname], upstreams)
+        if continuation is not None:
+            if not isinstance(continuation, pb.DagCall):
+                raise InvalidArgument(
+                    "continuation must be the call message that call_dag(..., dry_run=True) "
+                    f"returns, not {type(continuation).__name__}"
+                )
+            call.continuation.CopyFrom(continuation)
+        if dry_run:
+            return call
+        last = call  # the result (and the output key it is stored under) is the last one's
+        while last.HasField("continuation"):
+            last = last.continuation
         fut = self._start_call(
             f"dag:{dname}",
             "dag_call",
             call,
             dict(call.function_args),
-            call.output_key,
+            last.output_key,
             consistency,
             call.client_id,
+            direct=continuation is None,  # cached placements carry no continuation
         )
         fut._upstreams = upstreams
+        if consistency == pb.MULTI:
+            fut._client_id = call.client_id  # its result's clock updates self._clocks
+            fut._learn_clock()  # (if the result came already)
         if direct_response:
             return fut.get()
         return fut
@@ -990,6 +1051,7 @@ class CloudburstConnection:
                     "pid": e.pid,
                     "functions": list(e.functions),
                     "load": e.load,
+                    "gpu": e.gpu,
                 }
                 for e in st.executors
             ],

@@ -231,6 +231,18 @@ class CloudburstFuture:
                 conn._poll_for(self, 0.0)
         return self._value is not _UNSET or self._error is not None
 
+    def _learn_clock(self) -> None:
+        """MULTI: the output's clock becomes the client's (its next call follows it).
+        Called when the result comes and when call_dag has named the client (either
+        may be first); merging twice is harmless."""
+        client_id = getattr(self, "_client_id", "")
+        clock = getattr(self, "_result_clock", None)
+        conn = self._conn_ref()
+        if client_id and clock and conn is not None:
+            mine = conn._clocks.setdefault(client_id, {})
+            for node, n in clock.items():
+                mine[node] = max(mine.get(node, 0), n)
+
     def _set_message(self, msg: pb.ClientMessage) -> None:
         kind = msg.WhichOneof("kind")
         if kind == "result":
@@ -238,6 +250,9 @@ class CloudburstFuture:
             self._output = res.output
             if res.success:
                 self._value = serializer.from_value(res.value)
+                if res.HasField("clock"):
+                    self._result_clock = dict(res.clock.entries)
+                    self._learn_clock()
             elif self._upstreams and _argument_wait_expired(res.error):
                 # The executor parks a call for its argument's result only so long
                 # (scheduler.call_timeout_s); the upstream call may still be running:

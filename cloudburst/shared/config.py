@@ -101,6 +101,13 @@ class ExecutorConfig:
     # An exec_func result stored under results/<id> is deleted this long after the
     # call finished (0 = kept for good).
     result_ttl_s: float = 300.0
+    # This node has a GPU: the scheduler places a DAG's gpu_functions only on executors
+    # that advertise one (docs/client.md, "DAG options").
+    gpu: bool = False
+    # batching_functions: one run takes at most this many pending calls, and a call
+    # waits at most this long for others to join its batch.
+    batch_max_size: int = 16
+    batch_max_wait_s: float = 0.01
 
 
 @dataclass(frozen=True)

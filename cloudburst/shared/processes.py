@@ -12,6 +12,7 @@ Used by the local launcher, the test fixtures and the benchmarks::
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -41,12 +42,31 @@ def free_port(ip: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port_block(count: int, ip: str = "127.0.0.1", attempts: int = 200) -> int:
-    """A base port such that ``base .. base+count-1`` were all free on ``ip``."""
+    """A base port such that ``base .. base+count-1`` were all free on ``ip``.
+
+    Blocks are drawn below the kernel's ephemeral range: there, outgoing connections
+    (and their TIME_WAIT leftovers) never take a port, so a block stays free on a busy
+    machine. Falls back to ephemeral ports when no such block is found.
+    """
+    eph_lo, _ = _ephemeral_range()
+    rng = random.Random()
+    low = 10000
     for _ in range(attempts):
-        base = free_port(ip)
-        if base + count >= 65535:
-            continue
+        if eph_lo - count > low:
+            base = rng.randrange(low, eph_lo - count)
+        else:
+            base = free_port(ip)
+            if base + count >= 65535:
+                continue
         if all(port_free(ip, base + i) for i in range(count)):
             return base
     raise RuntimeError(f"no block of {count} free ports found on {ip}")

@@ -181,3 +181,13 @@ def test_fast_histogram_exports_cumulative_buckets() -> None:
     assert 't_fast_seconds_bucket{le="+Inf",type="get"} 4.0' in text
     assert 't_fast_seconds_sum{type="get"} 6.05' in text
     assert 't_fast_ops_total{type="get"} 4.0' in text
+
+
+def test_dag_info_shows_the_options_when_set() -> None:
+    from cloudburst.client.dags import dag_message
+
+    dag = dag_message("d", ["a", ("b", [None])], [("a", "b")], gpu_functions=["b"])
+    info = ops.dag_info("d", LWWPairLattice(1, serializer.to_bytes(dag.SerializeToString())))
+    assert info is not None
+    assert info["multiexec"] == ["b"] and info["gpu_functions"] == ["b"]
+    assert "batching_functions" not in info and "colocated" not in info

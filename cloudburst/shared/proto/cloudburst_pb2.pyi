@@ -125,7 +125,7 @@ class FunctionList(_message.Message):
     def __init__(self, names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Dag(_message.Message):
-    __slots__ = ("name", "functions", "connections")
+    __slots__ = ("name", "functions", "connections", "multiexec", "gpu_functions", "batching_functions", "colocated")
     class Link(_message.Message):
         __slots__ = ("source", "sink")
         SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -133,13 +133,38 @@ class Dag(_message.Message):
         source: str
         sink: str
         def __init__(self, source: _Optional[str] = ..., sink: _Optional[str] = ...) -> None: ...
+    class Invalids(_message.Message):
+        __slots__ = ("values",)
+        VALUES_FIELD_NUMBER: _ClassVar[int]
+        values: _containers.RepeatedCompositeFieldContainer[Value]
+        def __init__(self, values: _Optional[_Iterable[_Union[Value, _Mapping]]] = ...) -> None: ...
+    class Group(_message.Message):
+        __slots__ = ("functions",)
+        FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
+        functions: _containers.RepeatedScalarFieldContainer[str]
+        def __init__(self, functions: _Optional[_Iterable[str]] = ...) -> None: ...
+    class MultiexecEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Dag.Invalids
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Dag.Invalids, _Mapping]] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
     CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
+    MULTIEXEC_FIELD_NUMBER: _ClassVar[int]
+    GPU_FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
+    BATCHING_FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
+    COLOCATED_FIELD_NUMBER: _ClassVar[int]
     name: str
     functions: _containers.RepeatedScalarFieldContainer[str]
     connections: _containers.RepeatedCompositeFieldContainer[Dag.Link]
-    def __init__(self, name: _Optional[str] = ..., functions: _Optional[_Iterable[str]] = ..., connections: _Optional[_Iterable[_Union[Dag.Link, _Mapping]]] = ...) -> None: ...
+    multiexec: _containers.MessageMap[str, Dag.Invalids]
+    gpu_functions: _containers.RepeatedScalarFieldContainer[str]
+    batching_functions: _containers.RepeatedScalarFieldContainer[str]
+    colocated: _containers.RepeatedCompositeFieldContainer[Dag.Group]
+    def __init__(self, name: _Optional[str] = ..., functions: _Optional[_Iterable[str]] = ..., connections: _Optional[_Iterable[_Union[Dag.Link, _Mapping]]] = ..., multiexec: _Optional[_Mapping[str, Dag.Invalids]] = ..., gpu_functions: _Optional[_Iterable[str]] = ..., batching_functions: _Optional[_Iterable[str]] = ..., colocated: _Optional[_Iterable[_Union[Dag.Group, _Mapping]]] = ...) -> None: ...
 
 class FunctionCall(_message.Message):
     __slots__ = ("name", "arguments", "response_key", "consistency", "exclude")
@@ -156,7 +181,7 @@ class FunctionCall(_message.Message):
     def __init__(self, name: _Optional[str] = ..., arguments: _Optional[_Union[Arguments, _Mapping]] = ..., response_key: _Optional[str] = ..., consistency: _Optional[_Union[ConsistencyType, str]] = ..., exclude: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DagCall(_message.Message):
-    __slots__ = ("name", "function_args", "consistency", "output_key", "client_id", "exclude")
+    __slots__ = ("name", "function_args", "consistency", "output_key", "client_id", "exclude", "client_clock", "continuation", "continued_with", "continued")
     class FunctionArgsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -170,16 +195,24 @@ class DagCall(_message.Message):
     OUTPUT_KEY_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_CLOCK_FIELD_NUMBER: _ClassVar[int]
+    CONTINUATION_FIELD_NUMBER: _ClassVar[int]
+    CONTINUED_WITH_FIELD_NUMBER: _ClassVar[int]
+    CONTINUED_FIELD_NUMBER: _ClassVar[int]
     name: str
     function_args: _containers.MessageMap[str, Arguments]
     consistency: ConsistencyType
     output_key: str
     client_id: str
     exclude: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., function_args: _Optional[_Mapping[str, Arguments]] = ..., consistency: _Optional[_Union[ConsistencyType, str]] = ..., output_key: _Optional[str] = ..., client_id: _Optional[str] = ..., exclude: _Optional[_Iterable[str]] = ...) -> None: ...
+    client_clock: Clock
+    continuation: DagCall
+    continued_with: Arguments
+    continued: bool
+    def __init__(self, name: _Optional[str] = ..., function_args: _Optional[_Mapping[str, Arguments]] = ..., consistency: _Optional[_Union[ConsistencyType, str]] = ..., output_key: _Optional[str] = ..., client_id: _Optional[str] = ..., exclude: _Optional[_Iterable[str]] = ..., client_clock: _Optional[_Union[Clock, _Mapping]] = ..., continuation: _Optional[_Union[DagCall, _Mapping]] = ..., continued_with: _Optional[_Union[Arguments, _Mapping]] = ..., continued: _Optional[bool] = ...) -> None: ...
 
 class DagSchedule(_message.Message):
-    __slots__ = ("id", "dag", "locations", "arguments", "response_address", "output_key", "consistency", "client_id", "reply_stored", "versions", "expiring_output")
+    __slots__ = ("id", "dag", "locations", "arguments", "response_address", "output_key", "consistency", "client_id", "reply_stored", "versions", "expiring_output", "continuation", "client_clock")
     class LocationsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -212,6 +245,8 @@ class DagSchedule(_message.Message):
     REPLY_STORED_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     EXPIRING_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    CONTINUATION_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_CLOCK_FIELD_NUMBER: _ClassVar[int]
     id: str
     dag: Dag
     locations: _containers.ScalarMap[str, str]
@@ -223,24 +258,81 @@ class DagSchedule(_message.Message):
     reply_stored: bool
     versions: _containers.ScalarMap[str, int]
     expiring_output: bool
-    def __init__(self, id: _Optional[str] = ..., dag: _Optional[_Union[Dag, _Mapping]] = ..., locations: _Optional[_Mapping[str, str]] = ..., arguments: _Optional[_Mapping[str, Arguments]] = ..., response_address: _Optional[str] = ..., output_key: _Optional[str] = ..., consistency: _Optional[_Union[ConsistencyType, str]] = ..., client_id: _Optional[str] = ..., reply_stored: _Optional[bool] = ..., versions: _Optional[_Mapping[str, int]] = ..., expiring_output: _Optional[bool] = ...) -> None: ...
+    continuation: DagCall
+    client_clock: Clock
+    def __init__(self, id: _Optional[str] = ..., dag: _Optional[_Union[Dag, _Mapping]] = ..., locations: _Optional[_Mapping[str, str]] = ..., arguments: _Optional[_Mapping[str, Arguments]] = ..., response_address: _Optional[str] = ..., output_key: _Optional[str] = ..., consistency: _Optional[_Union[ConsistencyType, str]] = ..., client_id: _Optional[str] = ..., reply_stored: _Optional[bool] = ..., versions: _Optional[_Mapping[str, int]] = ..., expiring_output: _Optional[bool] = ..., continuation: _Optional[_Union[DagCall, _Mapping]] = ..., client_clock: _Optional[_Union[Clock, _Mapping]] = ...) -> None: ...
+
+class SessionRead(_message.Message):
+    __slots__ = ("key", "location", "lattice_type", "payload", "version")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    LATTICE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    location: str
+    lattice_type: int
+    payload: bytes
+    version: str
+    def __init__(self, key: _Optional[str] = ..., location: _Optional[str] = ..., lattice_type: _Optional[int] = ..., payload: _Optional[bytes] = ..., version: _Optional[str] = ...) -> None: ...
+
+class Clock(_message.Message):
+    __slots__ = ("entries",)
+    class EntriesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.ScalarMap[str, int]
+    def __init__(self, entries: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class CallSession(_message.Message):
+    __slots__ = ("reads", "holders", "versions", "required")
+    class VersionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Clock
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Clock, _Mapping]] = ...) -> None: ...
+    class RequiredEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Clock
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Clock, _Mapping]] = ...) -> None: ...
+    READS_FIELD_NUMBER: _ClassVar[int]
+    HOLDERS_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    reads: _containers.RepeatedCompositeFieldContainer[SessionRead]
+    holders: _containers.RepeatedScalarFieldContainer[str]
+    versions: _containers.MessageMap[str, Clock]
+    required: _containers.MessageMap[str, Clock]
+    def __init__(self, reads: _Optional[_Iterable[_Union[SessionRead, _Mapping]]] = ..., holders: _Optional[_Iterable[str]] = ..., versions: _Optional[_Mapping[str, Clock]] = ..., required: _Optional[_Mapping[str, Clock]] = ...) -> None: ...
 
 class DagTrigger(_message.Message):
-    __slots__ = ("schedule", "source", "target_function", "arguments", "error")
+    __slots__ = ("schedule", "source", "target_function", "arguments", "error", "session")
     SCHEDULE_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     TARGET_FUNCTION_FIELD_NUMBER: _ClassVar[int]
     ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
     schedule: DagSchedule
     source: str
     target_function: str
     arguments: Arguments
     error: RemoteError
-    def __init__(self, schedule: _Optional[_Union[DagSchedule, _Mapping]] = ..., source: _Optional[str] = ..., target_function: _Optional[str] = ..., arguments: _Optional[_Union[Arguments, _Mapping]] = ..., error: _Optional[_Union[RemoteError, _Mapping]] = ...) -> None: ...
+    session: CallSession
+    def __init__(self, schedule: _Optional[_Union[DagSchedule, _Mapping]] = ..., source: _Optional[str] = ..., target_function: _Optional[str] = ..., arguments: _Optional[_Union[Arguments, _Mapping]] = ..., error: _Optional[_Union[RemoteError, _Mapping]] = ..., session: _Optional[_Union[CallSession, _Mapping]] = ...) -> None: ...
 
 class ExecutorStatus(_message.Message):
-    __slots__ = ("address", "node_id", "functions", "busy", "queue_length", "cached_key_sizes", "has_cache_summary", "pid", "inbox_address", "completed", "leaving", "index", "indexed", "current_call", "current_call_s")
+    __slots__ = ("address", "node_id", "functions", "busy", "queue_length", "cached_key_sizes", "has_cache_summary", "pid", "inbox_address", "completed", "leaving", "index", "indexed", "current_call", "current_call_s", "gpu")
     class CachedKeySizesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -263,6 +355,7 @@ class ExecutorStatus(_message.Message):
     INDEXED_FIELD_NUMBER: _ClassVar[int]
     CURRENT_CALL_FIELD_NUMBER: _ClassVar[int]
     CURRENT_CALL_S_FIELD_NUMBER: _ClassVar[int]
+    GPU_FIELD_NUMBER: _ClassVar[int]
     address: str
     node_id: str
     functions: _containers.RepeatedScalarFieldContainer[str]
@@ -278,7 +371,8 @@ class ExecutorStatus(_message.Message):
     indexed: bool
     current_call: str
     current_call_s: float
-    def __init__(self, address: _Optional[str] = ..., node_id: _Optional[str] = ..., functions: _Optional[_Iterable[str]] = ..., busy: _Optional[int] = ..., queue_length: _Optional[int] = ..., cached_key_sizes: _Optional[_Mapping[str, int]] = ..., has_cache_summary: _Optional[bool] = ..., pid: _Optional[int] = ..., inbox_address: _Optional[str] = ..., completed: _Optional[int] = ..., leaving: _Optional[bool] = ..., index: _Optional[int] = ..., indexed: _Optional[bool] = ..., current_call: _Optional[str] = ..., current_call_s: _Optional[float] = ...) -> None: ...
+    gpu: bool
+    def __init__(self, address: _Optional[str] = ..., node_id: _Optional[str] = ..., functions: _Optional[_Iterable[str]] = ..., busy: _Optional[int] = ..., queue_length: _Optional[int] = ..., cached_key_sizes: _Optional[_Mapping[str, int]] = ..., has_cache_summary: _Optional[bool] = ..., pid: _Optional[int] = ..., inbox_address: _Optional[str] = ..., completed: _Optional[int] = ..., leaving: _Optional[bool] = ..., index: _Optional[int] = ..., indexed: _Optional[bool] = ..., current_call: _Optional[str] = ..., current_call_s: _Optional[float] = ..., gpu: _Optional[bool] = ...) -> None: ...
 
 class StatusQuery(_message.Message):
     __slots__ = ("addresses", "client_version")
@@ -289,7 +383,7 @@ class StatusQuery(_message.Message):
     def __init__(self, addresses: _Optional[_Iterable[str]] = ..., client_version: _Optional[str] = ...) -> None: ...
 
 class ExecutorInfo(_message.Message):
-    __slots__ = ("address", "node_id", "alive", "functions", "pid", "load", "busy", "queue_length", "current_call", "current_call_s")
+    __slots__ = ("address", "node_id", "alive", "functions", "pid", "load", "busy", "queue_length", "current_call", "current_call_s", "gpu")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ALIVE_FIELD_NUMBER: _ClassVar[int]
@@ -300,6 +394,7 @@ class ExecutorInfo(_message.Message):
     QUEUE_LENGTH_FIELD_NUMBER: _ClassVar[int]
     CURRENT_CALL_FIELD_NUMBER: _ClassVar[int]
     CURRENT_CALL_S_FIELD_NUMBER: _ClassVar[int]
+    GPU_FIELD_NUMBER: _ClassVar[int]
     address: str
     node_id: str
     alive: bool
@@ -310,7 +405,8 @@ class ExecutorInfo(_message.Message):
     queue_length: int
     current_call: str
     current_call_s: float
-    def __init__(self, address: _Optional[str] = ..., node_id: _Optional[str] = ..., alive: _Optional[bool] = ..., functions: _Optional[_Iterable[str]] = ..., pid: _Optional[int] = ..., load: _Optional[int] = ..., busy: _Optional[int] = ..., queue_length: _Optional[int] = ..., current_call: _Optional[str] = ..., current_call_s: _Optional[float] = ...) -> None: ...
+    gpu: bool
+    def __init__(self, address: _Optional[str] = ..., node_id: _Optional[str] = ..., alive: _Optional[bool] = ..., functions: _Optional[_Iterable[str]] = ..., pid: _Optional[int] = ..., load: _Optional[int] = ..., busy: _Optional[int] = ..., queue_length: _Optional[int] = ..., current_call: _Optional[str] = ..., current_call_s: _Optional[float] = ..., gpu: _Optional[bool] = ...) -> None: ...
 
 class ClusterStatus(_message.Message):
     __slots__ = ("executors", "kvs_address", "scheduler_address", "dead", "functions", "dags", "server_version")
@@ -377,20 +473,22 @@ class GenericResponse(_message.Message):
     def __init__(self, success: _Optional[bool] = ..., error: _Optional[_Union[CloudburstError, str]] = ..., response_id: _Optional[str] = ..., message: _Optional[str] = ..., payload: _Optional[bytes] = ..., schedule: _Optional[_Union[DagSchedule, _Mapping]] = ..., names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CallResult(_message.Message):
-    __slots__ = ("response_id", "success", "value", "error", "executor", "output")
+    __slots__ = ("response_id", "success", "value", "error", "executor", "output", "clock")
     RESPONSE_ID_FIELD_NUMBER: _ClassVar[int]
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     EXECUTOR_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    CLOCK_FIELD_NUMBER: _ClassVar[int]
     response_id: str
     success: bool
     value: Value
     error: RemoteError
     executor: str
     output: str
-    def __init__(self, response_id: _Optional[str] = ..., success: _Optional[bool] = ..., value: _Optional[_Union[Value, _Mapping]] = ..., error: _Optional[_Union[RemoteError, _Mapping]] = ..., executor: _Optional[str] = ..., output: _Optional[str] = ...) -> None: ...
+    clock: Clock
+    def __init__(self, response_id: _Optional[str] = ..., success: _Optional[bool] = ..., value: _Optional[_Union[Value, _Mapping]] = ..., error: _Optional[_Union[RemoteError, _Mapping]] = ..., executor: _Optional[str] = ..., output: _Optional[str] = ..., clock: _Optional[_Union[Clock, _Mapping]] = ...) -> None: ...
 
 class ClientMessage(_message.Message):
     __slots__ = ("response_id", "response", "result", "status")
