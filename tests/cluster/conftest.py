@@ -127,8 +127,15 @@ def compose() -> Iterator[ComposeCluster]:
     try:
         project.up()
         try:
+            up = time.monotonic() - cluster.started
             project.wait_healthy(HEALTHY_TIMEOUT_S)
+            healthy = time.monotonic() - cluster.started
             _wait_members(cluster, HEALTHY_TIMEOUT_S)
+            members = time.monotonic() - cluster.started
+            print(
+                f"cluster: containers started {up:.1f} s, healthy {healthy:.1f} s, "
+                f"storage and executor nodes all members {members:.1f} s"
+            )
         except (TimeoutError, AssertionError):
             print(cluster.logs(), file=sys.stderr)
             raise

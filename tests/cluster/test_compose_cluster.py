@@ -324,3 +324,18 @@ def test_storage_node_back_on_a_new_address_recovers_and_is_routed_to(
         "storage-0 back",
         compose,
     )
+
+
+def test_every_role_stops_cleanly_on_sigterm(compose: Any) -> None:
+    # Last: docker stop (SIGTERM, then SIGKILL after the grace) of every container,
+    # executors first; each role handles SIGTERM and exits 0 well within the grace.
+    order = ["executor-0", "executor-1", "scheduler", "storage-0", "storage-1", "routing"]
+    for service in order:
+        c = compose.container(service)
+        started = time.monotonic()
+        c.stop(timeout=20)
+        took = time.monotonic() - started
+        c.reload()
+        assert c.attrs["State"]["ExitCode"] == 0, (service, c.logs(tail=20).decode())
+        assert took < 20, (service, took)
+        print(f"{service} stopped in {took:.1f} s")
