@@ -93,6 +93,7 @@ def test_health_reports_a_role_that_does_not_serve(tmp_path: Path) -> None:
             assert problem is not None, role
 
 
+@pytest.mark.integration
 def test_health_of_a_serving_kvs_node(tmp_path: Path, procs: ProcessGroup) -> None:
     cfg = free_port_config(tmp_path, workers=1)
     path = write_config(cfg, tmp_path / "c.yml")
