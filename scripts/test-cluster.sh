@@ -38,6 +38,15 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 ensure_docker
+# Leftovers of an earlier run that was killed (its script's pid is gone): remove them.
+for old in $(timeout 60 docker ps -a --filter label=com.docker.compose.project \
+    --format '{{.Label "com.docker.compose.project"}}' | sort -u); do
+  case "$old" in
+    cbtest[0-9]*) kill -0 "${old#cbtest}" 2>/dev/null && continue
+      echo "[cluster] removing leftovers of $old"
+      timeout 180 "$PY" deploy/compose/sdk_compose.py down -p "$old" >/dev/null || true ;;
+  esac
+done
 timeout 1200 "$ROOT/scripts/build-image.sh" "$IMAGE"
 built=$(date +%s)
 echo "[cluster] image $IMAGE: $(( $(docker image inspect -f '{{.Size}}' "$IMAGE") / 1024 / 1024 )) MiB"
