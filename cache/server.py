@@ -34,7 +34,7 @@ from cache.actions import KvsSend, Reply, SendPeer
 from cache.logic import CacheState
 from cache.pins import PIN_PREFIX, PinTable
 from cache.shm import ShmStore, owner_pid, segment_prefix
-from cloudburst.shared import metrics
+from cloudburst.shared import logs, metrics
 from cloudburst.shared.config import Config, load_config
 from cloudburst.shared.errors import WireError
 from cloudburst.shared.logs import setup_logging
@@ -205,9 +205,15 @@ class CacheServer:
             return self.pins.handle(identity, op, frames[2:], self._held, now)
         rid = frames[2]
         st = self.state
-        if b"@" in rid and log.isEnabledFor(logging.DEBUG):
+        if b"@" in rid and log.isEnabledFor(logs.CALL_LEVEL):
             call = rid.split(b"@", 1)[1].decode(errors="replace")
-            log.debug("[%s] %s of %d frame(s)", call, op.decode(errors="replace"), len(frames) - 3)
+            log.log(
+                logs.CALL_LEVEL,
+                "[%s] %s of %d frame(s)",
+                call,
+                op.decode(errors="replace"),
+                len(frames) - 3,
+            )
         try:
             if op == protocol.OP_GET:
                 return st.client_get(identity, rid, protocol.decode_get_args(frames[3:]), now)

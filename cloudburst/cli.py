@@ -638,11 +638,13 @@ def _follow(run_dir: str, name: str | None, lines: int) -> None:
 @click.pass_obj
 def logs_cmd(target: Target, as_json: bool, call_id: str | None, lines: int, follow_: bool) -> None:
     """The local cluster's logs merged in time order, or with CALL_ID the lines of
-    every process about that call (exit 1: none). Calls are logged with
-    ``log_level: DEBUG``; see docs/operations.md."""
+    every process about that call (exit 1: none). Every call is logged (one INFO line
+    per process) with ``log_calls: true``, or at ``log_level: DEBUG``; failures
+    always. See docs/operations.md."""
     from cloudburst.logs import call_lines, log_files, merged
 
-    run_dir = target.local_run_cfg().run_dir
+    cfg = target.local_run_cfg()
+    run_dir = cfg.run_dir
     files = log_files(run_dir)
     if not files:
         raise click.ClickException(f"no logs in {run_dir}/logs (use --run-dir)")
@@ -657,7 +659,13 @@ def logs_cmd(target: Target, as_json: bool, call_id: str | None, lines: int, fol
         for ln in found:
             click.echo(f"{ln.source:10s} {ln.text}")
     if call_id and not found:
-        raise click.ClickException(f"no log line mentions call {call_id!r} in {run_dir}/logs")
+        running = target.local_cfg() or cfg  # the running cluster's config, if any
+        hint = (
+            ""
+            if running.log_calls or running.log_level == "DEBUG"
+            else " (calls that succeed are logged only with log_calls: true or log_level: DEBUG)"
+        )
+        raise click.ClickException(f"no log line mentions call {call_id!r} in {run_dir}/logs{hint}")
 
 
 def main(argv: Sequence[str] | None = None, prog_name: str = "cloudburst") -> int:

@@ -13,7 +13,8 @@ A call runs in the worker's main thread. :class:`CallLimits` is entered around i
   it raises ``MemoryError`` inside user code; the limit is lifted when the call ends.
 
 Exit statuses of a worker that replaced itself: :data:`EXIT_TIMEOUT`,
-:data:`EXIT_MEMORY` (its node logs them when it restarts the worker).
+:data:`EXIT_MEMORY`, :data:`EXIT_CANCELLED` (a running call its caller cancelled is
+stopped the same way; its node logs them when it restarts the worker).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 EXIT_TIMEOUT = 124  # as timeout(1)
 EXIT_MEMORY = 125
+EXIT_CANCELLED = 126  # a running call was cancelled by its caller
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _CPUS = os.cpu_count() or 1

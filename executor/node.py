@@ -31,7 +31,7 @@ from cloudburst.shared.config import load_config
 from cloudburst.shared.logs import setup_logging
 from cloudburst.shared.processes import SERVER_ENV
 from cloudburst.supervisor import POLL_S, Spec, Supervised
-from executor.limits import EXIT_MEMORY, EXIT_TIMEOUT
+from executor.limits import EXIT_CANCELLED, EXIT_MEMORY, EXIT_TIMEOUT
 from executor.state import NODE_CACHE_ENV, kvs_routing_address
 
 log = logging.getLogger(__name__)
@@ -102,9 +102,12 @@ class Node:
         towards the crash-loop limit (it is not a crash)."""
         for name, proc in list(self.sup.procs.items()):
             code = proc.poll()
-            if code in (EXIT_TIMEOUT, EXIT_MEMORY) and not self.sup.stopping:
+            if code in (EXIT_TIMEOUT, EXIT_MEMORY, EXIT_CANCELLED) and not self.sup.stopping:
                 log.warning(
-                    "%s (pid %d) exited %d after a runaway call; replacing it", name, proc.pid, code
+                    "%s (pid %d) exited %d after a runaway or cancelled call; replacing it",
+                    name,
+                    proc.pid,
+                    code,
                 )
                 del self.sup.procs[name]
                 self.sup.start(name)

@@ -208,3 +208,42 @@ def forward_schedule(schedule: pb.DagSchedule, done: Iterable[str]) -> pb.DagSch
         if fn in out.arguments:
             del out.arguments[fn]
     return out
+
+
+@dataclass
+class CancelBook:
+    """Call ids their callers cancelled (``CallCancel``), remembered ``ttl`` seconds so
+    a trigger arriving after the cancel (queued behind other calls, or sent directly
+    by the client while the cancel went through the scheduler) is dropped.
+
+    >>> book = CancelBook(ttl=10.0)
+    >>> book.add("c1", now=0.0)
+    True
+    >>> "c1" in book, book.add("c1", now=1.0), "c2" in book
+    (True, False, False)
+    >>> book.prune(now=20.0); "c1" in book
+    False
+    """
+
+    ttl: float = 300.0
+    limit: int = 100_000
+    ids: dict[str, float] = field(default_factory=dict)
+
+    def __contains__(self, call_id: object) -> bool:
+        return call_id in self.ids
+
+    def add(self, call_id: str, now: float) -> bool:
+        """Record a cancel; False if it was known already."""
+        if call_id in self.ids:
+            return False
+        self.ids[call_id] = now
+        if len(self.ids) > self.limit:
+            self.prune(now)
+        return True
+
+    def prune(self, now: float) -> None:
+        old = [k for k, t in self.ids.items() if now - t > self.ttl]
+        for k in old:
+            del self.ids[k]
+        while len(self.ids) > self.limit:  # (oldest first: insertion order)
+            del self.ids[next(iter(self.ids))]

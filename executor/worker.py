@@ -27,7 +27,7 @@ from typing import Any
 import zmq
 
 from cloudburst.ddt.dag import STREAMED, DagStreams
-from cloudburst.shared import metrics, serializer, wire
+from cloudburst.shared import logs, metrics, serializer, wire
 from cloudburst.shared.config import Config, kvs_host, load_config, scheduler_host
 from cloudburst.shared.errors import (
     CloudburstTimeoutError,
@@ -50,6 +50,7 @@ from executor.invoke import (
     resolve_args,
 )
 from executor.limits import (
+    EXIT_CANCELLED,
     EXIT_MEMORY,
     EXIT_TIMEOUT,
     NO_LIMITS,
@@ -62,6 +63,7 @@ from executor.session import CallSession
 from executor.state import NODE_CACHE_ENV, make_state_client
 from executor.triggers import (
     Cancel,
+    CancelBook,
     InvalidTrigger,
     Run,
     TriggerBook,
@@ -74,6 +76,7 @@ from executor.userlib import UserLibrary
 from scheduler.registry import decode_function, func_key, scheduler_addresses
 
 log = logging.getLogger(__name__)
+_QUEUE_WAIT = metrics.QUEUE_WAIT.labels("worker")
 
 #: Run pure chain links in place (see ``_inline_next``); ``CB_INLINE_CHAINS=0`` turns
 #: it off (benchmarks compare both; not ``CLOUDBURST_*``, reserved for the config).
@@ -104,6 +107,16 @@ class Worker:
         self.address = f"tcp://{cfg.ip}:{port}"
         self.inbox = self.ctx.socket(zmq.PULL)
         self.inbox_address = f"tcp://{cfg.ip}:{_bind(self.inbox, cfg.ip, 0)}"
+        # Cancels (CallCancel) arrive here, read by a thread of their own: a running
+        # call is stopped and a queued one dropped, although the main thread is busy.
+        self.control = self.ctx.socket(zmq.PULL)
+        self.control_address = f"tcp://{cfg.ip}:{_bind(self.control, cfg.ip, 0)}"
+        self.cancelled = CancelBook(ttl=max(300.0, 2 * cfg.scheduler.call_timeout_s))
+        self._cancel_lock = threading.Lock()
+        # Held while the running call is recorded or cleared, and by a cancel that
+        # stops it (so it cannot stop the next call by mistake).
+        self._call_lock = threading.Lock()
+        self.current_info: tuple[pb.DagSchedule, str] | None = None
         self.state = make_state_client(cfg)
         self.lib = UserLibrary(self.state, self.ctx, self.inbox, self.inbox_address)
         cache = os.environ.get(NODE_CACHE_ENV, "") if cfg.cache.enabled else ""
@@ -115,7 +128,8 @@ class Worker:
         self.busy = 0
         self.completed = 0
         self.current: tuple[str, float] | None = None  # (call id, start) while running
-        self.capture = OutputCapture()  # what the running call prints and logs
+        # what the running call prints and logs (and writes to fds 1/2)
+        self.capture = OutputCapture(fds=cfg.executor.capture_fds)
         self.capture_id = ""  # the call it belongs to
         # Calls waiting for referenced results (futures passed as arguments). They are
         # parked, not waited for, so the call producing the result can run here too.
@@ -137,6 +151,9 @@ class Worker:
         self._delete_warned = False
         self._hb_thread = threading.Thread(
             target=self._heartbeat_loop, name="heartbeat", daemon=True
+        )
+        self._control_thread = threading.Thread(
+            target=self._control_loop, name="control", daemon=True
         )
 
     # --- sockets -----------------------------------------------------------
@@ -160,6 +177,7 @@ class Worker:
 
     def serve(self) -> None:
         self._hb_thread.start()
+        self._control_thread.start()
         log.info(
             "worker %d of node %s: triggers at %s, inbox at %s",
             self.index,
@@ -201,6 +219,16 @@ class Worker:
         """Handle one message; never raises (a bad message is logged and dropped)."""
         try:
             msg = wire.parse_executor_message(data)
+            if msg.WhichOneof("kind") == "cancel":
+                self.on_cancel(msg.cancel.call_id)
+                return
+            if msg.trigger.schedule.id in self.cancelled:
+                log.info(
+                    "[%s] %s: cancelled by its caller before it ran; dropped",
+                    msg.trigger.schedule.id,
+                    msg.trigger.target_function,
+                )
+                return
             action = self.book.add(msg.trigger, time.monotonic())
         except (WireError, InvalidTrigger) as exc:
             log.warning("dropping a malformed message: %s", exc)
@@ -209,6 +237,10 @@ class Worker:
             log.exception("dropping a message that could not be handled")
             return
         try:
+            if isinstance(action, Run) and not action.upstream and action.schedule.sent_at:
+                # a call's first function: how long it waited in this worker's queue
+                waited = time.time() - action.schedule.sent_at
+                _QUEUE_WAIT.observe(max(0.0, waited))
             if (
                 isinstance(action, Run)
                 and action.function in action.schedule.dag.batching_functions
@@ -226,8 +258,12 @@ class Worker:
                     CURRENT_CALL[0] = ""
                 took = time.perf_counter() - t0
                 metrics.executed(str(self.index), action.schedule.dag.name, action.function, took)
-                log.debug(
-                    "[%s] %s: done in %.2f ms", action.schedule.id, action.function, took * 1e3
+                log.log(
+                    logs.CALL_LEVEL,
+                    "[%s] %s: done in %.2f ms",
+                    action.schedule.id,
+                    action.function,
+                    took * 1e3,
                 )
             elif isinstance(action, Cancel):
                 self._cancel_downstream(action.schedule, action.function, action.error)
@@ -255,6 +291,13 @@ class Worker:
     def _retry_parked(self) -> None:
         parked, self.parked = self.parked, []
         for action, deadline in parked:
+            if action.schedule.id in self.cancelled:
+                log.info(
+                    "[%s] %s: cancelled while waiting for its arguments; dropped",
+                    action.schedule.id,
+                    action.function,
+                )
+                continue
             self.run(action, deadline)
         self._release_pins()
         if self.parked:
@@ -356,8 +399,12 @@ class Worker:
             args = resolve_args(args, self.session or self.state, 0)
         except KeysNotReady as exc:
             if time.monotonic() >= deadline:
-                msg = f"the result(s) {exc.keys} referenced by this call never appeared"
-                return self._fail(sched, fn, wire.error_message(pb.TIMED_OUT, msg, fn))
+                waited = self.cfg.scheduler.call_timeout_s
+                msg = (
+                    f"the result(s) {exc.keys} referenced by this call did not appear within "
+                    f"{waited:g}s (scheduler.call_timeout_s)"
+                )
+                return self._fail(sched, fn, wire.error_message(pb.ARGUMENT_NOT_READY, msg, fn))
             self.parked.append((action, deadline))
             self.next_retry = min(self.next_retry, time.monotonic() + self.park_delay)
             return None
@@ -366,7 +413,9 @@ class Worker:
         ecfg = self.cfg.executor
         while True:
             self.busy = 1
-            self.current = (sched.id, time.monotonic())
+            with self._call_lock:
+                self.current = (sched.id, time.monotonic())
+                self.current_info = (sched, fn)
             downs = downstreams(sched.dag, fn)
             limits = effective_limits(
                 loaded.timeout_s,
@@ -416,7 +465,9 @@ class Worker:
                 return self._fail(sched, fn, wire.remote_error(exc, fn))
             finally:
                 self.busy = 0
-                self.current = None
+                with self._call_lock:
+                    self.current = None
+                    self.current_info = None
                 self.completed += 1
             if self.streams.announced:
                 self._expire_announced()
@@ -760,6 +811,53 @@ class Worker:
         )
         self._replace_self(self._failure_messages(sched, fn, err), EXIT_TIMEOUT)
 
+    def on_cancel(self, call_id: str) -> None:
+        """The caller cancelled ``call_id`` (any thread): remember it, so a trigger
+        of it still queued or parked here is dropped, and stop it if it runs now."""
+        with self._cancel_lock:
+            if not call_id or not self.cancelled.add(call_id, time.monotonic()):
+                return
+        with self._call_lock:
+            info = self.current_info
+            if info is None or info[0].id != call_id:
+                log.info("[%s] cancelled by its caller (not running here)", call_id)
+                return
+            sched, fn = info
+            # Stopped like a call past its time limit: report and make way for a
+            # fresh worker (Python cannot interrupt the running call safely). The
+            # call lock stays held: the main thread cannot move on to another call.
+            log.warning(
+                "[%s] %s: cancelled by its caller while running; this worker exits", sched.id, fn
+            )
+            err = wire.error_message(
+                pb.CALL_CANCELLED,
+                f"call {sched.id} ({fn!r}) was cancelled by its caller while running; "
+                "its worker was replaced",
+                fn,
+            )
+            self._replace_self(self._failure_messages(sched, fn, err), EXIT_CANCELLED)
+
+    def _control_loop(self) -> None:
+        """The control thread: reads ``CallCancel`` messages."""
+        sock = self.control
+        while self.running:
+            try:
+                if not sock.poll(200):
+                    continue
+                data = sock.recv(zmq.NOBLOCK)
+            except zmq.ZMQError:
+                return  # closed at exit
+            try:
+                msg = wire.parse_executor_message(data)
+            except WireError as exc:
+                log.warning("dropping a malformed control message: %s", exc)
+                continue
+            if msg.WhichOneof("kind") == "cancel":
+                try:
+                    self.on_cancel(msg.cancel.call_id)
+                except Exception:
+                    log.exception("handling a cancel failed")
+
     def _replace_self(self, messages: list[tuple[str, bytes]], status: int) -> None:
         """Report, tell the schedulers this worker leaves (no call is placed here
         meanwhile, and callers waiting on it learn it is gone), and exit."""
@@ -786,6 +884,7 @@ class Worker:
             leaving=self.leaving,
             index=self.index,
             indexed=True,
+            control_address=self.control_address,
             gpu=self.cfg.executor.gpu,
         )
         current = self.current

@@ -210,6 +210,7 @@ class SchedulerState:
         view.last_seen = now
         view.pid = status.pid
         view.inbox_address = status.inbox_address
+        view.control_address = status.control_address
         view.leaving = status.leaving
         view.current_call = status.current_call
         view.current_call_s = status.current_call_s
@@ -307,6 +308,7 @@ class SchedulerState:
         exclude: Collection[str] = (),
         versions: Mapping[str, int] | None = None,
         expiring_output: bool = False,
+        sent_at: float = 0.0,
         continuation: pb.DagCall | None = None,
     ) -> tuple[pb.DagSchedule, list[Send]]:
         """Place a call of ``dag``: the schedule and the triggers for its sources."""
@@ -355,6 +357,8 @@ class SchedulerState:
         schedule.locations.update(locations)
         if response_address:
             schedule.response_address = response_address
+        if sent_at:
+            schedule.sent_at = sent_at
         if output_key:
             schedule.output_key = output_key
             if expiring_output:

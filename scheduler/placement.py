@@ -53,6 +53,7 @@ class ExecutorView:
     last_seen: float = 0.0
     pid: int = 0
     inbox_address: str = ""
+    control_address: str = ""  # where cancels go (ExecutorStatus.control_address)
     leaving: bool = False
     current_call: str = ""  # the call running there at its last heartbeat
     current_call_s: float = 0.0  # for how long it had been running

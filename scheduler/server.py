@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,7 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from cloudburst.shared import metrics, version, wire
+from cloudburst.shared import logs, metrics, version, wire
 from cloudburst.shared.config import Config, kvs_host, load_config, replace
 from cloudburst.shared.errors import WireError
 from cloudburst.shared.kvs import make_kvs_client
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 #: exec_func stores a call's result under ``results/<id>`` (the client picks the id):
 #: such keys expire (``executor.result_ttl_s``); other output keys are the user's.
 RESULTS_PREFIX = "results/"
+#: placements remembered for cancels (see ``SchedulerServer.placed``)
+PLACED_KEPT = 10_000
 
 
 class _Deferred(Exception):
@@ -114,6 +117,9 @@ class SchedulerServer:
         self.poller.register(self.pull, zmq.POLLIN)
         #: calls waiting for a live executor (oldest first)
         self.waiting: list[_Waiting] = []
+        #: where the last calls were placed (call id -> executor addresses), so a
+        #: cancel reaches them even if the client has not seen the acknowledgement
+        self.placed: OrderedDict[str, list[str]] = OrderedDict()
         self.running = True
         # KVS housekeeping (DAG/function refresh, announcing this scheduler) runs in a
         # thread with its own KVS client, so the request loop never waits on it.
@@ -263,7 +269,14 @@ class SchedulerServer:
             metrics.scheduled(
                 "function" if kind == "call" else "dag", name, ok, time.perf_counter() - t0
             )
-            log.debug("[%s] %s %s: %s", req.request_id, kind, name, "placed" if ok else "refused")
+            log.log(
+                logs.CALL_LEVEL if ok else logging.INFO,
+                "[%s] %s %s: %s",
+                req.request_id,
+                kind,
+                name,
+                "placed" if ok else "refused: " + reply.response.message,
+            )
         if req.response_address:
             self.send(req.response_address, reply.SerializeToString())
 
@@ -377,6 +390,7 @@ class SchedulerServer:
                 exclude=set(exclude),
                 versions=self.registry.versions,
                 expiring_output=expiring_output,
+                sent_at=time.time(),
                 continuation=continuation,
             )
         except PlanError as exc:
@@ -410,6 +424,9 @@ class SchedulerServer:
             raise _Deferred from None
         for send in sends:
             self.send(send.address, send.data)
+        self.placed[schedule.id] = sorted(set(schedule.locations.values()))
+        if len(self.placed) > PLACED_KEPT:
+            self.placed.popitem(last=False)
         ack = self._ok(reply).schedule  # the placement, for the client's cache
         ack.id = schedule.id
         ack.dag.CopyFrom(schedule.dag)
@@ -425,6 +442,9 @@ class SchedulerServer:
             reply = pb.ClientMessage(response_id=w.req.request_id)
             try:
                 w.start(reply)
+                if reply.response.success:
+                    waited = now - (w.deadline - self.cfg.scheduler.no_executor_wait_s)
+                    metrics.QUEUE_WAIT.labels("scheduler").observe(max(0.0, waited))
             except PlanError as exc:
                 if exc.code == pb.NO_RESOURCES and now < w.deadline:
                     self.waiting.append(w)
@@ -474,6 +494,29 @@ class SchedulerServer:
             continuation=call.continuation if call.HasField("continuation") else None,
             client_clock=call.client_clock if call.HasField("client_clock") else None,
         )
+
+    def _on_cancel(self, req: pb.SchedulerRequest, reply: pb.ClientMessage) -> None:
+        """A caller cancelled a call: drop it if it waits for an executor here, and
+        pass the cancel on to the control socket of every executor it was placed on
+        (they drop it if queued, stop it if running). No answer."""
+        cancel = req.cancel
+        call_id = cancel.call_id
+        before = len(self.waiting)
+        self.waiting = [w for w in self.waiting if w.req.request_id != call_id]
+        if len(self.waiting) < before:
+            log.info("[%s] cancelled while waiting for an executor; dropped", call_id)
+        addresses = set(cancel.addresses) | set(self.placed.get(call_id, ()))
+        msg = pb.ExecutorMessage()
+        msg.cancel.call_id = call_id
+        data = msg.SerializeToString()
+        sent = []
+        for address in sorted(addresses):
+            view = self.state.executors.get(address)
+            if view is not None and view.control_address:
+                self.send(view.control_address, data)
+                sent.append(address)
+        log.info("[%s] cancelled by its caller; told executor(s) %s", call_id, sent)
+        req.ClearField("response_address")  # fire and forget
 
     def _on_status(self, req: pb.SchedulerRequest, reply: pb.ClientMessage) -> None:
         now = time.monotonic()

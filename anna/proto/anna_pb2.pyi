@@ -263,12 +263,14 @@ class Heartbeat(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., epoch: _Optional[int] = ..., shard: _Optional[int] = ..., gossip_address: _Optional[str] = ..., membership_digest: _Optional[bytes] = ...) -> None: ...
 
 class Gossip(_message.Message):
-    __slots__ = ("tuples", "sender")
+    __slots__ = ("tuples", "sender", "written_ms")
     TUPLES_FIELD_NUMBER: _ClassVar[int]
     SENDER_FIELD_NUMBER: _ClassVar[int]
+    WRITTEN_MS_FIELD_NUMBER: _ClassVar[int]
     tuples: _containers.RepeatedCompositeFieldContainer[KeyTuple]
     sender: str
-    def __init__(self, tuples: _Optional[_Iterable[_Union[KeyTuple, _Mapping]]] = ..., sender: _Optional[str] = ...) -> None: ...
+    written_ms: int
+    def __init__(self, tuples: _Optional[_Iterable[_Union[KeyTuple, _Mapping]]] = ..., sender: _Optional[str] = ..., written_ms: _Optional[int] = ...) -> None: ...
 
 class Depart(_message.Message):
     __slots__ = ("node_id", "epoch")

@@ -234,6 +234,11 @@ class ShardState:
     def __post_init__(self) -> None:
         self.placement = self._placement()
         self.dirty: set[str] = set()  # changed by a client PUT: gossip to other replicas
+        self.dirty_since_ms = 0  # wall clock of the oldest write in ``dirty``
+        # Gossip lag: per sender, the wall clock (ms) of its last gossip received; and
+        # write -> arrival delays (seconds) the shell drains into a histogram.
+        self.gossip_heard: dict[str, int] = {}
+        self.gossip_lags: list[float] = []
         self.handoff: set[str] = set()  # stored here but owned elsewhere: send and drop
         self.subscribers: dict[str, set[str]] = {}
         self.changed: set[str] = set()  # subscribed keys changed since the last push
@@ -383,7 +388,7 @@ class ShardState:
                     error = NO_ERROR
                     actions.append(Append([(key, lattice_type, payload)]))
                     if nrep > 1:
-                        self.dirty.add(key)
+                        self._mark_dirty(key)
             if address:
                 actions.append(
                     Reply(
@@ -440,7 +445,7 @@ class ShardState:
         tomb = tomb_for(self.store.get(key), timestamp, now)
         self._set_tomb(key, tomb)
         if nrep > 1:
-            self.dirty.add(key)
+            self._mark_dirty(key)
         return NO_ERROR, invalidate, (key, TOMBSTONE, tomb.payload or b"")
 
     def _set_tomb(self, key: str, tomb: Tomb) -> None:
@@ -496,7 +501,7 @@ class ShardState:
                 continue
             appended.append((key, lt, payload))
             if len(replicas) > 1:
-                self.dirty.add(key)  # other replicas hear of it at the next gossip
+                self._mark_dirty(key)  # other replicas hear of it at the next gossip
         return resp, appended
 
     def _merge(
@@ -603,9 +608,20 @@ class ShardState:
 
     # ---- replication ---------------------------------------------------------------------
 
+    def _mark_dirty(self, key: str) -> None:
+        if not self.dirty:
+            self.dirty_since_ms = self.wall_ms()
+        self.dirty.add(key)
+
     def handle_gossip(self, msg: pb.Gossip) -> list[Action]:
         """Lattices from another replica (or a hand-off): merge and log them."""
         self.stats["gossip_in"] += 1
+        if msg.sender or msg.written_ms:
+            now = self.wall_ms()
+            if msg.sender:
+                self.gossip_heard[msg.sender] = now
+            if msg.written_ms and len(self.gossip_lags) < 10_000:
+                self.gossip_lags.append(max(0.0, (now - msg.written_ms) / 1000.0))
         appended: list[Record] = []
         for t in msg.tuples:
             key = t.key
@@ -660,7 +676,9 @@ class ShardState:
                 )
         if self.anti_entropy:
             self.ae_pending.update(self.dirty)
+        written_ms = self.dirty_since_ms if self.dirty else 0
         self.dirty.clear()
+        self.dirty_since_ms = 0
         drops: list[Record] = []
         for key in self.handoff:
             entry = self.store.get(key)
@@ -691,9 +709,8 @@ class ShardState:
             actions.append(Append(drops))
         for addr, tuples in per_addr.items():
             for batch in _batches(tuples):
-                actions.append(
-                    SendInternal(addr, KIND_GOSSIP, pb.Gossip(tuples=batch, sender=self.my_gossip))
-                )
+                gossip = pb.Gossip(tuples=batch, sender=self.my_gossip, written_ms=written_ms)
+                actions.append(SendInternal(addr, KIND_GOSSIP, gossip))
         self.stats["gossip_out"] += len(per_addr)
         return actions
 

@@ -572,6 +572,9 @@ class ShardServer:
                         kind, imsg = wire.decode_internal(frames)
                         if kind == wire.KIND_GOSSIP:
                             actions.extend(st.handle_gossip(imsg))
+                            if st.gossip_lags:
+                                metrics.observe_gossip_lags(self.index, st.gossip_lags)
+                                st.gossip_lags.clear()
                         elif kind == wire.KIND_MEMBERSHIP:
                             actions.extend(st.handle_membership(imsg))
                         elif kind == wire.KIND_ANTI_ENTROPY:
@@ -686,6 +689,7 @@ def main(argv: list[str] | None = None) -> int:
         lambda: {**st.stats, "keys": len(st.store), "subscribed_keys": len(st.subscribers)},
         gauges=frozenset({"keys", "subscribed_keys"}),
     )
+    metrics.export_gossip_ages(str(args.shard), lambda: dict(st.gossip_heard))
     metrics.serve(cfg, "shard", f"shard{args.shard}", args.shard)
 
     def stop(signum: int, frame: object) -> None:

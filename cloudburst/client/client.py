@@ -66,6 +66,9 @@ SPIN_S = 200e-6
 WAIT_SLICE_S = 0.1
 #: Calls ``CloudburstFunction.map`` sends before it waits for their acknowledgements.
 MAP_WINDOW = 128
+#: ``CloudburstFunction.map`` keeps at most this many of its calls unfinished; the
+#: others start as earlier ones finish (``map(..., max_in_flight=)``).
+MAP_MAX_IN_FLIGHT = 1000
 #: How long close() waits for a KVS request running in another thread.
 CLOSE_WAIT_S = 0.5
 
@@ -131,29 +134,104 @@ class CloudburstFunction:
         self._check_args(args)
         return self._conn.exec_func(self.name, list(args))
 
-    def map(self, *iterables: Iterable[Any]) -> list[CloudburstFuture]:
+    def map(
+        self, *iterables: Iterable[Any], max_in_flight: int | None = MAP_MAX_IN_FLIGHT
+    ) -> list[CloudburstFuture]:
         """One call per element, like the builtin ``map``: ``f.map(xs)`` calls
         ``f(x)`` for each ``x``; ``f.map(xs, ys)`` calls ``f(x, y)`` pairwise. Returns
-        the futures in order (all calls are started before it returns); gather them
-        with :func:`cloudburst.client.wait`, ``as_completed`` or ``progress``."""
+        the futures in order; gather them with :func:`cloudburst.client.wait`,
+        ``as_completed`` or ``progress``.
+
+        At most ``max_in_flight`` calls (default 1,000; ``None`` = no bound) are
+        started before it returns; each of the others starts when an earlier one
+        finishes, while this connection receives (any ``get``/``wait``/
+        ``as_completed``/``progress``/``done`` on it), so a long iterable never floods
+        the cluster. A future not started yet is ``pending``, with an empty ``id``."""
         if not iterables:
             raise TypeError("map() needs at least one iterable")
+        if max_in_flight is not None and max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, not {max_in_flight}")
+        all_args = [tuple(args) for args in zip(*iterables, strict=False)]
+        for args in all_args:
+            self._check_args(args)
+        limit = len(all_args) if max_in_flight is None else max_in_flight
+        conn = self._conn
         futs: list[CloudburstFuture] = []
         batch: list[CloudburstFuture] = []
         # Calls are sent in windows of MAP_WINDOW, each window's acknowledgements
         # awaited together (one scheduler round trip per window, not per call).
-        for args in zip(*iterables, strict=False):
-            self._check_args(args)
-            batch.append(self._conn._exec(self.name, list(args), defer_ack=True))
+        for args in all_args[:limit]:
+            batch.append(conn._exec(self.name, list(args), defer_ack=True))
             if len(batch) >= MAP_WINDOW:
-                self._conn._await_acks(batch)
+                conn._await_acks(batch)
                 futs += batch
                 batch = []
-        self._conn._await_acks(batch)
-        return futs + batch
+        conn._await_acks(batch)
+        futs += batch
+        rest = all_args[limit:]
+        if not rest:
+            return futs
+        feeder = _MapFeeder(self.name, conn, limit)
+        with conn._lock:
+            for fut in futs:
+                feeder.track(fut)
+        later = []
+        for args in rest:
+            fut = CloudburstFuture(conn, "")
+            fut.function = f"fn:{self.name}"
+            fut._deferred = feeder
+            later.append(fut)
+            feeder.todo.append((fut, args))
+        feeder.fill()
+        return futs + later
 
     def __repr__(self) -> str:
         return f"CloudburstFunction({self.name!r})"
+
+
+class _MapFeeder:
+    """The calls of one ``map`` not started yet: each starts when an earlier call of
+    the map finishes (``CloudburstConnection._resolved`` counts them down, and
+    ``_run_callbacks``, outside the locks, calls :meth:`fill`)."""
+
+    def __init__(self, name: str, conn: CloudburstConnection, limit: int) -> None:
+        self.name = name
+        self.conn_ref = weakref.ref(conn)
+        self.limit = limit
+        self.in_flight = 0
+        self.most_in_flight = 0  # the highest in_flight seen (tests check the bound)
+        self.todo: deque[tuple[CloudburstFuture, tuple[Any, ...]]] = deque()
+        self._filling = False
+
+    def track(self, fut: CloudburstFuture) -> None:
+        """Count ``fut`` in flight until it resolves (under the connection's lock)."""
+        if fut._finished() and not fut._awaiting_ack:
+            return
+        fut._feeder = self
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+
+    def fill(self) -> None:
+        """Start calls until ``limit`` are in flight (never re-entered)."""
+        conn = self.conn_ref()
+        if conn is None or self._filling:
+            return
+        self._filling = True
+        try:
+            while self.todo and self.in_flight < self.limit and not conn._closed:
+                fut, args = self.todo.popleft()
+                if fut._finished():  # cancelled before it started
+                    continue
+                try:
+                    started = conn._exec(self.name, list(args), defer_ack=True)
+                except CloudburstException as exc:
+                    fut._error = exc
+                    fut._deferred = None
+                    fut._fire_callbacks()
+                    continue
+                conn._adopt(fut, started, self)
+        finally:
+            self._filling = False
 
 
 def _in_jupyter() -> bool:
@@ -284,6 +362,7 @@ class CloudburstConnection:
         self._expiry_timer: threading.Timer | None = None
         self._replies: dict[str, pb.ClientMessage] = {}
         self._due: list[CloudburstFuture] = []  # resolved futures with done-callbacks
+        self._feeders_due: set[_MapFeeder] = set()  # maps with a free slot (map())
         # name -> (placement, lease end, [(source executor, trigger template bytes)])
         self._placements: dict[str, tuple[pb.DagSchedule, float, list[tuple[str, bytes]]]] = {}
         self._inflight: dict[str, int] = {}
@@ -373,6 +452,19 @@ class CloudburstConnection:
             with self._lock:
                 self._pending.pop(rid, None)
                 self._replies.pop(rid, None)
+
+    def _send_cancel(self, call_id: str, addresses: Sequence[str]) -> None:
+        """Tell the scheduler a call is cancelled (no answer; see ``future.cancel``)."""
+        req = pb.SchedulerRequest(request_id=self._next_id())
+        req.cancel.call_id = call_id
+        req.cancel.addresses.extend(addresses)
+        with self._lock:
+            if self._closed or os.getpid() != self._pid:
+                return
+            try:
+                self._send_scheduler(req)
+            except ConnectionFailed as exc:
+                log.warning("could not send the cancel of call %s: %s", call_id, exc)
 
     def _control(self, kind: str, body: Any) -> pb.GenericResponse:
         msg = self._request(kind, body)
@@ -512,9 +604,37 @@ class CloudburstConnection:
             except Exception as exc:  # the KVS is down: the keys stay
                 log.warning("deleting %d stored call results failed: %s", len(due), exc)
 
+    def _adopt(self, fut: CloudburstFuture, started: CloudburstFuture, feeder: _MapFeeder) -> None:
+        """A map's future not started yet takes over the call just ``started`` for it."""
+        with self._lock:
+            for attr in (
+                "request_id", "_key", "_lazy", "_schedule", "_resend", "_value", "_error",
+                "_awaiting_ack", "_ack_error", "function", "_sent_at", "_upstreams",
+                "_output",
+            ):  # fmt: skip
+                setattr(fut, attr, getattr(started, attr))
+            name = getattr(started, "_placement_name", None)
+            if name is not None:
+                started._placement_name = None  # type: ignore[attr-defined]
+                fut._placement_name = name  # type: ignore[attr-defined]
+            fut._deferred = None
+            rid = fut.request_id
+            if self._pending.get(rid) is started:
+                self._pending[rid] = fut
+            if fut._finished() and not fut._awaiting_ack:
+                self._resolved(rid, fut)
+            else:
+                feeder.track(fut)
+
     def _resolved(self, rid: str, fut: CloudburstFuture) -> None:
         with self._lock:
             self._pending.pop(rid, None)
+            feeder = fut._feeder
+            if feeder is not None:
+                fut._feeder = None
+                feeder.in_flight -= 1
+                if feeder.todo:
+                    self._feeders_due.add(feeder)
             if fut._callbacks:
                 self._due.append(fut)  # run by _run_callbacks, outside the locks
             name = getattr(fut, "_placement_name", None)
@@ -524,7 +644,13 @@ class CloudburstConnection:
                     self._inflight[name] -= 1
 
     def _run_callbacks(self) -> None:
-        """Run the done-callbacks of the futures resolved meanwhile (no lock held)."""
+        """Run the done-callbacks of the futures resolved meanwhile (no lock held),
+        and start the calls of maps waiting for a free slot."""
+        if self._feeders_due:
+            with self._lock:
+                feeders, self._feeders_due = self._feeders_due, set()
+            for feeder in feeders:
+                feeder.fill()
         if not self._due:
             return
         with self._lock:
@@ -779,6 +905,7 @@ class CloudburstConnection:
         sched = delta.trigger.schedule
         sched.id = rid
         sched.response_address = self.response_address
+        sched.sent_at = time.time()
         if output_key:
             sched.output_key = output_key
         if consistency:

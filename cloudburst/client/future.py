@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 
 _UNSET: Any = object()
 log = logging.getLogger(__name__)
+#: A call whose executor died is sent again only with at least this much of the
+#: caller's timeout left (a retry needs a scheduler round trip); with less, the
+#: timeout error says "lost" and a later get()/wait() retries it.
+RETRY_MIN_S = 0.5
 _CALLBACK_LOCK = threading.Lock()
 
 
@@ -76,6 +80,7 @@ class CloudburstFuture:
         #: What is called: ``fn:<name>`` or ``dag:<name>`` (for messages and repr).
         self.function = ""
         self._sent_at = time.monotonic()
+        self._last_check = self._sent_at  # last liveness check of its executors
         self._callbacks: list[Callable[[CloudburstFuture], Any]] | None = []
         self._cancelled = False
         # Futures passed to this call as arguments (references to their results), and
@@ -84,6 +89,10 @@ class CloudburstFuture:
         self._rearm = False
         self._output = ""  # what the call printed and logged (executor capture)
         self._output_shown = False
+        # map(): the map's feeder while this call is in flight (counted down when it
+        # resolves), and while it is not started yet (``_deferred``).
+        self._feeder: Any = None
+        self._deferred: Any = None
 
     @property
     def id(self) -> str:
@@ -101,6 +110,8 @@ class CloudburstFuture:
             return f"failed ({type(self._error).__name__})"
         if self._value is not _UNSET:
             return "done"
+        if self._deferred is not None:
+            return "pending (not started)"
         return "pending"
 
     def _finished(self) -> bool:
@@ -125,14 +136,15 @@ class CloudburstFuture:
             _run_callback(fn, self)
 
     def cancel(self) -> bool:
-        """Stop waiting for this call: best effort, like
-        ``concurrent.futures.Future.cancel``. False if the result is here already.
-        Otherwise the future is marked cancelled (``get()`` raises
-        :class:`~cloudburst.shared.errors.CallCancelled`), its result is ignored when it
-        arrives, and True is returned. The call itself is not interrupted: an
-        executor that has not started it yet still runs it (its result is dropped),
-        and a running call runs to its end; a result stored in the KVS (``obj_id``)
-        is still written."""
+        """Cancel the call, like ``concurrent.futures.Future.cancel``. False if the
+        result is here already. Otherwise the future is marked cancelled (``get()``
+        raises :class:`~cloudburst.shared.errors.CallCancelled`), its result is
+        ignored if it still arrives, True is returned, and the cluster is told
+        (one message to the scheduler, which passes it on to the call's executors):
+        a call not started yet (queued behind others, waiting for an argument or an
+        executor) is dropped; a running one is stopped (its worker exits and is
+        replaced, as for a time limit). Best effort: a call that ends meanwhile has
+        ended, and a result it stored in the KVS stays."""
         if self._finished():
             return False
         self._cancelled = True
@@ -140,6 +152,8 @@ class CloudburstFuture:
         conn = self._conn_ref()
         if conn is not None:
             conn._resolved(self.request_id, self)
+            if self.request_id:
+                conn._send_cancel(self.request_id, self.executors)
         self._fire_callbacks()
         return True
 
@@ -284,12 +298,17 @@ class CloudburstFuture:
                     f"call {self.request_id} ({self.function}) did not answer within "
                     f"{timeout}s: {self._where()}"
                 )
-            wait = check_every if deadline is None else min(check_every, deadline - now)
+            # Until the next liveness check (every liveness_interval, across get()s).
+            until_check = max(0.0, self._last_check + check_every - now)
+            wait = until_check if deadline is None else min(until_check, deadline - now)
             if conn._poll_for(self, wait):
                 continue
+            now = time.monotonic()
             if self._value is _UNSET and self._error is None:
-                left = None if deadline is None else deadline - time.monotonic()
-                self._check_executors(left)
+                if now - self._last_check >= check_every:
+                    self._last_check = now
+                    left = None if deadline is None else deadline - now
+                    self._check_executors(left)
         conn = self._conn_ref()
         if conn is not None:
             conn._resolved(self.request_id, self)  # idempotent bookkeeping
@@ -319,6 +338,8 @@ class CloudburstFuture:
                 return
         if not self._rearm or self._resend is None:
             return
+        if timeout is not None and timeout < RETRY_MIN_S:
+            return  # sent again by a later wait with time for the acknowledgement
         self._rearm = False
         conn = self._conn
         old = self.request_id
@@ -339,6 +360,12 @@ class CloudburstFuture:
         """Where the call is, as far as the scheduler's view of its executors tells
         (from their last heartbeats): queued, running (where, how long), or lost."""
         addresses = sorted(set(self.executors))
+        feeder = self._deferred
+        if feeder is not None:
+            return (
+                f"not started yet: map() keeps at most {feeder.limit} of its calls in "
+                f"flight, and {feeder.in_flight} are; it starts when one of them finishes"
+            )
         if not addresses:
             return "its placement is not known (the scheduler has not acknowledged it)"
         sent = time.monotonic() - self._sent_at
@@ -371,6 +398,8 @@ class CloudburstFuture:
             dead = dead & set(addresses)
         if not dead:
             return
+        if timeout is not None and timeout < RETRY_MIN_S and not self._retried:
+            return  # no time for a retry in this wait: the timeout error says "lost"
         conn._forget_placement(dead)
         if self._retried or self._resend is None:
             self._error = ExecutorFailed(
@@ -400,8 +429,9 @@ class CloudburstFuture:
 
 
 def _argument_wait_expired(err: pb.RemoteError) -> bool:
-    """The executor stopped waiting for a referenced result (executor/worker.py)."""
-    return err.error == pb.TIMED_OUT and "never appeared" in err.message
+    """The executor stopped waiting for a referenced result (executor/worker.py: its
+    park limit, ``scheduler.call_timeout_s``), identified by its error code."""
+    return err.error == pb.ARGUMENT_NOT_READY
 
 
 def describe_wait(call_id: str, addresses: list[str], status: pb.ClusterStatus, sent: float) -> str:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
-from cloudburst.client.future import CloudburstFuture
+from cloudburst.client.future import _UNSET, CloudburstFuture
 from cloudburst.shared.errors import CloudburstException, CloudburstTimeoutError
 
 FIRST_COMPLETED = "FIRST_COMPLETED"
@@ -84,7 +84,14 @@ def wait(
         raise ValueError(f"unknown return_when {return_when!r}")
     futs = list(dict.fromkeys(futures))
     deadline = None if timeout is None else time.monotonic() + timeout
-    pending = [f for f in futs if not f._finished()]
+    pending = []
+    conns: dict[int, Any] = {}
+    for fut in futs:
+        if not fut._finished():
+            pending.append(fut)
+            conn = fut._conn_ref()
+            if conn is not None:
+                conns[id(conn)] = conn
     # Pending futures in reverse order: results tend to arrive in call order, so the
     # check below pops finished ones from the end and stops at the first pending one.
     pending.reverse()
@@ -114,15 +121,14 @@ def wait(
                 return met()
         return False
 
-    initially_done = [f for f in futs if f._finished()]
-    if initially_done and (
-        return_when == FIRST_COMPLETED
-        or (return_when == FIRST_EXCEPTION and any(map(_errored, initially_done)))
-    ):
-        return _split(futs)
-    check_every = min(
-        (c.liveness_interval for f in pending if (c := f._conn_ref()) is not None), default=1.0
-    )
+    if return_when != ALL_COMPLETED:
+        initially_done = [f for f in futs if f._finished()]
+        if initially_done and (
+            return_when == FIRST_COMPLETED
+            or (return_when == FIRST_EXCEPTION and any(map(_errored, initially_done)))
+        ):
+            return _split(futs, conns)
+    check_every = min((c.liveness_interval for c in conns.values()), default=1.0)
     next_check = time.monotonic() + check_every
     while not met():
         now = time.monotonic()
@@ -135,16 +141,28 @@ def wait(
             left = None if deadline is None else max(0.05, deadline - now)
             _check_liveness(pending, left)
             next_check = time.monotonic() + check_every
+    return _split(futs, conns)
+
+
+def _split(futs: list[CloudburstFuture], conns: dict[int, Any]) -> DoneAndNotDone:
+    """``(done, not_done)``, in one pass that also does the bookkeeping of futures
+    finished but still registered with their connection (the receiver resolved the
+    others already: a dict lookup each, the lock only when needed)."""
+    done: set[CloudburstFuture] = set()
+    not_done: set[CloudburstFuture] = set()
+    registries = [c._pending for c in conns.values()]
     for fut in futs:
-        conn = fut._conn_ref()
-        if conn is not None and fut._finished():
-            conn._resolved(fut.request_id, fut)
-    return _split(futs)
-
-
-def _split(futs: list[CloudburstFuture]) -> DoneAndNotDone:
-    done = {f for f in futs if f._finished()}
-    return DoneAndNotDone(done, {f for f in futs if f not in done})
+        if fut._value is _UNSET and fut._error is None:
+            not_done.add(fut)
+            continue
+        done.add(fut)
+        rid = fut.request_id
+        for registered in registries:
+            if rid in registered:
+                conn = fut._conn_ref()
+                if conn is not None:
+                    conn._resolved(rid, fut)
+    return DoneAndNotDone(done, not_done)
 
 
 def as_completed(

@@ -101,6 +101,9 @@ class ExecutorConfig:
     # An exec_func result stored under results/<id> is deleted this long after the
     # call finished (0 = kept for good).
     result_ttl_s: float = 300.0
+    # Capture what a call writes to file descriptors 1/2 (C code, subprocesses) too,
+    # not only sys.stdout/sys.stderr and logging (executor/capture.py).
+    capture_fds: bool = True
     # This node has a GPU: the scheduler places a DAG's gpu_functions only on executors
     # that advertise one (docs/client.md, "DAG options").
     gpu: bool = False
@@ -151,6 +154,9 @@ class Config:
     ip: str = "127.0.0.1"
     log_level: str = "INFO"
     log_format: str = "text"  # text | json (one JSON object per line)
+    # One INFO line per call in the scheduler, each worker and the node cache (with the
+    # call id: `cloudburst logs CALL_ID`); otherwise they are DEBUG lines.
+    log_calls: bool = False
     run_dir: str = ".local"
     kvs: KvsConfig = field(default_factory=KvsConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)

@@ -22,6 +22,9 @@ from typing import Any
 from cloudburst.shared.config import Config
 
 CALL_ID = re.compile(r"^\[([^\]\s]+)\]")
+#: The level of the per-call lines (a call placed, run, its cache requests): INFO with
+#: ``log_calls: true``, else DEBUG (set by :func:`setup_logging`).
+CALL_LEVEL = logging.DEBUG
 #: The call a worker is running (``""``: none). The cache client appends it to its
 #: request ids (``<rid>@<call id>``) so the cache can log the call's requests.
 CURRENT_CALL = [""]
@@ -69,3 +72,5 @@ def setup_logging(cfg: Config, role: str, process: str, text_format: str) -> Non
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(cfg.log_level)
+    global CALL_LEVEL
+    CALL_LEVEL = logging.INFO if cfg.log_calls else logging.DEBUG

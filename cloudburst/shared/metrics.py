@@ -283,6 +283,44 @@ class RestartsCollector(Collector):
         yield up
 
 
+GOSSIP_LAG = Histogram(
+    "anna_gossip_lag_seconds",
+    "write on one replica -> its gossip's arrival at another (the oldest write of a round)",
+    ["shard"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+
+
+def observe_gossip_lags(shard: int, lags: list[float]) -> None:
+    child = GOSSIP_LAG.labels(str(shard))
+    for lag in lags:
+        child.observe(lag)
+
+
+class GossipAgeCollector(Collector):
+    """``anna_gossip_last_received_age_seconds{shard, peer}``: seconds since the last
+    gossip message from each peer replica (read at scrape time)."""
+
+    def __init__(self, shard: str, read: Callable[[], Mapping[str, int]]) -> None:
+        self.shard = shard
+        self.read = read
+
+    def collect(self) -> Any:
+        family = GaugeMetricFamily(
+            "anna_gossip_last_received_age_seconds",
+            "seconds since the last gossip received from a peer replica",
+            labels=["shard", "peer"],
+        )
+        now_ms = time.time_ns() // 1_000_000
+        for peer, at_ms in sorted(self.read().items()):
+            family.add_metric([self.shard, peer], max(0.0, (now_ms - at_ms) / 1000.0))
+        yield family
+
+
+def export_gossip_ages(shard: str, read: Callable[[], Mapping[str, int]]) -> None:
+    REGISTRY.register(GossipAgeCollector(shard, read))
+
+
 def export_restarts(sup: Any) -> None:
     REGISTRY.register(RestartsCollector(sup))
 

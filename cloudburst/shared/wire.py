@@ -214,6 +214,8 @@ _CODE_EXCEPTIONS: dict[int, type[errors.CloudburstException]] = {
     pb.TIMED_OUT: errors.CloudburstTimeoutError,
     pb.FUNCTION_TIMEOUT: errors.FunctionTimeout,
     pb.FUNCTION_MEMORY_EXCEEDED: errors.FunctionMemoryExceeded,
+    pb.CALL_CANCELLED: errors.CallCancelled,
+    pb.ARGUMENT_NOT_READY: errors.CloudburstTimeoutError,
 }
 
 

@@ -103,3 +103,24 @@ def test_a_connection_cannot_be_pickled_to_another_process() -> None:
     conn = object.__new__(client_mod.CloudburstConnection)
     with pytest.raises(TypeError, match="make a connection in each process"):
         pickle.dumps(conn)
+
+
+def test_describe_wait_says_running_queued_lost_or_idle() -> None:
+    """Pure: the timeout message of a call, from the scheduler's status."""
+    from cloudburst.client.future import describe_wait
+    from cloudburst.shared.proto import cloudburst_pb2 as pb
+
+    st = pb.ClusterStatus()
+    st.executors.add(address="tcp://a:1", current_call="c1", current_call_s=3.2, load=1)
+    st.executors.add(address="tcp://b:2", current_call="other", current_call_s=4.0, load=4)
+    st.executors.add(address="tcp://c:3", load=0)
+    st.dead.append("tcp://d:4")
+    assert describe_wait("c1", ["tcp://a:1"], st, 5.0) == "running on executor tcp://a:1 for 3.2s"
+    queued = describe_wait("c2", ["tcp://b:2"], st, 1.1)
+    assert queued.startswith("queued on executor tcp://b:2 (sent 1.1s ago) behind the call")
+    assert "running there for 4.0s (other)" in queued and "about 3 more queued" in queued
+    assert describe_wait("c3", ["tcp://d:4"], st, 9.0).startswith(
+        "lost: executor(s) tcp://d:4 stopped heartbeating"
+    )
+    assert "alive and idle" in describe_wait("c4", ["tcp://c:3"], st, 2.0)
+    assert "not in the scheduler's view" in describe_wait("c5", ["tcp://e:5"], st, 2.0)

@@ -134,3 +134,15 @@ def test_expired_fan_in_names_the_upstreams_that_never_came() -> None:
     [(entry, fn, missing)] = book.expire_calls(6.0)
     assert (entry.schedule.id, fn, missing) == ("x", "c", ["b"])
     assert len(book) == 0
+
+
+def test_cancel_book_remembers_for_a_while_and_stays_bounded() -> None:
+    from executor.triggers import CancelBook
+
+    book = CancelBook(ttl=10.0, limit=3)
+    assert book.add("a", 0.0) and not book.add("a", 1.0) and "a" in book
+    for i, k in enumerate("bcd"):
+        book.add(k, 2.0 + i)
+    assert len(book.ids) == 3 and "a" not in book  # the oldest went first
+    book.prune(now=13.5)
+    assert set(book.ids) == {"d"}

@@ -136,6 +136,9 @@ def test_errors_and_exit_codes(cl: Cluster, tmp_path: Path) -> None:
     assert debug.returncode == 1 and "Traceback" in debug.stderr
     flag = run(None, "--address", f"{cl.cfg.ip}:{cl.cfg.scheduler.port}", "functions", "list")
     assert flag.returncode == 0, flag.stderr
+    # A call that succeeded is not in the logs without log_calls: the error says so.
+    quiet = run(cl, "--run-dir", str(cl.cfg.run_dir), "logs", "no-such-call")
+    assert quiet.returncode == 1 and "log_calls: true" in quiet.stderr, quiet.stderr
 
 
 def test_shell_completion() -> None:

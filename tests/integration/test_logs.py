@@ -1,6 +1,7 @@
 """Logs of a launched local cluster in JSON lines: one call followed through the
-logs of the scheduler, the executor and the cache (``cloudburst logs CALL_ID``), and ``cloudburst
-local logs -f`` merging every process's log in time order."""
+logs of the scheduler, the executor and the cache (``cloudburst logs CALL_ID``, at INFO
+with ``log_calls``), and ``cloudburst local logs -f`` merging every process's log in
+time order."""
 
 from __future__ import annotations
 
@@ -31,7 +32,10 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_follow_one_call_through_the_logs(tmp_path: Path) -> None:
-    with launched(tmp_path / "run", workers=1, log_format="json", log_level="DEBUG") as cfg:
+    # At INFO: with log_calls each process logs one line per call (not DEBUG noise).
+    with launched(
+        tmp_path / "run", workers=1, log_format="json", log_level="INFO", log_calls=True
+    ) as cfg:
         conn = CloudburstConnection(
             cfg.ip, cfg.ip, port=cfg.scheduler.port, timeout=20, direct=False
         )
@@ -55,13 +59,16 @@ def test_follow_one_call_through_the_logs(tmp_path: Path) -> None:
         assert out.returncode == 0, out.stderr
         assert {"scheduler", "worker", "cache"} <= roles, docs
         for d in docs:
-            assert d["json"]["call_id"] == call_id
+            assert d["json"]["call_id"] == call_id and d["json"]["level"] == "INFO"
             assert d["json"]["process"] and d["json"]["pid"] > 0
+        msgs = {d["json"]["role"]: d["json"]["msg"] for d in docs}
+        assert "placed" in msgs["scheduler"] and "done in" in msgs["worker"]
         assert [d["t"] for d in docs] == sorted(d["t"] for d in docs)
         text = cli("--run-dir", cfg.run_dir, "logs", call_id)
         assert text.returncode == 0 and "scheduler" in text.stdout
         none = cli("--run-dir", cfg.run_dir, "logs", "no-such-call-id")
         assert none.returncode == 1 and "no-such-call-id" in none.stderr
+        assert "log_calls" not in none.stderr  # (they are on here: no hint)
 
         # -f: the existing lines of every process merged by time, then new ones
         proc = subprocess.Popen(

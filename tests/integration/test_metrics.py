@@ -69,6 +69,7 @@ EXPECTED = {
         'cloudburst_queue_length{queue="parked",role="worker"}',
         "cloudburst_worker_busy_seconds_total",
         "cloudburst_kvs_request_seconds_bucket",
+        'cloudburst_queue_wait_seconds_count{role="worker"}',
     ],
 }
 
@@ -121,7 +122,8 @@ def test_every_process_serves_metrics(tmp_path: Path) -> None:
         exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
         used = set(re.findall(r"\b((?:cloudburst|anna|process)_[a-z_]+)", exprs))
         conditional = {"anna_shard_gossip_out_total", "anna_shard_gossip_in_total",
-                       "anna_shard_ae_keys_sent_total"}  # fmt: skip
+                       "anna_shard_ae_keys_sent_total", "anna_gossip_lag_seconds_bucket",
+                       "anna_gossip_last_received_age_seconds"}  # fmt: skip
         missing = {m for m in used - conditional if m not in all_text}
         assert not missing, missing
 

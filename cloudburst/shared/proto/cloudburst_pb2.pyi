@@ -22,6 +22,8 @@ class CloudburstError(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INTERNAL_ERROR: _ClassVar[CloudburstError]
     FUNCTION_TIMEOUT: _ClassVar[CloudburstError]
     FUNCTION_MEMORY_EXCEEDED: _ClassVar[CloudburstError]
+    CALL_CANCELLED: _ClassVar[CloudburstError]
+    ARGUMENT_NOT_READY: _ClassVar[CloudburstError]
 
 class ConsistencyType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -48,6 +50,8 @@ TIMED_OUT: CloudburstError
 INTERNAL_ERROR: CloudburstError
 FUNCTION_TIMEOUT: CloudburstError
 FUNCTION_MEMORY_EXCEEDED: CloudburstError
+CALL_CANCELLED: CloudburstError
+ARGUMENT_NOT_READY: CloudburstError
 NORMAL: ConsistencyType
 SINGLE: ConsistencyType
 MULTI: ConsistencyType
@@ -212,7 +216,7 @@ class DagCall(_message.Message):
     def __init__(self, name: _Optional[str] = ..., function_args: _Optional[_Mapping[str, Arguments]] = ..., consistency: _Optional[_Union[ConsistencyType, str]] = ..., output_key: _Optional[str] = ..., client_id: _Optional[str] = ..., exclude: _Optional[_Iterable[str]] = ..., client_clock: _Optional[_Union[Clock, _Mapping]] = ..., continuation: _Optional[_Union[DagCall, _Mapping]] = ..., continued_with: _Optional[_Union[Arguments, _Mapping]] = ..., continued: _Optional[bool] = ...) -> None: ...
 
 class DagSchedule(_message.Message):
-    __slots__ = ("id", "dag", "locations", "arguments", "response_address", "output_key", "consistency", "client_id", "reply_stored", "versions", "expiring_output", "continuation", "client_clock")
+    __slots__ = ("id", "dag", "locations", "arguments", "response_address", "output_key", "consistency", "client_id", "reply_stored", "versions", "expiring_output", "sent_at", "continuation", "client_clock")
     class LocationsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -245,6 +249,7 @@ class DagSchedule(_message.Message):
     REPLY_STORED_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     EXPIRING_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    SENT_AT_FIELD_NUMBER: _ClassVar[int]
     CONTINUATION_FIELD_NUMBER: _ClassVar[int]
     CLIENT_CLOCK_FIELD_NUMBER: _ClassVar[int]
     id: str
@@ -258,9 +263,10 @@ class DagSchedule(_message.Message):
     reply_stored: bool
     versions: _containers.ScalarMap[str, int]
     expiring_output: bool
+    sent_at: float
     continuation: DagCall
     client_clock: Clock
-    def __init__(self, id: _Optional[str] = ..., dag: _Optional[_Union[Dag, _Mapping]] = ..., locations: _Optional[_Mapping[str, str]] = ..., arguments: _Optional[_Mapping[str, Arguments]] = ..., response_address: _Optional[str] = ..., output_key: _Optional[str] = ..., consistency: _Optional[_Union[ConsistencyType, str]] = ..., client_id: _Optional[str] = ..., reply_stored: _Optional[bool] = ..., versions: _Optional[_Mapping[str, int]] = ..., expiring_output: _Optional[bool] = ..., continuation: _Optional[_Union[DagCall, _Mapping]] = ..., client_clock: _Optional[_Union[Clock, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., dag: _Optional[_Union[Dag, _Mapping]] = ..., locations: _Optional[_Mapping[str, str]] = ..., arguments: _Optional[_Mapping[str, Arguments]] = ..., response_address: _Optional[str] = ..., output_key: _Optional[str] = ..., consistency: _Optional[_Union[ConsistencyType, str]] = ..., client_id: _Optional[str] = ..., reply_stored: _Optional[bool] = ..., versions: _Optional[_Mapping[str, int]] = ..., expiring_output: _Optional[bool] = ..., sent_at: _Optional[float] = ..., continuation: _Optional[_Union[DagCall, _Mapping]] = ..., client_clock: _Optional[_Union[Clock, _Mapping]] = ...) -> None: ...
 
 class SessionRead(_message.Message):
     __slots__ = ("key", "location", "lattice_type", "payload", "version")
@@ -332,7 +338,7 @@ class DagTrigger(_message.Message):
     def __init__(self, schedule: _Optional[_Union[DagSchedule, _Mapping]] = ..., source: _Optional[str] = ..., target_function: _Optional[str] = ..., arguments: _Optional[_Union[Arguments, _Mapping]] = ..., error: _Optional[_Union[RemoteError, _Mapping]] = ..., session: _Optional[_Union[CallSession, _Mapping]] = ...) -> None: ...
 
 class ExecutorStatus(_message.Message):
-    __slots__ = ("address", "node_id", "functions", "busy", "queue_length", "cached_key_sizes", "has_cache_summary", "pid", "inbox_address", "completed", "leaving", "index", "indexed", "current_call", "current_call_s", "gpu")
+    __slots__ = ("address", "node_id", "functions", "busy", "queue_length", "cached_key_sizes", "has_cache_summary", "pid", "inbox_address", "completed", "leaving", "index", "indexed", "current_call", "current_call_s", "control_address", "gpu")
     class CachedKeySizesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -355,6 +361,7 @@ class ExecutorStatus(_message.Message):
     INDEXED_FIELD_NUMBER: _ClassVar[int]
     CURRENT_CALL_FIELD_NUMBER: _ClassVar[int]
     CURRENT_CALL_S_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     GPU_FIELD_NUMBER: _ClassVar[int]
     address: str
     node_id: str
@@ -371,8 +378,17 @@ class ExecutorStatus(_message.Message):
     indexed: bool
     current_call: str
     current_call_s: float
+    control_address: str
     gpu: bool
-    def __init__(self, address: _Optional[str] = ..., node_id: _Optional[str] = ..., functions: _Optional[_Iterable[str]] = ..., busy: _Optional[int] = ..., queue_length: _Optional[int] = ..., cached_key_sizes: _Optional[_Mapping[str, int]] = ..., has_cache_summary: _Optional[bool] = ..., pid: _Optional[int] = ..., inbox_address: _Optional[str] = ..., completed: _Optional[int] = ..., leaving: _Optional[bool] = ..., index: _Optional[int] = ..., indexed: _Optional[bool] = ..., current_call: _Optional[str] = ..., current_call_s: _Optional[float] = ..., gpu: _Optional[bool] = ...) -> None: ...
+    def __init__(self, address: _Optional[str] = ..., node_id: _Optional[str] = ..., functions: _Optional[_Iterable[str]] = ..., busy: _Optional[int] = ..., queue_length: _Optional[int] = ..., cached_key_sizes: _Optional[_Mapping[str, int]] = ..., has_cache_summary: _Optional[bool] = ..., pid: _Optional[int] = ..., inbox_address: _Optional[str] = ..., completed: _Optional[int] = ..., leaving: _Optional[bool] = ..., index: _Optional[int] = ..., indexed: _Optional[bool] = ..., current_call: _Optional[str] = ..., current_call_s: _Optional[float] = ..., control_address: _Optional[str] = ..., gpu: _Optional[bool] = ...) -> None: ...
+
+class CallCancel(_message.Message):
+    __slots__ = ("call_id", "addresses")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    call_id: str
+    addresses: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, call_id: _Optional[str] = ..., addresses: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class StatusQuery(_message.Message):
     __slots__ = ("addresses", "client_version")
@@ -427,7 +443,7 @@ class ClusterStatus(_message.Message):
     def __init__(self, executors: _Optional[_Iterable[_Union[ExecutorInfo, _Mapping]]] = ..., kvs_address: _Optional[str] = ..., scheduler_address: _Optional[str] = ..., dead: _Optional[_Iterable[str]] = ..., functions: _Optional[int] = ..., dags: _Optional[int] = ..., server_version: _Optional[str] = ...) -> None: ...
 
 class SchedulerRequest(_message.Message):
-    __slots__ = ("request_id", "response_address", "register_function", "get_function", "list_functions", "register_dag", "delete_dag", "call", "dag_call", "status", "heartbeat", "delete_function")
+    __slots__ = ("request_id", "response_address", "register_function", "get_function", "list_functions", "register_dag", "delete_dag", "call", "dag_call", "status", "heartbeat", "delete_function", "cancel")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     REGISTER_FUNCTION_FIELD_NUMBER: _ClassVar[int]
@@ -440,6 +456,7 @@ class SchedulerRequest(_message.Message):
     STATUS_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     DELETE_FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     response_address: str
     register_function: Function
@@ -452,7 +469,8 @@ class SchedulerRequest(_message.Message):
     status: StatusQuery
     heartbeat: ExecutorStatus
     delete_function: str
-    def __init__(self, request_id: _Optional[str] = ..., response_address: _Optional[str] = ..., register_function: _Optional[_Union[Function, _Mapping]] = ..., get_function: _Optional[str] = ..., list_functions: _Optional[str] = ..., register_dag: _Optional[_Union[Dag, _Mapping]] = ..., delete_dag: _Optional[str] = ..., call: _Optional[_Union[FunctionCall, _Mapping]] = ..., dag_call: _Optional[_Union[DagCall, _Mapping]] = ..., status: _Optional[_Union[StatusQuery, _Mapping]] = ..., heartbeat: _Optional[_Union[ExecutorStatus, _Mapping]] = ..., delete_function: _Optional[str] = ...) -> None: ...
+    cancel: CallCancel
+    def __init__(self, request_id: _Optional[str] = ..., response_address: _Optional[str] = ..., register_function: _Optional[_Union[Function, _Mapping]] = ..., get_function: _Optional[str] = ..., list_functions: _Optional[str] = ..., register_dag: _Optional[_Union[Dag, _Mapping]] = ..., delete_dag: _Optional[str] = ..., call: _Optional[_Union[FunctionCall, _Mapping]] = ..., dag_call: _Optional[_Union[DagCall, _Mapping]] = ..., status: _Optional[_Union[StatusQuery, _Mapping]] = ..., heartbeat: _Optional[_Union[ExecutorStatus, _Mapping]] = ..., delete_function: _Optional[str] = ..., cancel: _Optional[_Union[CallCancel, _Mapping]] = ...) -> None: ...
 
 class GenericResponse(_message.Message):
     __slots__ = ("success", "error", "response_id", "message", "payload", "schedule", "names")
@@ -503,7 +521,9 @@ class ClientMessage(_message.Message):
     def __init__(self, response_id: _Optional[str] = ..., response: _Optional[_Union[GenericResponse, _Mapping]] = ..., result: _Optional[_Union[CallResult, _Mapping]] = ..., status: _Optional[_Union[ClusterStatus, _Mapping]] = ...) -> None: ...
 
 class ExecutorMessage(_message.Message):
-    __slots__ = ("trigger",)
+    __slots__ = ("trigger", "cancel")
     TRIGGER_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
     trigger: DagTrigger
-    def __init__(self, trigger: _Optional[_Union[DagTrigger, _Mapping]] = ...) -> None: ...
+    cancel: CallCancel
+    def __init__(self, trigger: _Optional[_Union[DagTrigger, _Mapping]] = ..., cancel: _Optional[_Union[CallCancel, _Mapping]] = ...) -> None: ...
