@@ -89,7 +89,12 @@ cp -r "$wheels" "$ROOT/.image-wheels"
 trap 'rm -rf "$ROOT/.image-wheels"' EXIT
 
 echo "[image] docker build -t $TAG (BASE=$BASE)"
+previous="$(docker image inspect -f '{{.Id}}' "$TAG" 2>/dev/null || true)"
 version="$("$PY" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' "$ROOT/pyproject.toml")"
 timeout 900 docker build -q --force-rm --build-arg BASE="$BASE" --build-arg VERSION="$version" -t "$TAG" "$ROOT" >/dev/null
+# The image this build replaced: removed when nothing else uses it (no growth per run).
+if [ -n "$previous" ] && [ "$previous" != "$(docker image inspect -f '{{.Id}}' "$TAG")" ]; then
+  docker rmi "$previous" >/dev/null 2>&1 || true
+fi
 size=$(docker image inspect -f '{{.Size}}' "$TAG")
 echo "[image] $TAG built in $(( $(date +%s) - t0 )) s, $(( size / 1024 / 1024 )) MiB"
