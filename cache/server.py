@@ -336,6 +336,8 @@ class CacheServer:
                     next_tick = now + tick_period
                 if now >= next_owner_check:
                     self.drop_dead_owners()
+                    if self.store is not None:
+                        self.store.sweep_orphans()  # killed workers' handoffs
                     next_owner_check = now + OWNER_CHECK_S
                 if now >= next_resub:
                     actions += st.resubscribe_all()

@@ -42,6 +42,7 @@ from cloudburst.shared.proto import cloudburst_pb2 as pb
 from cloudburst.shared.values import to_lattice
 from executor.batching import BatchBook, split_results, transpose
 from executor.capture import OutputCapture
+from executor.handoff import encode_for, make_handoff, shared_names
 from executor.invoke import (
     KeysNotReady,
     LoadedFunction,
@@ -60,6 +61,7 @@ from executor.limits import (
     effective_limits,
 )
 from executor.session import CallSession
+from executor.spill import NODE_POOL_ENV, Backlog
 from executor.state import NODE_CACHE_ENV, make_state_client
 from executor.triggers import (
     Cancel,
@@ -121,6 +123,8 @@ class Worker:
         self.lib = UserLibrary(self.state, self.ctx, self.inbox, self.inbox_address)
         cache = os.environ.get(NODE_CACHE_ENV, "") if cfg.cache.enabled else ""
         self.streams = DagStreams(cache or None, cfg, self.state)  # DDT streams (cloudburst.ddt)
+        # Large results to functions on this host go through shared memory (handoff.py).
+        self.handoff = make_handoff(cfg, cache, time.monotonic)
         self.functions: dict[str, LoadedFunction] = {}
         self._kvs: Any = None  # direct KVS client, for fresh function bodies
         self.book = TriggerBook(ttl=cfg.scheduler.call_timeout_s)
@@ -140,7 +144,20 @@ class Worker:
         self.next_retry = float("inf")
         self.running = True
         self.leaving = False
+        self.retiring = False  # SIGUSR1: the node retires this idle worker (drain first)
         self.limits = CallLimits(self._on_timeout)
+        # Pool elasticity (executor.spill): calls waiting behind a long call go back to
+        # the node; heartbeats go to the node too.
+        node_pool = os.environ.get(NODE_POOL_ENV, "")
+        self.beat_to = [node_pool] if node_pool else []
+        self.backlog = Backlog(
+            self.pull,
+            self.ctx,
+            node_pool,
+            cfg.executor.grow_after_s if cfg.executor.elastic else 0.0,
+            lambda: self.current is not None,
+            f"worker{index}",
+        )
         #: every scheduler heard of (heartbeats go to all of them)
         self.schedulers = {f"tcp://{scheduler_host(cfg)}:{cfg.scheduler.port}"}
         self.expiry = ResultExpiry(cfg.executor.result_ttl_s)
@@ -175,9 +192,11 @@ class Worker:
 
     # --- main loop ---------------------------------------------------------
 
-    def serve(self) -> None:
-        self._hb_thread.start()
-        self._control_thread.start()
+    def serve(self, until: float | None = None) -> None:
+        if not self._hb_thread.is_alive() and not self.leaving:
+            self._hb_thread.start()
+            self._control_thread.start()
+            self.backlog.start()
         log.info(
             "worker %d of node %s: triggers at %s, inbox at %s",
             self.index,
@@ -186,19 +205,18 @@ class Worker:
             self.inbox_address,
         )
         next_expire = time.monotonic() + 1.0
-        while self.running:
+        while self.running and (until is None or time.monotonic() < until or self.backlog):
             wait_ms = 100
             if self.parked:
                 wait_ms = max(0, min(100, int((self.next_retry - time.monotonic()) * 1000)))
             if self.batches.queues:
                 due_ms = (self.batches.next_due() - time.monotonic()) * 1000
                 wait_ms = max(0, min(wait_ms, int(due_ms) + 1))
-            if self.pull.poll(wait_ms):
-                try:
-                    data = self.pull.recv(zmq.NOBLOCK)
-                except zmq.Again:
-                    continue
+            data = self.backlog.recv(wait_ms)
+            if data is not None:
                 self.handle(data)
+                if self.beat_to:
+                    self._idle_beat()
             if self.parked and time.monotonic() >= self.next_retry:
                 self._retry_parked()
             if self.batches.queues:
@@ -207,6 +225,8 @@ class Worker:
                     self._release_pins()  # (after the results left: they may map them)
             now = time.monotonic()
             if now >= next_expire:
+                if self.handoff is not None:
+                    self.handoff.expire(now)
                 for entry, fn, missing in self.book.expire_calls(now):
                     self._upstream_never_came(entry.schedule, fn, missing)
                 next_expire = now + 1.0
@@ -279,8 +299,32 @@ class Worker:
         finally:
             self._release_pins()
 
+    def _idle_beat(self) -> None:
+        """Tell the node at once when this worker falls idle: its pool hands it a
+        waiting call without waiting for the next heartbeat (``executor.pool``)."""
+        if self.parked or len(self.batches) or len(self.book):
+            return
+        with self.backlog.lock:
+            if self.backlog.items or self.pull.poll(0):
+                return
+        st = pb.ExecutorStatus(
+            address=self.address,
+            node_id=self.node_id,
+            index=self.index,
+            indexed=True,
+            completed=self.completed,
+            leaving=self.leaving,
+            pid=os.getpid(),
+        )
+        data = pb.SchedulerRequest(heartbeat=st).SerializeToString()
+        for address in self.beat_to:
+            self._send(address, data)
+
     def _release_pins(self) -> None:
-        """The call ended: unpin the shared-memory segments it read (cache/shm.py)."""
+        """The call ended: unpin the shared-memory segments it read (cache/shm.py),
+        drop the handed-off values it mapped (but a parked call's: executor/handoff.py)."""
+        if self.handoff is not None and (self.handoff.opened or self.handoff.lingering):
+            self.handoff.forget(shared_names(u for a, _ in self.parked for u in a.upstream))
         release = getattr(self.state, "release_pins", None)
         if release is not None:
             try:
@@ -396,6 +440,8 @@ class Worker:
             args = wire.decode_args(sched.arguments[fn]) if fn in sched.arguments else []
             for upstream in action.upstream:
                 args.extend(wire.decode_args(upstream))
+            if self.handoff is not None:
+                args = self.handoff.open_all(args)
             args = resolve_args(args, self.session or self.state, 0)
         except KeysNotReady as exc:
             if time.monotonic() >= deadline:
@@ -491,7 +537,7 @@ class Worker:
         try:
             if downs:
                 self._call_output(sched, fn)  # (logged; only the sink's reaches the client)
-                self._forward(sched, fn, downs, result)
+                self._forward(sched, fn, downs, result, share=True)
             else:
                 self._finish(sched, fn, result)
         except SerializationError as exc:
@@ -520,6 +566,8 @@ class Worker:
                 args = wire.decode_args(sched.arguments[fn]) if fn in sched.arguments else []
                 for upstream in r.upstream:
                     args.extend(wire.decode_args(upstream))
+                if self.handoff is not None:
+                    args = self.handoff.open_all(args)
                 # (a batch does not park: it waits here for referenced results)
                 args = resolve_args(args, self.state, self.cfg.scheduler.call_timeout_s)
             except Exception as exc:
@@ -576,7 +624,7 @@ class Worker:
                     self.session = self._new_session(sched, upstream_sessions[sched.id])
                 downs = downstreams(sched.dag, fn)
                 if downs:
-                    self._forward(sched, fn, downs, res)
+                    self._forward(sched, fn, downs, res, share=True)
                 else:
                     self._finish(sched, fn, res)
             except SerializationError as exc:
@@ -615,7 +663,9 @@ class Worker:
             return text
         return self.capture.text
 
-    def _forward(self, sched: pb.DagSchedule, fn: str, downs: list[str], result: Any) -> None:
+    def _forward(
+        self, sched: pb.DagSchedule, fn: str, downs: list[str], result: Any, share: bool = False
+    ) -> None:
         # Reuse the received schedule: drop this function's arguments (a large source
         # argument is not copied along the DAG) and send one trigger per downstream.
         msg = pb.ExecutorMessage()
@@ -624,10 +674,19 @@ class Worker:
         if fn in trig.schedule.arguments:
             del trig.schedule.arguments[fn]
         trig.source = fn
-        wire.encode_args(wire.result_values(result), trig.arguments)
+        values = wire.result_values(result)
+        ho = self.handoff if share else None
+        local = [d for d in downs if ho is not None and ho.is_local(sched.locations[d])]
+        handles = [ho.share(v, len(local)) for v in values] if ho is not None and local else []
+        if not any(handles):
+            wire.encode_args(values, trig.arguments)
         if self.session is not None:
             self.session.to_pb(trig.session)
         for down in downs:
+            if any(handles):  # large values to this host's workers: shared memory
+                encode_for(
+                    values, handles, local.index(down) if down in local else -1, trig.arguments
+                )
             trig.target_function = down
             self._send(sched.locations[down], msg.SerializeToString())
 
@@ -877,7 +936,7 @@ class Worker:
             node_id=self.node_id,
             functions=list(self.functions),
             busy=self.busy,
-            queue_length=len(self.book) + len(self.parked) + len(self.batches),
+            queue_length=len(self.book) + len(self.parked) + len(self.batches) + len(self.backlog),
             pid=os.getpid(),
             inbox_address=self.inbox_address,
             completed=self.completed,
@@ -925,7 +984,7 @@ class Worker:
             try:
                 req = pb.SchedulerRequest(request_id="", heartbeat=self.status())
                 data = req.SerializeToString()
-                for addr in list(schedulers):
+                for addr in [*schedulers, *self.beat_to]:
                     sock = socks.get(addr)
                     if sock is None:
                         sock = socks[addr] = self.ctx.socket(zmq.PUSH)
@@ -946,6 +1005,13 @@ class Worker:
     def stop(self, *_: Any) -> None:
         self.running = False
         self.leaving = True
+
+    def retire(self, *_: Any) -> None:
+        """Leave (no new calls are placed here) and run what still arrives for
+        ``executor.retire_drain_s`` before exiting (see ``main``)."""
+        self.retiring = True
+        self.backlog.close()  # no more hand-backs: whatever waits here runs here
+        self.stop()
 
 
 def _payload(lattice: Any) -> bytes:
@@ -1044,19 +1110,26 @@ def main(argv: list[str] | None = None) -> int:
     gc.freeze()
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, worker.stop)
+    signal.signal(signal.SIGUSR1, worker.retire)
     worker.serve()
     # Tell the schedulers right away instead of letting them wait for a timeout.
     try:
         st = worker.status()
         st.leaving = True
-        for addr in {f"tcp://{scheduler_host(cfg)}:{cfg.scheduler.port}"}:
+        for addr in {f"tcp://{scheduler_host(cfg)}:{cfg.scheduler.port}", *worker.beat_to}:
             worker._send(addr, pb.SchedulerRequest(heartbeat=st).SerializeToString())
     except Exception:
         pass
+    if worker.retiring:  # retired by the node: run what was placed here before it knew
+        worker.running = True
+        worker.serve(until=time.monotonic() + cfg.executor.retire_drain_s)
+    worker.backlog.close()
     try:
         worker.drop_results()
     except Exception:
         log.exception("deleting the pending call results failed")
+    if worker.handoff is not None:
+        worker.handoff.close()  # values handed off and not consumed
     time.sleep(0.05)
     os._exit(0)
 

@@ -10,7 +10,9 @@ and asks :func:`choose` for each function of a call. Ranking, best first:
 4. the lowest load (reported queue + busy + assignments made in the last
    ``recent_window`` seconds, so a burst of calls spreads before the next heartbeat);
 5. executors that already hold the function (no cold load);
-6. the least recently assigned (round robin among equals).
+6. the lowest worker index on its node (packing: with light load the workers a node
+   added for a burst fall idle and retire, docs/elasticity.md);
+7. the least recently assigned (round robin among equals, e.g. across nodes).
 
 DAG options (``register_dag``) narrow the candidates first: a GPU function goes only
 to executors that advertise a GPU; a function of a ``colocated`` group goes to the
@@ -105,7 +107,7 @@ def choose(
     no executor is alive. Does not record the assignment (see :meth:`ExecutorView.assign`)."""
     summaries = cache_summaries or {}
     best: ExecutorView | None = None
-    best_key: tuple[int, int, int, int, float] | None = None
+    best_key: tuple[int, int, int, int, int, float] | None = None
     for ex in executors:
         if ex.address in exclude or not ex.alive(now, policy):
             continue
@@ -117,6 +119,7 @@ def choose(
             -local,
             load,
             0 if function in ex.functions else 1,
+            ex.slot or 0,
             ex.last_assigned,
         )
         if best_key is None or key < best_key:

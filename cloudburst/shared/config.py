@@ -101,6 +101,17 @@ class ExecutorConfig:
     # An exec_func result stored under results/<id> is deleted this long after the
     # call finished (0 = kept for good).
     result_ttl_s: float = 300.0
+    # Pool elasticity (docs/elasticity.md). ``workers`` is the minimum (and the start);
+    # a call that waited ``grow_after_s`` behind a busy worker goes back to the node,
+    # which gives it to an idle worker or starts one, up to ``max_workers`` (0 = auto:
+    # max(16, 4 x cores)); a worker idle for ``idle_retire_s`` is retired (it leaves,
+    # then runs what still arrives for ``retire_drain_s`` before it exits). A call that
+    # finds no worker within ``scheduler.call_timeout_s`` fails ("at its maximum").
+    elastic: bool = True
+    max_workers: int = 0
+    grow_after_s: float = 0.5
+    idle_retire_s: float = 30.0
+    retire_drain_s: float = 2.0
     # Capture what a call writes to file descriptors 1/2 (C code, subprocesses) too,
     # not only sys.stdout/sys.stderr and logging (executor/capture.py).
     capture_fds: bool = True
@@ -150,6 +161,42 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class AutoscaleConfig:
+    """The cluster policy (``cloudburst.autoscale``, docs/elasticity.md)."""
+
+    enabled: bool = False
+    period_s: float = 5.0  # one evaluation per period
+    actuator: str = "local"  # local | kubernetes
+    # local: loopback addresses new executor nodes use, comma separated (round robin);
+    # empty: ``ip``. E.g. "127.0.0.2" puts added nodes on a second host.
+    executor_ips: str = ""
+    k8s_namespace: str = "cloudburst"
+    k8s_executor_deployment: str = "cloudburst-executor"
+    k8s_storage_statefulset: str = "cloudburst-storage"
+    # Memory a storage node may use (its shards' resident memory against it feeds
+    # kvs_memory_high/low); 0: storage inputs off.
+    kvs_capacity_bytes: int = 0
+    # thresholds (cloudburst.autoscale.policy.PolicyConfig)
+    executor_high: float = 0.6
+    executor_low: float = 0.1
+    queue_wait_high_s: float = 1.0
+    min_executor_nodes: int = 1
+    max_executor_nodes: int = 4
+    hot_function_rate: float = 100.0
+    max_function_replicas: int = 8
+    kvs_memory_high: float = 0.7
+    kvs_memory_low: float = 0.2
+    kvs_latency_high_s: float = 0.05
+    min_storage_nodes: int = 1
+    max_storage_nodes: int = 4
+    hot_key_accesses: int = 1000
+    cold_key_accesses: int = 10
+    hot_key_replication: int = 3
+    hysteresis: int = 2
+    grace_s: float = 30.0
+
+
+@dataclass(frozen=True)
 class Config:
     ip: str = "127.0.0.1"
     log_level: str = "INFO"
@@ -164,10 +211,12 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     ddt: DdtConfig = field(default_factory=DdtConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    autoscale: AutoscaleConfig = field(default_factory=AutoscaleConfig)
 
 
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("kvs", "wal_fsync"): ("always", "interval", "never"),
+    ("autoscale", "actuator"): ("local", "kubernetes"),
     ("", "log_level"): ("DEBUG", "INFO", "WARNING", "ERROR"),
     ("", "log_format"): ("text", "json"),
 }

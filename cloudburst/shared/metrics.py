@@ -66,6 +66,20 @@ QUEUE_WAIT = Histogram(
 WORKER_BUSY = Counter(
     "cloudburst_worker_busy_seconds", "seconds a worker spent running user code", ["worker"]
 )
+POOL_WORKERS = Gauge("cloudburst_pool_workers", "worker processes of an executor node", ["state"])
+POOL_EVENTS = Counter(
+    "cloudburst_pool_events",
+    "pool elasticity: calls handed back/dispatched/refused, workers started/retired",
+    ["event"],
+)
+AUTOSCALER_DECISIONS = Counter(
+    "cloudburst_autoscaler_decisions",
+    "cluster policy decisions (docs/elasticity.md)",
+    ["tier", "action"],
+)
+AUTOSCALER_INPUT = Gauge(
+    "cloudburst_autoscaler_input", "the cluster policy's last inputs", ["name"]
+)
 
 
 class FastHistogram(Collector):

@@ -1,0 +1,275 @@
+"""The autoscaler: ``python -m cloudburst.autoscale.server --config <yaml>``.
+
+Every ``autoscale.period_s`` seconds: read what the scheduler sees (per worker: busy,
+queue, how long its call has run), turn it into the policy's :class:`Inputs`, ask
+:class:`ClusterPolicy` what to do, log every decision with its inputs, count it in
+``cloudburst_autoscaler_decisions`` (the inputs are in ``cloudburst_autoscaler_input``)
+and carry it out through the actuator (``autoscale.actuator``: local processes or
+Kubernetes replica counts). Key replication goes through the KVS client's
+``set_replication``; a function's placement replication is logged only (the
+scheduler's placement spreads a hot function over the workers as its load rises).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import signal
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from cloudburst.autoscale.actuators import KubernetesActuator, LocalActuator
+from cloudburst.autoscale.policy import (
+    ClusterPolicy,
+    Decision,
+    FunctionLoad,
+    Inputs,
+    NodeLoad,
+    StorageLoad,
+    config_from,
+)
+from cloudburst.shared import metrics
+from cloudburst.shared.config import Config, kvs_host, load_config, scheduler_host
+from cloudburst.shared.logs import setup_logging
+from cloudburst.shared.proto import cloudburst_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+
+def executor_inputs(
+    status: pb.ClusterStatus,
+    draining: set[str] | None = None,
+    removable: Callable[[str], bool] = lambda node: True,
+) -> Inputs:
+    """Per executor node: the share of its workers that are busy, and how long the
+    longest call has been running on a worker with calls waiting behind it."""
+    nodes: dict[str, list[Any]] = defaultdict(list)
+    for e in status.executors:
+        nodes[e.node_id].append(e)
+    loads = []
+    for node_id, workers in sorted(nodes.items()):
+        busy = sum(1 for w in workers if w.busy)
+        wait = max((w.current_call_s for w in workers if w.queue_length), default=0.0)
+        loads.append(
+            NodeLoad(
+                node_id,
+                busy / len(workers),
+                len(workers),
+                wait,
+                node_id in (draining or set()),
+                removable(node_id),
+            )
+        )
+    return Inputs(executors=loads)
+
+
+def _samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = []
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                out.append((dict(sample.labels), float(sample.value)))
+    return out
+
+
+def storage_inputs(
+    shard_metrics: dict[str, str], capacity_bytes: int, shard_base_port: int
+) -> list[StorageLoad]:
+    """Per storage node (``<ip>:<shard_base_port>``, anna's node id): the resident
+    memory of its shards (``shard_metrics``: each shard's ``/metrics`` text by its
+    host) against ``capacity_bytes`` per node."""
+    used: dict[str, float] = defaultdict(float)
+    for host, text in shard_metrics.items():
+        for _, value in _samples(text, "process_resident_memory_bytes"):
+            used[f"{host}:{shard_base_port}"] += value
+    return [StorageLoad(node, int(rss), capacity_bytes) for node, rss in sorted(used.items())]
+
+
+def function_rates(
+    before: dict[str, float], scheduler_metrics: str, seconds: float
+) -> tuple[dict[str, FunctionLoad], dict[str, float]]:
+    """Calls per second per function from the scheduler's ``cloudburst_calls_total``
+    (``before``: the counters of the previous evaluation; returns the new ones)."""
+    now: dict[str, float] = {}
+    for labels, value in _samples(scheduler_metrics, "cloudburst_calls_total"):
+        if labels.get("role") == "scheduler" and labels.get("kind") == "function":
+            now[labels.get("name", "")] = value
+    rates = {}
+    if seconds > 0:
+        for name, count in now.items():
+            if name in before:
+                rates[name] = FunctionLoad(rate=max(0.0, count - before[name]) / seconds)
+    return rates, now
+
+
+class Autoscaler:
+    def __init__(
+        self,
+        cfg: Config,
+        actuator: Any,
+        status: Callable[[], pb.ClusterStatus],
+        kvs: Any = None,
+        scrape: Callable[[], tuple[dict[str, str], str]] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.policy = ClusterPolicy(config_from(cfg.autoscale))
+        self.actuator = actuator
+        self.status = status
+        self.kvs = kvs
+        self.scrape = scrape  # () -> (shard /metrics text by host, scheduler /metrics text)
+        self.calls: dict[str, float] = {}
+        self.last_step = 0.0
+        self.draining: set[str] = set()
+        self.history: list[tuple[float, Decision]] = []
+        self.trace: list[tuple[float, dict[str, float]]] = []  # inputs per step (bounded)
+
+    def step(self, now: float) -> list[Decision]:
+        try:
+            owns = getattr(self.actuator, "owns", None)
+            inputs = executor_inputs(self.status(), self.draining, owns or (lambda node: True))
+            starting = getattr(self.actuator, "starting", None)
+            if starting is not None:
+                seen = {n.node_id for n in inputs.executors}
+                pending = starting(seen)
+                inputs = dataclasses.replace(inputs, pending_executor_nodes=pending)
+            if self.scrape is not None:
+                shards, scheduler = self.scrape()
+                rates, self.calls = function_rates(self.calls, scheduler, now - self.last_step)
+                storage = []
+                if self.cfg.autoscale.kvs_capacity_bytes:
+                    storage = storage_inputs(
+                        shards, self.cfg.autoscale.kvs_capacity_bytes, self.cfg.kvs.shard_base_port
+                    )
+                inputs = dataclasses.replace(inputs, functions=rates, storage=storage)
+            self.last_step = now
+        except Exception as exc:
+            log.warning("no status from the scheduler: %s", exc)
+            return []
+        summary = inputs.summary()
+        summary["pending_executor_nodes"] = float(inputs.pending_executor_nodes)
+        self.trace.append((now, summary))
+        del self.trace[:-1000]
+        for name, value in summary.items():
+            metrics.AUTOSCALER_INPUT.labels(name).set(value)
+        decisions = self.policy.decide(inputs, now)
+        for d in decisions:
+            log.info("decision: %s", d.log_line())
+            metrics.AUTOSCALER_DECISIONS.labels(d.action.tier, d.action.kind).inc()
+            self.history.append((now, d))
+            try:
+                self.apply(d)
+            except Exception:
+                log.exception("carrying out %s failed", d.action)
+        reap = getattr(self.actuator, "reap", None)
+        if reap is not None:
+            for node in reap():
+                self.draining.discard(node)
+                log.info("node %s drained and stopped", node)
+        return decisions
+
+    def apply(self, d: Decision) -> None:
+        kind, target = d.action.kind, d.action.target
+        if kind == "add_executor_node":
+            self.actuator.add_executor_node()
+        elif kind == "remove_executor_node":
+            if self.actuator.remove_executor_node(target):
+                self.draining.add(target)
+            else:
+                log.info("node %s was not started by this autoscaler: kept", target)
+        elif kind == "add_storage_node":
+            self.actuator.add_storage_node()
+        elif kind == "remove_storage_node":
+            self.actuator.remove_storage_node(target)
+        elif kind == "set_key_replication" and self.kvs is not None:
+            self.kvs.set_replication(target, d.action.count)
+        else:
+            log.info("%s %s: logged only", kind, target)
+
+
+def scrape_local(cfg: Config) -> tuple[dict[str, str], str]:
+    """The ``/metrics`` text of the local cluster's shards (by host) and scheduler."""
+    import urllib.request
+    from urllib.parse import urlparse
+
+    shards: dict[str, str] = {}
+    scheduler = ""
+    for rec in metrics.endpoints(cfg.run_dir):
+        if rec.get("role") not in ("shard", "scheduler"):
+            continue
+        try:
+            with urllib.request.urlopen(rec["url"], timeout=1.0) as resp:
+                text = resp.read().decode()
+        except OSError:
+            continue
+        if rec["role"] == "scheduler":
+            scheduler = text
+        else:
+            host = urlparse(rec["url"]).hostname or cfg.ip
+            shards[host] = shards.get(host, "") + text
+    return shards, scheduler
+
+
+def make_actuator(cfg: Config) -> Any:
+    a = cfg.autoscale
+    if a.actuator == "kubernetes":
+        return KubernetesActuator(
+            a.k8s_namespace,
+            a.k8s_executor_deployment,
+            a.k8s_storage_statefulset,
+            routing=f"{kvs_host(cfg)}:{cfg.kvs.routing_port}",
+            shard_base_port=cfg.kvs.shard_base_port,
+        )
+    ips = [ip.strip() for ip in a.executor_ips.split(",") if ip.strip()]
+    return LocalActuator(cfg, f"{cfg.run_dir}/autoscale", ips or None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cloudburst.autoscale.server")
+    parser.add_argument("--config", help="YAML config file (defaults + env overrides apply)")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config)
+    setup_logging(
+        cfg, "autoscaler", "autoscaler", "%(asctime)s autoscaler %(levelname)s: %(message)s"
+    )
+    from cloudburst.client.client import CloudburstConnection
+
+    conn = CloudburstConnection(
+        scheduler_host(cfg), cfg.ip, port=cfg.scheduler.port, direct=False, timeout=5.0
+    )
+    actuator = make_actuator(cfg)
+    scaler = Autoscaler(
+        cfg,
+        actuator,
+        lambda: conn._request("status", pb.StatusQuery()).status,
+        scrape=lambda: scrape_local(cfg),
+    )
+    running = [True]
+
+    def stop(*_: Any) -> None:
+        running[0] = False
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("autoscaler: every %gs, actuator %s", cfg.autoscale.period_s, cfg.autoscale.actuator)
+    try:
+        while running[0]:
+            scaler.step(time.monotonic())
+            end = time.monotonic() + cfg.autoscale.period_s
+            while running[0] and time.monotonic() < end:
+                time.sleep(0.1)
+    finally:
+        stop_all = getattr(actuator, "stop_all", None)
+        if stop_all is not None:
+            stop_all()
+        conn.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
