@@ -261,3 +261,15 @@ def test_executor_pod_shares_ipc_and_shm_and_uses_service_names(rendered: Any) -
             (m,) = [m for m in c["volumeMounts"] if m["mountPath"].endswith("cloudburst.yml")]
             assert m["mountPath"] == "/etc/cloudburst/cloudburst.yml"
             assert vols[m["name"]]["configMap"]["name"] in cms
+
+
+def test_the_autoscalers_kubernetes_names_exist(rendered: Any) -> None:
+    # cloudburst.autoscale's Kubernetes actuator patches these by name (prod: its
+    # default namespace too).
+    overlay, docs = rendered
+    auto = Config().autoscale
+    names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert ("Deployment", auto.k8s_executor_deployment) in names
+    assert ("StatefulSet", auto.k8s_storage_statefulset) in names
+    if overlay == "prod":
+        assert ("Namespace", auto.k8s_namespace) in names
