@@ -149,7 +149,7 @@ class ShardServer:
         )
         base = Path(data_dir or kvs.data_dir)
         self.wal = WriteAheadLog(
-            base / f"{cfg.ip}_{kvs.shard_base_port}" / f"shard{index}",
+            base / (kvs.wal_name or f"{cfg.ip}_{kvs.shard_base_port}") / f"shard{index}",
             kvs.wal_fsync,
             kvs.wal_fsync_interval_ms,
         )

@@ -277,6 +277,8 @@ class CloudburstConnection:
     are accepted for compatibility with the original client. ``timeout`` bounds every
     control request (register, list, ...); connecting to a scheduler that is not there
     raises :class:`ConnectionFailed` within ``connect_timeout`` seconds.
+    ``kvs_address`` (``'host:port'``) replaces the KVS routing address the scheduler
+    reports, for a client outside the cluster's DNS (docs/deploy.md).
 
     ``direct=True`` lets the client reuse a DAG's (or function's) placement for up to
     ``placement_lease`` seconds and trigger the executors itself (one hop less); a
@@ -299,6 +301,7 @@ class CloudburstConnection:
         liveness_interval: float = 1.0,
         show_output: bool | None = None,
         keys_dir: str | None = None,
+        kvs_address: str | None = None,
     ) -> None:
         # CURVE keys (docs/security.md): keys_dir or $CLOUDBURST_SECURITY__KEYS_DIR.
         self._sec = security.client_security(keys_dir)
@@ -371,6 +374,7 @@ class CloudburstConnection:
         self._kvs: Any = None
         self._dead_reason = ""  # why _dead_executors found executors dead (for messages)
         self.kvs_address = ""
+        self._kvs_override = kvs_address
         try:
             self._connect(min(connect_timeout, timeout))
         except BaseException:
@@ -411,7 +415,9 @@ class CloudburstConnection:
                 f"the Cloudburst scheduler at {self.scheduler_address} accepted a connection "
                 f"but did not answer within {connect_timeout}s"
             ) from None
-        self.kvs_address = status.kvs_address
+        # The KVS routing as the scheduler names it, unless this client reaches it by
+        # another name (a host outside the cluster's DNS: kvs_address='10.0.0.5:6450').
+        self.kvs_address = self._kvs_override or status.kvs_address
         version.check(log, status.server_version, "client", "scheduler")
 
     def _next_id(self) -> str:

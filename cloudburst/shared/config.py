@@ -50,6 +50,10 @@ class KvsConfig:
     wal_fsync: str = "always"  # always | interval | never
     wal_fsync_interval_ms: int = 10
     data_dir: str = ".local/kvs"
+    # The directory of this node's WAL and snapshots under data_dir; empty:
+    # "<ip>_<shard_base_port>". Containers set a name that survives an address change
+    # (the StatefulSet pod's name), so a node back on a new IP recovers its WAL.
+    wal_name: str = ""
     request_timeout_s: float = 5.0
     # After answering a request a shard keeps polling its sockets without sleeping for
     # this long before it blocks: a request arriving in that window skips a thread
