@@ -38,7 +38,19 @@ def _ports(role: str, cfg: Config) -> list[tuple[str, int]]:
     return [(f"worker {i}", base + i) for i in range(cfg.executor.workers)] if base else []
 
 
+def _keys_dir(cfg: Config) -> str | None:
+    """The keys a deep probe talks with: the cluster's own (CURVE on), else None."""
+    if cfg.security.curve != "true":
+        return None
+    return cfg.security.keys_dir or os.path.join(cfg.run_dir, "keys")
+
+
 def _deep(role: str, cfg: Config, timeout: float) -> str | None:
+    if _keys_dir(cfg):
+        from cloudburst.shared import security
+
+        # The cluster's key pair: servers always admit it (anna.admin talks with it).
+        security.server_security(cfg)
     if role in ("routing", "storage"):
         from anna.admin import membership
 
@@ -55,7 +67,10 @@ def _deep(role: str, cfg: Config, timeout: float) -> str | None:
 
         try:
             conn = CloudburstConnection(
-                f"{cfg.ip}:{cfg.scheduler.port}", ip=cfg.ip, timeout=timeout
+                f"{cfg.ip}:{cfg.scheduler.port}",
+                ip=cfg.ip,
+                timeout=timeout,
+                keys_dir=_keys_dir(cfg),
             )
         except Exception as exc:  # noqa: BLE001 - any failure means not serving
             return f"scheduler connection failed: {exc}"

@@ -14,7 +14,9 @@ from __future__ import annotations
 import importlib.util
 import ipaddress
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ import pytest
 from anna.admin import membership
 from cloudburst.client.client import CloudburstConnection
 from cloudburst.shared.processes import free_port
+from cloudburst.shared.security import KEYS_ENV, generate_keys
 
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location(
@@ -38,6 +41,7 @@ sys.modules["sdk_compose"] = sdk_compose
 _spec.loader.exec_module(sdk_compose)
 
 HEALTHY_TIMEOUT_S = 240.0
+CONTAINER_UID = 10001  # the image's user (Dockerfile)
 
 
 def _free_net(client: docker.DockerClient) -> str:
@@ -114,7 +118,15 @@ def compose() -> Iterator[ComposeCluster]:
     client = docker.from_env(timeout=120)
     net = _free_net(client)
     routing_pub, sched_pub = free_port(), free_port()
+    # CURVE on every port (deploy/compose/cloudburst.yml): a fresh cluster key pair and
+    # client key pair, readable by the containers' user (10001) only; this host's
+    # clients (CloudburstConnection, anna.admin) find them through the environment.
+    keys = generate_keys(Path(tempfile.mkdtemp(prefix="cbkeys")) / "keys")
+    for path in [keys, *keys.rglob("*")]:
+        os.chown(path, CONTAINER_UID, CONTAINER_UID)
+    os.environ[KEYS_ENV] = str(keys)
     env = {
+        "CLOUDBURST_KEYS_DIR": str(keys),
         "CLOUDBURST_IMAGE": os.environ.get("CB_CLUSTER_IMAGE", "cloudburst:dev"),
         "CLOUDBURST_NET": net,
         "CLOUDBURST_ROUTING_PUBLISH": f"127.0.0.1:{routing_pub}",
@@ -144,6 +156,7 @@ def compose() -> Iterator[ComposeCluster]:
         if os.environ.get("CB_CLUSTER_KEEP") != "1":
             removed = project.down()
             print(f"removed {len(removed)} objects of {name}", file=sys.stderr)
+            shutil.rmtree(keys.parent, ignore_errors=True)
 
 
 @pytest.fixture

@@ -82,7 +82,15 @@ def test_the_mounted_config_replicates_twice_on_the_volume() -> None:
     assert cfg.kvs.data_dir.startswith("/data")
     assert not cfg.metrics.local_only
     raw = yaml.safe_load((ROOT / "deploy" / "compose" / "docker-compose.yml").read_text())
-    assert raw["x-cloudburst"]["volumes"] == ["./cloudburst.yml:/etc/cloudburst/cloudburst.yml:ro"]
+    keys = "${CLOUDBURST_KEYS_DIR:-./keys}:/etc/cloudburst/keys:ro"
+    assert raw["x-cloudburst"]["volumes"] == [
+        "./cloudburst.yml:/etc/cloudburst/cloudburst.yml:ro",
+        keys,
+    ]
+    # CURVE on every port: every service mounts the keys the config names.
+    assert cfg.security.curve == "true" and cfg.security.keys_dir == "/etc/cloudburst/keys"
+    for name, svc in raw["services"].items():
+        assert keys in svc["volumes"], name
 
 
 def test_health_reports_a_role_that_does_not_serve(tmp_path: Path) -> None:

@@ -5,6 +5,8 @@ every process, each within 5 s, with a clear error on the client side."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -325,3 +327,20 @@ def cluster_conn(cfg, keys_dir):
         connect_timeout=REFUSE_WITHIN_S,
         keys_dir=keys_dir,
     )
+
+
+@pytest.mark.parametrize("role", ["routing", "storage", "scheduler"])
+def test_deep_health_probes_talk_with_the_cluster_keys(secure, role):
+    """Readiness probes (`python -m cloudburst.health ROLE --deep`) make a real request:
+    with CURVE on they use the cluster's keys from the config, and are served."""
+    cluster, _, _ = secure
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDBURST_")}
+    probe = subprocess.run(
+        [sys.executable, "-m", "cloudburst.health", role, "--deep", "--timeout", "10"],
+        env={**env, "CLOUDBURST_CONFIG": str(cluster.config_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert probe.returncode == 0, probe.stdout + probe.stderr
+    assert f"{role}: serving" in probe.stdout
