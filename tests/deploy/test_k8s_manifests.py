@@ -423,9 +423,10 @@ def test_the_keys_init_container_installs_keys_security_accepts(
 
 
 @pytest.mark.integration
-def test_deep_probes_use_the_installed_client_keys(tmp_path: Path, procs: ProcessGroup) -> None:
-    # A CURVE KVS node and scheduler with the keys as a prod pod has them; the
-    # readiness probe with the container's environment passes, without it fails.
+def test_deep_probes_use_the_installed_keys(tmp_path: Path, procs: ProcessGroup) -> None:
+    # A CURVE KVS node and scheduler with the keys as a prod pod has them: the readiness
+    # probes (cluster pair for the KVS, client pair for the scheduler) pass with the
+    # container's environment, and fail with keys of another cluster.
     docs = _render("prod")
     (sched,) = [d for d in _kind(docs, "Deployment") if d["metadata"]["name"].endswith("scheduler")]
     _, dst = _install_keys(sched, tmp_path)
@@ -436,16 +437,22 @@ def test_deep_probes_use_the_installed_client_keys(tmp_path: Path, procs: Proces
     path = write_config(cfg, tmp_path / "c.yml")
     procs.python("kvs", "anna.local", "--config", str(path))
     procs.python("scheduler", "scheduler.server", "--config", str(path))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDBURST_")}
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDBURST_")}
+    (c,) = _main(sched)
+    pod_env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
+    pod_env[security.KEYS_ENV] = str(dst)  # the pod's keys_dir, here
+    assert set(pod_env) == {security.KEYS_ENV, "CLOUDBURST_KVS__HOST"}
+    del pod_env["CLOUDBURST_KVS__HOST"]  # a Service name: no DNS for it here
+    other = security.generate_keys(tmp_path / "other")
 
-    def probe(role: str, keys: bool) -> subprocess.CompletedProcess[str]:
-        e = {**env, security.KEYS_ENV: str(dst)} if keys else env
+    def probe(role: str, keys: Path) -> subprocess.CompletedProcess[str]:
+        env = {**base, **pod_env, security.KEYS_ENV: str(keys)}
         argv = [sys.executable, "-m", "cloudburst.health", role, "--deep", "--config", str(path)]
-        return subprocess.run(argv, env=e, capture_output=True, text=True, timeout=60)
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
 
-    wait_until(lambda: probe("storage", True).returncode == 0, 90, "storage ready")
-    wait_until(lambda: probe("scheduler", True).returncode == 0, 90, "scheduler ready")
-    assert probe("routing", True).returncode == 0
+    wait_until(lambda: probe("storage", dst).returncode == 0, 90, "storage ready")
+    wait_until(lambda: probe("scheduler", dst).returncode == 0, 90, "scheduler ready")
+    assert probe("routing", dst).returncode == 0
     for role in ("routing", "scheduler"):
-        out = probe(role, False)
-        assert out.returncode == 1, (role, out.stdout)
+        out = probe(role, other)
+        assert out.returncode == 1 and "not serving" in out.stdout, (role, out.stdout)
