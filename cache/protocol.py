@@ -95,6 +95,17 @@ _LEN = struct.Struct("<I")
 _MAX_IPC_PATH = 100
 
 
+def external_node_id(ip: str, base_port: int) -> str:
+    """The node id of an executor node whose cache runs apart (``cache.external``):
+    derived from the config alone (``cfg.ip``, ``cfg.executor.base_port``), so the node
+    and ``cache.server --node-id auto`` agree without a value frozen anywhere.
+
+    >>> external_node_id("10.0.0.7", 5100)
+    '10.0.0.7/5100'
+    """
+    return f"{ip}/{base_port}"
+
+
 def ipc_address(ipc_dir: str, node_id: str) -> str:
     """The ``ipc://`` endpoint of node ``node_id``'s cache.
 

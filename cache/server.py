@@ -35,7 +35,7 @@ from cache.logic import CacheState
 from cache.pins import PIN_PREFIX, PinTable
 from cache.shm import ShmStore, owner_pid, segment_prefix
 from cloudburst.shared import logs, metrics, security
-from cloudburst.shared.config import Config, load_config
+from cloudburst.shared.config import Config, kvs_host, load_config
 from cloudburst.shared.errors import WireError
 from cloudburst.shared.logs import setup_logging
 from cloudburst.shared.serializer import NUMPY
@@ -432,11 +432,16 @@ def start_metrics(server: CacheServer, port: int | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cache.server")
     parser.add_argument("--config", help="YAML config (cloudburst.shared.config)")
-    parser.add_argument("--node-id", required=True, help="executor node id (names the ipc socket)")
+    parser.add_argument(
+        "--node-id",
+        required=True,
+        help="executor node id (names the ipc socket); 'auto': the id an executor node "
+        "with cache.external derives from the same config (cfg.ip, executor.base_port)",
+    )
     parser.add_argument(
         "--kvs",
         default="",
-        help="KVS routing as host or host:port (default <cfg.ip>:<cfg.kvs.routing_port>)",
+        help="KVS routing as host or host:port (default <cfg.kvs.host or cfg.ip>:<routing_port>)",
     )
     parser.add_argument("--ip", default=None, help="address to bind tcp sockets on (cfg.ip)")
     parser.add_argument("--peer-port", type=int, default=0, help="stream peer port (0: random)")
@@ -445,13 +450,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     cfg = load_config(args.config)
+    if args.node_id == "auto":
+        args.node_id = protocol.external_node_id(cfg.ip, cfg.executor.base_port)
     setup_logging(
         cfg,
         "cache",
         "cache",
         f"%(asctime)s %(levelname)s cache[{args.node_id}] %(name)s %(message)s",
     )
-    kvs = args.kvs or f"{cfg.ip}:{cfg.kvs.routing_port}"
+    kvs = args.kvs or f"{kvs_host(cfg)}:{cfg.kvs.routing_port}"
     server = CacheServer(cfg, args.node_id, kvs, ip=args.ip, peer_port=args.peer_port)
     if args.metrics_port:
         start_metrics(server, args.metrics_port)

@@ -7,9 +7,11 @@ Without ``--deep`` (liveness, compose healthchecks) the probe is cheap: it impor
 no messaging code and checks that the role's ports accept connections (routing: the
 routing port; storage: routing and every shard's request port; scheduler: its port;
 executor: every worker port, ``executor.base_port + i``, and the node cache's ipc
-socket). With ``--deep`` (readiness) it also makes a real exchange: routing and
+socket unless ``cache.external``; cache: the ipc socket of the cache that
+``cache.server --node-id auto`` runs for an executor node with ``cache.external``
+accepts a connection). With ``--deep`` (readiness) it also makes a real exchange: routing and
 storage answer a membership request (storage: and list this node live), the
-scheduler answers a status query. A cheap liveness probe matters: under CPU limits a
+scheduler answers a status query, the cache answers a ping. A cheap liveness probe matters: under CPU limits a
 probe that imports half the code base times out and restarts healthy pods.
 """
 
@@ -17,12 +19,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 
 from cloudburst.shared.config import Config, load_config
 from cloudburst.shared.processes import port_open
 
-ROLES = ("routing", "storage", "scheduler", "executor")
+ROLES = ("routing", "storage", "scheduler", "executor", "cache")
 
 
 def _ports(role: str, cfg: Config) -> list[tuple[str, int]]:
@@ -34,6 +37,8 @@ def _ports(role: str, cfg: Config) -> list[tuple[str, int]]:
         return [("routing", kvs.routing_port), *shards]
     if role == "scheduler":
         return [("scheduler", cfg.scheduler.port)]
+    if role == "cache":
+        return []
     base = cfg.executor.base_port
     return [(f"worker {i}", base + i) for i in range(cfg.executor.workers)] if base else []
 
@@ -43,6 +48,27 @@ def _keys_dir(cfg: Config) -> str | None:
     if cfg.security.curve != "true":
         return None
     return cfg.security.keys_dir or os.path.join(cfg.run_dir, "keys")
+
+
+def _cache_socket(cfg: Config) -> str:
+    """The path of the ipc socket of an external cache (``cache.external``)."""
+    from cache.protocol import external_node_id, ipc_address
+
+    node_id = external_node_id(cfg.ip, cfg.executor.base_port)
+    return ipc_address(cfg.cache.ipc_dir, node_id)[len("ipc://") :]
+
+
+def _unix_open(path: str, timeout: float) -> bool:
+    """Whether a Unix socket accepts connections (a file left by a killed cache does not)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+    except OSError:
+        return False
+    finally:
+        sock.close()
+    return True
 
 
 def _deep(role: str, cfg: Config, timeout: float) -> str | None:
@@ -62,6 +88,15 @@ def _deep(role: str, cfg: Config, timeout: float) -> str | None:
             n.node_id == node_id and not n.departed for n in table.nodes
         ):
             return f"node {node_id} is not a live member"
+    elif role == "cache":
+        from cache.client import CacheClient
+
+        client = CacheClient(cfg=cfg, address=f"ipc://{_cache_socket(cfg)}", timeout=timeout)
+        try:
+            if not client.ping(timeout):
+                return f"the cache on {_cache_socket(cfg)} does not answer"
+        finally:
+            client.close()
     elif role == "scheduler":
         from cloudburst.client.client import CloudburstConnection
 
@@ -90,7 +125,11 @@ def check(role: str, cfg: Config, timeout: float, deep: bool = False) -> str | N
     for what, port in _ports(role, cfg):
         if not port_open(cfg.ip, port, timeout=timeout):
             return f"{what} does not accept connections on {cfg.ip}:{port}"
-    if role == "executor" and cfg.cache.enabled:
+    if role == "cache":
+        path = _cache_socket(cfg)
+        if not _unix_open(path, timeout):
+            return f"the cache socket {path} does not accept connections"
+    if role == "executor" and cfg.cache.enabled and not cfg.cache.external:
         ipc = cfg.cache.ipc_dir
         names = os.listdir(ipc) if os.path.isdir(ipc) else []
         if not any(n.startswith("cache-") and n.endswith(".sock") for n in names):

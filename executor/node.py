@@ -11,7 +11,12 @@ and locality are per node).
 
 With ``cfg.cache.enabled`` the node also starts (and restarts) its cache,
 ``python -m cache.server --node-id <node id>``, and tells its workers the cache's ipc
-address through ``CB_NODE_CACHE`` (see ``executor.state``).
+address through ``CB_NODE_CACHE`` (see ``executor.state``). With ``cfg.cache.external``
+(``--external-cache``; Kubernetes runs the cache as a second container of the pod) the
+node does not start the cache: its id is ``cache.protocol.external_node_id`` (from the
+config, so ``cache.server --node-id auto`` names the same socket) and its workers get
+the cache's address all the same; a worker uses the KVS directly while the socket is
+missing or the cache is down (``cache.client``), and the cache again once it is back.
 
 Elasticity (``cfg.executor.elastic``, docs/elasticity.md): the node binds an ``ipc://``
 pool socket (``CB_NODE_POOL``) where its workers heartbeat and hand back calls that
@@ -36,7 +41,7 @@ from typing import Any
 import zmq
 
 from cloudburst.shared import metrics, wire
-from cloudburst.shared.config import load_config
+from cloudburst.shared.config import Config, load_config
 from cloudburst.shared.logs import setup_logging
 from cloudburst.shared.processes import SERVER_ENV
 from cloudburst.shared.proto import cloudburst_pb2 as pb
@@ -103,6 +108,7 @@ class Node:
             from cache.protocol import ipc_address
 
             self.env[NODE_CACHE_ENV] = ipc_address(cfg.cache.ipc_dir, self.node_id)
+        if cfg.cache.enabled and not cfg.cache.external:
             argv = [sys.executable, "-m", "cache.server", "--node-id", self.node_id]
             argv += ["--kvs", kvs_routing_address(cfg), "--ip", cfg.ip, *common]
             self.sup.add("cache", Spec(argv, env=self.env, after_start=self._cache_ready))
@@ -349,6 +355,15 @@ class Node:
             self.ctx.term()
 
 
+def node_id(cfg: Config) -> str:
+    """This node's id: ip/pid, or with ``cache.external`` the id its cache derives too."""
+    if cfg.cache.external:
+        from cache.protocol import external_node_id
+
+        return external_node_id(cfg.ip, cfg.executor.base_port)
+    return f"{cfg.ip}/{os.getpid()}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m executor.node")
     parser.add_argument("--config", help="YAML config file (defaults + env overrides apply)")
@@ -358,7 +373,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--state-file", help="keep this JSON file current with the children's pids and restarts"
     )
+    parser.add_argument(
+        "--external-cache",
+        action="store_true",
+        help="do not start the node cache: it runs apart (cache.external; "
+        "python -m cache.server --node-id auto)",
+    )
     args = parser.parse_args(argv)
+    if args.external_cache:
+        os.environ["CLOUDBURST_CACHE__EXTERNAL"] = "true"  # the workers read it too
     cfg = load_config(args.config)
     setup_logging(
         cfg,
@@ -369,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     node = Node(
         args.config,
         args.workers or cfg.executor.workers,
-        f"{cfg.ip}/{os.getpid()}",
+        node_id(cfg),
         args.state_file,
     )
     metrics.export_restarts(node.sup)

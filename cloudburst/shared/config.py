@@ -127,6 +127,10 @@ class ExecutorConfig:
 @dataclass(frozen=True)
 class CacheConfig:
     enabled: bool = True
+    # The cache runs as its own process started by someone else (Kubernetes: a second
+    # container in the executor pod): executor.node does not start it, and both use the
+    # node id external_node_id(cfg) (cache.protocol) for the ipc socket.
+    external: bool = False
     capacity_bytes: int = 512 * 1024 * 1024
     push_period_ms: int = 50
     ipc_dir: str = ".local/ipc"
