@@ -22,12 +22,14 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from cache.protocol import external_node_id
 from cloudburst import health
 from cloudburst.local import free_port_config, write_config
 from cloudburst.shared import security
 from cloudburst.shared.config import Config, SecurityConfig, load_config
 from cloudburst.shared.metrics import port_for
 from cloudburst.shared.processes import ProcessGroup, wait_until
+from executor.node import node_id
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -268,14 +270,35 @@ def test_executor_pod_shares_ipc_and_shm_and_uses_service_names(rendered: Any) -
     (ex,) = [d for d in _kind(docs, "Deployment") if d["metadata"]["name"] == "cloudburst-executor"]
     pod = ex["spec"]["template"]["spec"]
     empty = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
-    (c,) = pod["containers"]
-    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
-    assert mounts[cfg.cache.ipc_dir] in empty
-    assert mounts[cfg.cache.shm_dir] in empty
-    env = {e["name"]: e for e in c["env"]}
-    assert env["CLOUDBURST_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
-    assert env["CLOUDBURST_KVS__HOST"]["value"] in services
-    assert env["CLOUDBURST_SCHEDULER__HOST"]["value"] in services
+    # two containers: the node (and its workers) and its cache, one PID namespace (the
+    # cache tells dead workers by pid: cache/shm.py), the same emptyDirs
+    node, cache = pod["containers"]
+    assert pod["shareProcessNamespace"] is True
+    assert node["command"][1:] == ["python", "-m", "executor.node"]
+    assert cache["command"][1:] == ["python", "-m", "cache.server", "--node-id", "auto"]
+    assert cache["readinessProbe"]["exec"]["command"][3] == "cache"
+    assert node["readinessProbe"]["exec"]["command"][3] == "executor"
+    shared = []
+    for c in (node, cache):
+        mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+        assert mounts[cfg.cache.ipc_dir] in empty
+        assert mounts[cfg.cache.shm_dir] in empty
+        assert mounts[cfg.run_dir] in empty
+        shared.append({p: mounts[p] for p in (cfg.cache.ipc_dir, cfg.cache.shm_dir, cfg.run_dir)})
+        env = {e["name"]: e for e in c["env"]}
+        assert env["CLOUDBURST_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+        assert env["CLOUDBURST_KVS__HOST"]["value"] in services
+        assert env["CLOUDBURST_SCHEDULER__HOST"]["value"] in services
+        # both see cache.external and so the same node id, hence the same ipc socket
+        literal = {k: e["value"] for k, e in env.items() if "value" in e}
+        with tempfile.TemporaryDirectory() as tmp:
+            f = Path(tmp) / "cloudburst.yml"
+            (cm,) = _kind(docs, "ConfigMap")
+            f.write_text(cm["data"]["cloudburst.yml"])
+            seen = load_config(str(f), env={**literal, "CLOUDBURST_IP": "10.1.2.3"})
+        assert seen.cache.enabled and seen.cache.external, c["name"]
+        assert node_id(seen) == external_node_id("10.1.2.3", cfg.executor.base_port)
+    assert shared[0] == shared[1]
     # every pod mounts the generated ConfigMap at the image's config path
     cms = {d["metadata"]["name"] for d in _kind(docs, "ConfigMap")}
     for w in (d for d in docs if d["kind"] in WORKLOADS):
