@@ -27,6 +27,7 @@ import zmq
 from anna import wire
 from anna.proto import anna_pb2 as pb
 from anna.routing.server import normalize_address
+from cloudburst.shared import security
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def depart(routing: str, node_id: str, linger_ms: int = 2000) -> None:
     """Send a ``Depart`` for ``node_id`` to the routing at ``routing``."""
     ctx = zmq.Context()
     try:
-        sock = ctx.socket(zmq.PUSH)
+        sock = security.client_socket(ctx, zmq.PUSH, security.default())
         sock.setsockopt(zmq.LINGER, linger_ms)
         sock.connect(normalize_address(routing))
         sock.send_multipart(wire.encode_internal(wire.KIND_DEPART, pb.Depart(node_id=node_id)))
@@ -89,10 +90,10 @@ def _routing_exchange(
     answer's address), closed with their own context on leaving."""
     ctx = zmq.Context()
     try:
-        pull = ctx.socket(zmq.PULL)
+        pull = security.client_socket(ctx, zmq.PULL, security.default())
         pull.setsockopt(zmq.LINGER, 0)
         port = pull.bind_to_random_port(f"tcp://{ip}")
-        push = ctx.socket(zmq.PUSH)
+        push = security.client_socket(ctx, zmq.PUSH, security.default())
         push.setsockopt(zmq.LINGER, 0)
         push.setsockopt(zmq.SNDTIMEO, int(timeout * 1000))
         try:
@@ -149,14 +150,14 @@ def list_keys(routing: str, ip: str, prefix: str = "", timeout: float = 5.0) -> 
     truncated: list[str] = []
     ctx = zmq.Context()
     try:
-        pull = ctx.socket(zmq.PULL)
+        pull = security.client_socket(ctx, zmq.PULL, security.default())
         pull.setsockopt(zmq.LINGER, 0)
         port = pull.bind_to_random_port(f"tcp://{ip}")
         pushes = []
         try:
             rid = os.urandom(8).hex()
             for i, addr in enumerate(shards):
-                push = ctx.socket(zmq.PUSH)
+                push = security.client_socket(ctx, zmq.PUSH, security.default())
                 push.setsockopt(zmq.LINGER, 0)
                 push.setsockopt(zmq.SNDTIMEO, 1000)
                 push.connect(addr)

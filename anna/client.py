@@ -153,9 +153,12 @@ class AnnaTcpClient:
         anna_ports: bool = False,
         context: zmq.Context[Any] | None = None,
         spin_us: int = DEFAULT_SPIN_US,
+        curve: zmtp.Curve | None = None,
     ) -> None:
         # ``context`` is accepted for compatibility and unused: no libzmq socket here.
+        # ``curve``: CURVE keys (cloudburst.shared.security: Security.zmtp_client()).
         host, port = _parse_elb(elb_addr, routing_port)
+        self._curve = curve
         self.local = local
         self.offset = offset
         self.timeout = timeout
@@ -165,15 +168,15 @@ class AnnaTcpClient:
         self.ip = ip or _local_ip_for(host)
         self._closed = True
         if anna_ports:
-            self._resp = zmtp.PullListener(self.ip, ANNA_RESPONSE_BASE + offset)
+            self._resp = zmtp.PullListener(self.ip, ANNA_RESPONSE_BASE + offset, curve)
             try:
-                self._addr = zmtp.PullListener(self.ip, ANNA_ADDRESS_BASE + offset)
+                self._addr = zmtp.PullListener(self.ip, ANNA_ADDRESS_BASE + offset, curve)
             except OSError:
                 self._resp.close()
                 raise
         else:
-            self._resp = zmtp.PullListener(self.ip)
-            self._addr = zmtp.PullListener(self.ip)
+            self._resp = zmtp.PullListener(self.ip, 0, curve)
+            self._addr = zmtp.PullListener(self.ip, 0, curve)
         self._closed = False
         self.response_address = self._resp.address
         self.address_response_address = self._addr.address
@@ -193,7 +196,7 @@ class AnnaTcpClient:
         if conn is None or conn.sock is None:
             limit = min(deadline, _monotonic() + REROUTE_AFTER_S) if reroute else deadline
             try:
-                conn = zmtp.PushConnection(addr, limit)
+                conn = zmtp.PushConnection(addr, limit, self._curve)
             except TimeoutError as exc:
                 if limit < deadline:
                     raise _Unreachable(addr) from None

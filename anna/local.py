@@ -86,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     cfg = load_config(args.config)
+    from cloudburst.shared import security
+
+    security.server_security(cfg)  # this launcher's departs use the cluster key
     setup_logging(cfg, "kvs", "kvs", "%(asctime)s %(levelname)s anna.local %(message)s")
     env = {**os.environ, **SERVER_ENV}
     common = ["--config", args.config] if args.config else []

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 import zmq.backend
 
 from anna import wire
+
+if TYPE_CHECKING:
+    from cloudburst.shared.security import Security
 
 MAX_OUT_SOCKETS = 2048
 COPY_THRESHOLD = 64 * 1024
@@ -19,10 +22,22 @@ _raw_send = zmq.backend.Socket.send
 
 
 class Outbox:
-    """Cached PUSH sockets by address (bounded: the oldest connection is closed first)."""
+    """Cached PUSH sockets by address (bounded: the oldest connection is closed first).
 
-    def __init__(self, ctx: zmq.Context[Any], stats: Counter[str]) -> None:
+    With ``sec`` the sockets are CURVE clients (messages to servers: heartbeats, gossip,
+    membership), or with ``serve`` CURVE servers (answers to the address a request
+    named: the asker's listener is the CURVE client), see cloudburst.shared.security.
+    """
+
+    def __init__(
+        self,
+        ctx: zmq.Context[Any],
+        stats: Counter[str],
+        sec: Security | None = None,
+        serve: bool = False,
+    ) -> None:
         self.ctx = ctx
+        self.secure = None if sec is None else (sec.serve if serve else sec.ask)
         self.socks: OrderedDict[str, zmq.Socket[Any]] = OrderedDict()
         self.stats = stats
 
@@ -34,6 +49,8 @@ class Outbox:
             self.stats["bad_address"] += 1
             return None
         sock = self.ctx.socket(zmq.PUSH)
+        if self.secure is not None:
+            self.secure(sock)
         sock.setsockopt(zmq.LINGER, 500)
         # Bounded queue per peer: a dead client's replies are dropped, not hoarded.
         sock.setsockopt(zmq.SNDHWM, 1000)

@@ -25,13 +25,22 @@ import select
 import socket
 import struct
 import time
-from collections import deque
-from collections.abc import Sequence
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+
+from anna.curve import CurveClient, CurveCodec, CurveError, CurveServer, error_body, parse_error
 
 GREETING_LEN = 64
 SIGNATURE = b"\xff" + b"\x00" * 8 + b"\x7f"
 # signature, version 3.0, mechanism "NULL" (20 bytes), as-server 0, filler (31 bytes)
 GREETING = SIGNATURE + b"\x03\x00" + b"NULL".ljust(20, b"\x00") + b"\x00" + b"\x00" * 31
+CURVE_GREETING_CLIENT = SIGNATURE + b"\x03\x00" + b"CURVE".ljust(20, b"\x00") + b"\x00" + bytes(31)
+CURVE_GREETING_SERVER = SIGNATURE + b"\x03\x00" + b"CURVE".ljust(20, b"\x00") + b"\x01" + bytes(31)
+#: The largest command frame accepted before a CURVE peer is authenticated (HELLO is
+#: 200 bytes, INITIATE 257 + metadata): a huge size header is cut off at once.
+HANDSHAKE_MAX_FRAME = 4096
 
 FLAG_MORE = 0x01
 FLAG_LONG = 0x02
@@ -52,6 +61,46 @@ _yield = os.sched_yield
 
 class ZmtpError(ConnectionError):
     """The peer broke the protocol or the connection; the message was not delivered."""
+
+
+class ZmtpRefused(ZmtpError):
+    """The CURVE handshake failed: wrong server key, or this side's key not admitted."""
+
+
+@dataclass(frozen=True)
+class Curve:
+    """CURVE keys of our side of a connection (raw 32-byte keys, see :mod:`anna.curve`).
+
+    As a CURVE client (:class:`PushConnection`, :class:`PullListener`) ``server_public``
+    is the key the server must prove it holds; as a CURVE server (:class:`ZmtpServer`)
+    ``authorize(client_public)`` admits or refuses a client that proved its key.
+    """
+
+    public: bytes
+    secret: bytes
+    server_public: bytes = b""
+    authorize: Callable[[bytes], bool] | None = None
+
+    def client(self, socket_type: bytes) -> CurveClient:
+        return CurveClient(
+            self.server_public, self.public, self.secret, {b"Socket-Type": socket_type}
+        )
+
+    def server(self, socket_type: bytes) -> CurveServer:
+        return CurveServer(
+            self.public,
+            self.secret,
+            self.authorize or (lambda _key: False),
+            {b"Socket-Type": socket_type},
+        )
+
+
+def command_frame(body: bytes) -> bytes:
+    """A command frame (flags, size, ``body``) around a command body."""
+    n = len(body)
+    if n < 256:
+        return bytes((FLAG_COMMAND, n)) + body
+    return bytes((FLAG_COMMAND | FLAG_LONG,)) + _pack_long(n) + body
 
 
 def ready_command(socket_type: bytes) -> bytes:
@@ -79,7 +128,10 @@ def _recv_exact(sock: socket.socket, n: int, deadline: float) -> bytes:
     buf = bytearray()
     while len(buf) < n:
         sock.settimeout(_remaining(deadline))
-        chunk = sock.recv(n - len(buf))
+        try:
+            chunk = sock.recv(n - len(buf))
+        except ConnectionError as exc:
+            raise ZmtpError(f"peer reset the connection during the handshake: {exc}") from None
         if not chunk:
             raise ZmtpError("peer closed the connection during the handshake")
         buf += chunk
@@ -111,13 +163,23 @@ def handshake(sock: socket.socket, socket_type: bytes, deadline: float) -> dict[
     """Greeting and READY exchange; the peer's READY properties."""
     sock.settimeout(_remaining(deadline))
     sock.sendall(GREETING + ready_command(socket_type))
-    greeting = _recv_exact(sock, GREETING_LEN, deadline)
+    try:
+        greeting = _recv_exact(sock, GREETING_LEN, deadline)
+    except ZmtpError as exc:
+        # libzmq hangs up at once on a greeting with another mechanism.
+        raise ZmtpRefused(
+            f"{exc}: the server refused the greeting; it may require CURVE keys "
+            "(security.keys_dir, or CLOUDBURST_SECURITY__KEYS_DIR for a client)"
+        ) from None
     if greeting[0] != 0xFF or greeting[9] != 0x7F:
         raise ZmtpError("peer is not a ZMTP peer (bad signature)")
     if greeting[10] < 3:
         raise ZmtpError(f"peer speaks ZMTP {greeting[10]}.x, 3.0 or newer is needed")
     if greeting[12:32].rstrip(b"\x00") != b"NULL":
-        raise ZmtpError(f"peer wants security mechanism {greeting[12:32].rstrip(bytes(1))!r}")
+        raise ZmtpRefused(
+            f"peer wants security mechanism {greeting[12:32].rstrip(bytes(1)).decode()}: "
+            "the server is secured, this side has no keys configured"
+        )
     flags = _recv_exact(sock, 1, deadline)[0]
     if not flags & FLAG_COMMAND:
         raise ZmtpError("peer sent a message before its READY command")
@@ -132,17 +194,74 @@ def handshake(sock: socket.socket, socket_type: bytes, deadline: float) -> dict[
     return props
 
 
+def _recv_command(sock: socket.socket, deadline: float) -> bytes:
+    flags = _recv_exact(sock, 1, deadline)[0]
+    if not flags & FLAG_COMMAND:
+        raise ZmtpError("peer sent a message during the CURVE handshake")
+    size = (
+        _unpack_long(_recv_exact(sock, 8, deadline))[0]
+        if flags & FLAG_LONG
+        else _recv_exact(sock, 1, deadline)[0]
+    )
+    if size > HANDSHAKE_MAX_FRAME:
+        raise ZmtpError("handshake command too large")
+    return _recv_exact(sock, size, deadline)
+
+
+def curve_handshake(
+    sock: socket.socket, socket_type: bytes, deadline: float, curve: Curve
+) -> tuple[dict[bytes, bytes], CurveCodec]:
+    """Greeting and CURVE handshake as the CURVE client; the peer's metadata and the
+    connection's codec. ZmtpRefused: wrong server key or this client's key refused."""
+    sock.settimeout(_remaining(deadline))
+    client = curve.client(socket_type)
+    # The greeting alone first: a NULL server then says so instead of hanging up on
+    # our HELLO.
+    sock.sendall(CURVE_GREETING_CLIENT)
+    try:
+        greeting = _recv_exact(sock, GREETING_LEN, deadline)
+    except ZmtpError as exc:
+        raise ZmtpRefused(
+            f"the server hung up during the greeting ({exc}): it does not speak CURVE"
+        ) from None
+    if greeting[0] != 0xFF or greeting[9] != 0x7F or greeting[10] < 3:
+        raise ZmtpError("peer is not a ZMTP 3 peer (bad signature)")
+    mechanism = greeting[12:32].rstrip(b"\x00")
+    if mechanism != b"CURVE":
+        raise ZmtpRefused(
+            f"peer speaks the {mechanism.decode(errors='replace')} mechanism, not CURVE: "
+            "it is not a secured server (or this side should not use keys)"
+        )
+    try:
+        try:
+            sock.sendall(command_frame(client.hello()))
+            sock.sendall(command_frame(client.welcome(_recv_command(sock, deadline))))
+            props = client.ready(_recv_command(sock, deadline))
+        except ZmtpError as exc:
+            raise ZmtpRefused(
+                f"the server closed the CURVE handshake ({exc}): the server key is not "
+                "the one configured here, or this client's key is not authorized"
+            ) from None
+    except CurveError as exc:
+        raise ZmtpRefused(f"CURVE handshake refused: {exc}") from None
+    assert client.codec is not None
+    return props, client.codec
+
+
 def _tune(sock: socket.socket) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class PushConnection:
-    """One outgoing connection to a libzmq PULL socket (``tcp://host:port``)."""
+    """One outgoing connection to a libzmq PULL socket (``tcp://host:port``).
 
-    def __init__(self, address: str, deadline: float) -> None:
+    With ``curve`` it is a CURVE client: every frame travels in a MESSAGE box."""
+
+    def __init__(self, address: str, deadline: float, curve: Curve | None = None) -> None:
         self.address = address
         host, port = parse_tcp(address)
         self.sock: socket.socket | None = None
+        self.codec: CurveCodec | None = None
         last: OSError | None = None
         delay = 0.005
         # A server that is (re)starting refuses connections for a moment; libzmq would
@@ -162,7 +281,10 @@ class PushConnection:
                 continue
             try:
                 _tune(sock)
-                props = handshake(sock, b"PUSH", deadline)
+                if curve is None:
+                    props = handshake(sock, b"PUSH", deadline)
+                else:
+                    props, self.codec = curve_handshake(sock, b"PUSH", deadline, curve)
                 if props.get(b"socket-type") != b"PULL":
                     raise ZmtpError(
                         f"{address} is a {props.get(b'socket-type', b'?').decode()} socket, "
@@ -201,26 +323,42 @@ class PushConnection:
 
         ZmtpError: the connection is (now) closed and nothing was sent; reconnect.
         """
+        codec = self.codec
+        if codec is not None:
+            data = codec.seal(data)
         self._write([frame_header(len(data)), data], join=len(data) < COPY_BELOW)
 
     def send_many(self, messages: list[bytes]) -> None:
         """Several single-frame messages in one system call (a pipeline's batch)."""
-        pieces: list[bytes] = []
+        codec = self.codec
+        pieces: list[bytes | bytearray] = []
         for m in messages:
-            pieces.append(frame_header(len(m)))
-            pieces.append(m)
+            body: bytes | bytearray = m if codec is None else codec.seal(m)
+            pieces.append(frame_header(len(body)))
+            pieces.append(body)
         self._write(pieces, join=True)
 
     def send_parts(self, parts: list[bytes]) -> None:
         """One single-frame message given as pieces (a large value is not joined)."""
+        codec = self.codec
+        if codec is not None:
+            box = codec.seal_parts(parts)
+            self._write([frame_header(len(box)), box], join=False)
+            return
         self._write([frame_header(sum(len(p) for p in parts)), *parts], join=False)
 
     def send_multipart(self, frames: list[bytes]) -> None:
-        pieces: list[bytes] = []
+        codec = self.codec
+        pieces: list[bytes | bytearray] = []
         last = len(frames) - 1
         for i, f in enumerate(frames):
-            pieces.append(frame_header(len(f), more=i < last))
-            pieces.append(f)
+            if codec is not None:
+                box = codec.seal(f, more=i < last)
+                pieces.append(frame_header(len(box)))
+                pieces.append(box)
+            else:
+                pieces.append(frame_header(len(f), more=i < last))
+                pieces.append(f)
         self._write(pieces, join=False)
 
     def _write(self, pieces: Sequence[bytes | bytearray | memoryview], join: bool) -> None:
@@ -273,6 +411,11 @@ class Inbound:
     ``read()`` makes one ``recv`` and returns the messages it completed (each a list of
     frames). A frame of ``BIG_FRAME`` bytes or more is received straight into a buffer
     of its size (``recv_into``), so a 1 MB value is not copied on the way in.
+
+    With ``curve`` (and ``server``: which side of the CURVE handshake this is) the
+    handshake commands are answered here (small writes straight to the socket) and each
+    data frame is a MESSAGE box, opened into the frame it carries; before the peer is
+    authenticated only command frames up to ``HANDSHAKE_MAX_FRAME`` bytes are taken.
     """
 
     __slots__ = (
@@ -286,19 +429,56 @@ class Inbound:
         "big",
         "big_got",
         "big_more",
+        "secure",
+        "side",
+        "codec",
+        "max_frame",
+        "max_after",
+        "refusal",
+        "peer_key",
+        "writer",
     )
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        curve: Curve | None = None,
+        server: bool = True,
+        socket_type: bytes = b"PULL",
+        max_frame: int = 0,
+    ) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.buf: bytes | bytearray = b""
         self.pos = 0
         self.frames: list[bytes | bytearray] = []
         self.greeted = False
-        self.handshaken = False  # the peer's READY arrived
+        self.handshaken = False  # the peer's READY arrived (CURVE: the handshake is done)
         self.big: bytearray | None = None  # the large frame being received in place
         self.big_got = 0
         self.big_more = False
+        self.max_after = max_frame or MAX_MESSAGE
+        self.secure = curve is not None
+        self.side: CurveClient | CurveServer | None = None
+        if curve is not None:
+            self.side = curve.server(socket_type) if server else curve.client(socket_type)
+        self.codec: CurveCodec | None = None
+        self.max_frame = HANDSHAKE_MAX_FRAME if self.secure else self.max_after
+        self.refusal = ""  # why the handshake failed (for the caller's logs/errors)
+        self.peer_key: bytes | None = None  # the authenticated client key (CURVE server)
+        # How handshake replies go out (None: straight to the socket). A server's
+        # outbound connection queues them behind its own greeting, in order.
+        self.writer: Callable[[bytes], None] | None = None
+
+    def opening(self) -> bytes:
+        """What this side sends first on an accepted connection: its greeting (and, as
+        CURVE client, HELLO; as NULL, READY)."""
+        side = self.side
+        if side is None:
+            return GREETING + ready_command(b"PULL")
+        if isinstance(side, CurveClient):
+            return CURVE_GREETING_CLIENT + command_frame(side.hello())
+        return CURVE_GREETING_SERVER
 
     def read(self) -> list[list[bytes | bytearray]] | None:
         """Messages completed by one ``recv`` ([] if none); None: the connection ended
@@ -317,6 +497,8 @@ class Inbound:
             if self.big_got < len(big):
                 return []
             self.big = None
+            if self.secure:
+                return self._opened(big)
             self.frames.append(big)
             if self.big_more:
                 return []
@@ -346,6 +528,85 @@ class Inbound:
         except ZmtpError:
             return None
 
+    def _opened(self, body: bytes | bytearray) -> list[list[bytes | bytearray]] | None:
+        """A MESSAGE box received in place, opened (None: it does not open)."""
+        out: list[list[bytes | bytearray]] = []
+        try:
+            self._message(body, out)
+        except ZmtpError:
+            return None
+        return out
+
+    def _message(self, body: bytes | bytearray, out: list[list[bytes | bytearray]]) -> None:
+        codec = self.codec
+        if codec is None:
+            raise ZmtpError("message before the CURVE handshake completed")
+        try:
+            flags, payload = codec.open(body)
+        except CurveError as exc:
+            self.refusal = str(exc)
+            raise ZmtpError(str(exc)) from None
+        if flags & 0x02:
+            return  # a command the peer encrypted (PING): nothing to answer
+        self.frames.append(payload)
+        if not flags & 0x01:
+            out.append(self.frames)
+            self.frames = []
+
+    def _command(self, body: bytes) -> None:
+        """One CURVE handshake command: answer it, or refuse (ERROR) and raise."""
+        side = self.side
+        reply = b""
+        try:
+            if isinstance(side, CurveServer):
+                if self.codec is not None:
+                    return  # PING and the like: nothing to answer
+                name = body[:9]
+                if name.startswith(b"\x05HELLO"):
+                    reply = side.hello(body)
+                elif name == b"\x08INITIATE":
+                    reply, _props = side.initiate(body)
+                    self.codec = side.codec
+                    self.peer_key = side.client_public
+                    self.handshaken = True
+                    self.max_frame = self.max_after
+                else:
+                    raise CurveError(f"unexpected command {body[:9]!r} in the handshake")
+            elif isinstance(side, CurveClient):
+                if self.codec is not None:
+                    return
+                reason = parse_error(body)
+                if reason is not None:
+                    raise CurveError(f"refused by the peer: {reason}", reason)
+                if side.precomputed is None:
+                    reply = side.welcome(body)
+                else:
+                    side.ready(body)
+                    self.codec = side.codec
+                    self.handshaken = True
+                    self.max_frame = self.max_after
+        except CurveError as exc:
+            self.refusal = str(exc)
+            if isinstance(side, CurveServer):
+                try:
+                    self._write(command_frame(error_body(exc.reason)))
+                except (OSError, ZmtpError):
+                    pass
+            raise ZmtpError(str(exc)) from None
+        if reply:
+            self._write(command_frame(reply))
+
+    def _write(self, frame: bytes) -> None:
+        if self.writer is not None:
+            self.writer(frame)
+            return
+        try:
+            sent = self.sock.send(frame)
+        except OSError as exc:
+            raise ZmtpError(f"handshake send failed: {exc}") from None
+        if sent < len(frame):  # a few hundred bytes into a fresh socket: never short
+            raise ZmtpError("handshake send was short")
+
     def _parse(self) -> list[list[bytes | bytearray]]:
         buf = self.buf
         pos = self.pos
@@ -356,11 +617,15 @@ class Inbound:
                 return out
             if buf[pos] != 0xFF or buf[pos + 9] != 0x7F or buf[pos + 10] < 3:
                 raise ZmtpError("not a ZMTP 3 peer")
-            if bytes(buf[pos + 12 : pos + 32]).rstrip(b"\x00") != b"NULL":
-                raise ZmtpError("peer wants a security mechanism")
+            mechanism = bytes(buf[pos + 12 : pos + 32]).rstrip(b"\x00")
+            if mechanism != (b"CURVE" if self.secure else b"NULL"):
+                self.refusal = f"peer speaks the {mechanism!r} mechanism"
+                raise ZmtpError("peer wants another security mechanism")
             pos += GREETING_LEN
             self.greeted = True
         frames = self.frames
+        max_frame = self.max_frame
+        secure = self.secure
         while end - pos >= 2:
             flags = buf[pos]
             if flags & FLAG_LONG:
@@ -371,7 +636,8 @@ class Inbound:
             else:
                 size = buf[pos + 1]
                 start = pos + 2
-            if size > MAX_MESSAGE:
+            if size > max_frame:
+                self.refusal = f"frame of {size} bytes over the limit of {max_frame}"
                 raise ZmtpError("frame larger than the maximum message size")
             if end - start < size:
                 if size >= BIG_FRAME and not flags & FLAG_COMMAND:
@@ -383,6 +649,15 @@ class Inbound:
                     pos = end
                 break
             pos = start + size
+            if secure:
+                if flags & FLAG_COMMAND:
+                    self._command(bytes(buf[start:pos]))
+                    max_frame = self.max_frame
+                else:
+                    self.frames = frames
+                    self._message(buf[start:pos], out)
+                    frames = self.frames
+                continue
             if flags & FLAG_COMMAND:
                 # READY (the socket type is checked by the libzmq peer) or PING (only
                 # sent when heartbeats are configured): nothing to answer.
@@ -447,15 +722,18 @@ def _listen(ip: str, port: int) -> socket.socket:
 _EXHAUSTED = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
-def _accept(lsock: socket.socket, socket_type: bytes) -> tuple[list[socket.socket], bool]:
-    """Every pending connection, greeted (our greeting and READY already sent), and
-    whether accepting stopped because descriptors or memory ran out (the listener
-    then stays readable: the caller should stop watching it for a moment)."""
+def _accept(
+    lsock: socket.socket, hello: bytes, peers: list[str] | None = None
+) -> tuple[list[socket.socket], bool]:
+    """Every pending connection, greeted (``hello``, our greeting and READY, already
+    sent; CURVE: empty, the caller's :class:`Inbound` opens), and whether accepting
+    stopped because descriptors or memory ran out (the listener then stays readable:
+    the caller should stop watching it for a moment). ``peers``: filled with each
+    connection's peer host, in the same order."""
     out: list[socket.socket] = []
-    hello = GREETING + ready_command(socket_type)
     while True:
         try:
-            sock, _ = lsock.accept()
+            sock, addr = lsock.accept()
         except (BlockingIOError, InterruptedError):
             return out, False
         except OSError as exc:
@@ -467,11 +745,27 @@ def _accept(lsock: socket.socket, socket_type: bytes) -> tuple[list[socket.socke
         sock.setblocking(False)
         try:
             _tune(sock)
-            sock.send(hello)  # 64 + 28 bytes into an empty socket buffer
+            if hello:
+                sock.send(hello)  # 64 + 28 bytes into an empty socket buffer
         except OSError:
             sock.close()
             continue
         out.append(sock)
+        if peers is not None:
+            peers.append(addr[0])
+
+
+def _open_inbound(sock: socket.socket, conn: Inbound) -> bool:
+    """Send a CURVE connection's opening (greeting, HELLO); False: the peer is gone."""
+    try:
+        sock.send(conn.opening())  # at most a few hundred bytes into an empty buffer
+    except OSError:
+        sock.close()
+        return False
+    return True
+
+
+_NULL_PULL_HELLO = GREETING + ready_command(b"PULL")
 
 
 class PullListener:
@@ -480,9 +774,15 @@ class PullListener:
     ``recv(deadline)`` returns the next whole message as a list of frames. Connections
     are accepted and their handshakes completed as part of receiving, without blocking
     on one peer: a peer that connects and says nothing cannot stall the others.
+
+    With ``curve`` this side is the CURVE *client* of each connection (the servers
+    pushing answers to it hold the cluster key, which ``curve.server_public`` names).
     """
 
-    def __init__(self, ip: str, port: int = 0) -> None:
+    def __init__(self, ip: str, port: int = 0, curve: Curve | None = None) -> None:
+        self.curve = curve
+        self.refusals = 0  # connections whose CURVE handshake failed
+        self.last_refusal = ""
         self.lsock = _listen(ip, port)
         self.port: int = self.lsock.getsockname()[1]
         self.address = f"tcp://{ip}:{self.port}"
@@ -534,8 +834,11 @@ class PullListener:
         conns = self.conns
         for fd, _ in events:
             if fd == self.lfd:
-                for sock in _accept(self.lsock, b"PULL")[0]:
-                    new = Inbound(sock)
+                curve = self.curve
+                for sock in _accept(self.lsock, b"" if curve else _NULL_PULL_HELLO)[0]:
+                    new = Inbound(sock, curve, server=False)
+                    if curve is not None and not _open_inbound(sock, new):
+                        continue
                     conns[new.fd] = new
                     self.poller.register(new.fd, select.POLLIN)
                 continue
@@ -544,6 +847,9 @@ class PullListener:
                 continue
             got = conn.read()
             if got is None:
+                if conn.refusal or (self.curve is not None and not conn.handshaken):
+                    self.refusals += 1  # a failed CURVE handshake (or a hang-up in one)
+                    self.last_refusal = conn.refusal or "peer hung up during the handshake"
                 self._drop(conn)
             elif got:
                 self.messages.extend(got)
@@ -581,7 +887,7 @@ class _Outbound:
         "waiting",
     )
 
-    def __init__(self, address: str, sock: socket.socket) -> None:
+    def __init__(self, address: str, sock: socket.socket, curve: Curve | None) -> None:
         self.address = address
         self.sock = sock
         self.fd = sock.fileno()
@@ -591,7 +897,9 @@ class _Outbound:
         # they do not count against the bound, so a large answer does not make the
         # replies queued behind it be dropped (reset when the queue empties).
         self.pending_large = 0
-        self.inbound = Inbound(sock)  # the peer's greeting and READY (then nothing)
+        # The peer's greeting and READY (then nothing); CURVE: we are the server of
+        # the handshake (the reply listener proves it holds an admitted key).
+        self.inbound = Inbound(sock, curve, server=True, socket_type=b"PUSH")
         self.writing = False  # registered for EPOLLOUT
         # Messages queued before the peer's READY: libzmq rejects a message that
         # arrives before it has sent its own READY (ZMTP_UNEXPECTED_COMMAND).
@@ -608,11 +916,34 @@ class ZmtpServer:
     are dropped and counted, like libzmq's send high-water mark with ``NOBLOCK``).
     :meth:`fileno` is the epoll descriptor, readable whenever :meth:`poll` has work,
     so a ``zmq.poll`` over other sockets can include it.
+
+    With ``curve`` it is the CURVE server of every connection, inbound and outbound:
+    peers must know its public key and hold a key ``curve.authorize`` admits. Denial of
+    service basics: at most ``max_per_peer`` inbound connections per peer host (more
+    are closed on accept), frames over ``max_frame`` bytes (before authentication:
+    ``HANDSHAKE_MAX_FRAME``) close the connection, and a CURVE handshake not finished
+    within ``handshake_timeout`` seconds is dropped.
     """
 
     def __init__(
-        self, ip: str, port: int, stats: dict[str, int], max_pending: int = 64 << 20
+        self,
+        ip: str,
+        port: int,
+        stats: dict[str, int],
+        max_pending: int = 64 << 20,
+        curve: Curve | None = None,
+        max_frame: int = MAX_MESSAGE,
+        max_per_peer: int = 1024,
+        handshake_timeout: float = 5.0,
     ) -> None:
+        self.curve = curve
+        self.max_frame = max_frame
+        self.max_per_peer = max_per_peer
+        self.handshake_timeout = handshake_timeout
+        self.per_peer: dict[str, int] = {}
+        self.peer_of: dict[int, str] = {}
+        # Inbound CURVE connections still in their handshake, oldest first.
+        self.handshaking: OrderedDict[int, float] = OrderedDict()
         self.lsock = _listen(ip, port)
         self.lfd = self.lsock.fileno()
         self.epoll = select.epoll()
@@ -622,7 +953,7 @@ class ZmtpServer:
         self.out_by_fd: dict[int, _Outbound] = {}
         self.stats = stats
         self.max_pending = max_pending
-        self.hello_push = GREETING + ready_command(b"PUSH")
+        self.hello_push = CURVE_GREETING_SERVER if curve else GREETING + ready_command(b"PUSH")
         self.corked = False
         self.dirty: dict[int, _Outbound] = {}  # connections with corked messages
         self.accept_paused_until = 0.0
@@ -652,25 +983,72 @@ class ZmtpServer:
                 elif got:
                     out.extend(got)
             elif fd == self.lfd:
-                socks, exhausted = _accept(self.lsock, b"PULL")
-                for sock in socks:
-                    c = Inbound(sock)
-                    inbound[c.fd] = c
-                    self.epoll.register(c.fd, select.EPOLLIN)
-                    self.stats["zmtp_accepted"] += 1
-                if exhausted:
-                    # Out of descriptors: the listener stays readable, so stop watching
-                    # it for a moment instead of spinning on it.
-                    self.stats["accept_exhausted"] += 1
-                    self.epoll.unregister(self.lfd)
-                    self.accept_paused_until = _monotonic() + ACCEPT_PAUSE_S
+                self._accept_all()
             else:
                 oc = self.out_by_fd.get(fd)
                 if oc is not None:
                     self._outbound_event(oc, ev)
+        if self.handshaking:
+            self._expire_handshakes()
         return out
 
+    def _accept_all(self) -> None:
+        peers: list[str] = []
+        curve = self.curve
+        socks, exhausted = _accept(self.lsock, b"" if curve else _NULL_PULL_HELLO, peers)
+        inbound = self.inbound
+        per_peer = self.per_peer
+        now = _monotonic()
+        for sock, peer in zip(socks, peers, strict=True):
+            count = per_peer.get(peer, 0)
+            if count >= self.max_per_peer:
+                sock.close()
+                self.stats["conn_over_limit"] += 1
+                continue
+            c = Inbound(sock, curve, server=True, max_frame=self.max_frame)
+            if curve is not None:
+                if not _open_inbound(sock, c):
+                    continue
+                self.handshaking[c.fd] = now
+            per_peer[peer] = count + 1
+            self.peer_of[c.fd] = peer
+            inbound[c.fd] = c
+            self.epoll.register(c.fd, select.EPOLLIN)
+            self.stats["zmtp_accepted"] += 1
+        if exhausted:
+            # Out of descriptors: the listener stays readable, so stop watching
+            # it for a moment instead of spinning on it.
+            self.stats["accept_exhausted"] += 1
+            self.epoll.unregister(self.lfd)
+            self.accept_paused_until = _monotonic() + ACCEPT_PAUSE_S
+
+    def _expire_handshakes(self) -> None:
+        """Forget handshakes that finished; drop those older than the timeout."""
+        limit = _monotonic() - self.handshake_timeout
+        handshaking = self.handshaking
+        while handshaking:
+            fd, since = next(iter(handshaking.items()))
+            conn = self.inbound.get(fd)
+            if conn is None or conn.handshaken:
+                del handshaking[fd]
+                continue
+            if since > limit:
+                break
+            del handshaking[fd]
+            self.stats["handshake_timeouts"] += 1
+            self._drop_in(conn)
+
     def _drop_in(self, conn: Inbound) -> None:
+        if conn.refusal:
+            self.stats["curve_refused"] += 1
+        peer = self.peer_of.pop(conn.fd, None)
+        if peer is not None:
+            left = self.per_peer.get(peer, 1) - 1
+            if left > 0:
+                self.per_peer[peer] = left
+            else:
+                self.per_peer.pop(peer, None)
+        self.handshaking.pop(conn.fd, None)
         self.inbound.pop(conn.fd, None)
         try:
             self.epoll.unregister(conn.fd)
@@ -687,6 +1065,12 @@ class ZmtpServer:
             oc = self._connect(address)
             if oc is None:
                 return
+        if self.curve is not None:
+            codec = oc.inbound.codec
+            if codec is None:  # CURVE handshake not finished: wait unsealed
+                self._wait_plain(oc, data)
+                return
+            data = codec.seal(data)
         n = len(data)
         head = bytes((0, n)) if n < 256 else b"\x02" + _pack_long(n)
         if oc.waiting is not None:  # handshake not finished
@@ -735,6 +1119,16 @@ class ZmtpServer:
             self._queued(oc, total - sent)
             self._want_write(oc)
 
+    def _wait_plain(self, oc: _Outbound, data: bytes | bytearray | memoryview) -> None:
+        """CURVE: a message for a connection still in its handshake, kept unsealed
+        (the box needs the session key); sealed when the handshake completes."""
+        assert oc.waiting is not None
+        if self._over(oc, len(data)):
+            self.stats["send_dropped"] += 1
+            return
+        oc.waiting.append(_owned(data))
+        self._queued(oc, len(data))
+
     def _over(self, oc: _Outbound, n: int) -> bool:
         """Whether a message of ``n`` bytes would exceed the peer's queue bound. Large
         messages (over half the bound) do not count: one is taken while the rest of
@@ -752,6 +1146,9 @@ class ZmtpServer:
     def send_parts(self, address: str, parts: Sequence[bytes]) -> None:
         """Queue one single-frame message made of ``parts`` (immutable, not copied:
         a large value's answer goes out straight from the stored value)."""
+        if self.curve is not None:
+            self.send(address, b"".join(parts))  # the box is one buffer anyway
+            return
         oc = self.outbound.get(address)
         if oc is None:
             oc = self._connect(address)
@@ -806,7 +1203,10 @@ class ZmtpServer:
             sock.close()
             self.stats["send_dropped"] += 1
             return None
-        oc = _Outbound(address, sock)
+        oc = _Outbound(address, sock, self.curve)
+        if self.curve is not None:
+            # WELCOME and READY must follow our greeting (which may still be queued).
+            oc.inbound.writer = partial(self._handshake_out, oc)
         self.outbound[address] = oc
         self.out_by_fd[oc.fd] = oc
         self.epoll.register(oc.fd, select.EPOLLIN)
@@ -820,6 +1220,13 @@ class ZmtpServer:
         if len(self.outbound) > MAX_OUT_CONNECTIONS:
             self._drop_out(next(iter(self.outbound.values())))
         return oc
+
+    def _handshake_out(self, oc: _Outbound, frame: bytes) -> None:
+        oc.pending.append(memoryview(frame))
+        oc.pending_bytes += len(frame)
+        self._flush(oc)
+        if self.out_by_fd.get(oc.fd) is not oc:
+            raise ZmtpError("connection dropped during the handshake")
 
     def _want_write(self, oc: _Outbound) -> None:
         if not oc.writing:
@@ -864,7 +1271,16 @@ class ZmtpServer:
             if got:
                 self.stats["unexpected_messages"] += len(got)
             if oc.waiting is not None and oc.inbound.handshaken:
-                oc.pending.extend(oc.waiting)
+                codec = oc.inbound.codec
+                if codec is not None:  # CURVE: seal what waited
+                    for plain in oc.waiting:
+                        body = codec.seal(plain)
+                        head = frame_header(len(body))
+                        oc.pending.append(memoryview(head))
+                        oc.pending.append(memoryview(body))
+                        oc.pending_bytes += len(head) + len(body) - len(plain)
+                else:
+                    oc.pending.extend(oc.waiting)
                 oc.waiting = None
                 self._flush(oc)
                 if oc.fd not in self.out_by_fd:

@@ -110,18 +110,27 @@ def median_run(runs: Runs) -> list[float]:
 # --- (a) Cloudburst ------------------------------------------------------------
 
 
-def bench_cloudburst(calls: int, warmup: int, inline: bool = True) -> dict[str, Runs]:
+def bench_cloudburst(
+    calls: int, warmup: int, inline: bool = True, secure: bool = False
+) -> dict[str, Runs]:
+    """``secure``: the same cluster with CURVE on every endpoint (``cloudburst-curve``,
+    the client with the placement cache, as ``cloudburst``)."""
     from cloudburst.client.client import CloudburstConnection
     from cloudburst.local import free_port_config, wait_ready, write_config
     from cloudburst.shared.processes import ProcessGroup
+    from cloudburst.shared.security import generate_keys
 
     run = Path(tempfile.mkdtemp(prefix="cb-bench-"))
-    cfg = free_port_config(run, workers=2, log_level="WARNING")
+    keys = str(generate_keys(run / "keys")) if secure else None
+    extra = {"security": {"curve": "true", "keys_dir": keys}} if secure else {}
+    cfg = free_port_config(run, workers=2, log_level="WARNING", **extra)
     path = write_config(cfg, run / "config.yml")
     out: dict[str, Runs] = {}
     variants = [("cloudburst", True), ("cloudburst-scheduled", False)]
     if not inline:  # executors forward incr's result to square's worker (one more hop)
         variants = [("cloudburst-no-inline", True)]
+    if secure:
+        variants = [("cloudburst-curve", True)]
     with ProcessGroup(log_dir=run / "logs") as group:
         group.python("kvs", "anna.local", "--config", str(path))
         group.python("scheduler", "scheduler.server", "--config", str(path))
@@ -134,7 +143,9 @@ def bench_cloudburst(calls: int, warmup: int, inline: bool = True) -> dict[str, 
         )
         wait_ready(cfg, 2, 60)
         for label, direct in variants:
-            conn = CloudburstConnection(cfg.ip, cfg.ip, port=cfg.scheduler.port, direct=direct)
+            conn = CloudburstConnection(
+                cfg.ip, cfg.ip, port=cfg.scheduler.port, direct=direct, keys_dir=keys
+            )
             try:
                 conn.register(lambda _, x: x + 1, "incr")
                 conn.register(lambda _, x: x * x, "square")
@@ -443,6 +454,13 @@ def write_reports(
         "Targets (issue 4): ours <= 3x the floor; >= 5x lower than the best of Dask "
         "and Ray; p99 <= 3x our median; stretch: lower than the process pool.",
     ]
+    curve = stats.get("cloudburst-curve", {}).get("median_us")
+    if curve and ours:
+        lines += [
+            "",
+            f"CURVE on every endpoint (`cloudburst-curve`) / without (`cloudburst`): "
+            f"{curve / ours:.2f}x the median (target issue 12: <= 1.2x).",
+        ]
     if calls:
         dag1 = calls.get("call_dag 1 fn", {}).get("median_us")
         floor1 = calls.get("zmq 1-hop floor", {}).get("median_us")
@@ -516,6 +534,10 @@ def main(argv: list[str] | None = None) -> int:
             if name == "cloudburst":
                 raw.update(bench_cloudburst(args.calls, args.warmup))
                 raw.update(bench_cloudburst(args.calls, args.warmup, inline=False))
+                raw.update(bench_cloudburst(args.calls, args.warmup, secure=True))
+            elif name == "cloudburst-curve":  # CURVE beside NULL (plain) only
+                raw.update(bench_cloudburst(args.calls, args.warmup, secure=True))
+                raw.update(bench_cloudburst(args.calls, args.warmup))
             elif name == "calls":
                 raw.update(bench_calls(args.calls, args.warmup))
             elif name == "zmq-floor":

@@ -71,10 +71,16 @@ def kvs_ports() -> dict[str, int]:
 
 
 def start_kvs(
-    group: ProcessGroup, tmp: Path, fsync: str, name: str, spin_us: int | None = None
+    group: ProcessGroup,
+    tmp: Path,
+    fsync: str,
+    name: str,
+    spin_us: int | None = None,
+    curve: bool = False,
 ) -> AnnaTcpClient:
     """Routing + 1 shard and a client; ``spin_us`` (None: the defaults) sets both the
-    shard's ``shard_spin_us`` and the client's ``spin_us``."""
+    shard's ``shard_spin_us`` and the client's ``spin_us``; ``curve``: CURVE on (keys
+    generated under ``tmp``), the client with its client keys."""
     ports = kvs_ports()
     kvs: dict[str, Any] = {
         **ports,
@@ -84,13 +90,28 @@ def start_kvs(
     }
     if spin_us is not None:
         kvs["shard_spin_us"] = spin_us
-    cfg = {"ip": "127.0.0.1", "log_level": "WARNING", "kvs": kvs}
+    cfg: dict[str, Any] = {"ip": "127.0.0.1", "log_level": "WARNING", "kvs": kvs}
+    if curve:
+        from cloudburst.shared.security import Security, generate_keys
+
+        keys = generate_keys(tmp / f"keys-{name}")
+        cfg["security"] = {"curve": "true", "keys_dir": str(keys)}
+        extra_curve: dict[str, Any] = {
+            "curve": Security.from_dir(keys, role="client").zmtp_client()
+        }
+    else:
+        extra_curve = {}
     path = tmp / f"{name}.yml"
     path.write_text(yaml.safe_dump(cfg))
     group.start(name, [sys.executable, "-m", "anna.local", "--config", str(path)])
     extra = {} if spin_us is None else {"spin_us": spin_us}
     client = AnnaTcpClient(
-        "127.0.0.1", local=True, routing_port=ports["routing_port"], timeout=10, **extra
+        "127.0.0.1",
+        local=True,
+        routing_port=ports["routing_port"],
+        timeout=10,
+        **extra,
+        **extra_curve,
     )
 
     def ready() -> bool:
@@ -260,23 +281,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ours = start_kvs(group, tmp, args.fsync, "kvs")
         # The same KVS with the spin-before-sleep windows off on both sides.
         calm = start_kvs(group, tmp, args.fsync, "kvs-nospin", spin_us=0)
+        # The same KVS with CURVE (docs/security.md) on every connection.
+        sealed = start_kvs(group, tmp, args.fsync, "kvs-curve", curve=True)
         r = start_redis(group)
         for k in keys:
             ours.put(k, LWWPairLattice(make_timestamp(), value))
             calm.put(k, LWWPairLattice(make_timestamp(), value))
+            sealed.put(k, LWWPairLattice(make_timestamp(), value))
             r.set(k, value)
         nk = len(keys)
 
         echo = start_echo(group)
-        pids = {name: group.procs[name].pid for name in ("kvs", "kvs-nospin", "redis", "echo")}
+        pids = {
+            name: group.procs[name].pid
+            for name in ("kvs", "kvs-nospin", "kvs-curve", "redis", "echo")
+        }
         cpu: dict[str, list[float]] = {}
         lat = alternate(
             {
                 "zmq_floor": echo,
                 "ours_get": lambda i: ours.get(keys[i % nk]),
+                "ours_curve_get": lambda i: sealed.get(keys[i % nk]),
                 "ours_nospin_get": lambda i: calm.get(keys[i % nk]),
                 "redis_get": lambda i: r.get(keys[i % nk]),
                 "ours_put": lambda i: ours.put(
+                    keys[i % nk], LWWPairLattice(make_timestamp(), value)
+                ),
+                "ours_curve_put": lambda i: sealed.put(
                     keys[i % nk], LWWPairLattice(make_timestamp(), value)
                 ),
                 "ours_nospin_put": lambda i: calm.put(
@@ -291,6 +322,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "zmq_floor": pids["echo"],
                 "ours_get": pids["kvs"],
                 "ours_put": pids["kvs"],
+                "ours_curve_get": pids["kvs-curve"],
+                "ours_curve_put": pids["kvs-curve"],
                 "ours_nospin_get": pids["kvs-nospin"],
                 "ours_nospin_put": pids["kvs-nospin"],
                 "redis_get": pids["redis"],
@@ -302,6 +335,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             single[k]["client_cpu_us"] = round(ccpu * 1e6, 1)
             single[k]["server_cpu_us"] = round(scpu * 1e6, 1)
         calm.close()
+
+        ours.put("big", LWWPairLattice(make_timestamp(), big))
+        sealed.put("big", LWWPairLattice(make_timestamp(), big))
+        curve_big = {
+            k: summary(v)
+            for k, v in alternate(
+                {
+                    "null_get": lambda i: ours.get("big"),
+                    "curve_get": lambda i: sealed.get("big"),
+                },
+                nbig,
+                min(rounds, 5),
+            ).items()
+        }
+        sealed.close()
 
         batch_keys = [keys[j : j + 100] for j in range(0, nk, 100)]
         batch_vals = [value] * 100
@@ -397,6 +445,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results["batched_100_keys"] = batched
     results["value_1MB"] = large
     results["extra"] = extra
+    results["curve_1MB"] = curve_big
     results["ratios"] = {
         "get_median_ours_over_redis": ratio(
             single["ours_get"]["median_us"], single["redis_get"]["median_us"]
@@ -431,6 +480,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "1MB_put_median_ours_over_redis_aof": ratio(
             large["ours_put"]["median_us"], large["redis_aof_put"]["median_us"]
         ),
+        "get_median_curve_over_null": ratio(
+            single["ours_curve_get"]["median_us"], single["ours_get"]["median_us"]
+        ),
+        "put_median_curve_over_null": ratio(
+            single["ours_curve_put"]["median_us"], single["ours_put"]["median_us"]
+        ),
+        "1MB_get_median_curve_over_null": ratio(
+            curve_big["curve_get"]["median_us"], curve_big["null_get"]["median_us"]
+        ),
         "zmq_floor_over_redis_get": ratio(
             single["zmq_floor"]["median_us"], single["redis_get"]["median_us"]
         ),
@@ -440,6 +498,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         and results["ratios"]["put_median_ours_over_redis"] <= 1.5,
         "batched_ge_0.5x": results["ratios"]["batched_get_throughput_ours_over_redis"] >= 0.5
         and results["ratios"]["batched_put_throughput_ours_over_redis"] >= 0.5,
+        "curve_get_le_1.3x_null": results["ratios"]["get_median_curve_over_null"] <= 1.3,
     }
     return results
 
@@ -479,6 +538,25 @@ def markdown(res: dict[str, Any]) -> str:
     lines.append(
         f"| transport floor: bare pyzmq PUSH/PULL echo, 100 B | {f['median_us']} | {f['p99_us']} | | | |"
     )
+    lines += [
+        "",
+        "CURVE vs NULL (the same KVS, CURVE on every connection; docs/security.md):",
+        "",
+        "| measurement | NULL median µs | CURVE median µs | NULL p99 µs | CURVE p99 µs | ratio |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for op in ("get", "put"):
+        o, c = sk[f"ours_{op}"], sk[f"ours_curve_{op}"]
+        lines.append(
+            f"| single key 100 B {op.upper()} | {o['median_us']} | {c['median_us']} | "
+            f"{o['p99_us']} | {c['p99_us']} | {c['median_us'] / o['median_us']:.2f} |"
+        )
+    if "curve_1MB" in res:
+        o, c = res["curve_1MB"]["null_get"], res["curve_1MB"]["curve_get"]
+        lines.append(
+            f"| 1 MB value GET | {o['median_us']} | {c['median_us']} | {o['p99_us']} | "
+            f"{c['p99_us']} | {c['median_us'] / o['median_us']:.2f} |"
+        )
     lines += [
         "",
         "CPU per single-key call (µs; client = this process, server = the server's "

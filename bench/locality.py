@@ -15,6 +15,10 @@ client around ``fn(*refs).get()``), one executor node with 2 workers:
 * **floor**: compute only, the same sum over arrays already in the bench process;
 * **cold**: the node cache is off: the executor reads all 10 arrays from the KVS on
   every call;
+* **ray**: Ray on ``ray.init(num_cpus=2)`` in the bench process, the 10 arrays
+  ``ray.put`` once, the same function called as ``ray.get(f.remote(*refs))`` (Ray
+  hands numpy arrays to its workers zero-copy from its shared-memory object store);
+  skipped with a note when Ray is not installed (``--no-ray`` to leave it out);
 * **redis**: the same cluster as *cold*, but the function reads the 10 arrays from a
   redis-server (started here on a free port, persistence off) with one ``MGET``; the
   arrays are stored in redis with the same serialization as in the KVS.
@@ -173,18 +177,35 @@ def bench_config(run_dir: Path, cache_enabled: bool, shm: bool = True) -> Config
             "capacity_bytes": 2 << 30,
             "shm_threshold_bytes": 64 * 1024 if shm else 0,
         },
-        scheduler={"call_timeout_s": 60.0},
-        kvs={"request_timeout_s": 30.0},
+        # (a long heartbeat timeout: a worker copying 800 MB under load may beat late)
+        scheduler={"call_timeout_s": 120.0, "heartbeat_timeout_s": 60.0},
+        kvs={"request_timeout_s": 120.0},
         log_level="WARNING",
     )
 
 
-def platform_section(run: Path, redis_port: int, sizes: list[int], quick: bool) -> dict[str, Any]:
+def start_ray() -> Any:
+    """``ray`` initialised with 2 CPUs, or None (with the reason printed)."""
+    try:
+        import ray
+
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    except Exception as exc:
+        print(f"  ray skipped: {type(exc).__name__}: {exc}", flush=True)
+        return None
+    return ray
+
+
+def platform_section(
+    run: Path, redis_port: int, sizes: list[int], quick: bool, use_ray: bool = True
+) -> dict[str, Any]:
     """Two clusters up at once (cache on / off); warm, cold and redis calls alternate
     in short rounds so machine noise hits all three alike."""
     import redis
 
     out: dict[str, Any] = {}
+    ray = start_ray() if use_ray else None
+    r_sum = ray.remote(sum_arrays) if ray is not None else None
     rconn = redis.Redis(host="127.0.0.1", port=redis_port)
     with ProcessGroup(log_dir=run / "logs-platform") as group:
         clusters: dict[str, Cluster] = {}
@@ -207,55 +228,66 @@ def platform_section(run: Path, redis_port: int, sizes: list[int], quick: bool) 
                 "cold": (clusters["cold"].cloud.register(sum_arrays, "sum_arrays"), False),
                 "redis": (clusters["cold"].cloud.register(sum_from_redis, "sum_redis"), True),
             }
-            names = [*fns, "floor"]
+            names = [*fns, "floor"] + (["ray"] if ray is not None else [])
             for size in sizes:
                 refs = [CloudburstReference(k) for k in keys[size]]
                 expected = None
                 with AnnaTcpClient(clusters["cold"].kvs_addr, timeout=60.0) as kvs:
                     got_local = kvs.get(keys[size])
                     local = [from_lattice(got_local[k]) for k in keys[size]]
+                ray_refs = [ray.put(a) for a in local] if ray is not None else []
 
                 def call(
                     name: str,
                     refs: list[CloudburstReference] = refs,
                     size: int = size,
                     local: list[Any] = local,
+                    ray_refs: list[Any] = ray_refs,
                 ) -> Any:
                     if name == "floor":  # compute only: the arrays are in this process
                         return sum_arrays(None, *local)
+                    if name == "ray":
+                        return ray.get(r_sum.remote(None, *ray_refs), timeout=120)
                     fn, via_redis = fns[name]
                     if via_redis:
-                        return fn(redis_port, keys[size]).get(timeout=60)
-                    return fn(*refs).get(timeout=60)
+                        return fn(redis_port, keys[size]).get(timeout=120)
+                    return fn(*refs).get(timeout=120)
 
-                # warm-up: every worker loads the functions (and, warm, the arrays)
-                for name in names:
-                    for _ in range(2 * WORKERS + 2 if size < 10_000_000 else WORKERS + 1):
-                        got = call(name)
-                        expected = got if expected is None else expected
-                        assert abs(got - expected) < 1e-6 * max(1.0, abs(expected)), (name, got)
-                n = iterations(size, quick)
-                per_round = min(5, n)
-                samples: dict[str, list[float]] = {name: [] for name in names}
-                while len(samples["warm"]) < n:
+                try:
+                    # warm-up: every worker loads the functions (and, warm, the arrays)
                     for name in names:
-                        for _ in range(per_round):
-                            t0 = time.perf_counter()
-                            call(name)
-                            samples[name].append(time.perf_counter() - t0)
-                for name, s in samples.items():
-                    out.setdefault(name, {})[str(size)] = summarize(s)
-                print(
-                    f"  platform {size:>9,d}: "
-                    + ", ".join(
-                        f"{name} {out[name][str(size)]['median_ms']:.2f}/{out[name][str(size)]['p99_ms']:.2f}"
-                        for name in names
+                        for _ in range(2 * WORKERS + 2 if size < 10_000_000 else WORKERS + 1):
+                            got = call(name)
+                            expected = got if expected is None else expected
+                            assert abs(got - expected) < 1e-6 * max(1.0, abs(expected)), (name, got)
+                    n = iterations(size, quick)
+                    per_round = min(5, n)
+                    samples: dict[str, list[float]] = {name: [] for name in names}
+                    while len(samples["warm"]) < n:
+                        for name in names:
+                            for _ in range(per_round):
+                                t0 = time.perf_counter()
+                                call(name)
+                                samples[name].append(time.perf_counter() - t0)
+                    for name, s in samples.items():
+                        out.setdefault(name, {})[str(size)] = summarize(s)
+                    print(
+                        f"  platform {size:>9,d}: "
+                        + ", ".join(
+                            f"{name} {out[name][str(size)]['median_ms']:.2f}/{out[name][str(size)]['p99_ms']:.2f}"
+                            for name in names
+                        )
+                        + " ms (median/p99)",
+                        flush=True,
                     )
-                    + " ms (median/p99)",
-                    flush=True,
-                )
+                except Exception as exc:  # (a size that fails is reported, the rest kept)
+                    print(f"  platform {size:>9,d}: failed: {exc!r}", flush=True)
+                    out.setdefault("failed", {})[str(size)] = f"{type(exc).__name__}: {exc}"
+                ray_refs.clear()  # (Ray frees them from its object store)
             out["warm_cache_stats"] = _node_cache_stats(clusters["warm"])
         finally:
+            if ray is not None:
+                ray.shutdown()
             for cl in clusters.values():
                 cl.cloud.close()
             group.stop_all()
@@ -305,6 +337,18 @@ def freshness(kvs: AnnaTcpClient, cc: CacheClient, trials: int) -> dict[str, Any
     return s
 
 
+LABELS = {
+    "warm": "ours, warm (shared memory)",
+    "warm-heap": "ours, warm (socket copy)",
+    "cold": "ours, cold (KVS)",
+    "ray": "Ray (ray.put refs)",
+    "redis": "Redis",
+    "floor": "compute only",
+    "cache": "node cache",
+    "kvs": "KVS",
+}
+
+
 def plot(platform_res: dict[str, Any], datapath: dict[str, Any], sizes: list[int]) -> None:
     plt = pyplot()
     if plt is None:
@@ -314,13 +358,14 @@ def plot(platform_res: dict[str, Any], datapath: dict[str, Any], sizes: list[int
         (
             axes[0],
             platform_res,
-            ("warm", "warm-heap", "cold", "redis", "floor"),
+            ("warm", "warm-heap", "ray", "cold", "redis", "floor"),
             "Cloudburst call (client-timed)",
         ),
         (axes[1], datapath, ("cache", "kvs", "redis"), "data path only (10 reads + decode + sum)"),
     ]
     colors = {
         "warm": "tab:green",
+        "ray": "tab:purple",
         "warm-heap": "tab:olive",
         "floor": "black",
         "cache": "tab:green",
@@ -335,15 +380,16 @@ def plot(platform_res: dict[str, Any], datapath: dict[str, Any], sizes: list[int
             ss = [s for s in sizes if str(s) in res[name]]
             med = [res[name][str(s)]["median_ms"] for s in ss]
             p99 = [res[name][str(s)]["p99_ms"] for s in ss]
-            ax.plot(ss, med, "o-", color=colors[name], label=f"{name} median")
-            ax.plot(ss, p99, "x--", color=colors[name], alpha=0.6, label=f"{name} p99")
+            label = LABELS.get(name, name)
+            ax.plot(ss, med, "o-", color=colors[name], label=f"{label} median")
+            ax.plot(ss, p99, "x--", color=colors[name], alpha=0.6, label=f"{label} p99")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("floats per array (10 arrays)")
         ax.set_ylabel("latency (ms)")
         ax.set_title(title, fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6, loc="upper left")
     fig.tight_layout()
     fig.savefig(RESULTS / "locality.png", dpi=120)
 
@@ -358,19 +404,30 @@ def write_md(res: dict[str, Any], sizes: list[int]) -> None:
         "",
         "## Cloudburst calls (client -> executor -> client)",
         "",
-        "| floats per array | warm (shm) | warm-heap (socket copy) | cold (KVS every call) "
-        "| Redis | compute-only floor | warm / floor | heap / warm | Redis / warm |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| floats per array | warm (shm) | warm-heap (socket copy) | Ray | cold (KVS every call) "
+        "| Redis | compute-only floor | warm / floor | warm / Ray | heap / warm | Redis / warm |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     pr = res["platform"]
+    none = {"median_ms": float("nan"), "p99_ms": float("nan")}
     for s in sizes:
         k = str(s)
-        w, h, c, r, f0 = (pr[m][k] for m in ("warm", "warm-heap", "cold", "redis", "floor"))
-        cells = " | ".join(f"{x['median_ms']:.2f} / {x['p99_ms']:.2f}" for x in (w, h, c, r, f0))
+        if k not in pr["warm"]:
+            continue
+        w, h, ry, c, r, f0 = (
+            pr.get(m, {}).get(k, none)
+            for m in ("warm", "warm-heap", "ray", "cold", "redis", "floor")
+        )
+        cells = " | ".join(
+            f"{x['median_ms']:.2f} / {x['p99_ms']:.2f}" for x in (w, h, ry, c, r, f0)
+        )
         lines.append(
             f"| {s:,} | {cells} | {w['median_ms'] / f0['median_ms']:.2f}x | "
+            f"{w['median_ms'] / ry['median_ms']:.2f}x | "
             f"{h['median_ms'] / w['median_ms']:.1f}x | {r['median_ms'] / w['median_ms']:.1f}x |"
         )
+    for k, why in pr.get("failed", {}).items():
+        lines.append(f"| {int(k):,} | failed: {why} | | | | | | | | | |")
     dp = res["datapath"]
     sizes = [s for s in sizes if str(s) in dp.get("cache", {})]
     lines += [
@@ -406,6 +463,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--sizes", default="1000,10000,100000,1000000,10000000")
+    parser.add_argument("--no-ray", action="store_true", help="leave Ray out")
     args = parser.parse_args()
     sizes = [int(float(s)) for s in args.sizes.split(",")]
     if args.quick and args.sizes == parser.get_default("sizes"):
@@ -434,7 +492,9 @@ def main() -> int:
             )
             wait_until(lambda: port_open("127.0.0.1", redis_port), timeout=10, what="redis")
             print("platform section", flush=True)
-            platform_res = platform_section(run, redis_port, sizes, args.quick)
+            platform_res = platform_section(
+                run, redis_port, sizes, args.quick, use_ray=not args.no_ray
+            )
             print("data path + freshness", flush=True)
             # The data path reuses the arrays: write them into a fresh KVS + redis keys.
             import redis
@@ -455,6 +515,7 @@ def main() -> int:
             "workers": WORKERS,
             "quick": args.quick,
             "sizes": sizes,
+            "load_average": os.getloadavg(),
         },
         "platform": platform_res,
         "datapath": datapath,

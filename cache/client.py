@@ -202,9 +202,15 @@ class CacheClient:
     def _kvs(self) -> Any:
         if self._fallback is None:
             from anna.client import AnnaTcpClient
+            from cloudburst.shared import security
 
+            sec = security.current()
             self._fallback = AnnaTcpClient(
-                self.kvs_addr, ip=self.ip, timeout=self.cfg.kvs.request_timeout_s, context=self.ctx
+                self.kvs_addr,
+                ip=self.ip,
+                timeout=self.cfg.kvs.request_timeout_s,
+                context=self.ctx,
+                curve=None if sec is None else sec.zmtp_client(),
             )
         return self._fallback
 

@@ -34,7 +34,7 @@ from cache.actions import KvsSend, Reply, SendPeer
 from cache.logic import CacheState
 from cache.pins import PIN_PREFIX, PinTable
 from cache.shm import ShmStore, owner_pid, segment_prefix
-from cloudburst.shared import logs, metrics
+from cloudburst.shared import logs, metrics, security
 from cloudburst.shared.config import Config, load_config
 from cloudburst.shared.errors import WireError
 from cloudburst.shared.logs import setup_logging
@@ -107,8 +107,13 @@ class CacheServer:
             pass
         self.router.bind(self.ipc)
 
-        def pull(port: int = 0) -> tuple[zmq.Socket[Any], str]:
-            sock = self.ctx.socket(zmq.PULL)
+        sec = self.sec = security.server_security(cfg)
+
+        def pull(port: int = 0, serve: bool = False) -> tuple[zmq.Socket[Any], str]:
+            # The KVS answers to our listeners (CURVE client); peers push to us (server).
+            sock = (security.server_socket if serve else security.client_socket)(
+                self.ctx, zmq.PULL, sec
+            )
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.RCVHWM, 0)
             if port:
@@ -119,8 +124,8 @@ class CacheServer:
 
         self.kvs_in, self.response_address = pull()
         self.addr_in, self.address_response_address = pull()
-        self.peer_in, self.peer_address = pull(peer_port)
-        self.outbox = Outbox(self.ctx, self.shell_stats)
+        self.peer_in, self.peer_address = pull(peer_port, serve=True)
+        self.outbox = Outbox(self.ctx, self.shell_stats, sec)
         self.store: ShmStore | None = None
         if cfg.cache.shm_threshold_bytes > 0 and os.path.isdir(cfg.cache.shm_dir):
             self.store = ShmStore(segment_prefix(self.ipc), cfg.cache.shm_dir)
@@ -336,6 +341,8 @@ class CacheServer:
                     next_tick = now + tick_period
                 if now >= next_owner_check:
                     self.drop_dead_owners()
+                    if self.store is not None:
+                        self.store.sweep_orphans()  # killed workers' handoffs
                     next_owner_check = now + OWNER_CHECK_S
                 if now >= next_resub:
                     actions += st.resubscribe_all()
@@ -373,7 +380,7 @@ class CacheServer:
             os.unlink(self.ipc[len("ipc://") :])
         except OSError:
             pass
-        self.ctx.term()
+        security.term(self.ctx)
 
 
 #: Counters (monotonic) among the cache's stats; every other stat is a gauge.

@@ -232,9 +232,27 @@ class ShmStore:
         except FileNotFoundError:
             pass
 
+    def sweep_orphans(self) -> int:
+        """Unlink segments whose creating process is gone (a worker killed with
+        shared-memory results in flight: ``executor/handoff.py``)."""
+        n = 0
+        try:
+            listing = os.listdir(self.dir)
+        except OSError:
+            return 0
+        for name in listing:
+            if _orphan(name):
+                try:
+                    os.unlink(os.path.join(self.dir, name))
+                    n += 1
+                except OSError:
+                    pass
+        return n
+
     def close(self) -> None:
         for name in list(self.names):
             self.unlink(name)
+        self.sweep_orphans()  # the node stops its workers first: what killed ones left
 
 
 _SEGMENT = re.compile(r"^cb-[0-9a-f]{12}-(\d+)-\d+$")

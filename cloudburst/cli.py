@@ -10,6 +10,7 @@
     cloudburst dags list | show NAME | delete NAME
     cloudburst kvs get KEY | put KEY VALUE | delete KEY | keys [PREFIX]
     cloudburst logs [CALL_ID]
+    cloudburst keys generate DIR [--client NAME ...]
 
 Read commands take ``--json``. Exit status: 0 done, 1 failed (one line on stderr;
 the traceback with ``--debug``), 2 usage error. Shell completion: ``eval
@@ -140,9 +141,20 @@ class Target:
         from cloudburst.ops import resolve_address
 
         if self._conn is None:
-            host, port = resolve_address(self.address, None if self.address else self.local_cfg())
+            from cloudburst.local import client_keys_dir
+            from cloudburst.shared import security
+
+            local_cfg = None if self.address else self.local_cfg()
+            host, port = resolve_address(self.address, local_cfg)
+            # A secure local cluster: its client keys (else $CLOUDBURST_SECURITY__KEYS_DIR).
+            keys = client_keys_dir(local_cfg) if local_cfg else None
+            security.set_current(security.client_security(keys))  # anna.admin's too
             self._conn = CloudburstConnection(
-                host, timeout=self.timeout, port=port, connect_timeout=self.timeout
+                host,
+                timeout=self.timeout,
+                port=port,
+                connect_timeout=self.timeout,
+                keys_dir=keys,
             )
             click.get_current_context().call_on_close(self._conn.close)
         return self._conn
@@ -172,6 +184,8 @@ def local() -> None:
 @click.option("--shards", type=click.IntRange(min=1), help="KVS storage shards")
 @click.option("--timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
               help="seconds to wait until the cluster serves calls")  # fmt: skip
+@click.option("--secure", is_flag=True,
+              help="CURVE on every endpoint; keys generated under the run directory")  # fmt: skip
 @click.argument("legacy", nargs=-1)
 def start(
     config: str | None,
@@ -180,14 +194,17 @@ def start(
     executors: int | None,
     shards: int | None,
     timeout: float,
+    secure: bool,
     legacy: tuple[str, ...],
 ) -> None:
     """Start the cluster in the background (keeps the data of the previous run)."""
-    from cloudburst.local import StartFailed, free_hint
+    from cloudburst.local import StartFailed, client_keys_dir, free_hint
     from cloudburst.local import start as do_start
 
     _legacy(legacy, "start")
     cfg = _config(config, run_dir, executors, shards)
+    if secure:
+        cfg = replace(cfg, security={"curve": "true"})
     try:
         do_start(cfg, timeout, fresh=fresh, out=click.echo)
     except StartFailed as exc:
@@ -198,7 +215,19 @@ def start(
     )
     click.echo("Connect from Python (.venv/bin/python):")
     click.echo("    from cloudburst.client.client import CloudburstConnection")
-    click.echo(f"    local_cloud = CloudburstConnection('{cfg.ip}', '{cfg.ip}', local=True)")
+    keys = client_keys_dir(cfg)
+    if keys:
+        click.echo(
+            f"    local_cloud = CloudburstConnection('{cfg.ip}', '{cfg.ip}', local=True, "
+            f"keys_dir='{keys}')"
+        )
+        click.echo(
+            f"CURVE is on: clients need {keys}/client.key_secret and cluster.key "
+            f"(or export CLOUDBURST_SECURITY__KEYS_DIR={keys}); admit more clients by adding "
+            f"their .key files to {keys}/authorized_clients/."
+        )
+    else:
+        click.echo(f"    local_cloud = CloudburstConnection('{cfg.ip}', '{cfg.ip}', local=True)")
     hint = free_hint(cfg)
     if hint:
         click.echo(hint)
@@ -400,6 +429,38 @@ def top(target: Target, interval: float, count: int) -> None:
         if count and n >= count:
             return
         time.sleep(interval)
+
+
+@cli.group("keys")
+def keys() -> None:
+    """CURVE keys (docs/security.md)."""
+
+
+@keys.command("generate")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option(
+    "--client",
+    "clients",
+    multiple=True,
+    default=("client",),
+    show_default=True,
+    help="client key pair(s) to create and admit (repeat for several)",
+)
+def keys_generate(directory: str, clients: tuple[str, ...]) -> None:
+    """Write the cluster key pair, client key pair(s) and authorized_clients/ under
+    DIRECTORY (ZeroMQ certificates; existing keys are kept)."""
+    from cloudburst.shared.security import generate_keys
+
+    root = generate_keys(directory, clients)
+    click.echo(f"cluster keys: {root}/cluster.key, {root}/cluster.key_secret (servers only)")
+    for name in clients:
+        click.echo(f"client keys:  {root}/{name}.key, {root}/{name}.key_secret")
+    click.echo(f"admitted:     {root}/authorized_clients/ (add or remove .key files)")
+    click.echo(
+        "a client needs its .key_secret and cluster.key: "
+        f"CloudburstConnection(..., keys_dir={str(root)!r}) or "
+        f"CLOUDBURST_SECURITY__KEYS_DIR={root}"
+    )
 
 
 @cli.group("functions")

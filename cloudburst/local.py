@@ -84,7 +84,25 @@ def resolve(cfg: Config, run_dir: str | os.PathLike[str] | None = None) -> Confi
         run_dir=str(run),
         kvs={"data_dir": under(cfg.kvs.data_dir, DEFAULTS.kvs.data_dir, "kvs")},
         cache={"ipc_dir": under(cfg.cache.ipc_dir, DEFAULTS.cache.ipc_dir, "ipc")},
+        security={"keys_dir": under(cfg.security.keys_dir, DEFAULTS.security.keys_dir, "keys")},
     )
+
+
+def client_keys_dir(cfg: Config) -> str | None:
+    """Where a client of this (resolved) cluster finds its keys: None without CURVE."""
+    if cfg.security.curve != "true":
+        return None
+    return cfg.security.keys_dir or str(Path(cfg.run_dir) / "keys")
+
+
+def ensure_keys(cfg: Config, out: Callable[[str], None] = print) -> None:
+    """With CURVE on, generate the cluster's keys if its keys directory has none."""
+    keys = client_keys_dir(cfg)
+    if keys and not (Path(keys) / "cluster.key_secret").exists():
+        from cloudburst.shared.security import generate_keys
+
+        generate_keys(keys)
+        out(f"generated CURVE keys in {keys} (cluster, client, authorized_clients/)")
 
 
 def config_path(cfg: Config) -> Path:
@@ -384,6 +402,7 @@ def start(
     if fresh:
         for line in wipe_data(cfg):
             out(f"--fresh: deleted {line}")
+    ensure_keys(cfg, out)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     path = write_config(cfg, config_path(cfg))
@@ -475,6 +494,7 @@ def wait_ready(cfg: Config, workers: int, timeout: float, attempt_timeout: float
                 timeout=attempt_timeout,
                 port=cfg.scheduler.port,
                 connect_timeout=attempt_timeout,
+                keys_dir=client_keys_dir(cfg),
             )
             try:
                 count = conn.status().get("executors", 0)

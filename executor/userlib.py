@@ -17,6 +17,7 @@ from typing import Any
 
 import zmq
 
+from cloudburst.shared import security
 from cloudburst.shared.values import from_lattice, to_lattice
 
 
@@ -54,7 +55,7 @@ class UserLibrary:
             data = data.encode()
         sock = self._push.get(dest)
         if sock is None:
-            sock = self._ctx.socket(zmq.PUSH)
+            sock = security.client_socket(self._ctx, zmq.PUSH, security.current())
             sock.setsockopt(zmq.LINGER, 1000)
             sock.connect(dest)
             self._push[dest] = sock

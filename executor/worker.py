@@ -27,7 +27,7 @@ from typing import Any
 import zmq
 
 from cloudburst.ddt.dag import STREAMED, DagStreams
-from cloudburst.shared import logs, metrics, serializer, wire
+from cloudburst.shared import logs, metrics, security, serializer, wire
 from cloudburst.shared.config import Config, kvs_host, load_config, scheduler_host
 from cloudburst.shared.errors import (
     CloudburstTimeoutError,
@@ -42,6 +42,7 @@ from cloudburst.shared.proto import cloudburst_pb2 as pb
 from cloudburst.shared.values import to_lattice
 from executor.batching import BatchBook, split_results, transpose
 from executor.capture import OutputCapture
+from executor.handoff import encode_for, make_handoff, shared_names
 from executor.invoke import (
     KeysNotReady,
     LoadedFunction,
@@ -102,15 +103,16 @@ class Worker:
         self.index = index
         self.node_id = node_id or f"{cfg.ip}/{os.getpid()}"
         self.ctx: zmq.Context[Any] = zmq.Context()
-        self.pull = self.ctx.socket(zmq.PULL)
+        self.sec = security.server_security(cfg)
+        self.pull = security.server_socket(self.ctx, zmq.PULL, self.sec)
         base = cfg.executor.base_port
         port = _bind(self.pull, cfg.ip, base + index if base else 0)
         self.address = f"tcp://{cfg.ip}:{port}"
-        self.inbox = self.ctx.socket(zmq.PULL)
+        self.inbox = security.server_socket(self.ctx, zmq.PULL, self.sec)
         self.inbox_address = f"tcp://{cfg.ip}:{_bind(self.inbox, cfg.ip, 0)}"
         # Cancels (CallCancel) arrive here, read by a thread of their own: a running
         # call is stopped and a queued one dropped, although the main thread is busy.
-        self.control = self.ctx.socket(zmq.PULL)
+        self.control = security.server_socket(self.ctx, zmq.PULL, self.sec)
         self.control_address = f"tcp://{cfg.ip}:{_bind(self.control, cfg.ip, 0)}"
         self.cancelled = CancelBook(ttl=max(300.0, 2 * cfg.scheduler.call_timeout_s))
         self._cancel_lock = threading.Lock()
@@ -122,6 +124,8 @@ class Worker:
         self.lib = UserLibrary(self.state, self.ctx, self.inbox, self.inbox_address)
         cache = os.environ.get(NODE_CACHE_ENV, "") if cfg.cache.enabled else ""
         self.streams = DagStreams(cache or None, cfg, self.state)  # DDT streams (cloudburst.ddt)
+        # Large results to functions on this host go through shared memory (handoff.py).
+        self.handoff = make_handoff(cfg, cache, time.monotonic)
         self.functions: dict[str, LoadedFunction] = {}
         self._kvs: Any = None  # direct KVS client, for fresh function bodies
         self.book = TriggerBook(ttl=cfg.scheduler.call_timeout_s)
@@ -172,16 +176,18 @@ class Worker:
 
     # --- sockets -----------------------------------------------------------
 
-    def _send(self, address: str, data: bytes) -> None:
-        sock = self.push.get(address)
+    def _send(self, address: str, data: bytes, answer: bool = False) -> None:
+        """``answer``: to a client's reply address (CURVE server toward it)."""
+        key = security.push_key(address, answer, self.sec)
+        sock = self.push.get(key)
         if sock is None:
             if len(self.push) >= 1024:  # many short-lived clients: forget the oldest
                 self.push.pop(next(iter(self.push))).close(linger=0)
-            sock = self.ctx.socket(zmq.PUSH)
+            sock = security.push_socket(self.ctx, self.sec, answer)
             sock.setsockopt(zmq.LINGER, 2000)
             sock.setsockopt(zmq.SNDHWM, 10000)
             sock.connect(address)
-            self.push[address] = sock
+            self.push[key] = sock
         try:
             sock.send(data, zmq.NOBLOCK)
         except zmq.Again:
@@ -222,6 +228,8 @@ class Worker:
                     self._release_pins()  # (after the results left: they may map them)
             now = time.monotonic()
             if now >= next_expire:
+                if self.handoff is not None:
+                    self.handoff.expire(now)
                 for entry, fn, missing in self.book.expire_calls(now):
                     self._upstream_never_came(entry.schedule, fn, missing)
                 next_expire = now + 1.0
@@ -316,7 +324,10 @@ class Worker:
             self._send(address, data)
 
     def _release_pins(self) -> None:
-        """The call ended: unpin the shared-memory segments it read (cache/shm.py)."""
+        """The call ended: unpin the shared-memory segments it read (cache/shm.py),
+        drop the handed-off values it mapped (but a parked call's: executor/handoff.py)."""
+        if self.handoff is not None and (self.handoff.opened or self.handoff.lingering):
+            self.handoff.forget(shared_names(u for a, _ in self.parked for u in a.upstream))
         release = getattr(self.state, "release_pins", None)
         if release is not None:
             try:
@@ -432,6 +443,8 @@ class Worker:
             args = wire.decode_args(sched.arguments[fn]) if fn in sched.arguments else []
             for upstream in action.upstream:
                 args.extend(wire.decode_args(upstream))
+            if self.handoff is not None:
+                args = self.handoff.open_all(args)
             args = resolve_args(args, self.session or self.state, 0)
         except KeysNotReady as exc:
             if time.monotonic() >= deadline:
@@ -495,7 +508,9 @@ class Worker:
                     f"function {fn!r} exceeded its memory limit of {limits.memory_bytes} bytes "
                     f"(call {sched.id}); its worker was replaced",
                 )
-                self._replace_self(self._failure_messages(sched, fn, err), EXIT_MEMORY)
+                self._replace_self(
+                    self._failure_messages(sched, fn, err), EXIT_MEMORY, sched.response_address
+                )
             except (Exception, SystemExit) as exc:  # user code: never kills the worker
                 log.info("[%s] %s raised %s: %s", sched.id, fn, type(exc).__name__, exc)
                 return self._fail(sched, fn, wire.remote_error(exc, fn))
@@ -527,7 +542,7 @@ class Worker:
         try:
             if downs:
                 self._call_output(sched, fn)  # (logged; only the sink's reaches the client)
-                self._forward(sched, fn, downs, result)
+                self._forward(sched, fn, downs, result, share=True)
             else:
                 self._finish(sched, fn, result)
         except SerializationError as exc:
@@ -556,6 +571,8 @@ class Worker:
                 args = wire.decode_args(sched.arguments[fn]) if fn in sched.arguments else []
                 for upstream in r.upstream:
                     args.extend(wire.decode_args(upstream))
+                if self.handoff is not None:
+                    args = self.handoff.open_all(args)
                 # (a batch does not park: it waits here for referenced results)
                 args = resolve_args(args, self.state, self.cfg.scheduler.call_timeout_s)
             except Exception as exc:
@@ -587,7 +604,8 @@ class Worker:
             err = wire.remote_error(exc, fn)
             if isinstance(exc, MemoryError) and applied.memory_limited:
                 messages = [m for s, _ in calls for m in self._failure_messages(s, fn, err)]
-                self._replace_self(messages, EXIT_MEMORY)
+                answers = frozenset(s.response_address for s, _ in calls)
+                self._replace_self(messages, EXIT_MEMORY, answers)
             for sched, _ in calls:
                 self._fail(sched, fn, err)
             return
@@ -612,7 +630,7 @@ class Worker:
                     self.session = self._new_session(sched, upstream_sessions[sched.id])
                 downs = downstreams(sched.dag, fn)
                 if downs:
-                    self._forward(sched, fn, downs, res)
+                    self._forward(sched, fn, downs, res, share=True)
                 else:
                     self._finish(sched, fn, res)
             except SerializationError as exc:
@@ -651,7 +669,9 @@ class Worker:
             return text
         return self.capture.text
 
-    def _forward(self, sched: pb.DagSchedule, fn: str, downs: list[str], result: Any) -> None:
+    def _forward(
+        self, sched: pb.DagSchedule, fn: str, downs: list[str], result: Any, share: bool = False
+    ) -> None:
         # Reuse the received schedule: drop this function's arguments (a large source
         # argument is not copied along the DAG) and send one trigger per downstream.
         msg = pb.ExecutorMessage()
@@ -660,10 +680,19 @@ class Worker:
         if fn in trig.schedule.arguments:
             del trig.schedule.arguments[fn]
         trig.source = fn
-        wire.encode_args(wire.result_values(result), trig.arguments)
+        values = wire.result_values(result)
+        ho = self.handoff if share else None
+        local = [d for d in downs if ho is not None and ho.is_local(sched.locations[d])]
+        handles = [ho.share(v, len(local)) for v in values] if ho is not None and local else []
+        if not any(handles):
+            wire.encode_args(values, trig.arguments)
         if self.session is not None:
             self.session.to_pb(trig.session)
         for down in downs:
+            if any(handles):  # large values to this host's workers: shared memory
+                encode_for(
+                    values, handles, local.index(down) if down in local else -1, trig.arguments
+                )
             trig.target_function = down
             self._send(sched.locations[down], msg.SerializeToString())
 
@@ -712,7 +741,7 @@ class Worker:
         res.value.type = kind  # type: ignore[assignment]
         res.value.body = body
         if sched.response_address:
-            self._send(sched.response_address, reply.SerializeToString())
+            self._send(sched.response_address, reply.SerializeToString(), answer=True)
 
     def _continue(self, sched: pb.DagSchedule, result: Any) -> None:
         """Start the call's continuation (call_dag(..., continuation=...)) through the
@@ -806,7 +835,7 @@ class Worker:
         if fn in sched.dag.multiexec:  # the call failed: its later triggers are dropped
             self.book.settle(sched.id, fn, time.monotonic())
         for address, data in self._failure_messages(sched, fn, err):
-            self._send(address, data)
+            self._send(address, data, answer=address == sched.response_address)
 
     def _cancel_downstream(self, sched: pb.DagSchedule, fn: str, err: pb.RemoteError) -> None:
         for address, data in self._cancel_messages(sched, fn, err):
@@ -845,7 +874,9 @@ class Worker:
             f"function {fn!r} ran past its time limit of {limits.timeout_s:g}s "
             f"(call {sched.id}) and was stopped; its worker was replaced",
         )
-        self._replace_self(self._failure_messages(sched, fn, err), EXIT_TIMEOUT)
+        self._replace_self(
+            self._failure_messages(sched, fn, err), EXIT_TIMEOUT, sched.response_address
+        )
 
     def on_cancel(self, call_id: str) -> None:
         """The caller cancelled ``call_id`` (any thread): remember it, so a trigger
@@ -871,7 +902,9 @@ class Worker:
                 "its worker was replaced",
                 fn,
             )
-            self._replace_self(self._failure_messages(sched, fn, err), EXIT_CANCELLED)
+            self._replace_self(
+                self._failure_messages(sched, fn, err), EXIT_CANCELLED, sched.response_address
+            )
 
     def _control_loop(self) -> None:
         """The control thread: reads ``CallCancel`` messages."""
@@ -894,7 +927,9 @@ class Worker:
                 except Exception:
                     log.exception("handling a cancel failed")
 
-    def _replace_self(self, messages: list[tuple[str, bytes]], status: int) -> None:
+    def _replace_self(
+        self, messages: list[tuple[str, bytes]], status: int, answers: str | frozenset[str] = ""
+    ) -> None:
         """Report, tell the schedulers this worker leaves (no call is placed here
         meanwhile, and callers waiting on it learn it is gone), and exit."""
         self.leaving = True
@@ -903,7 +938,9 @@ class Worker:
             schedulers = sorted(self.schedulers)
         except RuntimeError:  # the heartbeat thread added one just now
             schedulers = sorted(self.schedulers)
-        _exit_after(messages + [(addr, beat) for addr in schedulers], status)
+        if isinstance(answers, str):
+            answers = frozenset((answers,))
+        _exit_after(messages + [(addr, beat) for addr in schedulers], status, answers)
 
     # --- heartbeats --------------------------------------------------------
 
@@ -964,7 +1001,7 @@ class Worker:
                 for addr in [*schedulers, *self.beat_to]:
                     sock = socks.get(addr)
                     if sock is None:
-                        sock = socks[addr] = self.ctx.socket(zmq.PUSH)
+                        sock = socks[addr] = security.client_socket(self.ctx, zmq.PUSH, self.sec)
                         sock.setsockopt(zmq.LINGER, 0)
                         sock.setsockopt(zmq.SNDHWM, 4)
                         sock.connect(addr)
@@ -997,7 +1034,9 @@ def _payload(lattice: Any) -> bytes:
     return value if isinstance(value, bytes) else b""
 
 
-def _exit_after(messages: list[tuple[str, bytes]], status: int) -> None:
+def _exit_after(
+    messages: list[tuple[str, bytes]], status: int, answers: frozenset[str] = frozenset()
+) -> None:
     """Send ``messages`` on sockets of their own (callable from any thread: the
     worker's sockets belong to its main thread), wait until they are out (2 s at most
     in all: a peer that is gone does not hold the exit up) and end the process without
@@ -1006,7 +1045,8 @@ def _exit_after(messages: list[tuple[str, bytes]], status: int) -> None:
         ctx: zmq.Context[Any] = zmq.Context()
         socks = []
         for address, data in messages:  # connect them all first: they connect in parallel
-            sock = ctx.socket(zmq.PUSH)
+            # Answers to callers: CURVE server toward their listeners (security.py).
+            sock = security.push_socket(ctx, security.current(), address in answers)
             sock.setsockopt(zmq.LINGER, 1000)
             sock.connect(address)
             socks.append((sock, address, data))
@@ -1018,7 +1058,7 @@ def _exit_after(messages: list[tuple[str, bytes]], status: int) -> None:
             except zmq.Again:
                 log.warning("could not report to %s before exiting", address)
             sock.close()
-        ctx.term()  # returns once every message is sent (or lingered)
+        security.term(ctx)  # returns once every message is sent (or lingered)
     except Exception:
         log.exception("reporting before exit failed")
     logging.shutdown()
@@ -1105,6 +1145,8 @@ def main(argv: list[str] | None = None) -> int:
         worker.drop_results()
     except Exception:
         log.exception("deleting the pending call results failed")
+    if worker.handoff is not None:
+        worker.handoff.close()  # values handed off and not consumed
     time.sleep(0.05)
     os._exit(0)
 

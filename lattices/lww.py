@@ -11,6 +11,24 @@ from lattices._proto import UINT64_MAX, check_bytes, decode, short_repr
 from lattices.base import Lattice, LatticeError
 
 _LWWValue = anna_pb2.LWWValue
+#: Values at least this long are serialized by a join (same bytes as protobuf's).
+_JOIN_MIN = 1 << 16
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _lww_head(timestamp: int, length: int) -> bytes:
+    """``LWWValue``'s canonical encoding up to the value's bytes (timestamp = 1,
+    omitted when 0; value = 2, length-delimited)."""
+    head = b"\x08" + _varint(timestamp) if timestamp else b""
+    return head + b"\x12" + _varint(length)
 
 
 class LWWPairLattice(Lattice[bytes]):
@@ -59,7 +77,10 @@ class LWWPairLattice(Lattice[bytes]):
         return self.value
 
     def serialize(self) -> bytes:
-        out: bytes = _LWWValue(timestamp=self.timestamp, value=self.value).SerializeToString()
+        value = self.value
+        if len(value) >= _JOIN_MIN:  # one copy (protobuf would copy it two or three times)
+            return b"".join((_lww_head(self.timestamp, len(value)), value))
+        out: bytes = _LWWValue(timestamp=self.timestamp, value=value).SerializeToString()
         return out
 
     @classmethod

@@ -26,7 +26,7 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from cloudburst.shared import logs, metrics, version, wire
+from cloudburst.shared import logs, metrics, security, version, wire
 from cloudburst.shared.config import Config, kvs_host, load_config, replace
 from cloudburst.shared.errors import WireError
 from cloudburst.shared.kvs import make_kvs_client
@@ -98,7 +98,8 @@ class SchedulerServer:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.ctx: zmq.Context[Any] = zmq.Context()
-        self.pull = self.ctx.socket(zmq.PULL)
+        self.sec = security.server_security(cfg)
+        self.pull = security.server_socket(self.ctx, zmq.PULL, self.sec)
         self.pull.setsockopt(zmq.LINGER, 0)
         self.pull.bind(f"tcp://{cfg.ip}:{cfg.scheduler.port}")
         self.address = f"tcp://{cfg.ip}:{cfg.scheduler.port}"
@@ -126,22 +127,24 @@ class SchedulerServer:
         self.updates: queue.SimpleQueue[Snapshot] = queue.SimpleQueue()
         self._refresher = threading.Thread(target=self._refresh_loop, name="refresh", daemon=True)
 
-    def send(self, address: str, data: bytes) -> None:
+    def send(self, address: str, data: bytes, answer: bool = False) -> None:
+        """``answer``: to a client's reply address (CURVE server toward it)."""
         try:
-            self._socket(address).send(data, zmq.NOBLOCK)
+            self._socket(address, answer).send(data, zmq.NOBLOCK)
         except zmq.Again:
             log.warning("dropping a message to %s: its queue is full", address)
 
-    def _socket(self, address: str) -> zmq.Socket[Any]:
-        sock = self.push.get(address)
+    def _socket(self, address: str, answer: bool = False) -> zmq.Socket[Any]:
+        key = security.push_key(address, answer, self.sec)
+        sock = self.push.get(key)
         if sock is None:
             if len(self.push) > 4096:  # many short-lived clients: forget the oldest
                 self._close(next(iter(self.push)))
-            sock = self.ctx.socket(zmq.PUSH)
+            sock = security.push_socket(self.ctx, self.sec, answer)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.SNDHWM, 10000)
             sock.connect(address)
-            self.push[address] = sock
+            self.push[key] = sock
         return sock
 
     def _watch(self, address: str) -> None:
@@ -278,7 +281,7 @@ class SchedulerServer:
                 "placed" if ok else "refused: " + reply.response.message,
             )
         if req.response_address:
-            self.send(req.response_address, reply.SerializeToString())
+            self.send(req.response_address, reply.SerializeToString(), answer=True)
 
     @staticmethod
     def _error(reply: pb.ClientMessage, code: int, message: str) -> None:
@@ -457,7 +460,7 @@ class SchedulerServer:
                 log.exception("internal error placing a waiting call")
                 self._error(reply, pb.INTERNAL_ERROR, f"scheduler internal error: {exc!r}")
             if w.req.response_address:
-                self.send(w.req.response_address, reply.SerializeToString())
+                self.send(w.req.response_address, reply.SerializeToString(), answer=True)
 
     def _on_call(self, req: pb.SchedulerRequest, reply: pb.ClientMessage) -> None:
         call = req.call
@@ -553,7 +556,7 @@ class SchedulerServer:
             self._close(address)
         self.pull.close(linger=0)
         self.kvs.close()
-        self.ctx.term()
+        security.term(self.ctx)
 
 
 def main(argv: list[str] | None = None) -> int:

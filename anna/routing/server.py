@@ -23,7 +23,7 @@ from anna.membership import make_node
 from anna.outbox import Outbox
 from anna.routing.logic import RoutingState, Send
 from anna.shard.server import die_with_parent
-from cloudburst.shared import metrics
+from cloudburst.shared import metrics, security
 from cloudburst.shared.config import Config, load_config
 from cloudburst.shared.errors import WireError
 from cloudburst.shared.logs import setup_logging
@@ -68,23 +68,29 @@ class RoutingServer:
             [normalize_address(s, kvs.routing_port) for s in seeds],
         )
         self.ctx: zmq.Context[Any] = zmq.Context()
-        self.outbox = Outbox(self.ctx, self.state.stats)
+        self.sec = security.server_security(cfg)
+        self.outbox = Outbox(self.ctx, self.state.stats, self.sec)
+        # Answers to a request's response_address: CURVE server toward the asker.
+        self.answers = (
+            Outbox(self.ctx, self.state.stats, self.sec, serve=True) if self.sec else self.outbox
+        )
         self.running = True
 
     def bind(self) -> None:
-        self.sock = self.ctx.socket(zmq.PULL)
+        self.sock = security.server_socket(self.ctx, zmq.PULL, self.sec)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.MAXMSGSIZE, 64 * 1024 * 1024)
         self.sock.setsockopt(zmq.RCVHWM, 100000)
         for r in range(max(1, self.cfg.kvs.routing_threads)):
             self.sock.bind(f"tcp://{self.cfg.ip}:{self.cfg.kvs.routing_port + r}")
 
-    def perform(self, sends: list[Send]) -> None:
+    def perform(self, sends: list[Send], outbox: Outbox | None = None) -> None:
+        out = outbox or self.outbox
         for s in sends:
             if len(s.frames) == 1:
-                self.outbox.send(s.address, s.frames[0])
+                out.send(s.address, s.frames[0])
             else:
-                self.outbox.send_multipart(s.address, s.frames)
+                out.send_multipart(s.address, s.frames)
 
     def run(self) -> None:
         st = self.state
@@ -98,6 +104,7 @@ class RoutingServer:
             if not sock.poll(timeout):
                 pass
             sends: list[Send] = []
+            answers: list[Send] = []
             for _ in range(DRAIN):
                 try:
                     frames = sock.recv_multipart(zmq.NOBLOCK)
@@ -106,7 +113,7 @@ class RoutingServer:
                 try:
                     if len(frames) == 1:
                         req = wire.decode_address_request(frames[0])
-                        sends.extend(st.handle_address_request(req))
+                        answers.extend(st.handle_address_request(req))
                         continue
                     kind, msg = wire.decode_internal(frames)
                     now = time.monotonic()
@@ -118,7 +125,7 @@ class RoutingServer:
                         sends.extend(st.handle_depart(msg, now))  # type: ignore[arg-type]
                     elif kind == wire.KIND_LIST_KEYS:  # anna.admin: who stores what
                         table = st.membership.SerializeToString()
-                        sends.append(Send(msg.response_address, [wire.KIND_MEMBERSHIP, table]))  # type: ignore[attr-defined]
+                        answers.append(Send(msg.response_address, [wire.KIND_MEMBERSHIP, table]))  # type: ignore[attr-defined]
                     else:
                         st.stats["unexpected_internal"] += 1
                 except WireError:
@@ -130,6 +137,8 @@ class RoutingServer:
             if now >= next_tick:
                 sends.extend(st.tick(now))
                 next_tick = now + period
+            if answers:
+                self.perform(answers, self.answers)
             if sends:
                 self.perform(sends)
             if now >= next_stats:
@@ -138,8 +147,10 @@ class RoutingServer:
 
     def close(self) -> None:
         self.outbox.close()
+        if self.answers is not self.outbox:
+            self.answers.close()
         self.sock.close(0)
-        self.ctx.term()
+        security.term(self.ctx)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,7 @@ from anna.shard.biglane import BigLane
 from anna.shard.logic import Append, Reply, ReplyParts, SendInternal, ShardState
 from anna.shard.wal import WriteAheadLog, write_records
 from anna.zmtp import ZmtpServer
-from cloudburst.shared import metrics
+from cloudburst.shared import metrics, security
 from cloudburst.shared.config import Config, load_config
 from cloudburst.shared.errors import WireError
 from cloudburst.shared.logs import setup_logging
@@ -149,12 +149,17 @@ class ShardServer:
         )
         base = Path(data_dir or kvs.data_dir)
         self.wal = WriteAheadLog(
-            base / f"{cfg.ip}_{kvs.shard_base_port}" / f"shard{index}",
+            base / (kvs.wal_name or f"{cfg.ip}_{kvs.shard_base_port}") / f"shard{index}",
             kvs.wal_fsync,
             kvs.wal_fsync_interval_ms,
         )
         self.ctx: zmq.Context[Any] = zmq.Context()
-        self.outbox = Outbox(self.ctx, self.state.stats)
+        self.sec = security.server_security(cfg)
+        self.outbox = Outbox(self.ctx, self.state.stats, self.sec)
+        # Answers to a request's response_address: CURVE server toward the asker.
+        self.answers = (
+            Outbox(self.ctx, self.state.stats, self.sec, serve=True) if self.sec else self.outbox
+        )
         self.running = True
         self._heartbeat: tuple[list[bytes], list[str]] | None = None
         self.loop_alive = time.monotonic()
@@ -196,10 +201,16 @@ class ShardServer:
         # Requests and replies speak ZMTP on plain sockets (anna.zmtp): no libzmq I/O
         # thread between the network and this loop (two thread wake-ups fewer per
         # request). Clients still see a libzmq PULL peer.
-        self.req = ZmtpServer(ip, kvs.shard_base_port + self.index, self.state.stats)
-        self.gossip = self.ctx.socket(zmq.PULL)
+        sec = self.sec
+        self.req = ZmtpServer(
+            ip,
+            kvs.shard_base_port + self.index,
+            self.state.stats,
+            **security.zmtp_server_options(sec, self.cfg),
+        )
+        self.gossip = security.server_socket(self.ctx, zmq.PULL, sec)
         self.gossip.bind(f"tcp://{ip}:{kvs.gossip_base_port + self.index}")
-        self.cache = self.ctx.socket(zmq.PULL)
+        self.cache = security.server_socket(self.ctx, zmq.PULL, sec)
         self.cache.bind(f"tcp://{ip}:{kvs.shard_base_port + self.index + CACHE_PORT_OFFSET}")
         for sock in (self.gossip, self.cache):
             sock.setsockopt(zmq.LINGER, 0)
@@ -372,7 +383,7 @@ class ShardServer:
         if address.startswith("tcp://"):
             self.req.send(address, data)
         else:
-            self.outbox.send(address, data)
+            self.answers.send(address, data)
 
     def heartbeat(self) -> None:
         """Refresh the heartbeat the heartbeat thread sends (the loop calls this every
@@ -400,7 +411,7 @@ class ShardServer:
         loop busy with a large value (a copy, a 1 GB fsync) never misses one. It stops
         vouching for the loop if that has not refreshed the heartbeat for
         ``HEARTBEAT_STALL_S`` (a hung loop is then declared dead as before)."""
-        outbox = Outbox(self.ctx, self.state.stats)
+        outbox = Outbox(self.ctx, self.state.stats, self.sec)
         try:
             while True:
                 beat = self._heartbeat
@@ -582,7 +593,7 @@ class ShardServer:
                         elif kind == wire.KIND_LIST_KEYS:
                             lreq = cast(pb.KeyRequest, imsg)
                             prefix = lreq.tuples[0].key if lreq.tuples else ""
-                            self.outbox.send(
+                            self.answers.send(
                                 lreq.response_address,
                                 list_keys_response(st.store, prefix, lreq.request_id),
                             )
@@ -659,9 +670,11 @@ class ShardServer:
             self.req.flush_all(0.5)
             self.req.close()
             self.outbox.close()
+            if self.answers is not self.outbox:
+                self.answers.close()
             for sock in (self.gossip, self.cache):
                 sock.close(0)
-            self.ctx.term()
+            security.term(self.ctx)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,7 +37,7 @@ import zmq
 from anna.errors import AnnaError, AnnaTimeoutError
 from cloudburst.client.dags import dag_message
 from cloudburst.client.future import _UNSET, CloudburstFuture
-from cloudburst.shared import version, wire
+from cloudburst.shared import security, version, wire
 from cloudburst.shared.config import ExecutorConfig, SchedulerConfig
 from cloudburst.shared.errors import (
     CloudburstException,
@@ -277,6 +277,8 @@ class CloudburstConnection:
     are accepted for compatibility with the original client. ``timeout`` bounds every
     control request (register, list, ...); connecting to a scheduler that is not there
     raises :class:`ConnectionFailed` within ``connect_timeout`` seconds.
+    ``kvs_address`` (``'host:port'``) replaces the KVS routing address the scheduler
+    reports, for a client outside the cluster's DNS (docs/deploy.md).
 
     ``direct=True`` lets the client reuse a DAG's (or function's) placement for up to
     ``placement_lease`` seconds and trigger the executors itself (one hop less); a
@@ -298,7 +300,11 @@ class CloudburstConnection:
         placement_lease: float = 1.0,
         liveness_interval: float = 1.0,
         show_output: bool | None = None,
+        keys_dir: str | None = None,
+        kvs_address: str | None = None,
     ) -> None:
+        # CURVE keys (docs/security.md): keys_dir or $CLOUDBURST_SECURITY__KEYS_DIR.
+        self._sec = security.client_security(keys_dir)
         default_port = port or _default_scheduler_port()
         host, sched_port = split_address(func_addr, default_port)
         if port:
@@ -368,6 +374,7 @@ class CloudburstConnection:
         self._kvs: Any = None
         self._dead_reason = ""  # why _dead_executors found executors dead (for messages)
         self.kvs_address = ""
+        self._kvs_override = kvs_address
         try:
             self._connect(min(connect_timeout, timeout))
         except BaseException:
@@ -377,7 +384,7 @@ class CloudburstConnection:
     # --- plumbing ----------------------------------------------------------
 
     def _socket(self, kind: int) -> zmq.Socket[Any]:
-        sock = self._ctx.socket(kind)
+        sock = security.client_socket(self._ctx, kind, self._sec)
         sock.setsockopt(zmq.LINGER, 0)
         self._sockets.append(sock)
         return sock
@@ -397,6 +404,9 @@ class CloudburstConnection:
                 "accepts connections there (is the cluster running? start a local one with "
                 "./scripts/start-cloudburst-local.sh)"
             )
+        refused = security.refusal(self.scheduler_address, self._sec, connect_timeout)
+        if refused:
+            raise ConnectionFailed(f"the scheduler at {self.scheduler_address}: {refused}")
         try:
             query = pb.StatusQuery(client_version=version.__version__)
             status = self._request("status", query, timeout=connect_timeout).status
@@ -405,7 +415,9 @@ class CloudburstConnection:
                 f"the Cloudburst scheduler at {self.scheduler_address} accepted a connection "
                 f"but did not answer within {connect_timeout}s"
             ) from None
-        self.kvs_address = status.kvs_address
+        # The KVS routing as the scheduler names it, unless this client reaches it by
+        # another name (a host outside the cluster's DNS: kvs_address='10.0.0.5:6450').
+        self.kvs_address = self._kvs_override or status.kvs_address
         version.check(log, status.server_version, "client", "scheduler")
 
     def _next_id(self) -> str:
@@ -1191,7 +1203,7 @@ class CloudburstConnection:
                     f"cannot reach the KVS routing tier at tcp://{host}:{port}: nothing "
                     "accepts connections there"
                 )
-            self._kvs = make_kvs_client(host, port, ip=self.ip, timeout=self.timeout)
+            self._kvs = make_kvs_client(host, port, ip=self.ip, timeout=self.timeout, sec=self._sec)
             self._owned.append(self._kvs)
         return self._kvs
 

@@ -50,6 +50,10 @@ class KvsConfig:
     wal_fsync: str = "always"  # always | interval | never
     wal_fsync_interval_ms: int = 10
     data_dir: str = ".local/kvs"
+    # The directory of this node's WAL and snapshots under data_dir; empty:
+    # "<ip>_<shard_base_port>". Containers set a name that survives an address change
+    # (the StatefulSet pod's name), so a node back on a new IP recovers its WAL.
+    wal_name: str = ""
     request_timeout_s: float = 5.0
     # After answering a request a shard keeps polling its sockets without sleeping for
     # this long before it blocks: a request arriving in that window skips a thread
@@ -157,6 +161,21 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class SecurityConfig:
+    # CURVE on every endpoint (docs/security.md). "auto": off, and a process whose ip
+    # is not loopback refuses to start; "true": on, keys from keys_dir; "false": off
+    # everywhere, explicitly (a loud warning at every start off loopback).
+    curve: str = "auto"
+    keys_dir: str = ""  # empty: <run_dir>/keys
+    # Denial-of-service basics on the KVS's own transport (anna/zmtp.py) and libzmq
+    # server sockets: frames over this many bytes close the connection (0: derived from
+    # 2 x kvs.max_value_bytes, at most 2 GiB); at most this many connections per peer host.
+    max_frame_bytes: int = 0
+    max_connections_per_peer: int = 1024
+    handshake_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True)
 class AutoscaleConfig:
     """The cluster policy (``cloudburst.autoscale``, docs/elasticity.md)."""
 
@@ -207,6 +226,7 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     ddt: DdtConfig = field(default_factory=DdtConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     autoscale: AutoscaleConfig = field(default_factory=AutoscaleConfig)
 
 
@@ -215,6 +235,7 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("autoscale", "actuator"): ("local", "kubernetes"),
     ("", "log_level"): ("DEBUG", "INFO", "WARNING", "ERROR"),
     ("", "log_format"): ("text", "json"),
+    ("security", "curve"): ("auto", "true", "false"),
 }
 
 
@@ -265,6 +286,12 @@ def _build(cls: type, section: str, values: Mapping[str, Any]) -> Any:
                 raise ConfigError(f"config {where}: expected a mapping, got {raw!r}")
             kwargs[name] = _build(typ, name, raw)  # type: ignore[arg-type]
             continue
+        if (section, name) == ("security", "curve"):
+            # YAML true/false, or the words from the environment.
+            text = str(raw).strip().lower()
+            raw = {"1": "true", "yes": "true", "on": "true", "0": "false", "no": "false"}.get(
+                text, text
+            )
         val = _coerce(where, raw, typ)
         choices = _CHOICES.get((section, name))
         if choices and val not in choices:

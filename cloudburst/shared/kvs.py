@@ -10,14 +10,30 @@ from typing import Any
 
 
 def make_kvs_client(
-    routing_host: str, routing_port: int, *, ip: str | None = None, timeout: float = 5.0
+    routing_host: str,
+    routing_port: int,
+    *,
+    ip: str | None = None,
+    timeout: float = 5.0,
+    sec: Any = "process",
 ) -> Any:
     """A KVS client (``get(keys)``, ``put(key, lattice)``, ``close()``) talking to the
-    routing tier at ``routing_host:routing_port``; it binds only random ports."""
+    routing tier at ``routing_host:routing_port``; it binds only random ports. ``sec``:
+    a :class:`cloudburst.shared.security.Security` (CURVE), None (plain), or by default
+    this server process's (:func:`cloudburst.shared.security.current`)."""
     from anna.client import AnnaTcpClient
+    from cloudburst.shared import security
+
+    if sec == "process":
+        sec = security.current()
 
     return AnnaTcpClient(
-        routing_host, ip=ip or routing_host, local=True, routing_port=routing_port, timeout=timeout
+        routing_host,
+        ip=ip or routing_host,
+        local=True,
+        routing_port=routing_port,
+        timeout=timeout,
+        curve=None if sec is None else sec.zmtp_client(),
     )
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import pickle
 import struct
+from dataclasses import dataclass
 from typing import Any
 
 import cloudpickle
@@ -43,12 +44,16 @@ _NP_MAGIC = b"CBNP"
 _NP_HEAD = struct.Struct("<4sHB")
 
 
+def _array_head(arr: np.ndarray) -> bytes:
+    dtype = arr.dtype.str.encode()
+    shape = struct.pack(f"<{arr.ndim}q", *arr.shape)
+    return _NP_HEAD.pack(_NP_MAGIC, len(dtype), arr.ndim) + dtype + shape
+
+
 def _encode_array(arr: np.ndarray) -> bytes:
     if not arr.flags.c_contiguous:
         arr = arr.copy(order="C")  # ascontiguousarray would turn 0-d into 1-d
-    dtype = arr.dtype.str.encode()
-    shape = struct.pack(f"<{arr.ndim}q", *arr.shape)
-    return b"".join((_NP_HEAD.pack(_NP_MAGIC, len(dtype), arr.ndim), dtype, shape, arr.data))
+    return b"".join((_array_head(arr), arr.data))
 
 
 def _decode_array(body: bytes | memoryview, copy: bool = True) -> np.ndarray:
@@ -93,7 +98,8 @@ def _p5_layout(nbuf: int, plen: int, lengths: list[int]) -> tuple[int, list[int]
     return pstart, starts
 
 
-def _dumps_default(obj: Any) -> bytes:
+def _default_layout(obj: Any) -> bytes | Layout:
+    """An in-band pickle (no large buffers), or the layout of a CBP5 body."""
     bufs: list[pickle.PickleBuffer] = []
 
     def out_of_band(buf: pickle.PickleBuffer) -> bool:
@@ -108,16 +114,80 @@ def _dumps_default(obj: Any) -> bytes:
     raws = [b.raw() for b in bufs]
     lengths = [r.nbytes for r in raws]
     pstart, starts = _p5_layout(len(raws), len(data), lengths)
-    out = bytearray(starts[-1] + lengths[-1])
-    _P5_HEAD.pack_into(out, 0, _P5_MAGIC, len(raws), len(data))
-    struct.pack_into(f"<{len(raws)}Q", out, _P5_HEAD.size, *lengths)
-    out[pstart : pstart + len(data)] = data
-    for start, raw in zip(starts, raws, strict=True):
-        out[start : start + raw.nbytes] = raw
-    return bytes(out)
+    head = _P5_HEAD.pack(_P5_MAGIC, len(raws), len(data))
+    head += struct.pack(f"<{len(raws)}Q", *lengths)
+    parts: list[tuple[int, Any]] = [(0, head), (pstart, data)]
+    parts += list(zip(starts, raws, strict=True))
+    return Layout(DEFAULT, starts[-1] + lengths[-1], parts, 0)
 
 
-def _loads_default(body: bytes | memoryview) -> Any:
+def _dumps_default(obj: Any) -> bytes:
+    out = _default_layout(obj)
+    if isinstance(out, bytes):
+        return out
+    buf = bytearray(out.length)  # one copy of each buffer (numpy copies, GIL released)
+    out.write_into(memoryview(buf))
+    return bytes(buf)  # (bytes() copies once more: the wire wants bytes)
+
+
+@dataclass
+class Layout:
+    """Where the pieces of a serialized body go, to write them straight into memory
+    of the caller's choosing (a shared-memory segment): ``parts`` are ``(offset,
+    bytes-like or ndarray)``; ``align_at`` is the offset that should land on a
+    64-byte boundary (a numpy array's data)."""
+
+    kind: int
+    length: int
+    parts: list[tuple[int, Any]]
+    align_at: int
+
+    def write_into(self, out: memoryview) -> None:
+        """Copy every part into ``out`` (``length`` writable bytes). Large parts are
+        copied by numpy, which releases the GIL (heartbeats keep running)."""
+        dst = np.frombuffer(out, dtype=np.uint8, count=self.length)
+        for off, part in self.parts:
+            if isinstance(part, np.ndarray):
+                np.copyto(np.ndarray(part.shape, part.dtype, buffer=out, offset=off), part)
+                continue
+            src = np.frombuffer(part, dtype=np.uint8)
+            dst[off : off + src.size] = src
+
+
+def layout(obj: Any, min_bytes: int = 0) -> Layout | None:
+    """The :class:`Layout` of ``obj``'s body when it is at least ``min_bytes`` long and
+    has large data to place (a numpy array, ``bytes``, a pickle with out-of-band
+    buffers); None otherwise (serialize it with :func:`dumps`). The body written
+    from it is exactly what :func:`dumps` returns."""
+    if isinstance(obj, np.ndarray) and not obj.dtype.hasobject:
+        if obj.nbytes < min_bytes:
+            return None
+        head = _array_head(obj)
+        return Layout(NUMPY, len(head) + obj.nbytes, [(0, head), (len(head), obj)], len(head))
+    if isinstance(obj, bytes):
+        if len(obj) < min_bytes:
+            return None
+        return Layout(BYTES, len(obj), [(0, obj)], 0)
+    if isinstance(obj, str) or type(obj) in (int, float, bool, type(None)):
+        return None
+    try:
+        out = _default_layout(obj)
+    except Exception as exc:  # pickling can raise almost anything
+        raise SerializationError(f"cannot serialize {type(obj).__name__}: {exc}") from exc
+    if isinstance(out, bytes) or out.length < min_bytes:
+        return None
+    return out
+
+
+def loads_shared(kind: int, body: memoryview) -> Any:
+    """Decode a body in read-only shared memory without copying its large data (a
+    read-only numpy array / out-of-band buffers over ``body``)."""
+    if kind == NUMPY:
+        return _decode_array(body, copy=False)
+    return loads(kind, body)
+
+
+def _loads_default(body: bytes | memoryview, zero_copy: bool | None = None) -> Any:
     if bytes(body[:4]) != _P5_MAGIC:
         return cloudpickle.loads(body)
     view = memoryview(body)
@@ -126,7 +196,8 @@ def _loads_default(body: bytes | memoryview) -> Any:
     pstart, starts = _p5_layout(nbuf, plen, lengths)
     if starts and starts[-1] + lengths[-1] > len(view):
         raise ValueError("truncated out-of-band pickle")
-    zero_copy = isinstance(body, memoryview) and body.readonly
+    if zero_copy is None:
+        zero_copy = isinstance(body, memoryview) and body.readonly
     buffers = [view[st : st + n] for st, n in zip(starts, lengths, strict=True)]
     if not zero_copy:  # a private, writable copy, as an in-band pickle gives
         buffers = [memoryview(bytearray(b)) for b in buffers]
@@ -178,23 +249,70 @@ def from_value(value: pb.Value) -> Any:
 
 
 def to_bytes(obj: Any) -> bytes:
-    """Serialize ``obj`` into the bytes of a ``Value`` message (what LWW values hold)."""
-    return to_value(obj).SerializeToString()
+    """Serialize ``obj`` into the bytes of a ``Value`` message (what LWW values hold).
+
+    A large array (or a pickle with out-of-band buffers) is copied once, by one join
+    into the message's bytes (the same bytes protobuf gives, which copies the data two
+    or three times more)."""
+    if isinstance(obj, np.ndarray) and not obj.dtype.hasobject:
+        if obj.nbytes >= OOB_MIN_BYTES:
+            lay = layout(obj)
+            assert lay is not None
+            return _value_bytes(lay)
+    elif not isinstance(obj, bytes | str) and type(obj) not in (int, float, bool, type(None)):
+        try:
+            out = _default_layout(obj)
+        except Exception as exc:  # pickling can raise almost anything
+            raise SerializationError(f"cannot serialize {type(obj).__name__}: {exc}") from exc
+        if isinstance(out, bytes):
+            return pb.Value(type=DEFAULT, body=out).SerializeToString()  # type: ignore[no-any-return]
+        return _value_bytes(out)
+    return to_value(obj).SerializeToString()  # type: ignore[no-any-return]
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _value_bytes(lay: Layout) -> bytes:
+    """The ``Value`` message (body = 1, type = 2) of a layout, by one join."""
+    pieces: list[Any] = [b"\x0a", _varint(lay.length)]
+    pos = 0
+    for off, part in sorted(lay.parts, key=lambda p: p[0]):
+        if off > pos:
+            pieces.append(bytes(off - pos))  # alignment padding (zeros)
+        if isinstance(part, np.ndarray):
+            part = np.ascontiguousarray(part).reshape(-1).view(np.uint8)
+        view = memoryview(part).cast("B") if not isinstance(part, bytes) else part
+        pieces.append(view)
+        pos = off + len(view)
+    if lay.kind:
+        pieces.append(b"\x10" + _varint(lay.kind))
+    return b"".join(pieces)
 
 
 def from_bytes(data: bytes | memoryview) -> Any:
-    """Inverse of :func:`to_bytes`; zero-copy for a read-only ``memoryview`` (above)."""
-    if isinstance(data, memoryview) and data.readonly:
-        try:
-            kind, start, end = value_body_span(data, 0, len(data))
-        except (ValueError, IndexError) as exc:
-            raise SerializationError(f"malformed Value message: {exc}") from exc
-        if kind == NUMPY:
-            return _decode_array(data[start:end], copy=False)
-        return loads(kind, data[start:end])
-    value = pb.Value()
+    """Inverse of :func:`to_bytes`; zero-copy for a read-only ``memoryview`` (above).
+
+    The body is located in place (no protobuf parse, which would copy it holding the
+    GIL); a large array from ``bytes`` is copied once, by numpy (GIL released)."""
+    shared = isinstance(data, memoryview) and data.readonly
+    view = memoryview(data)
     try:
-        value.ParseFromString(data)
-    except Exception as exc:  # google.protobuf.message.DecodeError
+        kind, start, end = value_body_span(view, 0, len(view))
+    except (ValueError, IndexError, TypeError) as exc:
         raise SerializationError(f"malformed Value message: {exc}") from exc
-    return from_value(value)
+    body = view[start:end]
+    if kind == NUMPY:
+        return _decode_array(body, copy=not shared)
+    if kind == DEFAULT and not shared:
+        try:
+            return _loads_default(body, zero_copy=False)
+        except Exception as exc:
+            raise SerializationError(f"cannot deserialize value: {exc}") from exc
+    return loads(kind, body)

@@ -44,6 +44,18 @@ class PendingReference(CloudburstReference):
     passed as an argument): the executor waits for the key to appear."""
 
 
+@dataclass(frozen=True)
+class SharedArgument:
+    """A value handed over in a shared-memory file (``pb.SharedValue``): the executor
+    maps it (``executor/handoff.py``) before the call."""
+
+    segment: str
+    type: int
+    offset: int
+    length: int
+    host: str
+
+
 def _parse(cls: type[M], data: bytes, what: str) -> M:
     msg: M = cls()
     try:
@@ -122,6 +134,9 @@ def decode_argument(arg: pb.Argument) -> Any:
             raise errors.InvalidArgument("a reference argument has an empty key")
         cls = PendingReference if ref.wait else CloudburstReference
         return cls(ref.key, ref.deserialize)
+    if kind == "shared":
+        sh = arg.shared
+        return SharedArgument(sh.segment, sh.type, sh.offset, sh.length, sh.host)
     raise errors.InvalidArgument("an argument has neither a value nor a reference")
 
 

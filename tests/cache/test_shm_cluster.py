@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -108,8 +109,10 @@ def test_worker_maps_large_array_read_only_and_segments_are_cleaned(tmp_path: Pa
 
                 def mapped_again() -> bool:
                     out = fn(*refs).get(timeout=30)
+                    if not out["over_mmap"]:  # (read from the KVS meanwhile: a writable
+                        return False  # copy, which the probe's write changed)
                     assert out["sum"] == float(big.sum())
-                    return bool(out["over_mmap"])
+                    return True
 
                 wait_until(mapped_again, timeout=30, what="the worker to map from the new cache")
                 assert len(segments(shm)) == 2
@@ -125,3 +128,102 @@ def test_worker_maps_large_array_read_only_and_segments_are_cleaned(tmp_path: Pa
         for p in shm.iterdir():
             p.unlink()
         shm.rmdir()
+
+
+# ---- results between functions on one node (executor/handoff.py) -------------------------
+
+
+def ho_src(_lib, n):  # runs on an executor
+    import numpy as np
+
+    return np.arange(n, dtype=np.float64)
+
+
+def ho_look(_lib, arr):
+    import mmap
+
+    import numpy as np
+
+    base = arr
+    while isinstance(base, np.ndarray):
+        base = base.base
+    return {
+        "over_mmap": isinstance(base, memoryview) and isinstance(base.obj, mmap.mmap),
+        "writeable": bool(arr.flags.writeable),
+        "sum": float(arr.sum()),
+    }
+
+
+def ho_join(_lib, a, b):
+    return [a, b]
+
+
+def test_a_large_result_reaches_the_next_functions_through_shared_memory(tmp_path: Path) -> None:
+    from executor.handoff import Handoff
+    from tests.integration.conftest import start_cluster
+
+    shm = Path("/dev/shm") / f"cbtest-ho-{os.getpid()}-{os.urandom(4).hex()}"
+    shm.mkdir()
+    cluster = None
+    try:
+        cluster = start_cluster(tmp_path / "run", workers=2, cache={"shm_dir": str(shm)})
+        cloud = cluster.connect()
+        try:
+            for fn, name in ((ho_src, "ho_src"), (ho_look, "ho_l"), (ho_look, "ho_r")):
+                cloud.register(fn, name)
+            cloud.register(ho_join, "ho_join")
+            # a fan-out and a fan-in: no link is a pure chain, every result is a trigger
+            ok, err = cloud.register_dag(
+                "ho",
+                ["ho_src", "ho_l", "ho_r", "ho_join"],
+                [("ho_src", "ho_l"), ("ho_src", "ho_r"), ("ho_l", "ho_join"), ("ho_r", "ho_join")],
+            )
+            assert ok, err
+            n = 300_000  # 2.4 MB, over the 64 KiB threshold
+            for _ in range(3):
+                got = cloud.call_dag("ho", {"ho_src": [n]}).get(timeout=30)
+                for side in got:
+                    assert side == {"over_mmap": True, "writeable": False, "sum": n * (n - 1) / 2}
+                # both consumers unlinked their links once done: what is left are the
+                # producers' pooled files (reused for the next value)
+                wait_until(lambda: links_gone(shm), timeout=20, what="the consumers' unlinks")
+                assert len(segments(shm)) <= 2 * 2  # (2 workers x POOL_FILES)
+            small = cloud.call_dag("ho", {"ho_src": [100]}).get(timeout=30)
+            assert [s["over_mmap"] for s in small] == [False, False]  # inline, a copy
+            assert [s["writeable"] for s in small] == [True, True]
+
+            # A producer killed with a value in flight leaves a file named after its
+            # pid: the node cache removes it within seconds.
+            dead = subprocess_pid()
+            cfg = cluster.cfg
+            (node,) = {e["node_id"] for e in cloud.status()["executor_list"]}
+            h = Handoff(
+                cfg.ip, str(shm), ipc_address(cfg.cache.ipc_dir, node), 1, 60.0, time.monotonic
+            )
+            stale = shm / f"{h.prefix}{dead}-1"
+            stale.write_bytes(b"x" * 1000)
+            wait_until(lambda: not stale.exists(), timeout=20, what="the cache to sweep it")
+        finally:
+            cloud.close()
+        cluster.group.stop_all()
+        assert segments(shm) == []  # nothing left after stop
+    finally:
+        if cluster is not None:
+            cluster.group.stop_all()
+        for p in shm.iterdir():
+            p.unlink()
+        shm.rmdir()
+
+
+def links_gone(d: Path) -> bool:
+    return all(p.stat().st_nlink == 1 for p in d.iterdir())
+
+
+def subprocess_pid() -> int:
+    """The pid of a process that has exited."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait(timeout=30)
+    return proc.pid

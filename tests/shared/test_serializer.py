@@ -8,6 +8,7 @@ from hypothesis.extra import numpy as hnp
 
 from cloudburst.shared import serializer
 from cloudburst.shared.errors import SerializationError
+from cloudburst.shared.proto import cloudburst_pb2 as pb
 
 
 def test_bytes_pass_through_and_strings_are_utf8() -> None:
@@ -88,3 +89,40 @@ def test_unpicklable_value() -> None:
 
     with pytest.raises(SerializationError, match="cannot serialize"):
         serializer.dumps(threading.Lock())
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        np.arange(20_000, dtype=np.float64),
+        np.arange(30_000, dtype=np.int32).reshape(100, 300)[:, ::2],  # not contiguous
+        {"w": np.ones(20_000), "tag": "t"},  # out-of-band buffers
+    ],
+)
+def test_large_values_are_joined_into_the_same_value_message(obj: object) -> None:
+    """to_bytes builds a large Value by one join: protobuf parses it back to the
+    same message, and it decodes to the value (a writable copy from bytes)."""
+    data = serializer.to_bytes(obj)
+    msg = pb.Value()
+    msg.ParseFromString(data)
+    assert msg.SerializeToString() == data
+    kind, body = serializer.dumps(obj)
+    assert msg.type == kind
+    back = serializer.from_bytes(data)
+    if isinstance(obj, dict):
+        assert np.array_equal(back["w"], obj["w"]) and back["w"].flags.writeable
+    else:
+        assert msg.body == body
+        assert np.array_equal(back, obj) and back.flags.writeable
+
+
+@pytest.mark.parametrize("ts", [0, 1, 2**63, 12_345_678_901_234])
+@pytest.mark.parametrize("n", [70_000, 300_001])
+def test_large_lww_payload_is_protobufs_encoding(ts: int, n: int) -> None:
+    from anna.proto import anna_pb2
+    from lattices.lww import LWWPairLattice
+
+    value = bytes(range(256)) * (n // 256) + b"x" * (n % 256)
+    lat = LWWPairLattice(ts, value)
+    assert lat.serialize() == anna_pb2.LWWValue(timestamp=ts, value=value).SerializeToString()
+    assert LWWPairLattice.parse(lat.serialize()).value == value

@@ -78,13 +78,29 @@ class Reference(_message.Message):
     wait: bool
     def __init__(self, key: _Optional[str] = ..., deserialize: _Optional[bool] = ..., wait: _Optional[bool] = ...) -> None: ...
 
+class SharedValue(_message.Message):
+    __slots__ = ("segment", "type", "offset", "length", "host")
+    SEGMENT_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    segment: str
+    type: SerializerType
+    offset: int
+    length: int
+    host: str
+    def __init__(self, segment: _Optional[str] = ..., type: _Optional[_Union[SerializerType, str]] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ..., host: _Optional[str] = ...) -> None: ...
+
 class Argument(_message.Message):
-    __slots__ = ("value", "reference")
+    __slots__ = ("value", "reference", "shared")
     VALUE_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    SHARED_FIELD_NUMBER: _ClassVar[int]
     value: Value
     reference: Reference
-    def __init__(self, value: _Optional[_Union[Value, _Mapping]] = ..., reference: _Optional[_Union[Reference, _Mapping]] = ...) -> None: ...
+    shared: SharedValue
+    def __init__(self, value: _Optional[_Union[Value, _Mapping]] = ..., reference: _Optional[_Union[Reference, _Mapping]] = ..., shared: _Optional[_Union[SharedValue, _Mapping]] = ...) -> None: ...
 
 class Arguments(_message.Message):
     __slots__ = ("values",)

@@ -1,0 +1,118 @@
+"""Probes for containers: ``python -m cloudburst.health ROLE [--deep] [--timeout S]``.
+
+Exit 0 when ROLE serves on this host (``cfg.ip``, from the config file and the
+environment as the role itself reads them), 1 otherwise, with one line saying why.
+
+Without ``--deep`` (liveness, compose healthchecks) the probe is cheap: it imports
+no messaging code and checks that the role's ports accept connections (routing: the
+routing port; storage: routing and every shard's request port; scheduler: its port;
+executor: every worker port, ``executor.base_port + i``, and the node cache's ipc
+socket). With ``--deep`` (readiness) it also makes a real exchange: routing and
+storage answer a membership request (storage: and list this node live), the
+scheduler answers a status query. A cheap liveness probe matters: under CPU limits a
+probe that imports half the code base times out and restarts healthy pods.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from cloudburst.shared.config import Config, load_config
+from cloudburst.shared.processes import port_open
+
+ROLES = ("routing", "storage", "scheduler", "executor")
+
+
+def _ports(role: str, cfg: Config) -> list[tuple[str, int]]:
+    kvs = cfg.kvs
+    if role == "routing":
+        return [("routing", kvs.routing_port)]
+    if role == "storage":
+        shards = [(f"shard {t}", kvs.shard_base_port + t) for t in range(kvs.shards)]
+        return [("routing", kvs.routing_port), *shards]
+    if role == "scheduler":
+        return [("scheduler", cfg.scheduler.port)]
+    base = cfg.executor.base_port
+    return [(f"worker {i}", base + i) for i in range(cfg.executor.workers)] if base else []
+
+
+def _keys_dir(cfg: Config) -> str | None:
+    """The keys a deep probe talks with: the cluster's own (CURVE on), else None."""
+    if cfg.security.curve != "true":
+        return None
+    return cfg.security.keys_dir or os.path.join(cfg.run_dir, "keys")
+
+
+def _deep(role: str, cfg: Config, timeout: float) -> str | None:
+    if _keys_dir(cfg):
+        from cloudburst.shared import security
+
+        # The cluster's key pair: servers always admit it (anna.admin talks with it).
+        security.server_security(cfg)
+    if role in ("routing", "storage"):
+        from anna.admin import membership
+
+        table = membership(f"tcp://{cfg.ip}:{cfg.kvs.routing_port}", cfg.ip, timeout=timeout)
+        if table is None:
+            return f"routing on {cfg.ip}:{cfg.kvs.routing_port} does not answer"
+        node_id = f"{cfg.ip}:{cfg.kvs.shard_base_port}"
+        if role == "storage" and not any(
+            n.node_id == node_id and not n.departed for n in table.nodes
+        ):
+            return f"node {node_id} is not a live member"
+    elif role == "scheduler":
+        from cloudburst.client.client import CloudburstConnection
+
+        try:
+            conn = CloudburstConnection(
+                f"{cfg.ip}:{cfg.scheduler.port}",
+                ip=cfg.ip,
+                timeout=timeout,
+                keys_dir=_keys_dir(cfg),
+            )
+        except Exception as exc:  # noqa: BLE001 - any failure means not serving
+            return f"scheduler connection failed: {exc}"
+        try:
+            conn.status()
+        except Exception as exc:  # noqa: BLE001
+            return f"scheduler on {cfg.ip}:{cfg.scheduler.port} does not answer: {exc}"
+        finally:
+            conn.close()
+    return None
+
+
+def check(role: str, cfg: Config, timeout: float, deep: bool = False) -> str | None:
+    """None when ``role`` serves here, else what is wrong."""
+    if role not in ROLES:
+        return f"unknown role {role!r} (one of {', '.join(ROLES)})"
+    for what, port in _ports(role, cfg):
+        if not port_open(cfg.ip, port, timeout=timeout):
+            return f"{what} does not accept connections on {cfg.ip}:{port}"
+    if role == "executor" and cfg.cache.enabled:
+        ipc = cfg.cache.ipc_dir
+        names = os.listdir(ipc) if os.path.isdir(ipc) else []
+        if not any(n.startswith("cache-") and n.endswith(".sock") for n in names):
+            return f"no node cache socket in {ipc}"
+    return _deep(role, cfg, timeout) if deep else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cloudburst.health")
+    parser.add_argument("role", choices=ROLES)
+    parser.add_argument("--config", help="YAML config (default $CLOUDBURST_CONFIG)")
+    parser.add_argument("--deep", action="store_true", help="also a real exchange (readiness)")
+    parser.add_argument("--timeout", type=float, default=3.0, help="seconds per check")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config)
+    problem = check(args.role, cfg, args.timeout, deep=args.deep)
+    if problem:
+        print(f"{args.role}: not serving: {problem}")
+        return 1
+    print(f"{args.role}: serving on {cfg.ip}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""deploy/k8s: every overlay renders with ``kubectl kustomize``, passes
+``kubernetes-validate --strict``, and is consistent in what schemas cannot see:
+selectors match pod labels, Service and container ports agree with the config's
+ports, every container has requests, limits and probes (timeouts >= 5 s), image names
+agree, the commands and probe commands exist in the image."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from cloudburst import health
+from cloudburst.shared.config import Config, load_config
+from cloudburst.shared.metrics import port_for
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "deploy" / "k8s"
+OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if p.is_dir())
+WORKLOADS = ("Deployment", "StatefulSet")
+# Which process of a pod serves the pod's "metrics" port (cloudburst.shared.metrics).
+METRICS_ROLE = {
+    "routing": "routing",
+    "storage": "routing",
+    "scheduler": "scheduler",
+    "executor": "executor-node",
+}
+
+
+def _render(overlay: str) -> list[dict[str, Any]]:
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl is needed to render deploy/k8s (kubectl kustomize)"
+    out = subprocess.run(
+        [kubectl, "kustomize", str(K8S / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def rendered(request: pytest.FixtureRequest) -> tuple[str, list[dict[str, Any]]]:
+    return request.param, _render(request.param)
+
+
+def _kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def _config(docs: list[dict[str, Any]]) -> Config:
+    """The config the pods mount (the ConfigMap's cloudburst.yml, no environment)."""
+    (cm,) = [d for d in _kind(docs, "ConfigMap") if d["metadata"]["name"].startswith("cloudburst")]
+    with tempfile.TemporaryDirectory() as tmp:
+        f = Path(tmp) / "cloudburst.yml"
+        f.write_text(cm["data"]["cloudburst.yml"])
+        return load_config(str(f), env={})
+
+
+def _containers(workload: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = workload["spec"]["template"]["spec"]
+    return list(spec.get("containers", [])) + list(spec.get("initContainers", []))
+
+
+def _matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def test_both_overlays_exist() -> None:
+    assert {"dev", "prod"} <= set(OVERLAYS)
+
+
+def test_every_resource_validates_strictly(rendered: Any) -> None:
+    _, docs = rendered
+    version = kubernetes_validate.latest_version()
+    kinds = set()
+    for doc in docs:
+        kubernetes_validate.validate(doc, version, strict=True)
+        kinds.add(doc["kind"])
+    assert {
+        "ConfigMap",
+        "Secret",
+        "Service",
+        "Deployment",
+        "StatefulSet",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+    } <= kinds
+
+
+def test_strict_validation_rejects_an_unknown_field(rendered: Any) -> None:
+    _, docs = rendered
+    bad = dict(_kind(docs, "Service")[0])
+    bad["spec"] = {**bad["spec"], "portz": []}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, kubernetes_validate.latest_version(), strict=True)
+
+
+def test_selectors_match_pod_labels(rendered: Any) -> None:
+    _, docs = rendered
+    workloads = [d for d in docs if d["kind"] in WORKLOADS]
+    assert {w["metadata"]["name"] for w in workloads} == {
+        "cloudburst-routing",
+        "cloudburst-storage",
+        "cloudburst-scheduler",
+        "cloudburst-executor",
+    }
+    pod_labels = []
+    for w in workloads:
+        labels = w["spec"]["template"]["metadata"]["labels"]
+        assert _matches(w["spec"]["selector"]["matchLabels"], labels), w["metadata"]["name"]
+        pod_labels.append(labels)
+    for svc in _kind(docs, "Service"):
+        sel = svc["spec"]["selector"]
+        assert sum(_matches(sel, labels) for labels in pod_labels) == 1, svc["metadata"]["name"]
+    for pdb in _kind(docs, "PodDisruptionBudget"):
+        sel = pdb["spec"]["selector"]["matchLabels"]
+        assert any(_matches(sel, labels) for labels in pod_labels)
+    for pol in _kind(docs, "NetworkPolicy"):
+        sel = pol["spec"]["podSelector"]["matchLabels"]
+        assert all(_matches(sel, labels) for labels in pod_labels)
+
+
+def test_ports_agree_with_the_config(rendered: Any) -> None:
+    _, docs = rendered
+    cfg = _config(docs)
+    want = {
+        "routing": cfg.kvs.routing_port,
+        "shard": cfg.kvs.shard_base_port,
+        "gossip": cfg.kvs.gossip_base_port,
+        "subscribe": cfg.kvs.shard_base_port + 100,
+        "scheduler": cfg.scheduler.port,
+    }
+    want.update({f"worker{i}": cfg.executor.base_port + i for i in range(cfg.executor.workers)})
+    by_component: dict[str, dict[str, int]] = {}
+    for w in (d for d in docs if d["kind"] in WORKLOADS):
+        component = w["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]
+        ports: dict[str, int] = {}
+        for c in _containers(w):
+            for p in c.get("ports", []):
+                ports[p["name"]] = p["containerPort"]
+        for name, port in ports.items():
+            if name == "metrics":
+                assert port == port_for(cfg, METRICS_ROLE[component]), component
+            else:
+                assert port == want[name], (component, name)
+        by_component[component] = ports
+    # every worker of an executor node has its port
+    assert {f"worker{i}" for i in range(cfg.executor.workers)} <= set(by_component["executor"])
+    assert {"routing", "shard", "gossip", "subscribe"} <= set(by_component["storage"])
+    for svc in _kind(docs, "Service"):
+        component = svc["spec"]["selector"]["app.kubernetes.io/component"]
+        for p in svc["spec"]["ports"]:
+            target = p.get("targetPort", p["port"])
+            pod_ports = by_component[component]
+            number = pod_ports[target] if isinstance(target, str) else target
+            assert number in pod_ports.values(), (svc["metadata"]["name"], p)
+            assert p["port"] == number, (svc["metadata"]["name"], p)
+
+
+def test_every_container_has_requests_limits_and_probes(rendered: Any) -> None:
+    _, docs = rendered
+    for w in (d for d in docs if d["kind"] in WORKLOADS):
+        for c in _containers(w):
+            where = f"{w['metadata']['name']}/{c['name']}"
+            for part in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(c["resources"][part]), (where, part)
+            for probe in ("readinessProbe", "livenessProbe"):
+                assert probe in c, (where, probe)
+                assert c[probe].get("timeoutSeconds", 1) >= 5, (where, probe)
+
+
+def test_image_names_agree(rendered: Any) -> None:
+    overlay, docs = rendered
+    kust = yaml.safe_load((K8S / "overlays" / overlay / "kustomization.yaml").read_text())
+    (img,) = kust["images"]
+    want = f"{img['newName']}:{img['newTag']}"
+    for w in (d for d in docs if d["kind"] in WORKLOADS):
+        for c in _containers(w):
+            assert c["image"] == want, (w["metadata"]["name"], c["image"])
+
+
+def _module_exists(argv: list[str]) -> None:
+    """``[cloudburst-entrypoint] python -m MOD [args]``: MOD is in the image's code."""
+    if argv[0] == "cloudburst-entrypoint":
+        assert "/usr/local/bin/cloudburst-entrypoint" in (ROOT / "Dockerfile").read_text()
+        argv = argv[1:]
+    assert argv[:2] == ["python", "-m"], argv
+    module = argv[2]
+    assert importlib.util.find_spec(module) is not None, module
+    top = module.split(".")[0]
+    assert f"COPY {top} /app/{top}" in (ROOT / "Dockerfile").read_text(), top
+    if module == "cloudburst.health":
+        assert argv[3] in health.ROLES and set(argv[4:]) <= {"--deep"}, argv
+
+
+def test_commands_and_probe_commands_exist(rendered: Any) -> None:
+    _, docs = rendered
+    for w in (d for d in docs if d["kind"] in WORKLOADS):
+        for c in _containers(w):
+            _module_exists(c["command"])
+            for probe in ("readinessProbe", "livenessProbe"):
+                _module_exists(c[probe]["exec"]["command"])
+            # readiness makes a real exchange; liveness stays cheap (no restart cascades)
+            assert c["readinessProbe"]["exec"]["command"][-1] == "--deep"
+            assert "--deep" not in c["livenessProbe"]["exec"]["command"]
+
+
+def test_storage_statefulset_peer_service_pvc_pdb_and_grace(rendered: Any) -> None:
+    _, docs = rendered
+    cfg = _config(docs)
+    (sts,) = _kind(docs, "StatefulSet")
+    peers = {s["metadata"]["name"]: s for s in _kind(docs, "Service")}[sts["spec"]["serviceName"]]
+    assert peers["spec"]["clusterIP"] == "None"
+    assert peers["spec"]["publishNotReadyAddresses"] is True
+    (claim,) = sts["spec"]["volumeClaimTemplates"]
+    (c,) = sts["spec"]["template"]["spec"]["containers"]
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert cfg.kvs.data_dir.startswith(mounts[claim["metadata"]["name"]])
+    env = {e["name"]: e for e in c["env"]}  # the WAL follows the pod's name, not its IP
+    assert env["CLOUDBURST_KVS__WAL_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    pod = sts["spec"]["template"]["spec"]
+    # the hand-off (depart) plus the launcher's stop of its children fit in the grace
+    assert pod["terminationGracePeriodSeconds"] >= cfg.kvs.depart_timeout_s + 10
+    assert "podAntiAffinity" in pod["affinity"]
+    (pdb,) = _kind(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert cfg.kvs.replication_global >= 2
+    assert sts["spec"]["replicas"] >= cfg.kvs.replication_global
+
+
+def test_executor_pod_shares_ipc_and_shm_and_uses_service_names(rendered: Any) -> None:
+    _, docs = rendered
+    cfg = _config(docs)
+    services = {s["metadata"]["name"] for s in _kind(docs, "Service")}
+    (ex,) = [d for d in _kind(docs, "Deployment") if d["metadata"]["name"] == "cloudburst-executor"]
+    pod = ex["spec"]["template"]["spec"]
+    empty = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
+    (c,) = pod["containers"]
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    assert mounts[cfg.cache.ipc_dir] in empty
+    assert mounts[cfg.cache.shm_dir] in empty
+    env = {e["name"]: e for e in c["env"]}
+    assert env["CLOUDBURST_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    assert env["CLOUDBURST_KVS__HOST"]["value"] in services
+    assert env["CLOUDBURST_SCHEDULER__HOST"]["value"] in services
+    # every pod mounts the generated ConfigMap at the image's config path
+    cms = {d["metadata"]["name"] for d in _kind(docs, "ConfigMap")}
+    for w in (d for d in docs if d["kind"] in WORKLOADS):
+        vols = {v["name"]: v for v in w["spec"]["template"]["spec"]["volumes"]}
+        for c in _containers(w):
+            (m,) = [m for m in c["volumeMounts"] if m["mountPath"].endswith("cloudburst.yml")]
+            assert m["mountPath"] == "/etc/cloudburst/cloudburst.yml"
+            assert vols[m["name"]]["configMap"]["name"] in cms
+
+
+def test_the_autoscalers_kubernetes_names_exist(rendered: Any) -> None:
+    # cloudburst.autoscale's Kubernetes actuator patches these by name (prod: its
+    # default namespace too).
+    overlay, docs = rendered
+    auto = Config().autoscale
+    names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert ("Deployment", auto.k8s_executor_deployment) in names
+    assert ("StatefulSet", auto.k8s_storage_statefulset) in names
+    if overlay == "prod":
+        assert ("Namespace", auto.k8s_namespace) in names
