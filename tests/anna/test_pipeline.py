@@ -3,38 +3,17 @@
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Iterator
 
 import pytest
 
-from cloudburst.shared.processes import ProcessGroup
 from lattices import LWWPairLattice, PriorityLattice, SetLattice, make_timestamp
-from tests.anna.conftest import KvsCluster, wait_ready, write_config
+from tests.anna.conftest import KvsCluster
 
 
 @pytest.fixture(scope="module")
-def kvs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KvsCluster]:
-    """One 2-shard KVS node for this module's tests (each uses its own keys): one
-    start-up instead of one per test."""
-    tmp = tmp_path_factory.mktemp("pipeline")
-    group = ProcessGroup(log_dir=tmp / "logs")
-    try:
-        for attempt in range(3):  # free ports can be taken meanwhile: retry on others
-            path, cfg = write_config(tmp, "kvs", shards=2)
-            proc = group.start("kvs", [sys.executable, "-m", "anna.local", "--config", str(path)])
-            cluster = KvsCluster(group, path, cfg, "kvs")
-            try:
-                wait_ready(cluster)
-                break
-            except RuntimeError:
-                if proc.alive() or attempt == 2:
-                    raise
-        yield cluster
-    finally:
-        group.stop_all()
-    leaked = [p.name for p in group.procs.values() if p.alive()]
-    assert not leaked, f"processes still alive after the module: {leaked}"
+def kvs(module_kvs: KvsCluster) -> KvsCluster:
+    """One 2-shard KVS node for this module's tests (each uses its own keys)."""
+    return module_kvs
 
 
 def test_mixed_ops_answer_in_queue_order(kvs: KvsCluster) -> None:
