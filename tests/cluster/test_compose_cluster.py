@@ -18,7 +18,10 @@ import numpy as np
 import pytest
 
 from anna.admin import placed_on
+from anna.client import AnnaTcpClient
+from anna.errors import AnnaError
 from cloudburst.client.client import CloudburstConnection
+from cloudburst.shared.errors import ConnectionFailed
 from cloudburst.shared.processes import port_open
 from cloudburst.shared.reference import CloudburstReference
 
@@ -95,6 +98,26 @@ def test_readme_example(compose: Any) -> None:
         assert local_cloud.call_dag("dag", {"square": [2]}).get(timeout=30) == 4
     finally:
         local_cloud.close()
+
+
+def test_a_client_without_keys_is_refused(compose: Any, monkeypatch: Any) -> None:
+    """The containers run CURVE on every port: a client without the cluster's keys gets
+    a clear error within seconds, on the scheduler and on the KVS."""
+    monkeypatch.delenv("CLOUDBURST_SECURITY__KEYS_DIR", raising=False)
+    start = time.monotonic()
+    with pytest.raises(ConnectionFailed, match="CURVE"):
+        CloudburstConnection(
+            compose.addr("scheduler"),
+            kvs_address=f"{compose.addr('routing')}:6450",
+            connect_timeout=5.0,
+        )
+    assert time.monotonic() - start < 10.0
+    kvs = AnnaTcpClient(compose.addr("routing"), routing_port=6450)
+    try:
+        with pytest.raises(AnnaError, match="CURVE"):
+            kvs.get(["no-keys"])
+    finally:
+        kvs.close()
 
 
 def test_composition_dag_across_nodes(cloud: CloudburstConnection) -> None:
