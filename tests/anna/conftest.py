@@ -160,3 +160,27 @@ def poll(check: Callable[[], Any], timeout: float, what: str, interval: float = 
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+@pytest.fixture(scope="module")
+def module_kvs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KvsCluster]:
+    """One 2-shard KVS node shared by a module's tests (a module that uses it defines
+    ``kvs`` as it; its tests use their own keys): one start-up instead of one per test."""
+    tmp = tmp_path_factory.mktemp("kvs")
+    group = ProcessGroup(log_dir=tmp / "logs")
+    try:
+        for attempt in range(3):  # free ports can be taken meanwhile: retry on others
+            path, cfg = write_config(tmp, "kvs", shards=2)
+            proc = group.start("kvs", [sys.executable, "-m", "anna.local", "--config", str(path)])
+            cluster = KvsCluster(group, path, cfg, "kvs")
+            try:
+                wait_ready(cluster)
+                break
+            except RuntimeError:
+                if proc.alive() or attempt == 2:
+                    raise
+        yield cluster
+    finally:
+        group.stop_all()
+    leaked = [p.name for p in group.procs.values() if p.alive()]
+    assert not leaked, f"processes still alive after the module: {leaked}"

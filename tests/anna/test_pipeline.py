@@ -10,6 +10,12 @@ from lattices import LWWPairLattice, PriorityLattice, SetLattice, make_timestamp
 from tests.anna.conftest import KvsCluster
 
 
+@pytest.fixture(scope="module")
+def kvs(module_kvs: KvsCluster) -> KvsCluster:
+    """One 2-shard KVS node for this module's tests (each uses its own keys)."""
+    return module_kvs
+
+
 def test_mixed_ops_answer_in_queue_order(kvs: KvsCluster) -> None:
     client = kvs.client()
     try:

@@ -51,6 +51,12 @@ def _tuple(key: str, lattice: Any) -> pb.KeyTuple:
     return pb.KeyTuple(key=key, lattice_type=lt, payload=payload)  # type: ignore[arg-type]
 
 
+@pytest.fixture(scope="module")
+def kvs(module_kvs: KvsCluster) -> KvsCluster:
+    """One 2-shard KVS node for this module's tests (each uses its own keys)."""
+    return module_kvs
+
+
 def test_protocol_rules_on_a_live_shard(kvs: KvsCluster) -> None:
     client = kvs.client()
     raw = Raw()

@@ -51,6 +51,20 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     assert not leaked, f"cluster processes still alive: {leaked}"
 
 
+@pytest.fixture(scope="module")
+def spare(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A second cluster for the tests that kill every worker or must count the KVS's
+    ``results/`` keys from zero (the first of them in this file, so it starts fresh):
+    one start-up for the three of them instead of one each."""
+    c = start_private_cluster(tmp_path_factory.mktemp("spare"), result_ttl_s=300.0)
+    try:
+        yield c
+    finally:
+        c.group.stop_all()
+    leaked = [p.name for p in c.group.procs.values() if p.alive()]
+    assert not leaked, f"cluster processes still alive: {leaked}"
+
+
 @pytest.fixture
 def conn(limited: Cluster) -> Iterator[CloudburstConnection]:
     c = limited.connect()
@@ -415,61 +429,54 @@ def test_call_results_and_stream_directory_keys_are_reclaimed(
         assert conn.get_object(f.obj_id) is None
 
 
-def test_results_are_stored_on_demand_and_deleted_at_close(tmp_path: Path) -> None:
+def test_results_are_stored_on_demand_and_deleted_at_close(spare: Cluster) -> None:
     """exec_func results are not written to the KVS unless asked for (issue 16); those
     the client stored on demand are deleted when it closes (or after result_ttl_s)."""
-    c = start_private_cluster(tmp_path, result_ttl_s=300.0)
-    try:
-        data_dir = Path(c.cfg.kvs.data_dir)
-        with c.connect() as conn:
-            f = conn.register(lambda _, x: x * 3, "stop_f")
-            futs = [f(i) for i in range(60)]
-            assert [x.get(timeout=20) for x in futs] == [3 * i for i in range(60)]
-            assert sum(k.startswith("results/") for k in live_keys(data_dir)) == 0
-            keys = [x.obj_id for x in futs[:10]]  # stored now, by the client
-            assert conn.get_object(keys[0]) == 0
-            assert sum(k.startswith("results/") for k in live_keys(data_dir)) == 10
+    data_dir = Path(spare.cfg.kvs.data_dir)
+    # The first test on ``spare``: no call stored a result there before.
+    assert sum(k.startswith("results/") for k in live_keys(data_dir)) == 0
+    with spare.connect() as conn:
+        f = conn.register(lambda _, x: x * 3, "stop_f")
+        futs = [f(i) for i in range(60)]
+        assert [x.get(timeout=20) for x in futs] == [3 * i for i in range(60)]
         assert sum(k.startswith("results/") for k in live_keys(data_dir)) == 0
-    finally:
-        c.group.stop_all()
+        keys = [x.obj_id for x in futs[:10]]  # stored now, by the client
+        assert conn.get_object(keys[0]) == 0
+        assert sum(k.startswith("results/") for k in live_keys(data_dir)) == 10
+    assert sum(k.startswith("results/") for k in live_keys(data_dir)) == 0
 
 
-def test_a_call_while_every_worker_restarts_waits_for_one(tmp_path: Path) -> None:
-    c = start_private_cluster(tmp_path)
-    try:
-        with c.connect() as conn:
-            f = conn.register(lambda _, x: x + 5, "restart_all_f")
-            assert f(1).get(timeout=20) == 6
-            pids = _workers(conn)
-            for pid in pids.values():
-                os.kill(pid, signal.SIGKILL)
-            t0 = time.monotonic()
-            # The scheduler knows at once that none is left; the call waits for the
-            # node's new workers instead of failing with "no live executor".
-            assert f(2).get(timeout=30) == 7
-            print(f"served {time.monotonic() - t0:.2f}s after every worker was killed")
-            assert not set(_workers(conn)) & set(pids)
-    finally:
-        c.group.stop_all()
+def test_a_call_while_every_worker_restarts_waits_for_one(spare: Cluster) -> None:
+    with spare.connect() as conn:
+        _wait_whole(conn)  # every worker up, as on a fresh cluster
+        f = conn.register(lambda _, x: x + 5, "restart_all_f")
+        assert f(1).get(timeout=20) == 6
+        pids = _workers(conn)
+        assert len(pids) == WORKERS
+        for pid in pids.values():
+            os.kill(pid, signal.SIGKILL)
+        t0 = time.monotonic()
+        # The scheduler knows at once that none is left; the call waits for the
+        # node's new workers instead of failing with "no live executor".
+        assert f(2).get(timeout=30) == 7
+        print(f"served {time.monotonic() - t0:.2f}s after every worker was killed")
+        assert not set(_workers(conn)) & set(pids)
 
 
 @pytest.mark.timeout(400)
 def test_a_call_holding_the_gil_past_its_limit_is_killed_by_the_cpu_backstop(
-    tmp_path: Path,
+    spare: Cluster,
 ) -> None:
     # sum() over a range runs in C without releasing the GIL: the watchdog thread
     # never runs, so RLIMIT_CPU (timeout * cpus + 2 more CPU seconds) ends the worker.
-    c = start_private_cluster(tmp_path)
-    try:
-        with c.connect() as conn:
-            conn.register(lambda _, n: sum(range(n)), "gil_hog", timeout=1.0)
-            t0 = time.monotonic()
-            with pytest.raises(errors.ExecutorFailed, match="died"):
-                conn.exec_func("gil_hog", [10**13]).get(timeout=120)
-            print(f"the GIL-holding call failed after {time.monotonic() - t0:.1f}s")
-            quick = conn.register(lambda _, x: -x, "gil_quick")
-            assert quick(3).get(timeout=30) == -3
-            # The hogs burn their CPU allowance first (slow on a busy machine).
-            _wait_whole(conn, within=240)
-    finally:
-        c.group.stop_all()
+    with spare.connect() as conn:
+        _wait_whole(conn, within=60)  # the workers the test before killed are back
+        conn.register(lambda _, n: sum(range(n)), "gil_hog", timeout=1.0)
+        t0 = time.monotonic()
+        with pytest.raises(errors.ExecutorFailed, match="died"):
+            conn.exec_func("gil_hog", [10**13]).get(timeout=120)
+        print(f"the GIL-holding call failed after {time.monotonic() - t0:.1f}s")
+        quick = conn.register(lambda _, x: -x, "gil_quick")
+        assert quick(3).get(timeout=30) == -3
+        # The hogs burn their CPU allowance first (slow on a busy machine).
+        _wait_whole(conn, within=240)

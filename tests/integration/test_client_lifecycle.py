@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from cloudburst.local import wait_ready
-from tests.integration.conftest import WORKERS, Cluster, start_cluster
+from tests.integration.conftest import Cluster, start_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -90,13 +90,14 @@ def restart(cluster: Cluster, names: tuple[str, ...] = ("kvs", "scheduler", "exe
     modules = {"kvs": "anna.local", "scheduler": "scheduler.server", "executor": "executor.node"}
     for name in names:
         cluster.group.python(name, modules[name], "--config", str(cluster.config_path))
-    wait_ready(cluster.cfg, WORKERS, timeout=90.0)
+    wait_ready(cluster.cfg, cluster.cfg.executor.workers, timeout=90.0)
 
 
 @pytest.fixture
 def own_cluster(tmp_path: Path) -> Iterator[Cluster]:
-    """A cluster of this test only (it gets killed and restarted)."""
-    c = start_cluster(tmp_path / "cluster")
+    """A cluster of this test only (it gets killed and restarted). Two workers (a slow
+    call and a quick one at once) are all these tests need: fewer processes to start."""
+    c = start_cluster(tmp_path / "cluster", workers=2)
     try:
         yield c
     finally:

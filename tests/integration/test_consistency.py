@@ -22,6 +22,7 @@ import yaml
 from cache.client import CacheClient
 from cache.protocol import ipc_address
 from cloudburst.client.client import MULTI, NORMAL, SINGLE, CloudburstConnection
+from cloudburst.local import wait_ready
 from cloudburst.shared.config import replace
 from cloudburst.shared.errors import InvalidArgument
 from cloudburst.shared.processes import wait_until
@@ -64,7 +65,8 @@ def _fast_until(check: Any, timeout: float, what: str) -> None:
 def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoNodes]:
     tmp = tmp_path_factory.mktemp("consistency")
     # Short push period: the test waits for the KVS's pushes to reach both caches.
-    cluster = start_cluster(tmp / "run", workers=1, cache={"push_period_ms": 5})
+    # Both nodes start at once (each Python start-up takes seconds on a loaded machine).
+    cluster = start_cluster(tmp / "run", workers=1, cache={"push_period_ms": 5}, wait=False)
     cloud = None
     caches: list[CacheClient] = []
     try:
@@ -77,6 +79,7 @@ def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoNodes]:
         path = tmp / "node2.yml"
         path.write_text(yaml.safe_dump(dataclasses.asdict(cfg2)))
         cluster.group.python("executor2", "executor.node", "--config", str(path))
+        wait_ready(cluster.cfg, 2, timeout=90.0)
         cloud = cluster.connect(timeout=20.0)
         wait_until(lambda: cloud.status()["executors"] >= 2, timeout=60, what="2 workers")
         nodes = sorted({e["node_id"] for e in cloud.status()["executor_list"]})
