@@ -65,6 +65,7 @@ class Backlog:
         grow_after_s: float,
         running_call: Callable[[], bool],
         origin: str = "",
+        is_cancelled: Callable[[str], bool] | None = None,
     ) -> None:
         self.sock = sock
         self.ctx = ctx
@@ -72,6 +73,9 @@ class Backlog:
         self.grow_after_s = grow_after_s
         self.running_call = running_call
         self.origin = origin.encode()
+        #: a call its caller cancelled stays here (the worker drops it when it reads it)
+        #: instead of moving to another worker that never heard of the cancel
+        self.is_cancelled = is_cancelled
         self.lock = threading.Lock()
         self.items: deque[tuple[float, bytes]] = deque()
         self.spilled = 0
@@ -133,6 +137,8 @@ class Backlog:
             keep: deque[tuple[float, bytes]] = deque()
             for since, data in self.items:
                 call_id = spill_id(data) if now - since >= self.grow_after_s else None
+                if call_id is not None and self.is_cancelled and self.is_cancelled(call_id):
+                    call_id = None
                 if call_id is None:
                     keep.append((since, data))
                     continue

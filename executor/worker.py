@@ -158,6 +158,7 @@ class Worker:
             cfg.executor.grow_after_s if cfg.executor.elastic else 0.0,
             lambda: self.current is not None,
             f"worker{index}",
+            lambda call_id: call_id in self.cancelled,
         )
         #: every scheduler heard of (heartbeats go to all of them)
         self.schedulers = {f"tcp://{scheduler_host(cfg)}:{cfg.scheduler.port}"}

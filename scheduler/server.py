@@ -509,6 +509,10 @@ class SchedulerServer:
         if len(self.waiting) < before:
             log.info("[%s] cancelled while waiting for an executor; dropped", call_id)
         addresses = set(cancel.addresses) | set(self.placed.get(call_id, ()))
+        # A call waiting behind a busy worker may have moved to another worker of the
+        # same node (pool elasticity, executor/spill.py): tell every worker there.
+        nodes = {v.node_id for a in addresses if (v := self.state.executors.get(a)) is not None}
+        addresses |= {a for a, v in self.state.executors.items() if v.node_id in nodes}
         msg = pb.ExecutorMessage()
         msg.cancel.call_id = call_id
         data = msg.SerializeToString()
