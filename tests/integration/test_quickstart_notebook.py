@@ -51,7 +51,9 @@ def test_quickstart_notebook_runs(cluster: Any, monkeypatch: pytest.MonkeyPatch)
         return "\n".join(parts)
 
     outs = [text(c) for c in nb.cells if c.cell_type == "code"]
-    assert outs[0].strip() == str(cluster.cfg.executor.workers)  # status
+    # status: the live workers (the elastic pool may have grown past the configured
+    # number for the module's earlier calls)
+    assert int(outs[0].strip()) >= cluster.cfg.executor.workers
     assert "CloudburstFuture qs_square" in outs[1] and outs[1].strip().endswith("49")
     assert outs[2].strip() == "41"  # qs_helpers shipped by value
     assert "working on 41 on a remote executor" in outs[3]  # the remote print, under the cell
