@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,15 +84,22 @@ def start_cluster(
     return cluster
 
 
-@pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = start_cluster(tmp_path_factory.mktemp("cluster"))
+@contextmanager
+def running(c: Cluster) -> Iterator[Cluster]:
+    """Hand out a started cluster; stop every process at the end and check that none
+    is left alive (a fixture's ``with running(start_cluster(...)) as c: yield c``)."""
     try:
         yield c
     finally:
         c.group.stop_all()
     leaked = [p.name for p in c.group.procs.values() if p.alive()]
     assert not leaked, f"cluster processes still alive: {leaked}"
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with running(start_cluster(tmp_path_factory.mktemp("cluster"))) as c:
+        yield c
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from cloudburst.client.client import CloudburstConnection
 from cloudburst.shared import errors
 from cloudburst.shared.processes import ProcessGroup, free_port, port_open, wait_until
 from cloudburst.shared.proto.cloudburst_pb2 import DAG_ALREADY_EXISTS
-from tests.integration.conftest import Cluster, start_cluster
+from tests.integration.conftest import Cluster, running, start_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -37,18 +37,15 @@ def start_private_cluster(run_dir: Path, **executor: Any) -> Cluster:
 
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = start_private_cluster(
-        tmp_path_factory.mktemp("calls"),
-        default_function_timeout_s=DEFAULT_TIMEOUT_S,
-        default_function_memory_bytes=DEFAULT_MEMORY,
-        result_ttl_s=RESULT_TTL_S,
-    )
-    try:
+    with running(
+        start_private_cluster(
+            tmp_path_factory.mktemp("calls"),
+            default_function_timeout_s=DEFAULT_TIMEOUT_S,
+            default_function_memory_bytes=DEFAULT_MEMORY,
+            result_ttl_s=RESULT_TTL_S,
+        )
+    ) as c:
         yield c
-    finally:
-        c.group.stop_all()
-    leaked = [p.name for p in c.group.procs.values() if p.alive()]
-    assert not leaked, f"cluster processes still alive: {leaked}"
 
 
 @pytest.fixture(scope="module")
@@ -56,13 +53,8 @@ def spare(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A second cluster for the tests that kill every worker or must count the KVS's
     ``results/`` keys from zero (the first of them in this file, so it starts fresh):
     one start-up for the three of them instead of one each."""
-    c = start_private_cluster(tmp_path_factory.mktemp("spare"), result_ttl_s=300.0)
-    try:
+    with running(start_private_cluster(tmp_path_factory.mktemp("spare"), result_ttl_s=300.0)) as c:
         yield c
-    finally:
-        c.group.stop_all()
-    leaked = [p.name for p in c.group.procs.values() if p.alive()]
-    assert not leaked, f"cluster processes still alive: {leaked}"
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from cloudburst.local import wait_ready
-from tests.integration.conftest import Cluster, start_cluster
+from tests.integration.conftest import Cluster, running, start_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -97,13 +97,8 @@ def restart(cluster: Cluster, names: tuple[str, ...] = ("kvs", "scheduler", "exe
 def own_cluster(tmp_path: Path) -> Iterator[Cluster]:
     """A cluster of this test only (it gets killed and restarted). Two workers (a slow
     call and a quick one at once) are all these tests need: fewer processes to start."""
-    c = start_cluster(tmp_path / "cluster", workers=2)
-    try:
+    with running(start_cluster(tmp_path / "cluster", workers=2)) as c:
         yield c
-    finally:
-        c.group.stop_all()
-    leaked = [p.name for p in c.group.procs.values() if p.alive()]
-    assert not leaked, f"cluster processes still alive: {leaked}"
 
 
 # --- 1. dropping, closing and exiting are prompt -----------------------------------------

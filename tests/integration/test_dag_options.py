@@ -24,7 +24,7 @@ from cloudburst.shared import errors
 from cloudburst.shared.config import replace
 from cloudburst.shared.processes import wait_until
 from cloudburst.shared.proto import cloudburst_pb2 as pb
-from tests.integration.conftest import Cluster, start_cluster
+from tests.integration.conftest import Cluster, running, start_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -61,18 +61,15 @@ class Nodes:
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
     run_dir = tmp_path_factory.mktemp("dagopts")
-    c = start_cluster(
-        run_dir,
-        WORKERS,
-        scheduler={"no_executor_wait_s": 1.0},
-        executor={"batch_max_size": BATCH_SIZE, "batch_max_wait_s": BATCH_WAIT_S},
-    )
-    try:
+    with running(
+        start_cluster(
+            run_dir,
+            WORKERS,
+            scheduler={"no_executor_wait_s": 1.0},
+            executor={"batch_max_size": BATCH_SIZE, "batch_max_wait_s": BATCH_WAIT_S},
+        )
+    ) as c:
         yield Nodes(c, run_dir)
-    finally:
-        c.group.stop_all()
-    leaked = [p.name for p in c.group.procs.values() if p.alive()]
-    assert not leaked, f"cluster processes still alive: {leaked}"
 
 
 @pytest.fixture

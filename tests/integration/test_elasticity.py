@@ -18,7 +18,7 @@ import pytest
 
 from cloudburst.client.client import CloudburstConnection
 from cloudburst.shared.errors import CloudburstException
-from tests.integration.conftest import Cluster, start_cluster
+from tests.integration.conftest import Cluster, running, start_cluster
 
 MAX = 10
 
@@ -30,12 +30,8 @@ def elastic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         scheduler={"call_timeout_s": 8.0},
         executor={"max_workers": MAX, "grow_after_s": 0.3, "idle_retire_s": 3.0},
     )
-    try:
+    with running(c):
         yield c
-    finally:
-        c.group.stop_all()
-    leaked = [p.name for p in c.group.procs.values() if p.alive()]
-    assert not leaked, f"cluster processes still alive: {leaked}"
 
 
 @pytest.fixture

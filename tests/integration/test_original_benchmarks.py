@@ -24,20 +24,15 @@ import pytest
 from cloudburst.client.client import CloudburstConnection
 from cloudburst.shared.proto.cloudburst_pb2 import DAG_ALREADY_EXISTS, CloudburstError
 from cloudburst.shared.reference import CloudburstReference
-from tests.integration.conftest import Cluster, start_cluster
+from tests.integration.conftest import Cluster, running, start_cluster
 
 RUNS = 2  # every benchmark twice in a row on the same cluster
 
 
 @pytest.fixture(scope="module")
 def bench_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = start_cluster(Path(tmp_path_factory.mktemp("benchmarks")))  # 3 workers
-    try:
+    with running(start_cluster(Path(tmp_path_factory.mktemp("benchmarks")))) as c:  # 3 workers
         yield c
-    finally:
-        c.group.stop_all()
-    leaked = [p.name for p in c.group.procs.values() if p.alive()]
-    assert not leaked, f"cluster processes still alive: {leaked}"
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from anna.errors import AnnaError
 from cloudburst.shared.errors import ConnectionFailed
 from cloudburst.shared.security import Security, generate_keys
 
-from .conftest import Cluster, start_cluster
+from .conftest import Cluster, running, start_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -32,13 +32,10 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, 
     run = tmp_path_factory.mktemp("secure")
     keys = generate_keys(run / "keys")
     other = generate_keys(run / "other")  # a whole other cluster's keys
-    cluster = start_cluster(run, workers=2, security={"curve": "true", "keys_dir": str(keys)})
-    try:
+    with running(
+        start_cluster(run, workers=2, security={"curve": "true", "keys_dir": str(keys)})
+    ) as cluster:
         yield cluster, keys, other
-    finally:
-        cluster.group.stop_all()
-    leaked = [p.name for p in cluster.group.procs.values() if p.alive()]
-    assert not leaked, f"cluster processes still alive: {leaked}"
 
 
 def _descendants(pid: int) -> set[int]:
