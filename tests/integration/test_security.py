@@ -162,6 +162,15 @@ def test_every_port_refuses_null_wrong_and_unknown_keys(secure):
         ):
             try:
                 text = _attempt(port, curve)
+            except TimeoutError as exc:
+                # A KVS answer listener that happened to be polled during the first probe
+                # (its owner was waiting for a KVS answer) greets; now it is idle again
+                # and silent. libzmq listeners greet from their I/O thread at any time.
+                if port not in expected and _passive(port):
+                    passive.append(port)
+                    break
+                failures.append(f"{port} {who} {label}: {exc!r}")
+                continue
             except BaseException as exc:  # collect, then report every port at once
                 failures.append(f"{port} {who} {label}: {exc!r}")
                 continue
