@@ -116,13 +116,50 @@ def ipc_address(ipc_dir: str, node_id: str) -> str:
     >>> ipc_address("/tmp/ipc", "127.0.0.1:node0")
     'ipc:///tmp/ipc/cache-127.0.0.1_node0.sock'
     """
-    base = os.path.abspath(ipc_dir)
+    base = socket_dir(ipc_dir)
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in node_id)
     path = os.path.join(base, f"cache-{safe}.sock")
     if len(path) > _MAX_IPC_PATH:
         digest = hashlib.sha1(node_id.encode()).hexdigest()[:16]
         path = os.path.join(base, f"cache-{digest}.sock")
     return "ipc://" + path
+
+
+def socket_dir(ipc_dir: str) -> str:
+    """The directory the ipc sockets of ``ipc_dir`` live in: ``ipc_dir`` itself, or,
+    when it is too deep for a Unix socket path (a run directory under a long home or
+    test path), ``/tmp/cloudburst-<uid>/<hash of ipc_dir>``. Every process derives the
+    same directory from the config alone; ``make_socket_dir`` creates it owner-only.
+
+    >>> socket_dir("/tmp/ipc")
+    '/tmp/ipc'
+    >>> socket_dir("/" + "d" * 90).startswith("/tmp/cloudburst-")
+    True
+    """
+    base = os.path.abspath(ipc_dir)
+    if len(base) + len("/cache-") + 16 + len(".sock") <= _MAX_IPC_PATH:
+        return base
+    digest = hashlib.sha1(base.encode()).hexdigest()[:16]
+    return os.path.join(_SHORT_ROOT, f"cloudburst-{os.getuid()}", digest)
+
+
+_SHORT_ROOT = "/tmp"
+
+
+def make_socket_dir(ipc_dir: str) -> str:
+    """Create ``socket_dir(ipc_dir)`` (owner-only when it is the short fallback, which
+    must be ours: another user's directory there is refused) and return it."""
+    path = socket_dir(ipc_dir)
+    if path == os.path.abspath(ipc_dir):
+        os.makedirs(path, exist_ok=True)
+        return path
+    parent = os.path.dirname(path)
+    os.makedirs(parent, mode=0o700, exist_ok=True)
+    info = os.lstat(parent)
+    if not os.path.isdir(parent) or os.path.islink(parent) or info.st_uid != os.getuid():
+        raise PermissionError(f"{parent} is not a directory owned by this user: refusing it")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
 
 
 # ---- requests ------------------------------------------------------------------------

@@ -95,7 +95,7 @@ class CacheServer:
         routing = [f"tcp://{host}:{int(port) + r}" for r in range(max(1, cfg.kvs.routing_threads))]
 
         self.ipc = protocol.ipc_address(cfg.cache.ipc_dir, node_id)
-        os.makedirs(os.path.dirname(self.ipc[len("ipc://") :]), exist_ok=True)
+        protocol.make_socket_dir(cfg.cache.ipc_dir)
         self.router = self.ctx.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)

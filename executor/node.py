@@ -113,13 +113,13 @@ class Node:
             argv += ["--kvs", kvs_routing_address(cfg), "--ip", cfg.ip, *common]
             self.sup.add("cache", Spec(argv, env=self.env, after_start=self._cache_ready))
         if self.elastic:
-            from cache.protocol import ipc_address
+            from cache.protocol import ipc_address, make_socket_dir
 
             self.ctx = zmq.Context()
             self.pool_sock = self.ctx.socket(zmq.PULL)
             self.pool_sock.setsockopt(zmq.LINGER, 0)
             address = ipc_address(cfg.cache.ipc_dir, self.node_id).replace("/cache-", "/pool-")
-            Path(address[len("ipc://") :]).parent.mkdir(parents=True, exist_ok=True)
+            make_socket_dir(cfg.cache.ipc_dir)
             self.pool_sock.bind(address)
             self.env[NODE_POOL_ENV] = address
             self.forker = ForkStarter()
