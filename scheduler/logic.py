@@ -215,6 +215,7 @@ class SchedulerState:
         view.current_call = status.current_call
         view.current_call_s = status.current_call_s
         view.gpu = status.gpu
+        view.busy_s, view.uptime_s = status.busy_s, status.uptime_s
         if status.indexed:
             view.slot = status.index
             if new:

@@ -61,6 +61,8 @@ class ExecutorView:
     current_call_s: float = 0.0  # for how long it had been running
     slot: int | None = None  # index of the worker on its node (None: not reported)
     gpu: bool = False  # its node has a GPU (executor.gpu)
+    busy_s: float = 0.0  # seconds it spent running calls, and its age, at its last
+    uptime_s: float = 0.0  # heartbeat (ExecutorStatus.busy_s / uptime_s)
     last_assigned: float = float("-inf")
     recent: deque[float] = field(default_factory=deque)
 

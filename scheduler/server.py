@@ -543,6 +543,8 @@ class SchedulerServer:
                 current_call_s=view.current_call_s + max(0.0, now - view.last_seen)
                 if view.current_call
                 else 0.0,
+                busy_s=view.busy_s,
+                uptime_s=view.uptime_s,
             )
         st.kvs_address = f"{kvs_host(self.cfg)}:{self.cfg.kvs.routing_port}"
         st.scheduler_address = self.address

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cloudburst.autoscale.actuators import KubernetesActuator, LocalActuator
+from cloudburst.autoscale.inputs import BusyMeter
 from cloudburst.autoscale.policy import (
     ClusterPolicy,
     Decision,
@@ -44,15 +45,24 @@ def executor_inputs(
     status: pb.ClusterStatus,
     draining: set[str] | None = None,
     removable: Callable[[str], bool] = lambda node: True,
+    meter: BusyMeter | None = None,
 ) -> Inputs:
-    """Per executor node: the share of its workers that are busy, and how long the
-    longest call has been running on a worker with calls waiting behind it."""
+    """Per executor node: its workers' mean utilization (with ``meter``: the share of
+    the interval since the last evaluation each was busy, from their busy time; without:
+    the share of them busy now), and how long the longest call has been running on a
+    worker with calls waiting behind it."""
     nodes: dict[str, list[Any]] = defaultdict(list)
     for e in status.executors:
         nodes[e.node_id].append(e)
     loads = []
     for node_id, workers in sorted(nodes.items()):
-        busy = sum(1 for w in workers if w.busy)
+        if meter is None:
+            busy = float(sum(1 for w in workers if w.busy))
+        else:
+            busy = sum(
+                meter.utilization(w.address, w.pid, w.busy > 0, w.busy_s, w.uptime_s)
+                for w in workers
+            )
         wait = max((w.current_call_s for w in workers if w.queue_length), default=0.0)
         loads.append(
             NodeLoad(
@@ -64,6 +74,8 @@ def executor_inputs(
                 removable(node_id),
             )
         )
+    if meter is not None:
+        meter.end_round()
     return Inputs(executors=loads)
 
 
@@ -124,6 +136,7 @@ class Autoscaler:
         self.kvs = kvs
         self.scrape = scrape  # () -> (shard /metrics text by host, scheduler /metrics text)
         self.calls: dict[str, float] = {}
+        self.meter = BusyMeter()  # worker utilization between evaluations
         self.last_step = 0.0
         self.draining: set[str] = set()
         self.history: list[tuple[float, Decision]] = []
@@ -132,7 +145,9 @@ class Autoscaler:
     def step(self, now: float) -> list[Decision]:
         try:
             owns = getattr(self.actuator, "owns", None)
-            inputs = executor_inputs(self.status(), self.draining, owns or (lambda node: True))
+            inputs = executor_inputs(
+                self.status(), self.draining, owns or (lambda node: True), self.meter
+            )
             starting = getattr(self.actuator, "starting", None)
             if starting is not None:
                 seen = {n.node_id for n in inputs.executors}
