@@ -335,6 +335,36 @@ def export_gossip_ages(shard: str, read: Callable[[], Mapping[str, int]]) -> Non
     REGISTRY.register(GossipAgeCollector(shard, read))
 
 
+class HotKeysCollector(Collector):
+    """``anna_key_accesses{shard, key}``: client GETs and PUTs of the shard's most
+    accessed keys in its last access window (``anna_key_access_window_seconds``); the
+    autoscaler's hot-key input."""
+
+    def __init__(self, shard: str, read: Callable[[], Mapping[str, int]], window: float) -> None:
+        self.shard = shard
+        self.read = read
+        self.window = window
+
+    def collect(self) -> Any:
+        family = GaugeMetricFamily(
+            "anna_key_accesses",
+            "accesses of the shard's most accessed keys in the last access window",
+            labels=["shard", "key"],
+        )
+        for key, count in sorted(self.read().items()):
+            family.add_metric([self.shard, key], float(count))
+        yield family
+        window = GaugeMetricFamily(
+            "anna_key_access_window_seconds", "length of a shard's access window", labels=["shard"]
+        )
+        window.add_metric([self.shard], self.window)
+        yield window
+
+
+def export_hot_keys(shard: str, read: Callable[[], Mapping[str, int]], window: float) -> None:
+    REGISTRY.register(HotKeysCollector(shard, read, window))
+
+
 def export_restarts(sup: Any) -> None:
     REGISTRY.register(RestartsCollector(sup))
 
