@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cloudburst.autoscale.actuators import KubernetesActuator, LocalActuator
-from cloudburst.autoscale.inputs import BusyMeter
+from cloudburst.autoscale.inputs import BusyMeter, mean_latencies
 from cloudburst.autoscale.policy import (
     ClusterPolicy,
     Decision,
@@ -120,6 +120,39 @@ def function_rates(
     return rates, now
 
 
+def hot_keys(shard_metrics: dict[str, str], period_s: float) -> dict[str, int]:
+    """Accesses per key per evaluation period: the shards' ``anna_key_accesses`` (their
+    most accessed keys in their last access window, summed over the shards) scaled
+    from the window to ``period_s``."""
+    counts: dict[str, float] = defaultdict(float)
+    window = 0.0
+    for text in shard_metrics.values():
+        for labels, value in _samples(text, "anna_key_accesses"):
+            counts[labels.get("key", "")] += value
+        for _, value in _samples(text, "anna_key_access_window_seconds"):
+            window = max(window, value)
+    if not window:
+        return {}
+    return {key: int(round(n * period_s / window)) for key, n in counts.items()}
+
+
+def call_seconds(worker_metrics: dict[str, str]) -> dict[str, dict[str, tuple[float, float]]]:
+    """Per worker, per function: the cumulative ``(seconds, calls)`` of its runs
+    (``cloudburst_call_seconds`` of role executor)."""
+    out: dict[str, dict[str, tuple[float, float]]] = {}
+    for source, text in worker_metrics.items():
+        sums: dict[str, float] = {}
+        counts: dict[str, float] = {}
+        for labels, value in _samples(text, "cloudburst_call_seconds_sum"):
+            if labels.get("role") == "executor" and labels.get("kind") == "function":
+                sums[labels.get("name", "")] = value
+        for labels, value in _samples(text, "cloudburst_call_seconds_count"):
+            if labels.get("role") == "executor" and labels.get("kind") == "function":
+                counts[labels.get("name", "")] = value
+        out[source] = {n: (sums.get(n, 0.0), c) for n, c in counts.items()}
+    return out
+
+
 class Autoscaler:
     def __init__(
         self,
@@ -134,7 +167,12 @@ class Autoscaler:
         self.actuator = actuator
         self.status = status
         self.kvs = kvs
-        self.scrape = scrape  # () -> (shard /metrics text by host, scheduler /metrics text)
+        # () -> (shard /metrics text by host, scheduler /metrics text[, worker /metrics
+        # text by worker])
+        self.scrape = scrape
+        self.latencies: dict[str, dict[str, tuple[float, float]]] = {}
+        self.key_replication: dict[str, int] = {}  # keys whose replication we raised
+        self.function_replicas: dict[str, int] = {}  # placement replicas we set
         self.calls: dict[str, float] = {}
         self.meter = BusyMeter()  # worker utilization between evaluations
         self.last_step = 0.0
@@ -154,14 +192,32 @@ class Autoscaler:
                 pending = starting(seen)
                 inputs = dataclasses.replace(inputs, pending_executor_nodes=pending)
             if self.scrape is not None:
-                shards, scheduler = self.scrape()
+                shards, scheduler, *more = self.scrape()
                 rates, self.calls = function_rates(self.calls, scheduler, now - self.last_step)
+                seconds = call_seconds(more[0] if more else {})
+                latency = mean_latencies(self.latencies, seconds)
+                self.latencies = seconds
+                functions = {
+                    name: dataclasses.replace(
+                        load,
+                        latency_s=latency.get(name, 0.0),
+                        replicas=self.function_replicas.get(name, 1),
+                    )
+                    for name, load in rates.items()
+                }
                 storage = []
                 if self.cfg.autoscale.kvs_capacity_bytes:
                     storage = storage_inputs(
                         shards, self.cfg.autoscale.kvs_capacity_bytes, self.cfg.kvs.shard_base_port
                     )
-                inputs = dataclasses.replace(inputs, functions=rates, storage=storage)
+                inputs = dataclasses.replace(
+                    inputs,
+                    functions=functions,
+                    storage=storage,
+                    key_accesses=hot_keys(shards, self.cfg.autoscale.period_s),
+                    key_replication=dict(self.key_replication),
+                    default_replication=self.cfg.kvs.replication_global,
+                )
             self.last_step = now
         except Exception as exc:
             log.warning("no status from the scheduler: %s", exc)
@@ -172,6 +228,14 @@ class Autoscaler:
         del self.trace[:-1000]
         for name, value in summary.items():
             metrics.AUTOSCALER_INPUT.labels(name).set(value)
+        metrics.AUTOSCALER_FUNCTION_INPUT.clear()
+        for name, fn in inputs.functions.items():
+            metrics.AUTOSCALER_FUNCTION_INPUT.labels(name, "rate").set(fn.rate)
+            metrics.AUTOSCALER_FUNCTION_INPUT.labels(name, "latency_s").set(fn.latency_s)
+            metrics.AUTOSCALER_FUNCTION_INPUT.labels(name, "replicas").set(fn.replicas)
+        metrics.AUTOSCALER_KEY_ACCESSES.clear()
+        for key, count in inputs.key_accesses.items():
+            metrics.AUTOSCALER_KEY_ACCESSES.labels(key).set(count)
         decisions = self.policy.decide(inputs, now)
         for d in decisions:
             log.info("decision: %s", d.log_line())
@@ -203,19 +267,25 @@ class Autoscaler:
             self.actuator.remove_storage_node(target)
         elif kind == "set_key_replication" and self.kvs is not None:
             self.kvs.set_replication(target, d.action.count)
+            if d.action.count > self.cfg.kvs.replication_global:
+                self.key_replication[target] = d.action.count
+            else:
+                self.key_replication.pop(target, None)
         else:
             log.info("%s %s: logged only", kind, target)
 
 
-def scrape_local(cfg: Config) -> tuple[dict[str, str], str]:
-    """The ``/metrics`` text of the local cluster's shards (by host) and scheduler."""
+def scrape_local(cfg: Config) -> tuple[dict[str, str], str, dict[str, str]]:
+    """The ``/metrics`` text of the local cluster's shards (by host), scheduler and
+    workers (by worker)."""
     import urllib.request
     from urllib.parse import urlparse
 
     shards: dict[str, str] = {}
     scheduler = ""
+    workers: dict[str, str] = {}
     for rec in metrics.endpoints(cfg.run_dir):
-        if rec.get("role") not in ("shard", "scheduler"):
+        if rec.get("role") not in ("shard", "scheduler", "worker"):
             continue
         try:
             with urllib.request.urlopen(rec["url"], timeout=1.0) as resp:
@@ -224,10 +294,12 @@ def scrape_local(cfg: Config) -> tuple[dict[str, str], str]:
             continue
         if rec["role"] == "scheduler":
             scheduler = text
+        elif rec["role"] == "worker":
+            workers[f"{rec.get('name')}/{rec.get('pid')}"] = text
         else:
             host = urlparse(rec["url"]).hostname or cfg.ip
             shards[host] = shards.get(host, "") + text
-    return shards, scheduler
+    return shards, scheduler, workers
 
 
 def make_actuator(cfg: Config) -> Any:
@@ -258,10 +330,15 @@ def main(argv: list[str] | None = None) -> int:
         scheduler_host(cfg), cfg.ip, port=cfg.scheduler.port, direct=False, timeout=5.0
     )
     actuator = make_actuator(cfg)
+    from cloudburst.shared.kvs import make_kvs_client
+
+    # hot keys' replication (set_key_replication) goes to the KVS routing tier
+    kvs = make_kvs_client(kvs_host(cfg), cfg.kvs.routing_port, ip=cfg.ip, timeout=5.0)
     scaler = Autoscaler(
         cfg,
         actuator,
         lambda: conn._request("status", pb.StatusQuery()).status,
+        kvs=kvs,
         scrape=lambda: scrape_local(cfg),
     )
     running = [True]
@@ -283,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         if stop_all is not None:
             stop_all()
         conn.close()
+        kvs.close()
     return 0
 
 

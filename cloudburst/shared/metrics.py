@@ -80,6 +80,16 @@ AUTOSCALER_DECISIONS = Counter(
 AUTOSCALER_INPUT = Gauge(
     "cloudburst_autoscaler_input", "the cluster policy's last inputs", ["name"]
 )
+AUTOSCALER_FUNCTION_INPUT = Gauge(
+    "cloudburst_autoscaler_function_input",
+    "the cluster policy's last inputs per function (rate, latency_s, replicas)",
+    ["function", "input"],
+)
+AUTOSCALER_KEY_ACCESSES = Gauge(
+    "cloudburst_autoscaler_key_accesses",
+    "the cluster policy's last per-key access counts (per period; the hottest keys)",
+    ["key"],
+)
 
 
 class FastHistogram(Collector):

@@ -122,3 +122,68 @@ def test_key_access_counts_and_mean_latencies_from_cumulative_counters() -> None
     now = {"w0": {"f": (3.0, 20.0)}, "w1": {"f": (0.5, 5.0), "g": (1.0, 1.0)}}
     # f: w0 2.0 s over 10 calls, w1 restarted: 0.5 s over 5 calls; g: no calls
     assert mean_latencies(before, now) == {"f": pytest.approx(2.5 / 15)}
+
+
+SCHEDULER = """# TYPE cloudburst_calls_total counter
+cloudburst_calls_total{kind="function",name="f",role="scheduler"} %d
+"""
+WORKER = """# TYPE cloudburst_call_seconds histogram
+cloudburst_call_seconds_sum{kind="function",name="f",role="executor"} %g
+cloudburst_call_seconds_count{kind="function",name="f",role="executor"} %d
+"""
+SHARD = """# TYPE anna_key_accesses gauge
+anna_key_accesses{key="hot",shard="0"} %d
+anna_key_accesses{key="warm",shard="0"} 40
+# TYPE anna_key_access_window_seconds gauge
+anna_key_access_window_seconds{shard="0"} 10
+"""
+
+
+class Kvs:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+
+    def set_replication(self, key: str, count: int) -> None:
+        self.calls.append((key, count))
+
+
+def test_latencies_and_hot_keys_reach_the_policy_and_its_decisions_carry_them() -> None:
+    from cloudburst.shared import metrics
+
+    cfg = replace(
+        load_config(None, env={}),
+        autoscale={"hysteresis": 1, "period_s": 5.0, "hot_function_workers": 2.0},
+    )
+    kvs = Kvs()
+    texts = {"s": SCHEDULER % 0, "w": WORKER % (0.0, 0), "k": SHARD % 3000}
+    scaler = Autoscaler(
+        cfg,
+        Actuator(),
+        lambda: pb.ClusterStatus(),
+        kvs=kvs,
+        scrape=lambda: ({"127.0.0.1": texts["k"]}, texts["s"], {"w0/1": texts["w"]}),
+    )
+    first = scaler.step(10.0)  # 3000 accesses in 10 s = 1500 per 5 s period
+    assert [(d.action.kind, d.action.target, d.action.count) for d in first] == [
+        ("set_key_replication", "hot", 3)
+    ]
+    assert first[0].inputs["key_accesses"] == 1500 and first[0].inputs["key_replication"] == 1
+    assert kvs.calls == [("hot", 3)] and scaler.key_replication == {"hot": 3}
+    # 10 calls/s of 0.5 s each: five busy workers > 2 per replica (the rate is far
+    # below hot_function_rate); the latency comes from the workers' histograms
+    texts.update(s=SCHEDULER % 50, w=WORKER % (25.0, 50))
+    [d] = scaler.step(15.0)  # (the hot key is still hot: already raised)
+    assert (d.action.kind, d.action.target, d.action.count) == ("replicate_function", "f", 2)
+    assert d.inputs["function_rate"] == pytest.approx(10.0)
+    assert d.inputs["function_latency_s"] == pytest.approx(0.5)
+    assert "busy workers" in d.log_line() and "function_latency_s=0.5" in d.log_line()
+    value = metrics.REGISTRY.get_sample_value
+    assert value("cloudburst_autoscaler_function_input", {"function": "f", "input": "latency_s"})
+    assert value("cloudburst_autoscaler_key_accesses", {"key": "warm"}) == 20.0
+    # the hot key cooled down (1 access per period < cold_key_accesses): back to 1
+    texts.update(k=SHARD % 2)
+    later = scaler.step(20.0)
+    assert ("set_key_replication", "hot", 1) in [
+        (x.action.kind, x.action.target, x.action.count) for x in later
+    ]
+    assert kvs.calls[-1] == ("hot", 1) and scaler.key_replication == {}
