@@ -6,8 +6,8 @@ queue, how long its call has run), turn it into the policy's :class:`Inputs`, as
 ``cloudburst_autoscaler_decisions`` (the inputs are in ``cloudburst_autoscaler_input``)
 and carry it out through the actuator (``autoscale.actuator``: local processes or
 Kubernetes replica counts). Key replication goes through the KVS client's
-``set_replication``; a function's placement replication is logged only (the
-scheduler's placement spreads a hot function over the workers as its load rises).
+``set_replication``; a function's placement replication to the scheduler
+(``FunctionReplication``: its calls spread over that many nodes).
 """
 
 from __future__ import annotations
@@ -160,7 +160,8 @@ class Autoscaler:
         actuator: Any,
         status: Callable[[], pb.ClusterStatus],
         kvs: Any = None,
-        scrape: Callable[[], tuple[dict[str, str], str]] | None = None,
+        scrape: Callable[[], Any] | None = None,
+        replicate: Callable[[str, int], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.policy = ClusterPolicy(config_from(cfg.autoscale))
@@ -172,7 +173,9 @@ class Autoscaler:
         self.scrape = scrape
         self.latencies: dict[str, dict[str, tuple[float, float]]] = {}
         self.key_replication: dict[str, int] = {}  # keys whose replication we raised
-        self.function_replicas: dict[str, int] = {}  # placement replicas we set
+        # () -> None: tell the scheduler to spread a function over N nodes
+        self.replicate = replicate
+        self.function_replicas: dict[str, int] = {}  # as the scheduler reports them
         self.calls: dict[str, float] = {}
         self.meter = BusyMeter()  # worker utilization between evaluations
         self.last_step = 0.0
@@ -183,9 +186,9 @@ class Autoscaler:
     def step(self, now: float) -> list[Decision]:
         try:
             owns = getattr(self.actuator, "owns", None)
-            inputs = executor_inputs(
-                self.status(), self.draining, owns or (lambda node: True), self.meter
-            )
+            status = self.status()
+            self.function_replicas = dict(status.function_replicas)
+            inputs = executor_inputs(status, self.draining, owns or (lambda node: True), self.meter)
             starting = getattr(self.actuator, "starting", None)
             if starting is not None:
                 seen = {n.node_id for n in inputs.executors}
@@ -265,6 +268,9 @@ class Autoscaler:
             self.actuator.add_storage_node()
         elif kind == "remove_storage_node":
             self.actuator.remove_storage_node(target)
+        elif kind == "replicate_function" and self.replicate is not None:
+            self.replicate(target, d.action.count)
+            self.function_replicas[target] = d.action.count
         elif kind == "set_key_replication" and self.kvs is not None:
             self.kvs.set_replication(target, d.action.count)
             if d.action.count > self.cfg.kvs.replication_global:
@@ -340,6 +346,9 @@ def main(argv: list[str] | None = None) -> int:
         lambda: conn._request("status", pb.StatusQuery()).status,
         kvs=kvs,
         scrape=lambda: scrape_local(cfg),
+        replicate=lambda fn, n: conn._request(
+            "replicate", pb.FunctionReplication(function=fn, replicas=n)
+        ),
     )
     running = [True]
 

@@ -113,3 +113,47 @@ def test_a_node_is_added_under_load_and_drained_without_losing_calls(
 
 def _nodes(conn: Any, ip: str) -> set[str]:
     return {e["node_id"] for e in conn.status()["executor_list"] if e["node_id"].startswith(ip)}
+
+
+def test_a_hot_function_is_replicated_by_the_scheduler(fixed: Cluster, tmp_path: Path) -> None:
+    """``replicate_function`` reaches the scheduler: it reports the function's replicas
+    in its status (and places with them: tests/scheduler/test_replicas.py), calls still
+    run, and the function goes back to one replica when it cools down."""
+    # (max_executor_nodes 1: this test adds no node)
+    cfg = replace(
+        fixed.cfg,
+        autoscale={"hysteresis": 1, "hot_function_rate": 5.0, "max_executor_nodes": 1},
+    )
+    conn = fixed.connect(timeout=20.0)
+    control = fixed.connect(timeout=10.0, direct=False)
+    counts = {"n": 0.0}
+
+    def scrape() -> tuple[dict[str, str], str]:
+        line = 'cloudburst_calls_total{kind="function",name="as_hot",role="scheduler"} %g\n'
+        return {}, "# TYPE cloudburst_calls_total counter\n" + line % counts["n"]
+
+    scaler = Autoscaler(
+        cfg,
+        LocalActuator(cfg, tmp_path, []),
+        lambda: control._request("status", pb.StatusQuery()).status,
+        scrape=scrape,
+        replicate=lambda fn, n: control._request(
+            "replicate", pb.FunctionReplication(function=fn, replicas=n)
+        ),
+    )
+    try:
+        conn.register(slow, "as_hot")
+        scaler.step(0.0)
+        counts["n"] = 100.0  # 100 calls in 10 s: 10/s > 5/s
+        kinds = [d.action.kind for d in scaler.step(10.0)]
+        assert "replicate_function" in kinds
+        status = control._request("status", pb.StatusQuery()).status
+        assert dict(status.function_replicas) == {"as_hot": 2}
+        assert conn.exec_func("as_hot", [7]).get(timeout=60.0) == 7
+        counts["n"] = 100.0  # no calls: 0/s, cold
+        back = [(d.action.kind, d.action.count) for d in scaler.step(20.0)]
+        assert ("replicate_function", 1) in back
+        assert not control._request("status", pb.StatusQuery()).status.function_replicas
+    finally:
+        conn.close()
+        control.close()

@@ -449,7 +449,14 @@ class ExecutorInfo(_message.Message):
     def __init__(self, address: _Optional[str] = ..., node_id: _Optional[str] = ..., alive: _Optional[bool] = ..., functions: _Optional[_Iterable[str]] = ..., pid: _Optional[int] = ..., load: _Optional[int] = ..., busy: _Optional[int] = ..., queue_length: _Optional[int] = ..., current_call: _Optional[str] = ..., current_call_s: _Optional[float] = ..., gpu: _Optional[bool] = ..., busy_s: _Optional[float] = ..., uptime_s: _Optional[float] = ...) -> None: ...
 
 class ClusterStatus(_message.Message):
-    __slots__ = ("executors", "kvs_address", "scheduler_address", "dead", "functions", "dags", "server_version")
+    __slots__ = ("executors", "kvs_address", "scheduler_address", "dead", "functions", "dags", "server_version", "function_replicas")
+    class FunctionReplicasEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     EXECUTORS_FIELD_NUMBER: _ClassVar[int]
     KVS_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     SCHEDULER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
@@ -457,6 +464,7 @@ class ClusterStatus(_message.Message):
     FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
     DAGS_FIELD_NUMBER: _ClassVar[int]
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_REPLICAS_FIELD_NUMBER: _ClassVar[int]
     executors: _containers.RepeatedCompositeFieldContainer[ExecutorInfo]
     kvs_address: str
     scheduler_address: str
@@ -464,10 +472,11 @@ class ClusterStatus(_message.Message):
     functions: int
     dags: int
     server_version: str
-    def __init__(self, executors: _Optional[_Iterable[_Union[ExecutorInfo, _Mapping]]] = ..., kvs_address: _Optional[str] = ..., scheduler_address: _Optional[str] = ..., dead: _Optional[_Iterable[str]] = ..., functions: _Optional[int] = ..., dags: _Optional[int] = ..., server_version: _Optional[str] = ...) -> None: ...
+    function_replicas: _containers.ScalarMap[str, int]
+    def __init__(self, executors: _Optional[_Iterable[_Union[ExecutorInfo, _Mapping]]] = ..., kvs_address: _Optional[str] = ..., scheduler_address: _Optional[str] = ..., dead: _Optional[_Iterable[str]] = ..., functions: _Optional[int] = ..., dags: _Optional[int] = ..., server_version: _Optional[str] = ..., function_replicas: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class SchedulerRequest(_message.Message):
-    __slots__ = ("request_id", "response_address", "register_function", "get_function", "list_functions", "register_dag", "delete_dag", "call", "dag_call", "status", "heartbeat", "delete_function", "cancel")
+    __slots__ = ("request_id", "response_address", "register_function", "get_function", "list_functions", "register_dag", "delete_dag", "call", "dag_call", "status", "heartbeat", "delete_function", "cancel", "replicate")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     REGISTER_FUNCTION_FIELD_NUMBER: _ClassVar[int]
@@ -481,6 +490,7 @@ class SchedulerRequest(_message.Message):
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     DELETE_FUNCTION_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
+    REPLICATE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     response_address: str
     register_function: Function
@@ -494,7 +504,16 @@ class SchedulerRequest(_message.Message):
     heartbeat: ExecutorStatus
     delete_function: str
     cancel: CallCancel
-    def __init__(self, request_id: _Optional[str] = ..., response_address: _Optional[str] = ..., register_function: _Optional[_Union[Function, _Mapping]] = ..., get_function: _Optional[str] = ..., list_functions: _Optional[str] = ..., register_dag: _Optional[_Union[Dag, _Mapping]] = ..., delete_dag: _Optional[str] = ..., call: _Optional[_Union[FunctionCall, _Mapping]] = ..., dag_call: _Optional[_Union[DagCall, _Mapping]] = ..., status: _Optional[_Union[StatusQuery, _Mapping]] = ..., heartbeat: _Optional[_Union[ExecutorStatus, _Mapping]] = ..., delete_function: _Optional[str] = ..., cancel: _Optional[_Union[CallCancel, _Mapping]] = ...) -> None: ...
+    replicate: FunctionReplication
+    def __init__(self, request_id: _Optional[str] = ..., response_address: _Optional[str] = ..., register_function: _Optional[_Union[Function, _Mapping]] = ..., get_function: _Optional[str] = ..., list_functions: _Optional[str] = ..., register_dag: _Optional[_Union[Dag, _Mapping]] = ..., delete_dag: _Optional[str] = ..., call: _Optional[_Union[FunctionCall, _Mapping]] = ..., dag_call: _Optional[_Union[DagCall, _Mapping]] = ..., status: _Optional[_Union[StatusQuery, _Mapping]] = ..., heartbeat: _Optional[_Union[ExecutorStatus, _Mapping]] = ..., delete_function: _Optional[str] = ..., cancel: _Optional[_Union[CallCancel, _Mapping]] = ..., replicate: _Optional[_Union[FunctionReplication, _Mapping]] = ...) -> None: ...
+
+class FunctionReplication(_message.Message):
+    __slots__ = ("function", "replicas")
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    function: str
+    replicas: int
+    def __init__(self, function: _Optional[str] = ..., replicas: _Optional[int] = ...) -> None: ...
 
 class GenericResponse(_message.Message):
     __slots__ = ("success", "error", "response_id", "message", "payload", "schedule", "names")
