@@ -69,13 +69,43 @@ def _request(method: str, path: str) -> tuple[str, str, str, str]:
     return {"GET": "get", "PATCH": "patch"}[method], group, resource, rest[1]
 
 
-def test_the_role_allows_what_the_actuator_does_and_nothing_more(
-    docs: list[dict[str, Any]],
-) -> None:
+@pytest.fixture(scope="module")
+def requests() -> set[tuple[str, str, str, str]]:
+    """What the actuator asks of the API server: scale executors up and down, storage
+    up and down (the pod that goes is read first, for its address)."""
     from kubernetes import client
 
     from cloudburst.autoscale.actuators import KubernetesActuator
 
+    auto = Config().autoscale
+    api = FakeApi()
+    api.replicas = {
+        ("deployments", auto.k8s_executor_deployment): 2,
+        ("statefulsets", auto.k8s_storage_statefulset): 3,
+    }
+    api.thread.start()
+    try:
+        act = KubernetesActuator(
+            NS,
+            auto.k8s_executor_deployment,
+            auto.k8s_storage_statefulset,
+            api_client=client.ApiClient(client.Configuration(host=api.url)),
+            depart=lambda ip: None,
+        )
+        act.add_executor_node()
+        assert act.remove_executor_node("any")
+        act.add_storage_node()
+        assert act.remove_storage_node()
+    finally:
+        api.server.shutdown()
+        api.server.server_close()
+        api.thread.join(timeout=5)
+    return {_request(m, p) for m, p, _ in api.log}
+
+
+def test_the_role_allows_what_the_actuator_does_and_nothing_more(
+    docs: list[dict[str, Any]], requests: set[tuple[str, str, str, str]]
+) -> None:
     auto = Config().autoscale
     sa = _one(docs, "ServiceAccount", "cloudburst-autoscaler")
     role = _one(docs, "Role", "cloudburst-autoscaler")
@@ -99,31 +129,6 @@ def test_the_role_allows_what_the_actuator_does_and_nothing_more(
         if set(rule["verbs"]) - {"get", "list", "watch"}:
             assert all(r.endswith("/scale") for r in rule["resources"]), rule
             assert rule.get("resourceNames"), rule
-    # what the actuator does: scale executors up and down, storage up and down (the
-    # pod that goes is read first, for its address)
-    api = FakeApi()
-    api.replicas = {
-        ("deployments", auto.k8s_executor_deployment): 2,
-        ("statefulsets", auto.k8s_storage_statefulset): 3,
-    }
-    api.thread.start()
-    try:
-        act = KubernetesActuator(
-            NS,
-            auto.k8s_executor_deployment,
-            auto.k8s_storage_statefulset,
-            api_client=client.ApiClient(client.Configuration(host=api.url)),
-            depart=lambda ip: None,
-        )
-        act.add_executor_node()
-        assert act.remove_executor_node("any")
-        act.add_storage_node()
-        assert act.remove_storage_node()
-    finally:
-        api.server.shutdown()
-        api.server.server_close()
-        api.thread.join(timeout=5)
-    requests = {_request(m, p) for m, p, _ in api.log}
     assert {r[2] for r in requests} == {"deployments/scale", "statefulsets/scale", "pods"}
     for verb, group, resource, name in sorted(requests):
         assert _allowed(role, verb, group, resource, name), (verb, group, resource, name)
