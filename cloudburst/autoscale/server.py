@@ -153,6 +153,17 @@ def call_seconds(worker_metrics: dict[str, str]) -> dict[str, dict[str, tuple[fl
     return out
 
 
+def kvs_seconds(worker_metrics: dict[str, str]) -> dict[str, dict[str, tuple[float, float]]]:
+    """Per worker: the cumulative ``(seconds, requests)`` of its KVS requests (every
+    type; ``cloudburst_kvs_request_seconds``), under the name ``kvs``."""
+    out: dict[str, dict[str, tuple[float, float]]] = {}
+    for source, text in worker_metrics.items():
+        secs = sum(v for _, v in _samples(text, "cloudburst_kvs_request_seconds_sum"))
+        count = sum(v for _, v in _samples(text, "cloudburst_kvs_request_seconds_count"))
+        out[source] = {"kvs": (secs, count)}
+    return out
+
+
 class Autoscaler:
     def __init__(
         self,
@@ -172,6 +183,7 @@ class Autoscaler:
         # text by worker])
         self.scrape = scrape
         self.latencies: dict[str, dict[str, tuple[float, float]]] = {}
+        self.kvs_latencies: dict[str, dict[str, tuple[float, float]]] = {}
         self.key_replication: dict[str, int] = {}  # keys whose replication we raised
         # () -> None: tell the scheduler to spread a function over N nodes
         self.replicate = replicate
@@ -196,8 +208,9 @@ class Autoscaler:
                 inputs = dataclasses.replace(inputs, pending_executor_nodes=pending)
             if self.scrape is not None:
                 shards, scheduler, *more = self.scrape()
+                workers = more[0] if more else {}
                 rates, self.calls = function_rates(self.calls, scheduler, now - self.last_step)
-                seconds = call_seconds(more[0] if more else {})
+                seconds = call_seconds(workers)
                 latency = mean_latencies(self.latencies, seconds)
                 self.latencies = seconds
                 functions = {
@@ -213,6 +226,12 @@ class Autoscaler:
                     storage = storage_inputs(
                         shards, self.cfg.autoscale.kvs_capacity_bytes, self.cfg.kvs.shard_base_port
                     )
+                    # the executors' mean KVS request latency this period (seen from
+                    # the workers: one figure for every storage node)
+                    kvs_now = kvs_seconds(workers)
+                    kvs_latency = mean_latencies(self.kvs_latencies, kvs_now).get("kvs", 0.0)
+                    self.kvs_latencies = kvs_now
+                    storage = [dataclasses.replace(x, latency_s=kvs_latency) for x in storage]
                 inputs = dataclasses.replace(
                     inputs,
                     functions=functions,

@@ -187,3 +187,42 @@ def test_latencies_and_hot_keys_reach_the_policy_and_its_decisions_carry_them() 
         (x.action.kind, x.action.target, x.action.count) for x in later
     ]
     assert kvs.calls[-1] == ("hot", 1) and scaler.key_replication == {}
+
+
+KVS_WORKER = """# TYPE cloudburst_kvs_request_seconds histogram
+cloudburst_kvs_request_seconds_sum{type="get"} %g
+cloudburst_kvs_request_seconds_count{type="get"} %d
+cloudburst_kvs_request_seconds_sum{type="put"} 1.0
+cloudburst_kvs_request_seconds_count{type="put"} 100
+"""
+RSS = """# TYPE process_resident_memory_bytes gauge
+process_resident_memory_bytes 4.0e+08
+"""
+
+
+def test_the_executors_kvs_latency_feeds_the_storage_tier() -> None:
+    cfg = replace(
+        load_config(None, env={}),
+        autoscale={"hysteresis": 1, "kvs_capacity_bytes": 10**9, "kvs_latency_high_s": 0.05},
+    )
+    texts = {"w": KVS_WORKER % (1.0, 100)}
+    adds: list[str] = []
+
+    class Storage(Actuator):
+        def add_storage_node(self) -> str:
+            adds.append("storage")
+            return "s2"
+
+    scaler = Autoscaler(
+        cfg,
+        Storage(),
+        lambda: pb.ClusterStatus(),
+        scrape=lambda: ({"127.0.0.1": RSS}, "", {"w0/1": texts["w"]}),
+    )
+    assert scaler.step(5.0) == []  # memory 0.4, no interval for latencies yet
+    # 100 gets took 20 s in this period: 0.2 s each > 50 ms
+    texts["w"] = KVS_WORKER % (21.0, 200)
+    [d] = scaler.step(10.0)
+    assert d.action.kind == "add_storage_node" and adds == ["storage"]
+    assert d.inputs["kvs_latency_s"] == pytest.approx(0.2)
+    assert "latency 200.0 ms > 50 ms" in d.log_line()
