@@ -18,7 +18,7 @@ storage
 Hysteresis: a condition must hold for ``hysteresis`` consecutive evaluations before
 it acts, and the add and remove thresholds are far apart; after an action on a tier
 (executors or storage) that tier waits ``grace_s`` (new nodes take time to start and
-to take load). Every decision carries the inputs it was made on (the shell logs them
+to take load), counted from when the nodes it added report (``pending_*_nodes``). Every decision carries the inputs it was made on (the shell logs them
 and exports them as metrics).
 
 >>> p = ClusterPolicy(PolicyConfig(hysteresis=1))
@@ -184,6 +184,19 @@ class ClusterPolicy:
 
         def act(action: Action, reason: str, extra: Mapping[str, float] | None = None) -> None:
             out.append(Decision(action, reason, {**nums, **(extra or {})}))
+
+        # Capacity still on its way (a node added, not reporting yet): the grace period
+        # runs from when it arrives, and what was measured before it does not count
+        # towards the next decision (a node that takes longer to start than grace_s
+        # would otherwise be followed by another add the moment it shows up).
+        for tier, pending in (
+            ("executor", inputs.pending_executor_nodes),
+            ("storage", inputs.pending_storage_nodes),
+        ):
+            if pending:
+                self.last_action[tier] = max(self.last_action.get(tier, now), now)
+                self.streaks.pop(f"{tier}_high", None)
+                self.streaks.pop(f"{tier}_low", None)
 
         # --- executors ---------------------------------------------------------
         live = [n for n in inputs.executors if not n.draining]
