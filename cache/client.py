@@ -36,14 +36,15 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from cache import pins, protocol
-from cache.shm import SHM_DIR, map_segment
+from cache.shm import SHM_DIR, lww_file_layout, map_segment, put_prefix, write_segment
+from cloudburst.shared import serializer
 from cloudburst.shared.config import Config, load_config
 from cloudburst.shared.errors import CloudburstException, CloudburstTimeoutError, WireError
 from cloudburst.shared.logs import CURRENT_CALL
 from cloudburst.shared.spans import lww_value_span
 from lattices import codec
 from lattices.base import Lattice, LatticeError
-from lattices.lww import LWWPairLattice
+from lattices.lww import LWWPairLattice, make_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 CONNECT_WAIT_S = 0.5
 
 _ids = itertools.count()
+_put_files = itertools.count()
 
 
 class CacheError(CloudburstException):
@@ -96,6 +98,7 @@ class CacheClient:
         # Shared-memory values (cache/shm.py): ask with getm, map MAPPED answers.
         self.shm = self.cfg.cache.shm_threshold_bytes > 0
         self._pins: list[bytes] = []  # segments mapped since the last release_pins()
+        self._adopt = True  # cb.put of large values through segments (put_value)
         self._seq = itertools.count()
         self._sock: zmq.Socket[Any] | None = None
         self._monitor: zmq.Socket[Any] | None = None
@@ -362,6 +365,68 @@ class CacheClient:
         if len(body) != 1 or len(body[0]) != len(tuples):
             raise WireError("cache put reply: bad error vector")
         return {k: e for (k, _, _), e in zip(tuples, body[0], strict=True)}
+
+    def put_value(self, key: str, obj: Any, timeout: float | None = None) -> bool:
+        """PUT a user value (``cb.put``): True once the KVS acknowledged it.
+
+        A value whose body is at least ``cache.shm_threshold_bytes`` (a numpy array,
+        ``bytes``, a pickle with out-of-band buffers) is serialized **once**, straight
+        into a new shared-memory segment (the LWW payload ``put`` would send, byte for
+        byte), which the cache adopts (``adopt`` op: no copy; it becomes the cached
+        entry once the KVS acknowledged). Anything else, or any failure to use a
+        segment, takes the ordinary ``put`` (a dead worker's file: the cache removes
+        files of dead processes every second).
+        """
+        from cloudburst.shared.values import to_lattice
+
+        lay = None
+        if self.shm and self._adopt and not isinstance(obj, Lattice | set | frozenset):
+            lay = serializer.layout(obj, self.cfg.cache.shm_threshold_bytes)
+        if lay is None:
+            return bool(self.put(key, to_lattice(obj), timeout))
+        ts = make_timestamp()
+        size, offset, body, head, tail = lww_file_layout(ts, lay.kind, lay.length, lay.align_at)
+        end = body + lay.length
+
+        def fill(view: memoryview) -> None:
+            view[offset:body] = head
+            lay.write_into(view[body:end])
+            view[end:size] = tail
+
+        directory = self.cfg.cache.shm_dir
+        name = f"{put_prefix(self.address)}{os.getpid()}-{next(_put_files)}"
+        try:
+            write_segment(directory, name, size, fill)
+        except OSError as exc:  # /dev/shm full or missing: the socket path
+            log.warning("cb.put of %r: no shared-memory segment (%s); sending it", key, exc)
+            return bool(self.put(key, to_lattice(obj), timeout))
+        body_frames: list[bytes] | None = None
+        refused = ""
+        try:
+            with self._lock:
+                frames = protocol.encode_adopt(self._next_rid(), key, name, offset)
+                try:
+                    body_frames = self._request(frames, timeout)
+                except WireError as exc:
+                    refused = str(exc)
+                if body_frames is not None:
+                    self._recovered()
+        finally:
+            if body_frames is None:  # not taken over: ours to remove
+                try:
+                    os.unlink(os.path.join(directory, name))
+                except FileNotFoundError:
+                    pass
+        if refused:
+            log.warning("cache refused a shared-memory put (%s); sending values", refused)
+            self._adopt = False
+            return bool(self.put(key, to_lattice(obj), timeout))
+        if body_frames is None:
+            kvs = self._degrade("PUT")
+            return bool(kvs.put(key, to_lattice(obj)))
+        if len(body_frames) != 1 or len(body_frames[0]) != 1:
+            raise WireError("cache adopt reply: bad error vector")
+        return body_frames[0][0] == protocol.NO_ERROR
 
     def put(
         self,

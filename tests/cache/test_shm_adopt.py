@@ -1,0 +1,230 @@
+"""``cb.put`` of a large value through a worker-written segment the cache adopts.
+
+Pure: the file layout equals the LWW payload ``put`` sends; ``CacheState.client_adopt``
+writes through to the KVS (acknowledged before it answers) and keeps the segment as the
+entry, or unlinks it (KVS refusal, older than what is held). Real files: ``ShmStore.adopt``
+takes a worker file over and refuses others. A real cache process: ``put_value`` of a
+large array is in the KVS and served mapped, the worker's file is gone (renamed), a file
+of a worker that died before adoption is removed, and nothing is left after stop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from anna.proto import anna_pb2 as pb
+from cache import protocol
+from cache.actions import KvsSend, Reply
+from cache.shm import ShmStore, lww_file_layout, put_prefix, segment_prefix, write_segment
+from cloudburst.shared import serializer
+from cloudburst.shared.processes import wait_until
+from cloudburst.shared.values import from_lattice, to_lattice
+from lattices import LWWPairLattice, codec
+from tests.cache.conftest import Cluster
+from tests.cache.test_logic import route, shard_answer
+from tests.cache.test_shm import make_shm
+
+# ---- pure -----------------------------------------------------------------------------------
+
+
+def file_bytes(obj: object, ts: int) -> tuple[bytes, int]:
+    lay = serializer.layout(obj)
+    assert lay is not None
+    size, off, body, head, tail = lww_file_layout(ts, lay.kind, lay.length, lay.align_at)
+    buf = bytearray(size)
+    buf[off:body] = head
+    lay.write_into(memoryview(buf)[body : body + lay.length])
+    buf[body + lay.length :] = tail
+    assert (body + lay.align_at) % 64 == 0
+    return bytes(buf), off
+
+
+@pytest.mark.parametrize(
+    "obj", [np.arange(20000.0), {"w": np.ones(9000), "s": "x"}, b"z" * 70000, np.zeros((3, 0))]
+)
+def test_file_layout_is_the_put_payload(obj: object) -> None:
+    for ts in (0, 1, 2**63 + 5):
+        data, off = file_bytes(obj, ts)
+        assert data[off:] == LWWPairLattice(ts, serializer.to_bytes(obj)).serialize()
+        assert not any(data[:off])
+
+
+def adopt(st, store, key: str, obj: object, ts: int, who: bytes = b"w1"):  # noqa: ANN001, ANN201
+    data, off = file_bytes(obj, ts)
+    store.n += 1
+    name = f"adopted{store.n}"
+    store.files[name] = data
+    view = memoryview(data).toreadonly()[off:]
+    return name, route(st, st.client_adopt(who, b"r", key, name, view, off, 0.0))
+
+
+def test_adopted_put_is_written_through_then_becomes_the_entry() -> None:
+    st, store = make_shm()
+    arr = np.arange(4000.0)
+    name, acts = adopt(st, store, "k", arr, 10)
+    (send,) = [a for a in acts if isinstance(a, KvsSend)]
+    assert not [a for a in acts if isinstance(a, Reply)]  # not before the KVS acked
+    req = pb.KeyRequest.FromString(send.data)  # one join, protobuf's encoding
+    payload = LWWPairLattice(10, serializer.to_bytes(arr)).serialize()
+    assert req.type == pb.PUT and req.tuples[0].payload == payload
+    assert st.book.total_bytes == len(store.files[name])
+    kvs: dict = {}
+    replies = [a for a in shard_answer(st, send, kvs) if isinstance(a, Reply)]
+    assert protocol.decode_reply(replies[0].frames)[2] == [bytes([protocol.NO_ERROR])]
+    assert from_lattice(kvs["k"]).tolist() == arr.tolist()
+    entry = st.entries["k"]
+    assert entry.segment == name and entry.ref.startswith(name.encode() + b":")
+    # Served mapped from the adopted file, no new segment.
+    ((_, err, ref, _),) = protocol.decode_getv_body(
+        st.client_get(b"w2", b"r", ["k"], 1.0, [b""], mapped=True)[0].frames[3:], 1
+    )
+    assert err == protocol.MAPPED and ref == entry.ref and set(store.files) == {name}
+    # An older adopted write loses the merge: its file goes, the entry stays.
+    old, acts = adopt(st, store, "k", np.zeros(4000), 5)
+    shard_answer(st, [a for a in acts if isinstance(a, KvsSend)][0], kvs)
+    assert old not in store.files and st.entries["k"].segment == name
+    # A newer one replaces it (the old file is retired: unpinned after w2 releases).
+    new, acts = adopt(st, store, "k", np.ones(4000), 20)
+    shard_answer(st, [a for a in acts if isinstance(a, KvsSend)][0], kvs)
+    assert st.entries["k"].segment == new and name in store.files
+    st.release(b"w2", [name])
+    assert set(store.files) == {new}
+    assert st.book.total_bytes == len(store.files[new]) and st.book.retired_bytes == 0
+
+
+def test_refused_adopted_put_unlinks_its_segment() -> None:
+    st, store = make_shm()
+    kvs = {"s": to_lattice({b"a"})}  # a Set at the KVS: LWW refused
+    name, acts = adopt(st, store, "s", np.arange(4000.0), 10)
+    replies = [
+        a
+        for a in shard_answer(st, [a for a in acts if isinstance(a, KvsSend)][0], kvs)
+        if isinstance(a, Reply)
+    ]
+    assert protocol.decode_reply(replies[0].frames)[2] == [bytes([protocol.LATTICE])]
+    assert name not in store.files and "s" not in st.entries and st.book.total_bytes == 0
+    # A held key of another type: refused at once, nothing sent.
+    st.entries["t"] = st.entries.get("t") or _set_entry("t")
+    name2, acts = adopt(st, store, "t", np.arange(4000.0), 10)
+    (reply,) = acts
+    assert protocol.decode_reply(reply.frames)[2] == [bytes([protocol.LATTICE])]
+    assert name2 not in store.files and st.book.total_bytes == 0
+
+
+def _set_entry(key: str):  # noqa: ANN202
+    from cache.logic import Entry
+
+    lt, payload = codec.to_payload(to_lattice({b"a"}))
+    return Entry(key, lt, payload)
+
+
+def test_timed_out_adopted_put_unlinks_its_segment() -> None:
+    st, store = make_shm()
+    name, acts = adopt(st, store, "k", np.arange(4000.0), 10)
+    replies = []
+    for now in (1.1, 2.2, 3.3):  # no shard answers: retries, then the deadline (2 s)
+        replies += [a for a in route(st, st.tick(now), now) if isinstance(a, Reply)]
+    assert protocol.decode_reply(replies[0].frames)[2] == [bytes([protocol.TIMEOUT])]
+    assert name not in store.files and st.book.total_bytes == 0
+
+
+# ---- real files ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def shm_dir() -> Path:
+    d = Path("/dev/shm") / f"cbtest-{os.getpid()}-{os.urandom(4).hex()}"
+    d.mkdir()
+    yield d
+    for f in d.iterdir():
+        f.unlink()
+    d.rmdir()
+
+
+def test_store_adopts_worker_files_only(shm_dir: Path) -> None:
+    ipc = "ipc:///x/cache-n.sock"
+    store = ShmStore(segment_prefix(ipc), str(shm_dir))
+    data, off = file_bytes(np.arange(5000.0), 7)
+    src = f"{put_prefix(ipc)}{os.getpid()}-1"
+    write_segment(str(shm_dir), src, len(data), lambda v: v.__setitem__(slice(None), data))
+    name, view = store.adopt(src, off, put_prefix(ipc))
+    assert os.listdir(shm_dir) == [name] and name.startswith(segment_prefix(ipc))
+    assert view.readonly and bytes(view) == data[off:]
+    for bad in (f"{segment_prefix(ipc)}{os.getpid()}-9", "../etc", f"{put_prefix(ipc)}x"):
+        (shm_dir / "victim").write_bytes(b"x")
+        with pytest.raises(ValueError):
+            store.adopt(bad, 0, put_prefix(ipc))
+    with pytest.raises(OSError):  # gone (the worker gave up): nothing to adopt
+        store.adopt(f"{put_prefix(ipc)}{os.getpid()}-2", 0, put_prefix(ipc))
+    os.symlink(shm_dir / "victim", shm_dir / f"{put_prefix(ipc)}{os.getpid()}-3")
+    with pytest.raises(OSError):  # a symlink is refused (and removed)
+        store.adopt(f"{put_prefix(ipc)}{os.getpid()}-3", 0, put_prefix(ipc))
+    assert (shm_dir / "victim").read_bytes() == b"x"
+    del view
+    store.close()
+    assert sorted(os.listdir(shm_dir)) == ["victim"]
+
+
+# ---- a real cache process --------------------------------------------------------------------
+
+DIE_BEFORE_ADOPTION = """
+import os, sys
+from cache.shm import put_prefix, write_segment
+write_segment(sys.argv[1], put_prefix(sys.argv[2]) + f"{os.getpid()}-1", 1 << 20, lambda v: None)
+os._exit(0)
+"""
+
+
+def test_put_value_through_adopted_segment(cluster: Cluster, shm_dir: Path, kvs_client) -> None:  # noqa: ANN001
+    data = dataclasses.asdict(cluster.cfg)
+    data["cache"]["shm_dir"] = str(shm_dir)
+    path = cluster.tmp / "adopt.yml"
+    path.write_text(yaml.safe_dump(data))
+    cluster.cfg_path = path
+    client = cluster.start_cache("adopt")
+    client.cfg = dataclasses.replace(
+        client.cfg, cache=dataclasses.replace(client.cfg.cache, shm_dir=str(shm_dir))
+    )
+    arr = np.arange(300_000, dtype=np.float64)
+    assert client.put_value("adopt-big", arr) is True
+    # In the KVS (an acknowledged put is durable there) ...
+    kvs = kvs_client()
+    assert np.array_equal(from_lattice(kvs.get("adopt-big")["adopt-big"]), arr)
+    # ... and served from the adopted segment (the worker's file was renamed).
+    (name,) = os.listdir(shm_dir)
+    assert name.startswith(segment_prefix(client.address))
+    got = from_lattice(client.get(["adopt-big"])["adopt-big"])
+    assert np.array_equal(got, arr) and not got.flags.writeable
+    stats = client.stats()
+    assert stats["shm_adopted"] == 1 and stats["shm_bytes"] >= arr.nbytes
+    # Small values and sets take the ordinary put.
+    assert client.put_value("adopt-small", np.arange(3.0)) is True
+    assert client.put_value("adopt-set", {1, 2}) is True
+    assert client.stats()["shm_adopted"] == 1
+    assert from_lattice(kvs.get("adopt-set")["adopt-set"]) == {1, 2}
+    # A worker that dies between writing its file and the adoption leaves nothing.
+    subprocess.run(
+        [sys.executable, "-c", DIE_BEFORE_ADOPTION, str(shm_dir), client.address],
+        check=True,
+        timeout=60,
+        cwd=str(Path(__file__).resolve().parents[2]),
+    )
+    wait_until(
+        lambda: not [n for n in os.listdir(shm_dir) if n.startswith(put_prefix(client.address))],
+        timeout=20,
+        what="the dead worker's segment removed",
+    )
+    del got
+    client.release_pins()
+    client.close()
+    cluster.procs.kill("cache-adopt", signal.SIGTERM)
+    wait_until(lambda: not os.listdir(shm_dir), timeout=20, what="segments gone at stop")
