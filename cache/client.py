@@ -36,7 +36,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from cache import pins, protocol
-from cache.shm import SHM_DIR, lww_file_layout, map_segment, put_prefix, write_segment
+from cache.shm import SHM_DIR, lww_file_pieces, map_segment, put_prefix, write_segment
 from cloudburst.shared import serializer
 from cloudburst.shared.config import Config, load_config
 from cloudburst.shared.errors import CloudburstException, CloudburstTimeoutError, WireError
@@ -384,19 +384,11 @@ class CacheClient:
             lay = serializer.layout(obj, self.cfg.cache.shm_threshold_bytes)
         if lay is None:
             return bool(self.put(key, to_lattice(obj), timeout))
-        ts = make_timestamp()
-        size, offset, body, head, tail = lww_file_layout(ts, lay.kind, lay.length, lay.align_at)
-        end = body + lay.length
-
-        def fill(view: memoryview) -> None:
-            view[offset:body] = head
-            lay.write_into(view[body:end])
-            view[end:size] = tail
-
+        size, offset, pieces = lww_file_pieces(make_timestamp(), lay)
         directory = self.cfg.cache.shm_dir
         name = f"{put_prefix(self.address)}{os.getpid()}-{next(_put_files)}"
         try:
-            write_segment(directory, name, size, fill)
+            write_segment(directory, name, size, pieces)
         except OSError as exc:  # /dev/shm full or missing: the socket path
             log.warning("cb.put of %r: no shared-memory segment (%s); sending it", key, exc)
             return bool(self.put(key, to_lattice(obj), timeout))

@@ -25,7 +25,6 @@ mapped), so the worker's view stays valid even after the cache dropped the file.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import mmap
 import os
@@ -33,7 +32,8 @@ import re
 import stat
 import struct
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from cloudburst.shared.spans import lww_value_span, value_body_span
 
@@ -351,29 +351,48 @@ def _orphan(name: str) -> bool:
     return False
 
 
-def write_segment(directory: str, name: str, size: int, fill: Callable[[memoryview], None]) -> None:
-    """Create ``<directory>/<name>`` of ``size`` bytes (pages reserved first: a full
-    ``/dev/shm`` is an OSError, never a SIGBUS) and let ``fill`` write into a writable
-    view of it; the mapping is closed before returning. On any error the file is
-    unlinked."""
+def lww_file_pieces(timestamp: int, lay: Any) -> tuple[int, int, list[tuple[int, Any]]]:
+    """``(file size, payload offset, pieces)`` of a segment holding the LWW payload of
+    ``lay`` (a ``serializer.Layout``) stamped ``timestamp`` (see :func:`lww_file_layout`);
+    ``pieces`` are ``(file offset, buffer)`` for :func:`write_segment`; the gaps are
+    zeros (alignment padding)."""
+    size, offset, body, head, tail = lww_file_layout(timestamp, lay.kind, lay.length, lay.align_at)
+    pieces: list[tuple[int, Any]] = [(offset, head)]
+    for off, part in lay.parts:
+        if not isinstance(part, bytes):
+            view = memoryview(part)
+            if view.ndim != 1 or view.format != "B" or not view.c_contiguous:
+                view = _flat_bytes(part)
+            part = view
+        pieces.append((body + off, part))
+    if tail:
+        pieces.append((body + lay.length, tail))
+    return size, offset, pieces
+
+
+def _flat_bytes(obj: Any) -> memoryview:
+    """A 1-d unsigned-byte view of ``obj``'s data (copied only if not contiguous)."""
+    import numpy as np
+
+    arr = np.ascontiguousarray(np.asarray(obj)).reshape(-1).view(np.uint8)
+    return memoryview(arr)
+
+
+def write_segment(directory: str, name: str, size: int, pieces: list[tuple[int, Any]]) -> None:
+    """Create ``<directory>/<name>`` of ``size`` bytes holding ``pieces`` (``(offset,
+    buffer)``; zeros elsewhere). Written with ``pwrite`` from the buffers: one copy, by
+    the kernel (GIL released), into fresh tmpfs pages, about twice as fast as faulting
+    in a new mapping and copying into it; a full ``/dev/shm`` is an OSError (ENOSPC),
+    never a SIGBUS. On any error the file is unlinked."""
     path = os.path.join(directory, name)
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     try:
-        try:
-            os.posix_fallocate(fd, 0, size)
-        except OSError as exc:
-            if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
-                raise
-            os.ftruncate(fd, size)
-        mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        try:
-            view = memoryview(mm)
-            try:
-                fill(view)
-            finally:
-                view.release()
-        finally:
-            mm.close()
+        os.ftruncate(fd, size)
+        for off, piece in pieces:
+            view = memoryview(piece)
+            done, n = 0, view.nbytes
+            while done < n:
+                done += os.pwrite(fd, view[done:], off + done)
     except BaseException:
         os.close(fd)
         try:

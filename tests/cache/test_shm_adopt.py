@@ -24,7 +24,14 @@ import yaml
 from anna.proto import anna_pb2 as pb
 from cache import protocol
 from cache.actions import KvsSend, Reply
-from cache.shm import ShmStore, lww_file_layout, put_prefix, segment_prefix, write_segment
+from cache.shm import (
+    ShmStore,
+    lww_file_layout,
+    lww_file_pieces,
+    put_prefix,
+    segment_prefix,
+    write_segment,
+)
 from cloudburst.shared import serializer
 from cloudburst.shared.processes import wait_until
 from cloudburst.shared.values import from_lattice, to_lattice
@@ -45,11 +52,26 @@ def file_bytes(obj: object, ts: int) -> tuple[bytes, int]:
     lay.write_into(memoryview(buf)[body : body + lay.length])
     buf[body + lay.length :] = tail
     assert (body + lay.align_at) % 64 == 0
+    # The pieces write_segment takes give the same bytes.
+    size2, off2, pieces = lww_file_pieces(ts, lay)
+    buf2 = bytearray(size2)
+    for at, piece in pieces:
+        piece = memoryview(piece).cast("B")
+        buf2[at : at + len(piece)] = piece
+    assert (size2, off2, bytes(buf2)) == (size, off, bytes(buf))
     return bytes(buf), off
 
 
 @pytest.mark.parametrize(
-    "obj", [np.arange(20000.0), {"w": np.ones(9000), "s": "x"}, b"z" * 70000, np.zeros((3, 0))]
+    "obj",
+    [
+        np.arange(20000.0),
+        {"w": np.ones(9000), "s": "x"},
+        b"z" * 70000,
+        np.zeros((3, 0)),
+        np.arange(40000.0).reshape(200, 200)[:, ::2],  # not contiguous
+        np.array(3.0),  # 0-d
+    ],
 )
 def test_file_layout_is_the_put_payload(obj: object) -> None:
     for ts in (0, 1, 2**63 + 5):
@@ -155,7 +177,7 @@ def test_store_adopts_worker_files_only(shm_dir: Path) -> None:
     store = ShmStore(segment_prefix(ipc), str(shm_dir))
     data, off = file_bytes(np.arange(5000.0), 7)
     src = f"{put_prefix(ipc)}{os.getpid()}-1"
-    write_segment(str(shm_dir), src, len(data), lambda v: v.__setitem__(slice(None), data))
+    write_segment(str(shm_dir), src, len(data), [(0, data)])
     name, view = store.adopt(src, off, put_prefix(ipc))
     assert os.listdir(shm_dir) == [name] and name.startswith(segment_prefix(ipc))
     assert view.readonly and bytes(view) == data[off:]
@@ -179,7 +201,7 @@ def test_store_adopts_worker_files_only(shm_dir: Path) -> None:
 DIE_BEFORE_ADOPTION = """
 import os, sys
 from cache.shm import put_prefix, write_segment
-write_segment(sys.argv[1], put_prefix(sys.argv[2]) + f"{os.getpid()}-1", 1 << 20, lambda v: None)
+write_segment(sys.argv[1], put_prefix(sys.argv[2]) + f"{os.getpid()}-1", 1 << 20, [])
 os._exit(0)
 """
 
