@@ -36,6 +36,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from cache import pins, protocol
+from cache.logic import put_slack
 from cache.shm import SHM_DIR, lww_file_pieces, map_segment, put_prefix, write_segment
 from cloudburst.shared import serializer
 from cloudburst.shared.config import Config, load_config
@@ -355,6 +356,7 @@ class CacheClient:
             except LatticeError as exc:
                 raise CacheError(f"cannot PUT {k!r}: {exc}") from None
             tuples.append((k, ltype, payload))
+        timeout = self._put_timeout(sum(len(t[2]) for t in tuples), timeout)
         with self._lock:
             body = self._request(protocol.encode_put(self._next_rid(), tuples), timeout)
             if body is None:
@@ -394,6 +396,7 @@ class CacheClient:
             return bool(self.put(key, to_lattice(obj), timeout))
         body_frames: list[bytes] | None = None
         refused = ""
+        timeout = self._put_timeout(size, timeout)
         try:
             with self._lock:
                 frames = protocol.encode_adopt(self._next_rid(), key, name, offset)
@@ -419,6 +422,11 @@ class CacheClient:
         if len(body_frames) != 1 or len(body_frames[0]) != 1:
             raise WireError("cache adopt reply: bad error vector")
         return body_frames[0][0] == protocol.NO_ERROR
+
+    def _put_timeout(self, size: int, timeout: float | None) -> float:
+        """A PUT's timeout: the cache's own deadline grows with the payload
+        (``cache.logic.put_slack``), so must ours."""
+        return (self.timeout if timeout is None else timeout) + put_slack(size)
 
     def put(
         self,

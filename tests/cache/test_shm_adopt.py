@@ -250,3 +250,56 @@ def test_put_value_through_adopted_segment(cluster: Cluster, shm_dir: Path, kvs_
     client.close()
     cluster.procs.kill("cache-adopt", signal.SIGTERM)
     wait_until(lambda: not os.listdir(shm_dir), timeout=20, what="segments gone at stop")
+
+
+# ---- large values in the cache's loop ---------------------------------------------------------
+
+
+def test_same_bytes_compares_views_and_bytes() -> None:
+    from cache.logic import _same_bytes
+
+    a = bytes(range(256)) * 10000
+    view = memoryview(bytearray(a)).toreadonly()
+    assert _same_bytes(a, view, chunk=4096) and _same_bytes(view, a)
+    changed = bytearray(a)
+    changed[-1] ^= 1
+    assert not _same_bytes(view, bytes(changed), chunk=4096)
+    assert not _same_bytes(a, a[:-1])
+
+
+def test_large_lww_push_is_merged_on_timestamps() -> None:
+    st, store = make_shm()
+    kvs = {"k": to_lattice(np.arange(20000.0))}
+    acts = route(st, st.client_get(b"w", b"r", ["k"], 0.0))
+    shard_answer(st, [a for a in acts if isinstance(a, KvsSend)][0], kvs)
+    first = st.entries["k"]
+
+    def push(lattice: LWWPairLattice) -> None:
+        resp = pb.KeyResponse(type=pb.PUT)
+        lt, payload = codec.to_payload(lattice)
+        resp.tuples.add(key="k", lattice_type=lt, payload=payload)
+        st.key_response(resp, 1.0)
+
+    push(kvs["k"])  # the same value again: nothing changes
+    assert st.entries["k"] is first
+    push(LWWPairLattice(kvs["k"].timestamp - 1, serializer.to_bytes(np.zeros(20000))))
+    assert st.entries["k"] is first  # older: ignored
+    newer = LWWPairLattice(kvs["k"].timestamp + 1, serializer.to_bytes(np.ones(20000)))
+    push(newer)
+    assert st.entries["k"] is not first and st.entries["k"].segment != first.segment
+    assert bytes(st.entries["k"].payload) == codec.to_payload(newer)[1]
+    assert first.segment not in store.files  # retired, unpinned: unlinked
+
+
+def test_a_large_put_is_not_resent_every_attempt_timeout() -> None:
+    from cache.logic import put_slack
+
+    st, store = make_shm()
+    big_payload = 20 * 1024 * 1024
+    assert put_slack(big_payload) == pytest.approx(2.5) and put_slack(1000) == 0
+    name, acts = adopt(st, store, "k", np.zeros(big_payload // 8), 10)
+    assert len([a for a in acts if isinstance(a, KvsSend)]) == 1
+    # 1 s (the attempt timeout) later nothing is resent: the deadline grew with the size.
+    assert not [a for a in st.tick(1.5) if isinstance(a, KvsSend)]
+    st.tick(4.0)  # past 1 + 2.5 s: the attempt timed out (a short backoff) ...
+    assert [a for a in st.tick(4.2) if isinstance(a, KvsSend)]  # ... then resent
