@@ -19,6 +19,12 @@ Rules (pure bookkeeping in :class:`SegmentBook`, files in :class:`ShmStore`):
 * names are ``<prefix><n>`` with a prefix per cache (a hash of its ipc address), so a
   restarted cache sweeps what a killed predecessor left; ``close`` unlinks everything.
 
+* a worker's ``cb.put`` of a large value writes the payload into a file of its own
+  (:func:`put_prefix`, :func:`write_segment`: one copy) which the cache *adopts*
+  (:meth:`ShmStore.adopt`: renamed to one of its names, mapped read-only) and writes
+  through to the KVS; a worker that dies first leaves a file named after its dead pid,
+  which the orphan sweep removes.
+
 A mapping in a worker outlives an unlink (Linux keeps an unlinked file's pages while
 mapped), so the worker's view stays valid even after the cache dropped the file.
 """
