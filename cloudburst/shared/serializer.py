@@ -279,8 +279,9 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
-def _value_bytes(lay: Layout) -> bytes:
-    """The ``Value`` message (body = 1, type = 2) of a layout, by one join."""
+def value_pieces(lay: Layout) -> list[Any]:
+    """The ``Value`` message (body = 1, type = 2) of a layout as pieces to join or to
+    send as they are (the large ones are views of the object's own memory)."""
     pieces: list[Any] = [b"\x0a", _varint(lay.length)]
     pos = 0
     for off, part in sorted(lay.parts, key=lambda p: p[0]):
@@ -293,7 +294,24 @@ def _value_bytes(lay: Layout) -> bytes:
         pos = off + len(view)
     if lay.kind:
         pieces.append(b"\x10" + _varint(lay.kind))
-    return b"".join(pieces)
+    return pieces
+
+
+def _value_bytes(lay: Layout) -> bytes:
+    """The ``Value`` message of a layout, by one join."""
+    return b"".join(value_pieces(lay))
+
+
+def large_value_pieces(obj: Any) -> list[Any] | None:
+    """``to_bytes(obj)`` as pieces (no copy of the large data) when ``obj`` has large
+    data to place (a numpy array or a pickle with out-of-band buffers of at least
+    ``OOB_MIN_BYTES``); None otherwise."""
+    if isinstance(obj, bytes | str) or type(obj) in (int, float, bool, type(None)):
+        return None
+    if isinstance(obj, np.ndarray) and (obj.dtype.hasobject or obj.nbytes < OOB_MIN_BYTES):
+        return None
+    lay = layout(obj, OOB_MIN_BYTES)
+    return None if lay is None else value_pieces(lay)
 
 
 def from_bytes(data: bytes | memoryview) -> Any:

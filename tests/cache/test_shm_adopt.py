@@ -303,3 +303,30 @@ def test_a_large_put_is_not_resent_every_attempt_timeout() -> None:
     assert not [a for a in st.tick(1.5) if isinstance(a, KvsSend)]
     st.tick(4.0)  # past 1 + 2.5 s: the attempt timed out (a short backoff) ...
     assert [a for a in st.tick(4.2) if isinstance(a, KvsSend)]  # ... then resent
+
+
+# ---- put_object: a large array sent from its own memory ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "obj", [np.arange(20000.0), {"w": np.ones(9000), "s": "x"}, np.arange(9e4)[::3]]
+)
+def test_large_value_pieces_are_to_bytes(obj: object) -> None:
+    pieces = serializer.large_value_pieces(obj)
+    assert pieces is not None
+    assert b"".join(pieces) == serializer.to_bytes(obj)
+
+
+def test_small_values_have_no_pieces() -> None:
+    for obj in (b"x" * 100000, "s", 3, np.arange(10.0), {"a": 1}):
+        assert serializer.large_value_pieces(obj) is None
+
+
+def test_put_lww_pieces_stores_the_joined_value(kvs_client) -> None:  # noqa: ANN001
+    kvs = kvs_client()
+    arr = np.arange(100_000.0)
+    pieces = serializer.large_value_pieces(arr)
+    assert kvs.put_lww_pieces("pieces/a", 12345, pieces) is True  # general path first
+    assert kvs.put_lww_pieces("pieces/a", 12346, pieces) is True  # address cached
+    got = kvs.get("pieces/a")["pieces/a"]
+    assert got.timestamp == 12346 and np.array_equal(from_lattice(got), arr)
