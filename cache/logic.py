@@ -173,6 +173,7 @@ class CacheState:
         self.shm_threshold = shm_threshold if store is not None else 0
         self.numpy_type = numpy_type
         self.book = SegmentBook()
+        self.adopting = 0  # bytes of adopted segments whose PUT is in flight
 
     # ---- helpers ----------------------------------------------------------------------
 
@@ -201,6 +202,7 @@ class CacheState:
             shm_segments=len(self.book.sizes),
             shm_retired_pinned_bytes=self.book.retired_bytes,
             shm_pinned_segments=len(self.book.pins),
+            shm_adopting_bytes=self.adopting,
         )
         for name in ("hits", "misses", "evictions", "puts", "pushes"):
             out.setdefault(name, 0)
@@ -268,9 +270,17 @@ class CacheState:
         entry.version = self.epoch + self._version.to_bytes(8, "big")
         self.entries[key] = entry
         self.used += entry.size
+        return self._evict(keep=1)
+
+    def _evict(self, keep: int) -> list[Action]:
+        """Evict LRU entries (all but the newest ``keep``) while over capacity. Pinned
+        segments of entries already gone, and adopted segments whose PUT is in
+        flight, hold memory too: they count."""
         evicted = []
-        # Pinned segments of entries already gone still hold memory: they count.
-        while self.used + self.book.retired_bytes > self.capacity and len(self.entries) > 1:
+        while (
+            self.used + self.book.retired_bytes + self.adopting > self.capacity
+            and len(self.entries) > keep
+        ):
             k, e = self.entries.popitem(last=False)
             self._drop(e)
             self.stats["evictions"] += 1
@@ -462,12 +472,15 @@ class CacheState:
         req = _KvsReq(pb.PUT, key, deadline, pb.LWW, view)
         req.segment, req.ref = segment, f"{segment}:{offset}".encode()
         req.waiters.append((op, 0))
-        return self._dispatch(req, now)
+        # The file is in memory already: make room for it now.
+        self.adopting += offset + len(view)
+        return self._evict(keep=0) + self._dispatch(req, now)
 
     def _keep_adopted(self, key: str, req: _KvsReq) -> list[Action]:
         """The KVS acknowledged an adopted segment's PUT: cache it (LWW merge with what
         is held: the newer of the two stays; a losing segment is unlinked)."""
         segment, req.segment = req.segment, ""
+        self.adopting -= self.book.sizes.get(segment, 0)
         entry = self.entries.get(key)
         if entry is not None:
             try:
@@ -561,6 +574,7 @@ class CacheState:
             del self.fetching[req.key]
         if req.segment:  # an adopted PUT that failed: its segment goes
             segment, req.segment = req.segment, ""
+            self.adopting -= self.book.sizes.get(segment, 0)
             self._unlink(self.book.retire(segment))
         if err == protocol.TIMEOUT:
             self.stats["kvs_timeouts"] += 1

@@ -37,7 +37,7 @@ from cloudburst.shared.processes import wait_until
 from cloudburst.shared.values import from_lattice, to_lattice
 from lattices import LWWPairLattice, codec
 from tests.cache.conftest import Cluster
-from tests.cache.test_logic import route, shard_answer
+from tests.cache.test_logic import SHARD, route, shard_answer
 from tests.cache.test_shm import make_shm
 
 # ---- pure -----------------------------------------------------------------------------------
@@ -330,3 +330,21 @@ def test_put_lww_pieces_stores_the_joined_value(kvs_client) -> None:  # noqa: AN
     assert kvs.put_lww_pieces("pieces/a", 12346, pieces) is True  # address cached
     got = kvs.get("pieces/a")["pieces/a"]
     assert got.timestamp == 12346 and np.array_equal(from_lattice(got), arr)
+
+
+def test_an_adopted_segment_counts_against_capacity_while_in_flight() -> None:
+    seg = len(file_bytes(np.arange(4000.0), 1)[0])
+    st, store = make_shm(capacity=2 * seg + 300)
+    kvs: dict = {}
+    for key, ts in (("a", 1), ("b", 2)):
+        _, acts = adopt(st, store, key, np.arange(4000.0), ts)
+        shard_answer(st, [a for a in acts if isinstance(a, KvsSend) and a.address == SHARD][0], kvs)
+    assert set(st.entries) == {"a", "b"} and st.adopting == 0
+    name, acts = adopt(st, store, "c", np.arange(4000.0), 3)
+    # In flight: its bytes count, so the least recently used entry is gone already.
+    assert st.adopting == seg and "a" not in st.entries
+    assert st.snapshot_stats()["shm_adopting_bytes"] == seg
+    shard_answer(st, [a for a in acts if isinstance(a, KvsSend) and a.address == SHARD][0], kvs)
+    assert st.adopting == 0 and set(st.entries) == {"b", "c"}
+    assert set(store.files) == {st.entries["b"].segment, st.entries["c"].segment}
+    assert st.used + st.book.retired_bytes <= st.capacity
