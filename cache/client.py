@@ -381,11 +381,11 @@ class CacheClient:
         """
         from cloudburst.shared.values import to_lattice
 
-        lay = None
-        if self.shm and self._adopt and not isinstance(obj, Lattice | set | frozenset):
-            lay = serializer.layout(obj, self.cfg.cache.shm_threshold_bytes)
-        if lay is None:
+        if not self.shm or not self._adopt or isinstance(obj, Lattice | set | frozenset):
             return bool(self.put(key, to_lattice(obj), timeout))
+        lay = serializer.bytes_or_layout(obj, self.cfg.cache.shm_threshold_bytes)
+        if isinstance(lay, bytes):  # small: the socket path (serialized once)
+            return bool(self.put(key, LWWPairLattice(make_timestamp(), lay), timeout))
         size, offset, pieces = lww_file_pieces(make_timestamp(), lay)
         directory = self.cfg.cache.shm_dir
         name = f"{put_prefix(self.address)}{os.getpid()}-{next(_put_files)}"

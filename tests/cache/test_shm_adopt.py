@@ -348,3 +348,28 @@ def test_an_adopted_segment_counts_against_capacity_while_in_flight() -> None:
     assert st.adopting == 0 and set(st.entries) == {"b", "c"}
     assert set(store.files) == {st.entries["b"].segment, st.entries["c"].segment}
     assert st.used + st.book.retired_bytes <= st.capacity
+
+
+@pytest.mark.parametrize(
+    "obj", [np.arange(20000.0), np.arange(10.0), {"w": np.ones(9000)}, {"a": 1}, b"x" * 70000, "s"]
+)
+def test_bytes_or_layout_is_to_bytes(obj: object) -> None:
+    out = serializer.bytes_or_layout(obj, 64 * 1024)
+    if isinstance(out, bytes):
+        assert out == serializer.to_bytes(obj)
+    else:
+        buf = bytearray(out.length)
+        out.write_into(memoryview(buf))
+        assert serializer.to_bytes(obj) == b"".join(serializer.value_pieces(out)) and bytes(
+            buf
+        ) in serializer.to_bytes(obj)
+
+
+def test_curve_seals_value_pieces() -> None:
+    from anna.curve import CurveCodec
+
+    key = bytes(range(32))
+    sender, receiver = CurveCodec(key, is_server=False), CurveCodec(key, is_server=True)
+    arr = np.arange(100_000.0)
+    pieces = serializer.large_value_pieces(arr)
+    assert receiver.open(sender.seal_parts([b"x", *pieces]))[1] == b"x" + serializer.to_bytes(arr)
