@@ -54,6 +54,8 @@ CONNECT_WAIT_S = 0.5
 
 _ids = itertools.count()
 _put_files = itertools.count()
+#: After the cache refused to adopt a segment, values are sent this long.
+ADOPT_RETRY_S = 60.0
 
 
 class CacheError(CloudburstException):
@@ -99,7 +101,9 @@ class CacheClient:
         # Shared-memory values (cache/shm.py): ask with getm, map MAPPED answers.
         self.shm = self.cfg.cache.shm_threshold_bytes > 0
         self._pins: list[bytes] = []  # segments mapped since the last release_pins()
-        self._adopt = True  # cb.put of large values through segments (put_value)
+        # cb.put of large values through segments (put_value); after a refusal (shared
+        # memory off, another filesystem) not tried again before this time.
+        self._adopt_after = 0.0
         self._seq = itertools.count()
         self._sock: zmq.Socket[Any] | None = None
         self._monitor: zmq.Socket[Any] | None = None
@@ -377,11 +381,12 @@ class CacheClient:
         byte), which the cache adopts (``adopt`` op: no copy; it becomes the cached
         entry once the KVS acknowledged). Anything else, or any failure to use a
         segment, takes the ordinary ``put`` (a dead worker's file: the cache removes
-        files of dead processes every second).
+        files of dead processes every second; after a refusal, ``ADOPT_RETRY_S``).
         """
         from cloudburst.shared.values import to_lattice
 
-        if not self.shm or not self._adopt or isinstance(obj, Lattice | set | frozenset):
+        adopt = self.shm and time.monotonic() >= self._adopt_after
+        if not adopt or isinstance(obj, Lattice | set | frozenset):
             return bool(self.put(key, to_lattice(obj), timeout))
         lay = serializer.bytes_or_layout(obj, self.cfg.cache.shm_threshold_bytes)
         if isinstance(lay, bytes):  # small: the socket path (serialized once)
@@ -414,7 +419,7 @@ class CacheClient:
                     pass
         if refused:
             log.warning("cache refused a shared-memory put (%s); sending values", refused)
-            self._adopt = False
+            self._adopt_after = time.monotonic() + ADOPT_RETRY_S
             return bool(self.put(key, to_lattice(obj), timeout))
         if body_frames is None:
             kvs = self._degrade("PUT")

@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ import yaml
 from anna.proto import anna_pb2 as pb
 from cache import protocol
 from cache.actions import KvsSend, Reply
+from cache.client import CacheClient
 from cache.shm import (
     ShmStore,
     lww_file_layout,
@@ -233,6 +235,24 @@ def test_put_value_through_adopted_segment(cluster: Cluster, shm_dir: Path, kvs_
     assert client.put_value("adopt-set", {1, 2}) is True
     assert client.stats()["shm_adopted"] == 1
     assert from_lattice(kvs.get("adopt-set")["adopt-set"]) == {1, 2}
+    # A segment the cache cannot take (another directory): refused, the worker's file
+    # removed, the value sent over the socket instead (and no segment tried for a while).
+    other = shm_dir.parent / (shm_dir.name + "-other")
+    other.mkdir()
+    try:
+        lost = CacheClient(cfg=client.cfg, address=client.address, kvs_addr=cluster.kvs_addr)
+        lost.cfg = dataclasses.replace(
+            lost.cfg, cache=dataclasses.replace(lost.cfg.cache, shm_dir=str(other))
+        )
+        assert lost.put_value("adopt-refused", arr) is True
+        assert os.listdir(other) == [] and lost._adopt_after > time.monotonic()
+        assert np.array_equal(from_lattice(kvs.get("adopt-refused")["adopt-refused"]), arr)
+        assert client.stats()["shm_adopt_refused"] == 1
+        lost.close()
+    finally:
+        for f in other.iterdir():
+            f.unlink()
+        other.rmdir()
     # A worker that dies between writing its file and the adoption leaves nothing.
     subprocess.run(
         [sys.executable, "-c", DIE_BEFORE_ADOPTION, str(shm_dir), client.address],
