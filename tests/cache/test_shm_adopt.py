@@ -3,29 +3,21 @@
 Pure: the file layout equals the LWW payload ``put`` sends; ``CacheState.client_adopt``
 writes through to the KVS (acknowledged before it answers) and keeps the segment as the
 entry, or unlinks it (KVS refusal, older than what is held). Real files: ``ShmStore.adopt``
-takes a worker file over and refuses others. A real cache process: ``put_value`` of a
-large array is in the KVS and served mapped, the worker's file is gone (renamed), a file
-of a worker that died before adoption is removed, and nothing is left after stop.
+takes a worker file over and refuses others. The tests against a real cache process
+share the module KVS of ``tests/cache/test_cache_process.py`` (end of that file).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from anna.proto import anna_pb2 as pb
 from cache import protocol
 from cache.actions import KvsSend, Reply
-from cache.client import CacheClient
 from cache.shm import (
     ShmStore,
     lww_file_layout,
@@ -35,10 +27,8 @@ from cache.shm import (
     write_segment,
 )
 from cloudburst.shared import serializer
-from cloudburst.shared.processes import wait_until
 from cloudburst.shared.values import from_lattice, to_lattice
 from lattices import LWWPairLattice, codec
-from tests.cache.conftest import Cluster
 from tests.cache.test_logic import SHARD, route, shard_answer
 from tests.cache.test_shm import make_shm
 
@@ -198,80 +188,6 @@ def test_store_adopts_worker_files_only(shm_dir: Path) -> None:
     assert sorted(os.listdir(shm_dir)) == ["victim"]
 
 
-# ---- a real cache process --------------------------------------------------------------------
-
-DIE_BEFORE_ADOPTION = """
-import os, sys
-from cache.shm import put_prefix, write_segment
-write_segment(sys.argv[1], put_prefix(sys.argv[2]) + f"{os.getpid()}-1", 1 << 20, [])
-os._exit(0)
-"""
-
-
-def test_put_value_through_adopted_segment(cluster: Cluster, shm_dir: Path, kvs_client) -> None:  # noqa: ANN001
-    data = dataclasses.asdict(cluster.cfg)
-    data["cache"]["shm_dir"] = str(shm_dir)
-    path = cluster.tmp / "adopt.yml"
-    path.write_text(yaml.safe_dump(data))
-    cluster.cfg_path = path
-    client = cluster.start_cache("adopt")
-    client.cfg = dataclasses.replace(
-        client.cfg, cache=dataclasses.replace(client.cfg.cache, shm_dir=str(shm_dir))
-    )
-    arr = np.arange(300_000, dtype=np.float64)
-    assert client.put_value("adopt-big", arr) is True
-    # In the KVS (an acknowledged put is durable there) ...
-    kvs = kvs_client()
-    assert np.array_equal(from_lattice(kvs.get("adopt-big")["adopt-big"]), arr)
-    # ... and served from the adopted segment (the worker's file was renamed).
-    (name,) = os.listdir(shm_dir)
-    assert name.startswith(segment_prefix(client.address))
-    got = from_lattice(client.get(["adopt-big"])["adopt-big"])
-    assert np.array_equal(got, arr) and not got.flags.writeable
-    stats = client.stats()
-    assert stats["shm_adopted"] == 1 and stats["shm_bytes"] >= arr.nbytes
-    # Small values and sets take the ordinary put.
-    assert client.put_value("adopt-small", np.arange(3.0)) is True
-    assert client.put_value("adopt-set", {1, 2}) is True
-    assert client.stats()["shm_adopted"] == 1
-    assert from_lattice(kvs.get("adopt-set")["adopt-set"]) == {1, 2}
-    # A segment the cache cannot take (another directory): refused, the worker's file
-    # removed, the value sent over the socket instead (and no segment tried for a while).
-    other = shm_dir.parent / (shm_dir.name + "-other")
-    other.mkdir()
-    try:
-        lost = CacheClient(cfg=client.cfg, address=client.address, kvs_addr=cluster.kvs_addr)
-        lost.cfg = dataclasses.replace(
-            lost.cfg, cache=dataclasses.replace(lost.cfg.cache, shm_dir=str(other))
-        )
-        assert lost.put_value("adopt-refused", arr) is True
-        assert os.listdir(other) == [] and lost._adopt_after > time.monotonic()
-        assert np.array_equal(from_lattice(kvs.get("adopt-refused")["adopt-refused"]), arr)
-        assert client.stats()["shm_adopt_refused"] == 1
-        lost.close()
-    finally:
-        for f in other.iterdir():
-            f.unlink()
-        other.rmdir()
-    # A worker that dies between writing its file and the adoption leaves nothing.
-    subprocess.run(
-        [sys.executable, "-c", DIE_BEFORE_ADOPTION, str(shm_dir), client.address],
-        check=True,
-        timeout=60,
-        cwd=str(Path(__file__).resolve().parents[2]),
-    )
-    wait_until(
-        lambda: not [n for n in os.listdir(shm_dir) if n.startswith(put_prefix(client.address))],
-        timeout=20,
-        what="the dead worker's segment removed",
-    )
-    del got
-    client.release_pins()
-    client.close()
-    cluster.procs.kill("cache-adopt", signal.SIGTERM)
-    wait_until(lambda: not os.listdir(shm_dir), timeout=20, what="segments gone at stop")
-
-
 # ---- large values in the cache's loop ---------------------------------------------------------
 
 
@@ -340,16 +256,6 @@ def test_large_value_pieces_are_to_bytes(obj: object) -> None:
 def test_small_values_have_no_pieces() -> None:
     for obj in (b"x" * 100000, "s", 3, np.arange(10.0), {"a": 1}):
         assert serializer.large_value_pieces(obj) is None
-
-
-def test_put_lww_pieces_stores_the_joined_value(kvs_client) -> None:  # noqa: ANN001
-    kvs = kvs_client()
-    arr = np.arange(100_000.0)
-    pieces = serializer.large_value_pieces(arr)
-    assert kvs.put_lww_pieces("pieces/a", 12345, pieces) is True  # general path first
-    assert kvs.put_lww_pieces("pieces/a", 12346, pieces) is True  # address cached
-    got = kvs.get("pieces/a")["pieces/a"]
-    assert got.timestamp == 12346 and np.array_equal(from_lattice(got), arr)
 
 
 def test_an_adopted_segment_counts_against_capacity_while_in_flight() -> None:
