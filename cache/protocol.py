@@ -24,6 +24,7 @@ request               frames after the op                 reply frames
 ``ping``              ``rid``                             ``ping, rid, ok``
 ``getm``              as ``getv``                         as ``getv`` (+ MAPPED)
 ``release``           ``rid, segment name*``              (none)
+``adopt``             ``rid, key, segment, offset``       as ``put``
 ====================  ==================================  ===============================
 
 ``hdr2`` is two bytes ``[lattice_type, anna_error]`` (``anna_error`` KEY_DNE = never
@@ -73,6 +74,10 @@ OP_PING = b"ping"
 OP_GETM = b"getm"
 #: ``rid, name*``: the sender no longer needs these segments pinned (no reply).
 OP_RELEASE = b"release"
+#: ``rid, key, segment, offset``: PUT the LWW payload a worker wrote at ``offset`` of
+#: shared-memory segment ``segment`` (cache/shm.py ``put_prefix``); the cache takes
+#: the file over (no copy) and answers as ``put``.
+OP_ADOPT = b"adopt"
 STREAM_PREFIX = b"stream."
 
 OK = b"ok"
@@ -214,6 +219,24 @@ def encode_put(rid: bytes, tuples: Sequence[tuple[str, int, bytes]]) -> list[byt
     for key, ltype, payload in tuples:
         frames += [key.encode(), bytes([ltype]), payload]
     return frames
+
+
+def encode_adopt(rid: bytes, key: str, segment: str, offset: int) -> list[bytes]:
+    return [OP_ADOPT, rid, key.encode(), segment.encode(), str(offset).encode()]
+
+
+def decode_adopt_args(frames: Sequence[bytes]) -> tuple[str, str, int]:
+    """``(key, segment, offset)`` of an ``adopt`` (frames after ``op, rid``)."""
+    if len(frames) != 3:
+        raise WireError(f"adopt: expected key, segment, offset, got {len(frames)} frames")
+    try:
+        key, segment = bytes(frames[0]).decode(), bytes(frames[1]).decode()
+        offset = int(bytes(frames[2]))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise WireError(f"adopt: bad frames: {exc}") from None
+    if not key or not segment:
+        raise WireError("adopt: empty key or segment")
+    return key, segment, offset
 
 
 def encode_simple(op: bytes, rid: bytes) -> list[bytes]:
