@@ -41,6 +41,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
+from cloudburst.shared.spans import encode_varint as _varint
 from cloudburst.shared.spans import lww_value_span, value_body_span
 
 SHM_DIR = "/dev/shm"
@@ -88,15 +89,6 @@ def array_data_offset(payload: memoryview | bytes, numpy_type: int) -> int | Non
 def pad_for(data_offset: int | None) -> int:
     """Bytes to put before the payload in a segment so that the data is aligned."""
     return 0 if data_offset is None else (-data_offset) % ALIGN
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def lww_file_layout(

@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from cloudburst.local import alive as _alive
+
 
 def node_pids(proc: Path = Path("/proc")) -> list[int]:
     """Pids of the ``python -m executor.node`` processes in ``proc`` (not this one)."""
@@ -31,19 +33,6 @@ def node_pids(proc: Path = Path("/proc")) -> list[int]:
         if any(a == b"-m" and b == b"executor.node" for a, b in zip(args, args[1:], strict=False)):
             out.append(int(entry.name))
     return sorted(out)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (exited, not yet reaped) counts as gone
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def drain(timeout: float, pids: list[int] | None = None) -> list[int]:

@@ -34,3 +34,16 @@ def procs(tmp_path: Path) -> Iterator[ProcessGroup]:
         group.stop_all()
     leaked = [p.name for p in group.procs.values() if p.alive()]
     assert not leaked, f"processes still alive after the test: {leaked}"
+
+
+@pytest.fixture
+def shm_dir() -> Iterator[Path]:
+    """A private directory in /dev/shm for shared-memory segments, removed afterwards."""
+    if not os.path.isdir("/dev/shm"):
+        pytest.fail("/dev/shm is needed for shared-memory values")
+    d = Path("/dev/shm") / f"cbtest-{os.getpid()}-{os.urandom(4).hex()}"
+    d.mkdir()
+    yield d
+    for f in d.iterdir():
+        f.unlink()
+    d.rmdir()

@@ -32,6 +32,7 @@ import numpy as np
 
 from cloudburst.shared.errors import SerializationError
 from cloudburst.shared.proto import cloudburst_pb2 as pb
+from cloudburst.shared.spans import encode_varint as _varint
 from cloudburst.shared.spans import value_body_span
 
 DEFAULT = pb.DEFAULT
@@ -268,15 +269,6 @@ def to_bytes(obj: Any) -> bytes:
             return pb.Value(type=DEFAULT, body=out).SerializeToString()  # type: ignore[no-any-return]
         return _value_bytes(out)
     return to_value(obj).SerializeToString()  # type: ignore[no-any-return]
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def value_pieces(lay: Layout) -> list[Any]:

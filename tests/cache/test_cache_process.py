@@ -202,16 +202,6 @@ def test_metrics_endpoint(cluster: Cluster, kvs_client) -> None:
 # (here rather than in test_shm_adopt.py: they share this module's KVS)
 
 
-@pytest.fixture
-def shm_dir() -> Path:
-    d = Path("/dev/shm") / f"cbtest-{os.getpid()}-{os.urandom(4).hex()}"
-    d.mkdir()
-    yield d
-    for f in d.iterdir():
-        f.unlink()
-    d.rmdir()
-
-
 DIE_BEFORE_ADOPTION = """
 import os, sys
 from cache.shm import put_prefix, write_segment

@@ -254,19 +254,6 @@ def test_threshold_zero_or_small_values_stay_on_the_heap() -> None:
 # ---- real files -------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def shm_dir() -> Path:
-    base = Path("/dev/shm") if os.path.isdir("/dev/shm") else None
-    if base is None:
-        pytest.fail("/dev/shm is needed for shared-memory values")
-    d = base / f"cbtest-{os.getpid()}-{os.urandom(4).hex()}"
-    d.mkdir()
-    yield d
-    for f in d.iterdir():
-        f.unlink()
-    d.rmdir()
-
-
 def test_store_create_map_sweep_close(shm_dir: Path) -> None:
     arr = np.arange(10_000, dtype=np.float64)
     _, payload = codec.to_payload(to_lattice(arr))

@@ -154,16 +154,6 @@ def test_timed_out_adopted_put_unlinks_its_segment() -> None:
 # ---- real files ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def shm_dir() -> Path:
-    d = Path("/dev/shm") / f"cbtest-{os.getpid()}-{os.urandom(4).hex()}"
-    d.mkdir()
-    yield d
-    for f in d.iterdir():
-        f.unlink()
-    d.rmdir()
-
-
 def test_store_adopts_worker_files_only(shm_dir: Path) -> None:
     ipc = "ipc:///x/cache-n.sock"
     store = ShmStore(segment_prefix(ipc), str(shm_dir))

@@ -62,16 +62,6 @@ def test_link_book_deadlines() -> None:
     assert b.drain() == ["b", "c"] and len(b) == 0
 
 
-@pytest.fixture
-def shm_dir() -> Path:
-    d = Path("/dev/shm") / f"cbtest-ho-{os.getpid()}-{os.urandom(3).hex()}"
-    d.mkdir()
-    yield d
-    for p in d.iterdir():
-        p.unlink()
-    d.rmdir()
-
-
 def handoff(d: Path, now: list[float] | None = None, ttl: float = 30.0) -> Handoff:
     clock = (lambda: now[0]) if now is not None else time.monotonic
     return Handoff("127.0.0.1", str(d), "ipc:///tmp/x", 64 * 1024, ttl, clock)
