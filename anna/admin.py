@@ -41,11 +41,14 @@ def depart(routing: str, node_id: str, linger_ms: int = 2000) -> None:
     try:
         sock = security.client_socket(ctx, zmq.PUSH, security.default())
         sock.setsockopt(zmq.LINGER, linger_ms)
+        sock.setsockopt(zmq.SNDTIMEO, linger_ms)
         sock.connect(normalize_address(routing))
-        sock.send_multipart(wire.encode_internal(wire.KIND_DEPART, pb.Depart(node_id=node_id)))
-        sock.close()
+        try:
+            sock.send_multipart(wire.encode_internal(wire.KIND_DEPART, pb.Depart(node_id=node_id)))
+        finally:
+            sock.close()  # a socket left open would make the context's term wait for ever
     finally:
-        ctx.term()
+        security.term(ctx)
 
 
 def placed_on(
@@ -103,7 +106,7 @@ def _routing_exchange(
             pull.close(0)
             push.close(0)
     finally:
-        ctx.term()
+        security.term(ctx)
 
 
 @dataclass
@@ -186,7 +189,7 @@ def list_keys(routing: str, ip: str, prefix: str = "", timeout: float = 5.0) -> 
             for push in pushes:
                 push.close(0)
     finally:
-        ctx.term()
+        security.term(ctx)
     return KeyListing(
         sorted(keys), shards, [s for s in shards if s not in answered], sorted(truncated)
     )

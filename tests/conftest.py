@@ -25,6 +25,17 @@ for _name in [k for k in os.environ if k.startswith("CLOUDBURST_")]:
     del os.environ[_name]
 
 
+@pytest.fixture(autouse=True)
+def _process_security() -> Iterator[None]:
+    """A test that makes this process a CURVE server (``security.server_security``)
+    must not make the next test's in-process tools (anna.admin) use its keys."""
+    from cloudburst.shared import security
+
+    saved = security._PROCESS[0]
+    yield
+    security._PROCESS[0] = saved
+
+
 @pytest.fixture
 def procs(tmp_path: Path) -> Iterator[ProcessGroup]:
     group = ProcessGroup(log_dir=tmp_path / "logs")
