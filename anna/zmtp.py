@@ -31,7 +31,15 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
 
-from anna.curve import CurveClient, CurveCodec, CurveError, CurveServer, error_body, parse_error
+from anna.curve import (
+    SMALL,
+    CurveClient,
+    CurveCodec,
+    CurveError,
+    CurveServer,
+    error_body,
+    parse_error,
+)
 
 GREETING_LEN = 64
 SIGNATURE = b"\xff" + b"\x00" * 8 + b"\x7f"
@@ -345,6 +353,9 @@ class PushConnection:
         """
         codec = self.codec
         if codec is not None:
+            if len(data) <= SMALL:  # the whole frame boxed in the codec's buffer
+                self._write([codec.frame(data)], join=True)
+                return
             data = codec.seal(data)
         self._write([frame_header(len(data)), data], join=len(data) < COPY_BELOW)
 
@@ -353,6 +364,9 @@ class PushConnection:
         codec = self.codec
         pieces: list[bytes | bytearray] = []
         for m in messages:
+            if codec is not None and len(m) <= SMALL:
+                pieces.append(codec.frame(m))
+                continue
             body: bytes | bytearray = m if codec is None else codec.seal(m)
             pieces.append(frame_header(len(body)))
             pieces.append(body)
@@ -362,6 +376,10 @@ class PushConnection:
         """One single-frame message given as pieces (a large value is not joined)."""
         codec = self.codec
         if codec is not None:
+            n = sum(map(len, parts))
+            if n <= SMALL:
+                self._write([codec.frame_parts(parts, n)], join=True)
+                return
             box = codec.seal_parts(parts)
             self._write([frame_header(len(box)), box], join=False)
             return
@@ -567,12 +585,23 @@ class Inbound:
             return None
         return out
 
-    def _message(self, body: bytes | bytearray, out: list[list[bytes | bytearray]]) -> None:
+    def _message(
+        self,
+        body: bytes | bytearray,
+        out: list[list[bytes | bytearray]],
+        start: int = 0,
+        end: int = -1,
+    ) -> None:
+        """The MESSAGE box ``body`` (or ``body[start:end]``, read in place), opened."""
         codec = self.codec
         if codec is None:
             raise ZmtpError("message before the CURVE handshake completed")
+        payload: bytes | bytearray
         try:
-            flags, payload = codec.open(body)
+            if end < 0:
+                flags, payload = codec.open(body)
+            else:
+                flags, payload = codec.open_at(body, start, end)
         except CurveError as exc:
             self.refusal = str(exc)
             raise ZmtpError(str(exc)) from None
@@ -702,7 +731,7 @@ class Inbound:
                     max_frame = self.max_frame
                 else:
                     self.frames = frames
-                    self._message(buf[start:pos], out)
+                    self._message(buf, out, start, pos)
                     frames = self.frames
                 continue
             if flags & FLAG_COMMAND:
@@ -1159,14 +1188,22 @@ class ZmtpServer:
             if codec is None:  # CURVE handshake not finished: wait unsealed
                 self._wait_plain(oc, data)
                 return
-            data = codec.seal(data)
-        n = len(data)
-        head = bytes((0, n)) if n < 256 else b"\x02" + _pack_long(n)
+            if len(data) <= SMALL:
+                data = codec.frame(data)  # the whole frame, header included
+                head = b""
+            else:
+                data = codec.seal(data)
+                head = frame_header(len(data))
+            n = len(data)
+        else:
+            n = len(data)
+            head = bytes((0, n)) if n < 256 else b"\x02" + _pack_long(n)
         if oc.waiting is not None:  # handshake not finished
             if self._over(oc, n):
                 self.stats["send_dropped"] += 1
                 return
-            oc.waiting.append(memoryview(head))
+            if head:  # (empty: a CURVE frame with its header)
+                oc.waiting.append(memoryview(head))
             oc.waiting.append(_owned(data))
             self._queued(oc, len(head) + n)
             return
@@ -1177,7 +1214,8 @@ class ZmtpServer:
             if self.corked and not oc.writing:
                 self.dirty[oc.fd] = oc
             self._queued(oc, len(head) + n)
-            oc.pending.append(memoryview(head))
+            if head:
+                oc.pending.append(memoryview(head))
             oc.pending.append(_owned(data))
             return
         try:
@@ -1197,7 +1235,8 @@ class ZmtpServer:
                     else:
                         oc.pending.append(rest[sent - len(head) :])
         except (BlockingIOError, InterruptedError):
-            oc.pending.append(memoryview(head))
+            if head:
+                oc.pending.append(memoryview(head))
             oc.pending.append(_owned(data))
             sent, total = 0, len(head) + n
         except OSError:
