@@ -118,10 +118,12 @@ def encode_metadata(props: dict[bytes, bytes]) -> bytes:
     return bytes(out)
 
 
-def decode_metadata(data: bytes) -> dict[bytes, bytes]:
-    """Properties of ZMTP metadata, names lower-cased (CurveError if truncated)."""
+def decode_metadata(data: bytes, start: int = 0) -> dict[bytes, bytes]:
+    """Properties of ZMTP metadata from ``data[start:]``, names lower-cased (CurveError
+    if truncated). The one parser of both mechanisms: NULL's READY (:mod:`anna.zmtp`)
+    and CURVE's INITIATE and READY boxes."""
     props: dict[bytes, bytes] = {}
-    i = 0
+    i = start
     while i < len(data):
         nlen = data[i]
         name = data[i + 1 : i + 1 + nlen]

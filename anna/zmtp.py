@@ -37,6 +37,8 @@ from anna.curve import (
     CurveCodec,
     CurveError,
     CurveServer,
+    decode_metadata,
+    encode_metadata,
     error_body,
     parse_error,
 )
@@ -130,7 +132,7 @@ def command_frame(body: bytes) -> bytes:
 
 def ready_command(socket_type: bytes) -> bytes:
     """A READY command frame carrying ``Socket-Type`` (RFC 23, NULL mechanism)."""
-    body = b"\x05READY" + b"\x0bSocket-Type" + struct.pack(">I", len(socket_type)) + socket_type
+    body = b"\x05READY" + encode_metadata({b"Socket-Type": socket_type})
     return bytes([FLAG_COMMAND, len(body)]) + body
 
 
@@ -167,21 +169,10 @@ def parse_ready(body: bytes) -> dict[bytes, bytes]:
     """Properties of a READY command body (after the flags and size octets)."""
     if len(body) < 6 or body[0] != 5 or body[1:6] != b"READY":
         raise ZmtpError(f"expected a READY command, got {body[:16]!r}")
-    props: dict[bytes, bytes] = {}
-    i = 6
-    while i < len(body):
-        nlen = body[i]
-        name = body[i + 1 : i + 1 + nlen]
-        i += 1 + nlen
-        if i + 4 > len(body):
-            raise ZmtpError("truncated READY property")
-        (vlen,) = struct.unpack_from(">I", body, i)
-        i += 4
-        if i + vlen > len(body):
-            raise ZmtpError("truncated READY property value")
-        props[name.lower()] = body[i : i + vlen]
-        i += vlen
-    return props
+    try:
+        return decode_metadata(body, 6)
+    except CurveError as exc:
+        raise ZmtpError(f"bad READY command: {exc}") from None
 
 
 def handshake(sock: socket.socket, socket_type: bytes, deadline: float) -> dict[bytes, bytes]:
