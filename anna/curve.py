@@ -215,24 +215,9 @@ class CurveCodec:
         """The whole ZMTP frame (flags, size, MESSAGE command) carrying ``payload`` of at
         most :data:`SMALL` bytes, boxed in the codec's buffer: one copy in, one out."""
         n = len(payload)
-        self._sbuf[_S_PLAIN + 1 : _S_PLAIN + 1 + n] = payload
-        return self._frame(n, more)
-
-    def frame_parts(self, parts: list[bytes], n: int) -> bytes:
-        """:meth:`frame` of the payload ``b"".join(parts)`` (``n`` bytes, at most
-        :data:`SMALL`), joined straight into the codec's buffer."""
         sbuf = self._sbuf
-        pos = _S_PLAIN + 1
-        for p in parts:
-            k = len(p)
-            sbuf[pos : pos + k] = p
-            pos += k
-        return self._frame(n, False)
-
-    def _frame(self, n: int, more: bool) -> bytes:
-        """Box the ``n``-byte payload in the buffer; the frame around it as bytes."""
         scratch = self._scratch
-        sbuf = self._sbuf
+        sbuf[_S_PLAIN + 1 : _S_PLAIN + 1 + n] = payload
         scratch[_S_PLAIN] = 1 if more else 0
         nonce = self.send_nonce
         self.send_nonce = nonce + 1
@@ -250,6 +235,10 @@ class CurveCodec:
         _pack_nonce_into(sbuf, 1, size)
         long: bytes = sbuf[0 : _S_BODY + size]
         return long
+
+    def frame_parts(self, parts: list[bytes]) -> bytes:
+        """:meth:`frame` of the payload ``b"".join(parts)`` (at most :data:`SMALL` bytes)."""
+        return self.frame(b"".join(parts))
 
     def open_at(
         self, buf: bytes | bytearray, start: int, end: int

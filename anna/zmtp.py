@@ -369,7 +369,7 @@ class PushConnection:
         if codec is not None:
             n = sum(map(len, parts))
             if n <= SMALL:
-                self._write([codec.frame_parts(parts, n)], join=True)
+                self._write([codec.frame_parts(parts)], join=True)
                 return
             box = codec.seal_parts(parts)
             self._write([frame_header(len(box)), box], join=False)
