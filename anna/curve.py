@@ -171,6 +171,8 @@ class CurveCodec:
 
     ``seal`` numbers its boxes 2, 3, ... (after the handshake's own); ``open`` refuses a
     box whose nonce is not larger than the last one accepted (a replay, a reorder).
+    Small frames (:meth:`frame`, :meth:`open_at`) go through one C buffer of the codec:
+    like the connection, a codec is used by one thread at a time.
     """
 
     __slots__ = (
