@@ -52,6 +52,14 @@ class ForkedProcess:
         self._proc = proc
         self.args = list(argv)
         self.pid: int = proc.pid
+        # The fork server, not the node, is this worker's parent and reaps it at once:
+        # its pid may be reused by an unrelated process before ``poll`` sees the exit.
+        # A pidfd names this very process, so a late signal can never hit another one.
+        self._pidfd: int | None = None
+        try:
+            self._pidfd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):  # exited already, or no pidfd (old kernel)
+            pass
 
     @property
     def returncode(self) -> int | None:
@@ -69,11 +77,25 @@ class ForkedProcess:
         return code
 
     def send_signal(self, sig: int) -> None:
-        if self.returncode is None:
-            try:
+        if self.returncode is not None:
+            self._close_pidfd()
+            return
+        try:
+            if self._pidfd is not None:
+                signal.pidfd_send_signal(self._pidfd, sig)
+            else:
                 os.kill(self.pid, sig)
-            except ProcessLookupError:
-                pass
+        except ProcessLookupError:
+            pass
+
+    def _close_pidfd(self) -> None:
+        fd = getattr(self, "_pidfd", None)
+        self._pidfd = None
+        if fd is not None:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        self._close_pidfd()
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)
