@@ -454,7 +454,7 @@ class AnnaTcpClient:
         rid = self._id_prefix + str(next(self._seq))
         parts = _key_request_parts(rtype, key, lt, payload_parts, len(addrs), self._resp_field, rid)
         try:
-            if payload_parts and len(payload_parts[-1]) >= COPY_THRESHOLD:
+            if payload_parts and sum(map(len, payload_parts)) >= COPY_THRESHOLD:
                 self._send(addr, parts, deadline, reroute=True)  # a large value: no join
             else:
                 self._send(addr, b"".join(parts), deadline, reroute=True)
@@ -539,6 +539,31 @@ class AnnaTcpClient:
     ) -> bool | dict[str, bool]:
         """PUT one key (-> bool) or several (-> ``{key: bool}``), acked by one replica."""
         return self._put(keys, values, False, timeout)
+
+    @timed_kvs("put")
+    def put_lww_pieces(
+        self,
+        key: str,
+        timestamp: int,
+        value_pieces: Sequence[bytes | memoryview],
+        timeout: float | None = None,
+    ) -> bool:
+        """PUT ``LWWPairLattice(timestamp, b"".join(value_pieces))`` without joining
+        the pieces: they go out as they are (``sendmsg``), so a large array given as a
+        view of its own memory is not copied in this process. True once acked."""
+        size = sum(len(p) for p in value_pieces)
+        parts: list[Any] = [b"\x08", wire.varint(timestamp)] if timestamp else []
+        if size:
+            parts += [b"\x12", wire.varint(size), *value_pieces]
+        sized = self._sized_timeout(key, size, timeout)
+        t = self._single(_PUT, key, _LWW, parts, sized)
+        if t is None:
+            self.get_addresses([key], sized)  # learn the address: the pieces path
+            t = self._single(_PUT, key, _LWW, parts, sized)
+        if t is not None:
+            return bool(t[3] == _NO_ERROR)
+        value = b"".join(value_pieces)  # the general path (retries, rerouting)
+        return bool(self._put(key, LWWPairLattice(timestamp, value), False, timeout))
 
     def put_all(
         self,

@@ -69,6 +69,8 @@ from cloudburst.shared.values import from_lattice  # noqa: E402
 from lattices import LWWPairLattice, make_timestamp  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
+#: Results file name (``--out``).
+OUT = ["locality"]
 NARRAYS = 10
 WORKERS = 2
 
@@ -119,6 +121,15 @@ def iterations(size: int, quick: bool) -> int:
 def sum_arrays(_lib: Any, *arrays: Any) -> float:
     """The benchmark function: the sum of all elements of the argument arrays."""
     return float(sum(float(a.sum()) for a in arrays))
+
+
+def sum_arrays_timed(_lib: Any, *arrays: Any) -> tuple[float, float]:
+    """The same, and how long the sum took inside the function (seconds)."""
+    import time
+
+    t0 = time.perf_counter()
+    total = float(sum(float(a.sum()) for a in arrays))
+    return total, time.perf_counter() - t0
 
 
 _REDIS: dict[int, Any] = {}
@@ -197,7 +208,13 @@ def start_ray() -> Any:
 
 
 def platform_section(
-    run: Path, redis_port: int, sizes: list[int], quick: bool, use_ray: bool = True
+    run: Path,
+    redis_port: int,
+    sizes: list[int],
+    quick: bool,
+    use_ray: bool = True,
+    skip: frozenset[str] = frozenset(),
+    iters: int = 0,
 ) -> dict[str, Any]:
     """Two clusters up at once (cache on / off); warm, cold and redis calls alternate
     in short rounds so machine noise hits all three alike."""
@@ -205,12 +222,17 @@ def platform_section(
 
     out: dict[str, Any] = {}
     ray = start_ray() if use_ray else None
-    r_sum = ray.remote(sum_arrays) if ray is not None else None
+    r_sum = ray.remote(sum_arrays_timed) if ray is not None else None
     rconn = redis.Redis(host="127.0.0.1", port=redis_port)
     with ProcessGroup(log_dir=run / "logs-platform") as group:
         clusters: dict[str, Cluster] = {}
         try:
-            for mode in ("warm", "warm-heap", "cold"):
+            modes = ["warm", "warm-heap", "cold"]
+            if "warm-heap" in skip:
+                modes.remove("warm-heap")
+            if {"cold", "redis"} <= skip:
+                modes.remove("cold")
+            for mode in modes:
                 run_dir = run / mode
                 run_dir.mkdir(parents=True, exist_ok=True)
                 cfg = bench_config(run_dir, mode != "cold", shm=mode == "warm")
@@ -219,20 +241,27 @@ def platform_section(
             for mode, cl in clusters.items():
                 with AnnaTcpClient(cl.kvs_addr, timeout=30.0) as kvs:
                     keys = put_arrays(kvs, rconn if mode == "cold" else None, sizes)
-            fns = {
-                "warm": (clusters["warm"].cloud.register(sum_arrays, "sum_arrays"), False),
-                "warm-heap": (
+            fns = {"warm": (clusters["warm"].cloud.register(sum_arrays_timed, "sum_arrays"), False)}
+            if "warm-heap" in clusters:
+                fns["warm-heap"] = (
                     clusters["warm-heap"].cloud.register(sum_arrays, "sum_arrays"),
                     False,
-                ),
-                "cold": (clusters["cold"].cloud.register(sum_arrays, "sum_arrays"), False),
-                "redis": (clusters["cold"].cloud.register(sum_from_redis, "sum_redis"), True),
-            }
+                )
+            if "cold" in clusters and "cold" not in skip:
+                fns["cold"] = (clusters["cold"].cloud.register(sum_arrays, "sum_arrays"), False)
+            if "cold" in clusters and "redis" not in skip:
+                fns["redis"] = (
+                    clusters["cold"].cloud.register(sum_from_redis, "sum_redis"),
+                    True,
+                )
             names = [*fns, "floor"] + (["ray"] if ray is not None else [])
+            # The sum's own time inside the function (warm, Ray): what the platform adds
+            # is the rest of the call.
+            inner: dict[str, list[float]] = {"warm": [], "ray": []}
             for size in sizes:
                 refs = [CloudburstReference(k) for k in keys[size]]
                 expected = None
-                with AnnaTcpClient(clusters["cold"].kvs_addr, timeout=60.0) as kvs:
+                with AnnaTcpClient(clusters["warm"].kvs_addr, timeout=60.0) as kvs:
                     got_local = kvs.get(keys[size])
                     local = [from_lattice(got_local[k]) for k in keys[size]]
                 ray_refs = [ray.put(a) for a in local] if ray is not None else []
@@ -247,11 +276,17 @@ def platform_section(
                     if name == "floor":  # compute only: the arrays are in this process
                         return sum_arrays(None, *local)
                     if name == "ray":
-                        return ray.get(r_sum.remote(None, *ray_refs), timeout=120)
+                        total, took = ray.get(r_sum.remote(None, *ray_refs), timeout=120)
+                        inner["ray"].append(took)
+                        return total
                     fn, via_redis = fns[name]
                     if via_redis:
                         return fn(redis_port, keys[size]).get(timeout=120)
-                    return fn(*refs).get(timeout=120)
+                    got = fn(*refs).get(timeout=120)
+                    if name == "warm":
+                        inner["warm"].append(got[1])
+                        return got[0]
+                    return got
 
                 try:
                     # warm-up: every worker loads the functions (and, warm, the arrays)
@@ -260,8 +295,10 @@ def platform_section(
                             got = call(name)
                             expected = got if expected is None else expected
                             assert abs(got - expected) < 1e-6 * max(1.0, abs(expected)), (name, got)
-                    n = iterations(size, quick)
+                    n = iters or iterations(size, quick)
                     per_round = min(5, n)
+                    for took in inner.values():
+                        took.clear()
                     samples: dict[str, list[float]] = {name: [] for name in names}
                     while len(samples["warm"]) < n:
                         for name in names:
@@ -271,6 +308,11 @@ def platform_section(
                                 samples[name].append(time.perf_counter() - t0)
                     for name, s in samples.items():
                         out.setdefault(name, {})[str(size)] = summarize(s)
+                    for name, took in inner.items():
+                        if took:
+                            out.setdefault(f"{name} (sum in function)", {})[str(size)] = summarize(
+                                took
+                            )
                     print(
                         f"  platform {size:>9,d}: "
                         + ", ".join(
@@ -391,7 +433,7 @@ def plot(platform_res: dict[str, Any], datapath: dict[str, Any], sizes: list[int
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=6, loc="upper left")
     fig.tight_layout()
-    fig.savefig(RESULTS / "locality.png", dpi=120)
+    fig.savefig(RESULTS / f"{OUT[0]}.png", dpi=120)
 
 
 def write_md(res: dict[str, Any], sizes: list[int]) -> None:
@@ -428,6 +470,35 @@ def write_md(res: dict[str, Any], sizes: list[int]) -> None:
         )
     for k, why in pr.get("failed", {}).items():
         lines.append(f"| {int(k):,} | failed: {why} | | | | | | | | | |")
+    split = [
+        (s, pr["warm (sum in function)"][str(s)], pr.get("ray (sum in function)", {}).get(str(s)))
+        for s in sizes
+        if str(s) in pr.get("warm (sum in function)", {})
+    ]
+    if split:
+        lines += [
+            "",
+            "The sum alone, timed inside the function (median / p99 ms; the rest of a "
+            "call is the platform's):",
+            "",
+            "| floats per array | warm: sum in function | warm: rest of the call "
+            "| Ray: sum in function | Ray: rest of the call |",
+            "| ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for s, w_in, r_in in split:
+            w = pr["warm"][str(s)]
+            r = pr.get("ray", {}).get(str(s))
+            rest_w = w["median_ms"] - w_in["median_ms"]
+            ray_cells = (
+                f"{r_in['median_ms']:.2f} / {r_in['p99_ms']:.2f} | "
+                f"{r['median_ms'] - r_in['median_ms']:.2f}"
+                if r_in and r
+                else "- | -"
+            )
+            lines.append(
+                f"| {s:,} | {w_in['median_ms']:.2f} / {w_in['p99_ms']:.2f} | {rest_w:.2f} | "
+                f"{ray_cells} |"
+            )
     dp = res["datapath"]
     sizes = [s for s in sizes if str(s) in dp.get("cache", {})]
     lines += [
@@ -445,6 +516,10 @@ def write_md(res: dict[str, Any], sizes: list[int]) -> None:
             f"{b['p99_ms']:.2f} | {c['median_ms']:.2f} / {c['p99_ms']:.2f} |"
         )
     f = res["freshness"]
+    if f is None:
+        lines += ["", f"![latency vs size]({OUT[0]}.png)", ""]
+        (RESULTS / f"{OUT[0]}.md").write_text("\n".join(lines))
+        return
     lines += [
         "",
         "## Freshness (push period 50 ms)",
@@ -453,10 +528,10 @@ def write_md(res: dict[str, Any], sizes: list[int]) -> None:
         f"that held the old one, {f['n']} trials: median {f['median_ms']:.1f} ms, "
         f"p99 {f['p99_ms']:.1f} ms, max {f['max_ms']:.1f} ms.",
         "",
-        "![latency vs size](locality.png)",
+        f"![latency vs size]({OUT[0]}.png)",
         "",
     ]
-    (RESULTS / "locality.md").write_text("\n".join(lines))
+    (RESULTS / f"{OUT[0]}.md").write_text("\n".join(lines))
 
 
 def main() -> int:
@@ -464,8 +539,17 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--sizes", default="1000,10000,100000,1000000,10000000")
     parser.add_argument("--no-ray", action="store_true", help="leave Ray out")
+    parser.add_argument(
+        "--skip", default="", help="variants to leave out: warm-heap,cold,redis (comma list)"
+    )
+    parser.add_argument("--iterations", type=int, default=0, help="calls per variant")
+    parser.add_argument(
+        "--out", default="locality", help="results name (bench/results/<out>.{json,md,png})"
+    )
+    parser.add_argument("--platform-only", action="store_true", help="no data path/freshness")
     args = parser.parse_args()
     sizes = [int(float(s)) for s in args.sizes.split(",")]
+    OUT[0] = args.out
     if args.quick and args.sizes == parser.get_default("sizes"):
         sizes = [1000, 100_000]
     redis_bin = ensure_redis()
@@ -493,20 +577,29 @@ def main() -> int:
             wait_until(lambda: port_open("127.0.0.1", redis_port), timeout=10, what="redis")
             print("platform section", flush=True)
             platform_res = platform_section(
-                run, redis_port, sizes, args.quick, use_ray=not args.no_ray
+                run,
+                redis_port,
+                sizes,
+                args.quick,
+                use_ray=not args.no_ray,
+                skip=frozenset(x for x in args.skip.split(",") if x),
+                iters=args.iterations,
             )
-            print("data path + freshness", flush=True)
-            # The data path reuses the arrays: write them into a fresh KVS + redis keys.
-            import redis
+            datapath: dict[str, Any] = {}
+            fresh: dict[str, Any] | None = None
+            if not args.platform_only:
+                print("data path + freshness", flush=True)
+                # The data path reuses the arrays: write them into a fresh KVS + redis keys.
+                import redis
 
-            dp_cfg = free_port_config(
-                run / "dp",
-                cache={"push_period_ms": 50, "capacity_bytes": 1 << 30},
-                kvs={"request_timeout_s": 30.0},
-                log_level="WARNING",
-            )
-            dp_sizes = [s for s in sizes if s <= 1_000_000]  # the data path: up to 1e6
-            datapath, fresh = _datapath(dp_cfg, run, redis_port, dp_sizes, args.quick, redis)
+                dp_cfg = free_port_config(
+                    run / "dp",
+                    cache={"push_period_ms": 50, "capacity_bytes": 1 << 30},
+                    kvs={"request_timeout_s": 30.0},
+                    log_level="WARNING",
+                )
+                dp_sizes = [s for s in sizes if s <= 1_000_000]  # the data path: up to 1e6
+                datapath, fresh = _datapath(dp_cfg, run, redis_port, dp_sizes, args.quick, redis)
     res = {
         "meta": {
             "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
@@ -521,10 +614,10 @@ def main() -> int:
         "datapath": datapath,
         "freshness": fresh,
     }
-    (RESULTS / "locality.json").write_text(json.dumps(res, indent=2, default=str))
+    (RESULTS / f"{OUT[0]}.json").write_text(json.dumps(res, indent=2, default=str))
     write_md(res, sizes)
     plot(platform_res, datapath, sizes)
-    print((RESULTS / "locality.md").read_text())
+    print((RESULTS / f"{OUT[0]}.md").read_text())
     return 0
 
 

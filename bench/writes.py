@@ -1,7 +1,9 @@
 """What ``cb.put`` / ``put_object`` of a large array costs before it leaves the process
 (issue 16, point 5): the value's ``Value`` message and its LWW payload, protobuf's way
-(the path before) vs by one join each (``serializer.to_bytes``, ``LWWPairLattice.serialize``),
-against one in-process memcpy of the array. Interleaved rounds, one process.
+(the first path) vs by one join each (``serializer.to_bytes``, ``LWWPairLattice.serialize``,
+the previous round) vs what ``cb.put`` does now (one ``pwrite`` into a new shared-memory
+file the node cache adopts) and ``put_object`` now (the ``Value``'s pieces, views of the
+array, no copy), against one in-process memcpy of the array. Interleaved rounds.
 
     .venv/bin/python bench/writes.py [--mb 100] [--rounds 15]
 
@@ -46,6 +48,26 @@ def after(arr: np.ndarray) -> bytes:
     return codec.to_payload(lattice)[1]
 
 
+def segment(arr: np.ndarray) -> None:
+    """``cb.put`` now: the LWW payload written once into a new /dev/shm file (which the
+    node cache adopts; here unlinked at once)."""
+    from cache.shm import lww_file_pieces, write_segment
+
+    lay = serializer.layout(arr)
+    assert lay is not None
+    size, _, pieces = lww_file_pieces(make_timestamp(), lay)
+    name = f"cb-writes-bench-{os.getpid()}"
+    write_segment("/dev/shm", name, size, pieces)
+    os.unlink(os.path.join("/dev/shm", name))
+
+
+def pieces(arr: np.ndarray) -> list:
+    """``put_object`` now: the ``Value``'s pieces, views of the array (sent by sendmsg)."""
+    out = serializer.large_value_pieces(arr)
+    assert out is not None
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mb", type=float, default=100.0)
@@ -53,7 +75,13 @@ def main() -> int:
     args = parser.parse_args()
     arr = np.arange(int(args.mb * 1e6 / 8), dtype=np.float64)
     assert len(before(arr)) == len(after(arr))
-    fns = {"protobuf (before)": before, "joins (now)": after, "memcpy (fresh)": np.copy}
+    fns = {
+        "protobuf (before)": before,
+        "joins (cb.put/put_object, previous round)": after,
+        "cb.put now: one pwrite into a /dev/shm segment": segment,
+        "put_object now: pieces, no copy": pieces,
+        "memcpy (fresh)": np.copy,
+    }
     samples: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(args.rounds):
         for name, fn in fns.items():

@@ -36,14 +36,16 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from cache import pins, protocol
-from cache.shm import SHM_DIR, map_segment
+from cache.logic import put_slack
+from cache.shm import SHM_DIR, lww_file_pieces, map_segment, put_prefix, write_segment
+from cloudburst.shared import serializer
 from cloudburst.shared.config import Config, load_config
 from cloudburst.shared.errors import CloudburstException, CloudburstTimeoutError, WireError
 from cloudburst.shared.logs import CURRENT_CALL
 from cloudburst.shared.spans import lww_value_span
 from lattices import codec
 from lattices.base import Lattice, LatticeError
-from lattices.lww import LWWPairLattice
+from lattices.lww import LWWPairLattice, make_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,9 @@ log = logging.getLogger(__name__)
 CONNECT_WAIT_S = 0.5
 
 _ids = itertools.count()
+_put_files = itertools.count()
+#: After the cache refused to adopt a segment, values are sent this long.
+ADOPT_RETRY_S = 60.0
 
 
 class CacheError(CloudburstException):
@@ -96,6 +101,9 @@ class CacheClient:
         # Shared-memory values (cache/shm.py): ask with getm, map MAPPED answers.
         self.shm = self.cfg.cache.shm_threshold_bytes > 0
         self._pins: list[bytes] = []  # segments mapped since the last release_pins()
+        # cb.put of large values through segments (put_value); after a refusal (shared
+        # memory off, another filesystem) not tried again before this time.
+        self._adopt_after = 0.0
         self._seq = itertools.count()
         self._sock: zmq.Socket[Any] | None = None
         self._monitor: zmq.Socket[Any] | None = None
@@ -352,6 +360,7 @@ class CacheClient:
             except LatticeError as exc:
                 raise CacheError(f"cannot PUT {k!r}: {exc}") from None
             tuples.append((k, ltype, payload))
+        timeout = self._put_timeout(sum(len(t[2]) for t in tuples), timeout)
         with self._lock:
             body = self._request(protocol.encode_put(self._next_rid(), tuples), timeout)
             if body is None:
@@ -362,6 +371,67 @@ class CacheClient:
         if len(body) != 1 or len(body[0]) != len(tuples):
             raise WireError("cache put reply: bad error vector")
         return {k: e for (k, _, _), e in zip(tuples, body[0], strict=True)}
+
+    def put_value(self, key: str, obj: Any, timeout: float | None = None) -> bool:
+        """PUT a user value (``cb.put``): True once the KVS acknowledged it.
+
+        A value whose body is at least ``cache.shm_threshold_bytes`` (a numpy array,
+        ``bytes``, a pickle with out-of-band buffers) is serialized **once**, straight
+        into a new shared-memory segment (the LWW payload ``put`` would send, byte for
+        byte), which the cache adopts (``adopt`` op: no copy; it becomes the cached
+        entry once the KVS acknowledged). Anything else, or any failure to use a
+        segment, takes the ordinary ``put`` (a dead worker's file: the cache removes
+        files of dead processes every second; after a refusal, ``ADOPT_RETRY_S``).
+        """
+        from cloudburst.shared.values import to_lattice
+
+        adopt = self.shm and time.monotonic() >= self._adopt_after
+        if not adopt or isinstance(obj, Lattice | set | frozenset):
+            return bool(self.put(key, to_lattice(obj), timeout))
+        lay = serializer.bytes_or_layout(obj, self.cfg.cache.shm_threshold_bytes)
+        if isinstance(lay, bytes):  # small: the socket path (serialized once)
+            return bool(self.put(key, LWWPairLattice(make_timestamp(), lay), timeout))
+        size, offset, pieces = lww_file_pieces(make_timestamp(), lay)
+        directory = self.cfg.cache.shm_dir
+        name = f"{put_prefix(self.address)}{os.getpid()}-{next(_put_files)}"
+        try:
+            write_segment(directory, name, size, pieces)
+        except OSError as exc:  # /dev/shm full or missing: the socket path
+            log.warning("cb.put of %r: no shared-memory segment (%s); sending it", key, exc)
+            return bool(self.put(key, to_lattice(obj), timeout))
+        body_frames: list[bytes] | None = None
+        refused = ""
+        timeout = self._put_timeout(size, timeout)
+        try:
+            with self._lock:
+                frames = protocol.encode_adopt(self._next_rid(), key, name, offset)
+                try:
+                    body_frames = self._request(frames, timeout)
+                except WireError as exc:
+                    refused = str(exc)
+                if body_frames is not None:
+                    self._recovered()
+        finally:
+            if body_frames is None:  # not taken over: ours to remove
+                try:
+                    os.unlink(os.path.join(directory, name))
+                except FileNotFoundError:
+                    pass
+        if refused:
+            log.warning("cache refused a shared-memory put (%s); sending values", refused)
+            self._adopt_after = time.monotonic() + ADOPT_RETRY_S
+            return bool(self.put(key, to_lattice(obj), timeout))
+        if body_frames is None:
+            kvs = self._degrade("PUT")
+            return bool(kvs.put(key, to_lattice(obj)))
+        if len(body_frames) != 1 or len(body_frames[0]) != 1:
+            raise WireError("cache adopt reply: bad error vector")
+        return body_frames[0][0] == protocol.NO_ERROR
+
+    def _put_timeout(self, size: int, timeout: float | None) -> float:
+        """A PUT's timeout: the cache's own deadline grows with the payload
+        (``cache.logic.put_slack``), so must ours."""
+        return (self.timeout if timeout is None else timeout) + put_slack(size)
 
     def put(
         self,

@@ -33,10 +33,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from anna import wire
 from anna.proto import anna_pb2 as pb
 from cache import protocol
 from cache.actions import Action, KvsSend, Reply
 from cache.shm import SegmentBook, array_data_offset, pad_for
+from cloudburst.shared.spans import lww_value_span
 from lattices import codec
 from lattices.base import Lattice, LatticeError
 
@@ -48,6 +50,17 @@ SUBSCRIPTION_PORT_OFFSET = 100
 SUMMARY_KEYS = 4096
 #: Per-entry bookkeeping counted against the capacity besides key and payload.
 ENTRY_OVERHEAD = 64
+#: PUT payloads at least this long go to the KVS in a KeyRequest built by one join
+#: (``anna.wire.key_request_parts``) instead of protobuf's two copies.
+JOIN_PUT_BYTES = 64 * 1024
+#: A PUT's deadlines grow by one second per this many payload bytes (as
+#: ``anna.client.LARGE_VALUE_RATE``): a 100 MB value is not resent every second.
+LARGE_VALUE_RATE = 8 * 1024 * 1024
+
+
+def put_slack(size: int) -> float:
+    """Seconds added to a PUT's deadlines for ``size`` payload bytes."""
+    return size / LARGE_VALUE_RATE if size >= LARGE_VALUE_RATE else 0.0
 
 
 def subscription_address(shard_address: str) -> str:
@@ -96,8 +109,10 @@ class _KvsReq:
     key: str
     deadline: float
     lattice_type: int = 0
-    payload: bytes = b""
+    payload: bytes | memoryview = b""
     waiters: list[tuple[_ClientOp, int]] = field(default_factory=list)
+    segment: str = ""  # an adopted worker segment holding ``payload`` (until kept)
+    ref: bytes = b""
     state: str = "resolve"  # resolve | lookup | sent | backoff
     rid: str = ""
     attempt_deadline: float = 0.0
@@ -158,6 +173,7 @@ class CacheState:
         self.shm_threshold = shm_threshold if store is not None else 0
         self.numpy_type = numpy_type
         self.book = SegmentBook()
+        self.adopting = 0  # bytes of adopted segments whose PUT is in flight
 
     # ---- helpers ----------------------------------------------------------------------
 
@@ -186,6 +202,7 @@ class CacheState:
             shm_segments=len(self.book.sizes),
             shm_retired_pinned_bytes=self.book.retired_bytes,
             shm_pinned_segments=len(self.book.pins),
+            shm_adopting_bytes=self.adopting,
         )
         for name in ("hits", "misses", "evictions", "puts", "pushes"):
             out.setdefault(name, 0)
@@ -239,6 +256,8 @@ class CacheState:
             self._drop(old)
         if entry.size > self.capacity:
             self.stats["too_large"] += 1
+            if entry.segment:  # an adopted segment nobody will read
+                self._unlink(self.book.retire(entry.segment))
             return self._unsubscribe([key])
         if (
             self.shm_threshold
@@ -251,9 +270,17 @@ class CacheState:
         entry.version = self.epoch + self._version.to_bytes(8, "big")
         self.entries[key] = entry
         self.used += entry.size
+        return self._evict(keep=1)
+
+    def _evict(self, keep: int) -> list[Action]:
+        """Evict LRU entries (all but the newest ``keep``) while over capacity. Pinned
+        segments of entries already gone, and adopted segments whose PUT is in
+        flight, hold memory too: they count."""
         evicted = []
-        # Pinned segments of entries already gone still hold memory: they count.
-        while self.used + self.book.retired_bytes > self.capacity and len(self.entries) > 1:
+        while (
+            self.used + self.book.retired_bytes + self.adopting > self.capacity
+            and len(self.entries) > keep
+        ):
             k, e = self.entries.popitem(last=False)
             self._drop(e)
             self.stats["evictions"] += 1
@@ -405,7 +432,8 @@ class CacheState:
                 self.stats["lattice_errors"] += 1
                 results[i] = (ltype, protocol.LATTICE, b"", b"")
                 continue
-            req = _KvsReq(pb.PUT, key, now + self.request_timeout, ltype, payload)
+            deadline = now + self.request_timeout + put_slack(len(payload))
+            req = _KvsReq(pb.PUT, key, deadline, ltype, payload)
             req.waiters.append((op, i))
             pending.append(req)
         op.remaining = len(pending)
@@ -415,6 +443,59 @@ class CacheState:
         for req in pending:
             actions += self._dispatch(req, now)
         return actions
+
+    def client_adopt(
+        self,
+        identity: bytes,
+        rid: bytes,
+        key: str,
+        segment: str,
+        view: memoryview,
+        offset: int,
+        now: float,
+    ) -> list[Action]:
+        """A worker's PUT of an LWW payload it wrote into ``segment`` (which the shell
+        has taken over: renamed to one of ours and mapped; ``view`` is the payload at
+        ``offset``). Written through to the KVS like a PUT; once acknowledged the
+        segment *is* the cached entry (no copy), else it is unlinked. Its bytes count
+        in the book (``shm_bytes``) from now on."""
+        self.stats["puts"] += 1
+        self.stats["shm_adopted"] += 1
+        self.book.add(segment, offset + len(view))
+        entry = self.entries.get(key)
+        if entry is not None and entry.lattice_type != pb.LWW:
+            self.stats["lattice_errors"] += 1
+            self._unlink(self.book.retire(segment))
+            return [Reply(identity, protocol.reply_put(rid, [protocol.LATTICE]))]
+        op = _ClientOp(protocol.OP_PUT, identity, rid, [(0, protocol.NO_ERROR, b"", b"")], 1)
+        deadline = now + self.request_timeout + put_slack(len(view))
+        req = _KvsReq(pb.PUT, key, deadline, pb.LWW, view)
+        req.segment, req.ref = segment, f"{segment}:{offset}".encode()
+        req.waiters.append((op, 0))
+        # The file is in memory already: make room for it now.
+        self.adopting += offset + len(view)
+        return self._evict(keep=0) + self._dispatch(req, now)
+
+    def _keep_adopted(self, key: str, req: _KvsReq) -> list[Action]:
+        """The KVS acknowledged an adopted segment's PUT: cache it (LWW merge with what
+        is held: the newer of the two stays; a losing segment is unlinked)."""
+        segment, req.segment = req.segment, ""
+        self.adopting -= self.book.sizes.get(segment, 0)
+        entry = self.entries.get(key)
+        if entry is not None:
+            try:
+                ours = _lww_newer(req.payload, entry.payload)
+            except (ValueError, IndexError):
+                ours = False  # not comparable: keep the held value, pushes correct it
+            if not ours:
+                self._unlink(self.book.retire(segment))
+                self.entries.move_to_end(key)
+                return []
+        new = Entry(key, pb.LWW, req.payload)
+        new.segment, new.ref = segment, req.ref
+        # Subscribing makes the shard push the merged value (a newer write elsewhere).
+        actions = [] if key in self.subs else self._subscribe(key)
+        return actions + self._insert(key, new)
 
     # ---- KVS request lifecycle ----------------------------------------------------------
 
@@ -443,7 +524,22 @@ class CacheState:
         req.rid = self._next_rid()
         req.state = "sent"
         req.attempt_deadline = now + self.attempt_timeout
+        if req.rtype == pb.PUT:
+            req.attempt_deadline += put_slack(len(req.payload))
         self.reqs[req.rid] = req
+        payload = req.payload
+        if req.rtype == pb.PUT and (type(payload) is not bytes or len(payload) >= JOIN_PUT_BYTES):
+            self.stats["kvs_puts"] += 1
+            parts = wire.key_request_parts(
+                pb.PUT,
+                req.key,
+                req.lattice_type,
+                [req.payload],  # type: ignore[list-item]
+                len(shards),
+                wire.string_field(3, self.response_address),
+                req.rid,
+            )
+            return [KvsSend(shard, b"".join(parts))]
         kreq = pb.KeyRequest(
             type=req.rtype,  # type: ignore[arg-type]
             response_address=self.response_address,
@@ -476,6 +572,10 @@ class CacheState:
         """``req`` is done: fill its waiters' slots and answer the complete client ops."""
         if req.rtype == pb.GET and self.fetching.get(req.key) is req:
             del self.fetching[req.key]
+        if req.segment:  # an adopted PUT that failed: its segment goes
+            segment, req.segment = req.segment, ""
+            self.adopting -= self.book.sizes.get(segment, 0)
+            self._unlink(self.book.retire(segment))
         if err == protocol.TIMEOUT:
             self.stats["kvs_timeouts"] += 1
         actions: list[Action] = []
@@ -576,8 +676,10 @@ class CacheState:
             return actions
         if t.error == pb.NO_ERROR:
             entry = self.entries.get(key)
-            if entry is not None:
-                actions += self._merge_into(key, entry, req.lattice_type, req.payload)
+            if req.segment:
+                actions += self._keep_adopted(key, req)
+            elif entry is not None:
+                actions += self._merge_into(key, entry, req.lattice_type, req.payload)  # type: ignore[arg-type]
             elif key not in self.subs:
                 # Subscribing makes the shard push the full merged value shortly.
                 actions += self._subscribe(key)
@@ -595,7 +697,19 @@ class CacheState:
         return actions + self._insert(key, Entry(key, ltype, payload))
 
     def _merge_into(self, key: str, entry: Entry, ltype: int, payload: bytes) -> list[Action]:
-        if payload == entry.payload:
+        if ltype == entry.lattice_type == pb.LWW and len(payload) >= JOIN_PUT_BYTES:
+            # A large LWW value (a push of what we hold, typically): decide on the
+            # timestamps, without parsing or copying the values.
+            try:
+                newer = _lww_newer(payload, entry.payload)
+            except (ValueError, IndexError):
+                newer = None
+            if newer is not None:
+                if not newer:  # older, or the same value
+                    self.entries.move_to_end(key)
+                    return []
+                return self._insert(key, Entry(key, ltype, payload))
+        if _same_bytes(payload, entry.payload):
             self.entries.move_to_end(key)
             return []
         if ltype != entry.lattice_type:
@@ -670,3 +784,26 @@ class CacheState:
                     else:
                         actions += self._dispatch(req, now)
         return actions
+
+
+def _lww_newer(new: bytes | memoryview, old: bytes | memoryview) -> bool:
+    """Whether LWW payload ``new`` wins the merge with ``old`` (larger timestamp, then
+    larger value bytes, as ``LWWPairLattice.merge``), without parsing copies."""
+    nts, ns, ne = lww_value_span(new)
+    ots, os_, oe = lww_value_span(old)
+    if nts != ots:
+        return nts > ots
+    return bytes(new[ns:ne]) > bytes(old[os_:oe])
+
+
+def _same_bytes(a: bytes | memoryview, b: bytes | memoryview, chunk: int = 1 << 20) -> bool:
+    """``a == b`` at memcmp speed (a memoryview compared with ``==`` goes item by item:
+    0.8 s for 100 MB, which would stall the cache's loop)."""
+    if len(a) != len(b):
+        return False
+    if type(a) is bytes and type(b) is bytes:
+        return a == b
+    va, vb = memoryview(a), memoryview(b)
+    return all(
+        bytes(va[i : i + chunk]) == bytes(vb[i : i + chunk]) for i in range(0, len(va), chunk)
+    )

@@ -24,6 +24,7 @@ request               frames after the op                 reply frames
 ``ping``              ``rid``                             ``ping, rid, ok``
 ``getm``              as ``getv``                         as ``getv`` (+ MAPPED)
 ``release``           ``rid, segment name*``              (none)
+``adopt``             ``rid, key, segment, offset``       as ``put``
 ====================  ==================================  ===============================
 
 ``hdr2`` is two bytes ``[lattice_type, anna_error]`` (``anna_error`` KEY_DNE = never
@@ -73,6 +74,10 @@ OP_PING = b"ping"
 OP_GETM = b"getm"
 #: ``rid, name*``: the sender no longer needs these segments pinned (no reply).
 OP_RELEASE = b"release"
+#: ``rid, key, segment, offset``: PUT the LWW payload a worker wrote at ``offset`` of
+#: shared-memory segment ``segment`` (cache/shm.py ``put_prefix``); the cache takes
+#: the file over (no copy) and answers as ``put``.
+OP_ADOPT = b"adopt"
 STREAM_PREFIX = b"stream."
 
 OK = b"ok"
@@ -116,13 +121,50 @@ def ipc_address(ipc_dir: str, node_id: str) -> str:
     >>> ipc_address("/tmp/ipc", "127.0.0.1:node0")
     'ipc:///tmp/ipc/cache-127.0.0.1_node0.sock'
     """
-    base = os.path.abspath(ipc_dir)
+    base = socket_dir(ipc_dir)
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in node_id)
     path = os.path.join(base, f"cache-{safe}.sock")
     if len(path) > _MAX_IPC_PATH:
         digest = hashlib.sha1(node_id.encode()).hexdigest()[:16]
         path = os.path.join(base, f"cache-{digest}.sock")
     return "ipc://" + path
+
+
+def socket_dir(ipc_dir: str) -> str:
+    """The directory the ipc sockets of ``ipc_dir`` live in: ``ipc_dir`` itself, or,
+    when it is too deep for a Unix socket path (a run directory under a long home or
+    test path), ``/tmp/cloudburst-<uid>/<hash of ipc_dir>``. Every process derives the
+    same directory from the config alone; ``make_socket_dir`` creates it owner-only.
+
+    >>> socket_dir("/tmp/ipc")
+    '/tmp/ipc'
+    >>> socket_dir("/" + "d" * 90).startswith("/tmp/cloudburst-")
+    True
+    """
+    base = os.path.abspath(ipc_dir)
+    if len(base) + len("/cache-") + 16 + len(".sock") <= _MAX_IPC_PATH:
+        return base
+    digest = hashlib.sha1(base.encode()).hexdigest()[:16]
+    return os.path.join(_SHORT_ROOT, f"cloudburst-{os.getuid()}", digest)
+
+
+_SHORT_ROOT = "/tmp"
+
+
+def make_socket_dir(ipc_dir: str) -> str:
+    """Create ``socket_dir(ipc_dir)`` (owner-only when it is the short fallback, which
+    must be ours: another user's directory there is refused) and return it."""
+    path = socket_dir(ipc_dir)
+    if path == os.path.abspath(ipc_dir):
+        os.makedirs(path, exist_ok=True)
+        return path
+    parent = os.path.dirname(path)
+    os.makedirs(parent, mode=0o700, exist_ok=True)
+    info = os.lstat(parent)
+    if not os.path.isdir(parent) or os.path.islink(parent) or info.st_uid != os.getuid():
+        raise PermissionError(f"{parent} is not a directory owned by this user: refusing it")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
 
 
 # ---- requests ------------------------------------------------------------------------
@@ -177,6 +219,24 @@ def encode_put(rid: bytes, tuples: Sequence[tuple[str, int, bytes]]) -> list[byt
     for key, ltype, payload in tuples:
         frames += [key.encode(), bytes([ltype]), payload]
     return frames
+
+
+def encode_adopt(rid: bytes, key: str, segment: str, offset: int) -> list[bytes]:
+    return [OP_ADOPT, rid, key.encode(), segment.encode(), str(offset).encode()]
+
+
+def decode_adopt_args(frames: Sequence[bytes]) -> tuple[str, str, int]:
+    """``(key, segment, offset)`` of an ``adopt`` (frames after ``op, rid``)."""
+    if len(frames) != 3:
+        raise WireError(f"adopt: expected key, segment, offset, got {len(frames)} frames")
+    try:
+        key, segment = bytes(frames[0]).decode(), bytes(frames[1]).decode()
+        offset = int(bytes(frames[2]))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise WireError(f"adopt: bad frames: {exc}") from None
+    if not key or not segment:
+        raise WireError("adopt: empty key or segment")
+    return key, segment, offset
 
 
 def encode_simple(op: bytes, rid: bytes) -> list[bytes]:

@@ -33,12 +33,13 @@ from cache import protocol
 from cache.actions import KvsSend, Reply, SendPeer
 from cache.logic import CacheState
 from cache.pins import PIN_PREFIX, PinTable
-from cache.shm import ShmStore, owner_pid, segment_prefix
+from cache.shm import ShmStore, owner_pid, put_prefix, segment_prefix
 from cloudburst.shared import logs, metrics, security
 from cloudburst.shared.config import Config, kvs_host, load_config
 from cloudburst.shared.errors import WireError
 from cloudburst.shared.logs import setup_logging
 from cloudburst.shared.serializer import NUMPY
+from cloudburst.shared.spans import lww_value_span
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class CacheServer:
         routing = [f"tcp://{host}:{int(port) + r}" for r in range(max(1, cfg.kvs.routing_threads))]
 
         self.ipc = protocol.ipc_address(cfg.cache.ipc_dir, node_id)
-        os.makedirs(os.path.dirname(self.ipc[len("ipc://") :]), exist_ok=True)
+        protocol.make_socket_dir(cfg.cache.ipc_dir)
         self.router = self.ctx.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)
@@ -233,6 +234,8 @@ class CacheServer:
                 return []
             if op == protocol.OP_PUT:
                 return st.client_put(identity, rid, protocol.decode_put_args(frames[3:]), now)
+            if op == protocol.OP_ADOPT:
+                return self.on_adopt(identity, rid, frames[3:], now)
         except WireError as exc:
             self.shell_stats["malformed"] += 1
             return [Reply(identity, protocol.reply_error(op, rid, str(exc)))]
@@ -248,6 +251,29 @@ class CacheServer:
         if op == protocol.OP_INFO:
             return [Reply(identity, protocol.reply_json(op, rid, self.info()))]
         return [Reply(identity, protocol.reply_error(op, rid, f"unknown op {op[:32]!r}"))]
+
+    def on_adopt(self, identity: bytes, rid: bytes, frames: list[bytes], now: float) -> list[Any]:
+        """A worker's PUT through a segment it wrote (``adopt``): take the file over
+        (rename + read-only map, no copy), check it holds one LWW payload, then write
+        it through like a PUT (``CacheState.client_adopt``)."""
+        key, src, offset = protocol.decode_adopt_args(frames)
+        if self.store is None:
+            raise WireError("shared memory is off in this cache")
+        try:
+            name, view = self.store.adopt(src, offset, put_prefix(self.ipc))
+        except (OSError, ValueError) as exc:
+            self.state.stats["shm_adopt_refused"] += 1
+            raise WireError(f"cannot adopt segment {src!r}: {exc}") from None
+        try:
+            _, start, end = lww_value_span(view)
+            if end <= start:
+                raise ValueError("empty LWW value")
+        except (ValueError, IndexError) as exc:
+            view.release()
+            self.store.unlink(name)
+            self.state.stats["shm_adopt_refused"] += 1
+            raise WireError(f"segment {src!r} holds no LWW payload: {exc}") from None
+        return self.state.client_adopt(identity, rid, key, name, view, offset, now)
 
     def _held(self, key: str) -> tuple[int, bytes] | None:
         """The cached ``(lattice type, payload)`` of ``key`` (a pin's source), if held."""

@@ -19,6 +19,12 @@ Rules (pure bookkeeping in :class:`SegmentBook`, files in :class:`ShmStore`):
 * names are ``<prefix><n>`` with a prefix per cache (a hash of its ipc address), so a
   restarted cache sweeps what a killed predecessor left; ``close`` unlinks everything.
 
+* a worker's ``cb.put`` of a large value writes the payload into a file of its own
+  (:func:`put_prefix`, :func:`write_segment`: one copy) which the cache *adopts*
+  (:meth:`ShmStore.adopt`: renamed to one of its names, mapped read-only) and writes
+  through to the KVS; a worker that dies first leaves a file named after its dead pid,
+  which the orphan sweep removes.
+
 A mapping in a worker outlives an unlink (Linux keeps an unlinked file's pages while
 mapped), so the worker's view stays valid even after the cache dropped the file.
 """
@@ -29,9 +35,11 @@ import hashlib
 import mmap
 import os
 import re
+import stat
 import struct
 from collections import Counter
 from collections.abc import Iterable
+from typing import Any
 
 from cloudburst.shared.spans import lww_value_span, value_body_span
 
@@ -43,6 +51,14 @@ ALIGN = 64
 def segment_prefix(ipc_address: str) -> str:
     """``cb-<12 hex>-``: the segment name prefix of the cache at ``ipc_address``."""
     return "cb-" + hashlib.sha1(ipc_address.encode()).hexdigest()[:12] + "-"
+
+
+def put_prefix(ipc_address: str) -> str:
+    """The name prefix of segments that workers write for the cache at ``ipc_address``
+    to *adopt* (``cb.put`` of a large value): another prefix than the cache's own, so
+    a restarted cache does not sweep live workers' files; the creating worker's pid
+    follows, so the cache removes the file of a worker that died before adoption."""
+    return segment_prefix(ipc_address + "#put")
 
 
 # ---- pure: where a numpy array's bytes start in an LWW payload ---------------------------
@@ -72,6 +88,41 @@ def array_data_offset(payload: memoryview | bytes, numpy_type: int) -> int | Non
 def pad_for(data_offset: int | None) -> int:
     """Bytes to put before the payload in a segment so that the data is aligned."""
     return 0 if data_offset is None else (-data_offset) % ALIGN
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def lww_file_layout(
+    timestamp: int, kind: int, body_length: int, align_at: int
+) -> tuple[int, int, int, bytes, bytes]:
+    """Where an LWW payload holding a ``Value`` goes in a segment file (pure).
+
+    The payload is ``LWWValue{timestamp, value = Value{body, type}}`` in protobuf's
+    canonical encoding (the bytes ``LWWPairLattice(ts, serializer.to_bytes(obj))
+    .serialize()`` gives), preceded by zero padding so that the body's byte
+    ``align_at`` (a numpy array's data) lands on an ``ALIGN`` boundary. Returns
+    ``(file size, payload offset, body offset, head, tail)``: ``head`` goes at the
+    payload offset, the body at the body offset, ``tail`` right after the body.
+
+    >>> size, off, body, head, tail = lww_file_layout(5, 3, 100, 20)
+    >>> (body + 20) % ALIGN, len(head), tail == bytes([16, 3]), size - body
+    (0, 6, True, 102)
+    """
+    tail = b"\x10" + _varint(kind) if kind else b""
+    vhead = b"\x0a" + _varint(body_length)
+    vlen = len(vhead) + body_length + len(tail)
+    lhead = (b"\x08" + _varint(timestamp) if timestamp else b"") + b"\x12" + _varint(vlen)
+    head = lhead + vhead
+    offset = (-(len(head) + align_at)) % ALIGN
+    body = offset + len(head)
+    return body + body_length + len(tail), offset, body, head, tail
 
 
 # ---- pure: pins and lifetimes ---------------------------------------------------------------
@@ -225,6 +276,40 @@ class ShmStore:
         self.names.add(name)
         return name, memoryview(mm).toreadonly()[pad:]
 
+    def adopt(self, src: str, offset: int, src_prefix: str) -> tuple[str, memoryview]:
+        """Take ownership of ``src``, a segment a worker wrote (``put_prefix``): rename
+        it to one of this cache's names (atomic; a file the worker has unlinked by
+        then, e.g. after a timeout, is an OSError) and map it read-only. Returns the
+        new name and a read-only view of the payload at ``offset``. Refuses (and
+        unlinks) anything but a regular file of ours with the worker prefix."""
+        if (
+            not src.startswith(src_prefix)
+            or _SEGMENT.match(src) is None
+            or "/" in src
+            or not 0 <= offset < ALIGN
+        ):
+            raise ValueError(f"not a worker segment: {src!r} at {offset}")
+        self._n += 1
+        name = f"{self.prefix}{os.getpid()}-{self._n}"
+        path = os.path.join(self.dir, name)
+        os.rename(os.path.join(self.dir, src), path)  # now ours: swept/unlinked as ours
+        self.names.add(name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+                    raise ValueError(f"segment {src!r} is not a regular file of ours")
+                if st.st_size <= offset:
+                    raise ValueError(f"segment {src!r} is empty")
+                mm = mmap.mmap(fd, st.st_size, mmap.MAP_SHARED, mmap.PROT_READ)
+            finally:
+                os.close(fd)
+        except BaseException:
+            self.unlink(name)
+            raise
+        return name, memoryview(mm)[offset:]
+
     def unlink(self, name: str) -> None:
         self.names.discard(name)
         try:
@@ -270,6 +355,58 @@ def _orphan(name: str) -> bool:
     except (PermissionError, OverflowError):
         return False
     return False
+
+
+def lww_file_pieces(timestamp: int, lay: Any) -> tuple[int, int, list[tuple[int, Any]]]:
+    """``(file size, payload offset, pieces)`` of a segment holding the LWW payload of
+    ``lay`` (a ``serializer.Layout``) stamped ``timestamp`` (see :func:`lww_file_layout`);
+    ``pieces`` are ``(file offset, buffer)`` for :func:`write_segment`; the gaps are
+    zeros (alignment padding)."""
+    size, offset, body, head, tail = lww_file_layout(timestamp, lay.kind, lay.length, lay.align_at)
+    pieces: list[tuple[int, Any]] = [(offset, head)]
+    for off, part in lay.parts:
+        if not isinstance(part, bytes):
+            view = memoryview(part)
+            if view.ndim != 1 or view.format != "B" or not view.c_contiguous:
+                view = _flat_bytes(part)
+            part = view
+        pieces.append((body + off, part))
+    if tail:
+        pieces.append((body + lay.length, tail))
+    return size, offset, pieces
+
+
+def _flat_bytes(obj: Any) -> memoryview:
+    """A 1-d unsigned-byte view of ``obj``'s data (copied only if not contiguous)."""
+    import numpy as np
+
+    arr = np.ascontiguousarray(np.asarray(obj)).reshape(-1).view(np.uint8)
+    return memoryview(arr)
+
+
+def write_segment(directory: str, name: str, size: int, pieces: list[tuple[int, Any]]) -> None:
+    """Create ``<directory>/<name>`` of ``size`` bytes holding ``pieces`` (``(offset,
+    buffer)``; zeros elsewhere). Written with ``pwrite`` from the buffers: one copy, by
+    the kernel (GIL released), into fresh tmpfs pages, about twice as fast as faulting
+    in a new mapping and copying into it; a full ``/dev/shm`` is an OSError (ENOSPC),
+    never a SIGBUS. On any error the file is unlinked."""
+    path = os.path.join(directory, name)
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    try:
+        os.ftruncate(fd, size)
+        for off, piece in pieces:
+            view = memoryview(piece)
+            done, n = 0, view.nbytes
+            while done < n:
+                done += os.pwrite(fd, view[done:], off + done)
+    except BaseException:
+        os.close(fd)
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        raise
+    os.close(fd)
 
 
 def map_segment(name: str, offset: int, directory: str = SHM_DIR) -> memoryview:

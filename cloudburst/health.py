@@ -130,7 +130,9 @@ def check(role: str, cfg: Config, timeout: float, deep: bool = False) -> str | N
         if not _unix_open(path, timeout):
             return f"the cache socket {path} does not accept connections"
     if role == "executor" and cfg.cache.enabled and not cfg.cache.external:
-        ipc = cfg.cache.ipc_dir
+        from cache.protocol import socket_dir
+
+        ipc = socket_dir(cfg.cache.ipc_dir)
         names = os.listdir(ipc) if os.path.isdir(ipc) else []
         if not any(n.startswith("cache-") and n.endswith(".sock") for n in names):
             return f"no node cache socket in {ipc}"

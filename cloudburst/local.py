@@ -48,6 +48,7 @@ from typing import Any
 
 import yaml
 
+from cache.protocol import socket_dir
 from cloudburst.shared.config import Config, load_config, replace
 from cloudburst.shared.processes import SERVER_ENV, port_open
 from cloudburst.supervisor import read_json, state_dir, write_json_atomic
@@ -356,12 +357,19 @@ def _clean_run_files(cfg: Config) -> list[str]:
         elif path.exists():
             path.unlink(missing_ok=True)
             removed.append(str(path))
-    ipc = Path(cfg.cache.ipc_dir)
-    if ipc.is_dir():
+    for ipc in {Path(cfg.cache.ipc_dir), Path(socket_dir(cfg.cache.ipc_dir))}:
+        if not ipc.is_dir():
+            continue
         for sock in ipc.iterdir():
             if sock.is_socket() or sock.suffix == ".sock":
                 sock.unlink(missing_ok=True)
                 removed.append(str(sock))
+    short = Path(socket_dir(cfg.cache.ipc_dir))
+    if short != Path(cfg.cache.ipc_dir).absolute() and short.is_dir():
+        try:
+            short.rmdir()  # the short fallback (cache.protocol.socket_dir), once empty
+        except OSError:
+            pass
     return removed
 
 

@@ -113,13 +113,13 @@ class Node:
             argv += ["--kvs", kvs_routing_address(cfg), "--ip", cfg.ip, *common]
             self.sup.add("cache", Spec(argv, env=self.env, after_start=self._cache_ready))
         if self.elastic:
-            from cache.protocol import ipc_address
+            from cache.protocol import ipc_address, make_socket_dir
 
             self.ctx = zmq.Context()
             self.pool_sock = self.ctx.socket(zmq.PULL)
             self.pool_sock.setsockopt(zmq.LINGER, 0)
             address = ipc_address(cfg.cache.ipc_dir, self.node_id).replace("/cache-", "/pool-")
-            Path(address[len("ipc://") :]).parent.mkdir(parents=True, exist_ok=True)
+            make_socket_dir(cfg.cache.ipc_dir)
             self.pool_sock.bind(address)
             self.env[NODE_POOL_ENV] = address
             self.forker = ForkStarter()
@@ -153,6 +153,7 @@ class Node:
             self._replace_runaways()
             self._reap_retired()
             self.sup.poll()
+            self._lost_moved()
             self._track_restarts()
             if "cache" in self.sup.failed() and self.env.pop(NODE_CACHE_ENV, None):
                 log.error("the node cache keeps dying; workers started from now use the KVS")
@@ -260,8 +261,12 @@ class Node:
         self.sup.write_state()
 
     def _refuse(self, action: Fail) -> None:
+        self._answer_error(action.data, pb.NO_RESOURCES, action.message)
+
+    def _answer_error(self, data: bytes, code: int, message: str) -> None:
+        """Answer the caller of the call in trigger ``data`` with an error."""
         try:
-            sched = wire.parse_executor_message(action.data).trigger.schedule
+            sched = wire.parse_executor_message(data).trigger.schedule
         except Exception:
             return
         if not sched.response_address:
@@ -270,7 +275,7 @@ class Node:
         reply = pb.ClientMessage(response_id=sched.id)
         reply.result.response_id = sched.id
         reply.result.success = False
-        reply.result.error.CopyFrom(wire.error_message(pb.NO_RESOURCES, action.message, fn))
+        reply.result.error.CopyFrom(wire.error_message(code, message, fn))
         self._send(sched.response_address, reply.SerializeToString())
 
     def _reap_retired(self) -> None:
@@ -290,6 +295,23 @@ class Node:
             self.pool.exited(name)
             self.sup.write_state()
             log.info("%s retired; %d workers", name, self.pool.size())
+
+    def _lost_moved(self) -> None:
+        """A worker that was handed a waiting call died (it exited, or the supervisor
+        restarted it already): tell the callers of the calls it had not finished now,
+        not at their timeout (they watch the worker the scheduler named)."""
+        if not self.pool.moved:
+            return
+        for name in {m.worker for m in self.pool.moved.values()}:
+            proc = self.sup.procs.get(name)
+            if proc is not None and proc.pid == self.pids.get(name) and proc.poll() is None:
+                continue
+            child = self.sup.children.get(name)
+            reason = child.last_exit if child is not None and child.last_exit else "exited"
+            for lost in self.pool.died(name, reason, time.monotonic()):
+                log.warning("[%s] lost: %s", lost.call_id, lost.message)
+                metrics.POOL_EVENTS.labels("lost").inc()
+                self._answer_error(lost.data, pb.EXECUTOR_FAILED, lost.message)
 
     def _track_restarts(self) -> None:
         """A worker restarted by the supervisor binds a new address: the pool waits for
@@ -317,6 +339,7 @@ class Node:
                     code,
                 )
                 del self.sup.procs[name]
+                self.pool.died(name, f"exit {code}", time.monotonic())  # it told its callers
                 self.sup.start(name)
 
     def stop(self, *_: Any) -> None:

@@ -7,7 +7,9 @@ actions :meth:`Pool.decide` returns:
 - ``spilled(call_id, data, now, deadline)``: a worker that has been running one call
   while another waited behind it for ``grow_after_s`` handed the waiting call back
   (``executor.worker``); it waits here for a free worker;
-- ``started`` / ``exited``: what the node did to its worker processes.
+- ``started`` / ``exited``: what the node did to its worker processes; ``died``: a
+  worker crashed (the handed-back calls it had not finished come back as :class:`Lost`,
+  for the node to tell their callers at once).
 
 Actions, in the order to carry them out:
 
@@ -137,6 +139,18 @@ class _Moved:
     origin: str  # the worker the caller thinks runs the call
     worker: str  # the worker that runs it
     at: float
+    data: bytes = field(default=b"", repr=False)  # its trigger (to answer the caller)
+
+
+@dataclass(frozen=True)
+class Lost:
+    """A handed-back call whose new worker died before it finished: the caller
+    watches the worker the scheduler named (alive), so the node tells it."""
+
+    call_id: str
+    data: bytes = field(repr=False)
+    worker: str
+    message: str
 
 
 class Pool:
@@ -160,6 +174,29 @@ class Pool:
         for call_id, moved in list(self.moved.items()):
             if moved.worker == name:
                 del self.moved[call_id]
+
+    def died(self, name: str, reason: str, now: float) -> list[Lost]:
+        """Worker ``name`` died (``reason``: its exit): the handed-back calls it was
+        given and had not finished are lost; their callers are to be told."""
+        lost = []
+        for call_id, moved in list(self.moved.items()):
+            if moved.worker == name:
+                del self.moved[call_id]
+                lost.append(
+                    Lost(
+                        call_id,
+                        moved.data,
+                        name,
+                        f"the worker running this call died ({name} of its node, {reason}) "
+                        f"{now - moved.at:.1f}s after the call was handed to it (it had "
+                        f"waited behind a busy worker, {moved.origin}); the call did not "
+                        "finish",
+                    )
+                )
+        info = self.workers.get(name)
+        if info is not None and not info.retiring:  # a new process takes the slot
+            self.workers[name] = WorkerInfo(name, started_at=now)
+        return lost
 
     def restarted(self, name: str, now: float) -> None:
         """The supervisor restarted a worker: it binds a new address."""
@@ -226,7 +263,7 @@ class Pool:
             worker.claimed = worker.completed + 1
             worker.idle_since = None
             if wait.origin:
-                self.moved[call_id] = _Moved(wait.origin, worker.name, now)
+                self.moved[call_id] = _Moved(wait.origin, worker.name, now, wait.data)
             actions.append(Dispatch(call_id, wait.data, worker.name, worker.address))
         size = self.size()
         at_max = size >= self.policy.max_workers

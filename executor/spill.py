@@ -98,17 +98,22 @@ class Backlog:
         return None
 
     def start(self) -> None:
-        if self.spill_address and self.grow_after_s > 0:
-            self._thread = threading.Thread(target=self._loop, name="spill", daemon=True)
-            self._thread.start()
+        """Take waiting triggers while a call runs, and hand back the ones that waited
+        ``grow_after_s`` (with a node pool); without one (a fixed pool) only take them:
+        they count in the worker's reported queue (``len``), which the scheduler's load
+        and the autoscaler's queue input read (a socket's backlog is invisible)."""
+        self._thread = threading.Thread(target=self._loop, name="spill", daemon=True)
+        self._thread.start()
 
     def close(self) -> None:
         self.closed = True
 
     def _loop(self) -> None:
-        push = self.ctx.socket(zmq.PUSH)
-        push.setsockopt(zmq.LINGER, 1000)
-        push.connect(self.spill_address)
+        push = None
+        if self.spill_address and self.grow_after_s > 0:
+            push = self.ctx.socket(zmq.PUSH)
+            push.setsockopt(zmq.LINGER, 1000)
+            push.connect(self.spill_address)
         try:
             while not self.closed:
                 time.sleep(TICK_S)
@@ -117,11 +122,13 @@ class Backlog:
         except zmq.ZMQError:  # the context is being closed: the worker exits
             pass
         finally:
-            push.close(linger=1000)
+            if push is not None:
+                push.close(linger=1000)
 
-    def take_and_spill(self, push: zmq.Socket[Any]) -> int:
-        """Take what waits in the socket; hand back what waited too long. Returns the
-        number of calls handed back."""
+    def take_and_spill(self, push: zmq.Socket[Any] | None) -> int:
+        """Take what waits in the socket; hand back what waited too long (``push``:
+        the node's pool socket; None: take only). Returns the number of calls handed
+        back."""
         if not self.lock.acquire(timeout=0.01):
             return 0
         sent = 0
@@ -132,7 +139,7 @@ class Backlog:
                     self.items.append((now, self.sock.recv(zmq.NOBLOCK)))
                 except zmq.Again:
                     break
-            if not self.items or now - self.items[0][0] < self.grow_after_s:
+            if push is None or not self.items or now - self.items[0][0] < self.grow_after_s:
                 return 0
             keep: deque[tuple[float, bytes]] = deque()
             for since, data in self.items:

@@ -35,6 +35,9 @@ class UserLibrary:
 
     def put(self, key: str, value: Any) -> bool:
         """Store ``value`` under ``key`` (a ``set`` as a Set lattice, else LWW)."""
+        put_value = getattr(self._state, "put_value", None)  # the node cache: a large
+        if put_value is not None:  # value goes through a shared-memory segment
+            return bool(put_value(key, value))
         return bool(self._state.put(key, to_lattice(value)))
 
     def get(self, key: str | list[str], deserialize: bool = True) -> Any:

@@ -133,6 +133,10 @@ class Worker:
         self.busy = 0
         self.completed = 0
         self.current: tuple[str, float] | None = None  # (call id, start) while running
+        # Busy time for heartbeats (ExecutorStatus.busy_s): (seconds of finished calls,
+        # start of the running one or None), replaced as a whole (read by the heartbeat).
+        self.started_at = time.monotonic()
+        self.busy_time: tuple[float, float | None] = (0.0, None)
         # what the running call prints and logs (and writes to fds 1/2)
         self.capture = OutputCapture(fds=cfg.executor.capture_fds)
         self.capture_id = ""  # the call it belongs to
@@ -462,10 +466,6 @@ class Worker:
             return self._fail(sched, fn, _load_error(exc, fn))
         ecfg = self.cfg.executor
         while True:
-            self.busy = 1
-            with self._call_lock:
-                self.current = (sched.id, time.monotonic())
-                self.current_info = (sched, fn)
             downs = downstreams(sched.dag, fn)
             limits = effective_limits(
                 loaded.timeout_s,
@@ -476,6 +476,13 @@ class Worker:
             applied = self.limits.apply(limits, (sched, fn, limits)) if limits else NO_LIMITS
             self.capture.start()
             self.capture_id = sched.id
+            # Busy from here: the finally below clears it (a failure above must not
+            # leave the worker reported busy for ever).
+            self.busy = 1
+            self._busy_from(time.monotonic())
+            with self._call_lock:
+                self.current = (sched.id, time.monotonic())
+                self.current_info = (sched, fn)
             try:
                 with applied:
                     result = invoke(
@@ -517,6 +524,7 @@ class Worker:
                 return self._fail(sched, fn, wire.remote_error(exc, fn))
             finally:
                 self.busy = 0
+                self._busy_until(time.monotonic())
                 with self._call_lock:
                     self.current = None
                     self.current_info = None
@@ -593,6 +601,7 @@ class Worker:
         applied = self.limits.apply(limits, (first, fn, limits)) if limits else NO_LIMITS
         self.busy = 1
         self.current = (first.id, time.monotonic())
+        self._busy_from(self.current[1])
         self.capture.reset()
         self.capture.start()
         self.capture_id = first.id
@@ -612,6 +621,7 @@ class Worker:
             return
         finally:
             self.busy = 0
+            self._busy_until(time.monotonic())
             self.current = None
             self.completed += len(calls)
         try:
@@ -945,6 +955,18 @@ class Worker:
 
     # --- heartbeats --------------------------------------------------------
 
+    def _busy_from(self, now: float) -> None:
+        self.busy_time = (self.busy_time[0], now)
+
+    def _busy_until(self, now: float) -> None:
+        total, since = self.busy_time
+        self.busy_time = (total + (now - since if since is not None else 0.0), None)
+
+    def busy_seconds(self, now: float) -> float:
+        """Seconds spent running calls so far (ExecutorStatus.busy_s)."""
+        total, since = self.busy_time  # one read: consistent with the main thread
+        return total + (max(0.0, now - since) if since is not None else 0.0)
+
     def status(self) -> pb.ExecutorStatus:
         st = pb.ExecutorStatus(
             address=self.address,
@@ -961,6 +983,9 @@ class Worker:
             control_address=self.control_address,
             gpu=self.cfg.executor.gpu,
         )
+        now = time.monotonic()
+        st.busy_s = self.busy_seconds(now)
+        st.uptime_s = now - self.started_at
         current = self.current
         if current is not None:
             st.current_call = current[0]

@@ -191,6 +191,8 @@ class SchedulerState:
     dropped: list[str] = field(default_factory=list)
     #: batching function -> the executor its calls go to (see placement.place)
     batch_homes: dict[str, str] = field(default_factory=dict)
+    #: hot function -> the nodes its calls spread over (FunctionReplication)
+    replicas: dict[str, int] = field(default_factory=dict)
 
     # --- liveness ----------------------------------------------------------
 
@@ -215,6 +217,7 @@ class SchedulerState:
         view.current_call = status.current_call
         view.current_call_s = status.current_call_s
         view.gpu = status.gpu
+        view.busy_s, view.uptime_s = status.busy_s, status.uptime_s
         if status.indexed:
             view.slot = status.index
             if new:
@@ -284,6 +287,15 @@ class SchedulerState:
                 del self.cache_summaries[node]
         return gone + dropped
 
+    def set_replicas(self, function: str, replicas: int) -> None:
+        """Spread ``function``'s calls over ``replicas`` nodes (1: the default)."""
+        if not function:
+            raise PlanError(pb.INVALID_ARGUMENT, "replicate: no function named")
+        if replicas > 1:
+            self.replicas[function] = replicas
+        else:
+            self.replicas.pop(function, None)
+
     def alive(self, now: float) -> list[ExecutorView]:
         return [v for v in self.executors.values() if v.alive(now, self.policy)]
 
@@ -342,6 +354,7 @@ class SchedulerState:
             colocated=[set(g.functions) for g in dag.colocated],
             batching=set(dag.batching_functions),
             homes=self.batch_homes,
+            replicas=self.replicas,
         )
         if locations is None:
             raise PlanError(

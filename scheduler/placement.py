@@ -14,6 +14,12 @@ and asks :func:`choose` for each function of a call. Ranking, best first:
    added for a burst fall idle and retire, docs/elasticity.md);
 7. the least recently assigned (round robin among equals, e.g. across nodes).
 
+A replicated function (``replicas`` > 1: the autoscaler found it hot,
+``FunctionReplication``) spreads over that many nodes: the locality of its keys counts
+no more than on the ``replicas``-th best node, so the best nodes tie on locality and
+the load decides among them (instead of every call going to the one node that caches
+its data until its workers are overloaded).
+
 DAG options (``register_dag``) narrow the candidates first: a GPU function goes only
 to executors that advertise a GPU; a function of a ``colocated`` group goes to the
 node of the group's functions placed before it (on a worker of its own there if one
@@ -61,6 +67,8 @@ class ExecutorView:
     current_call_s: float = 0.0  # for how long it had been running
     slot: int | None = None  # index of the worker on its node (None: not reported)
     gpu: bool = False  # its node has a GPU (executor.gpu)
+    busy_s: float = 0.0  # seconds it spent running calls, and its age, at its last
+    uptime_s: float = 0.0  # heartbeat (ExecutorStatus.busy_s / uptime_s)
     last_assigned: float = float("-inf")
     recent: deque[float] = field(default_factory=deque)
 
@@ -102,18 +110,31 @@ def choose(
     exclude: Collection[str] = (),
     ref_keys: Collection[str] = (),
     cache_summaries: Mapping[str, Mapping[str, int]] | None = None,
+    replicas: int = 1,
 ) -> ExecutorView | None:
     """The best executor for ``function`` (see the module docstring), or ``None`` when
     no executor is alive. Does not record the assignment (see :meth:`ExecutorView.assign`)."""
     summaries = cache_summaries or {}
     best: ExecutorView | None = None
     best_key: tuple[int, int, int, int, int, float] | None = None
+    cap: int | None = None
+    if replicas > 1 and ref_keys and summaries:
+        executors = list(executors)
+        per_node = {
+            ex.node_id: locality_bytes(ex.node_id, ref_keys, summaries)
+            for ex in executors
+            if ex.address not in exclude and ex.alive(now, policy)
+        }
+        ranked = sorted(per_node.values(), reverse=True)
+        cap = ranked[replicas - 1] if len(ranked) >= replicas else 0
     for ex in executors:
         if ex.address in exclude or not ex.alive(now, policy):
             continue
         load = ex.load(now, policy)
         overloaded = load >= policy.overload
         local = 0 if overloaded else locality_bytes(ex.node_id, ref_keys, summaries)
+        if cap is not None:
+            local = min(local, cap)
         key = (
             int(overloaded),
             -local,
@@ -140,6 +161,7 @@ def place(
     colocated: Sequence[Collection[str]] = (),
     batching: Collection[str] = (),
     homes: MutableMapping[str, str] | None = None,
+    replicas: Mapping[str, int] | None = None,
 ) -> dict[str, str] | None:
     """Place every function of a call: ``function -> executor address``, recording each
     assignment so the functions of one DAG spread; ``None`` if some function has no
@@ -147,8 +169,9 @@ def place(
 
     ``gpu``, ``colocated`` and ``batching`` are the DAG's options (module docstring);
     ``homes`` (``function -> address``) remembers where batching functions went and is
-    updated here."""
+    updated here. ``replicas``: function -> nodes a hot function spreads over."""
     refs = ref_keys or {}
+    spread = replicas or {}
     out: dict[str, str] = {}
     group_of = {fn: group for group in colocated for fn in group}
     for fn in functions:
@@ -188,6 +211,7 @@ def place(
                     exclude=excluded,
                     ref_keys=refs.get(fn, ()),
                     cache_summaries=cache_summaries,
+                    replicas=spread.get(fn, 1),
                 )
                 if ex is not None:
                     break

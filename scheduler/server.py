@@ -525,6 +525,14 @@ class SchedulerServer:
         log.info("[%s] cancelled by its caller; told executor(s) %s", call_id, sent)
         req.ClearField("response_address")  # fire and forget
 
+    def _on_replicate(self, req: pb.SchedulerRequest, reply: pb.ClientMessage) -> None:
+        """The autoscaler found a function hot (or cool again): spread its calls over
+        that many nodes (scheduler.placement)."""
+        rep = req.replicate
+        self.state.set_replicas(rep.function, rep.replicas)
+        log.info("function %s: placement spread over %d node(s)", rep.function, rep.replicas)
+        self._ok(reply)
+
     def _on_status(self, req: pb.SchedulerRequest, reply: pb.ClientMessage) -> None:
         now = time.monotonic()
         st = reply.status
@@ -543,12 +551,15 @@ class SchedulerServer:
                 current_call_s=view.current_call_s + max(0.0, now - view.last_seen)
                 if view.current_call
                 else 0.0,
+                busy_s=view.busy_s,
+                uptime_s=view.uptime_s,
             )
         st.kvs_address = f"{kvs_host(self.cfg)}:{self.cfg.kvs.routing_port}"
         st.scheduler_address = self.address
         st.server_version = version.__version__
         version.check(log, req.status.client_version, "scheduler", "client")
         st.dead.extend(a for a in req.status.addresses if not self.state.is_alive(a, now))
+        st.function_replicas.update(self.state.replicas)
         st.functions = len(self.registry.functions)
         st.dags = len(self.registry.dags)
 

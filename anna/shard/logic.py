@@ -226,6 +226,10 @@ class ShardState:
     default_local: int = 1
     store: dict[str, Entry] = field(default_factory=dict)
     stats: Counter[str] = field(default_factory=Counter)
+    #: client GETs and PUTs per key in the current window, and the most accessed keys
+    #: of the last one (``roll_accesses``; the autoscaler's hot keys)
+    accesses: Counter[str] = field(default_factory=Counter)
+    hot_keys: dict[str, int] = field(default_factory=dict)
     anti_entropy: bool = True  # keep the anti-entropy digests (the shell: period > 0)
     tombstone_ttl_ms: int = 3_600_000  # a tombstone is dropped this long after its delete
     max_value_bytes: int = MAX_VALUE_BYTES  # a larger PUT payload: VALUE_TOO_LARGE
@@ -295,6 +299,13 @@ class ShardState:
             self._own[key] = own
         return own
 
+    def roll_accesses(self, top: int = 20) -> dict[str, int]:
+        """End the access-count window: keep its ``top`` most accessed keys (and their
+        counts) as ``hot_keys``, start a new one."""
+        self.hot_keys = dict(self.accesses.most_common(top))
+        self.accesses = Counter()
+        return self.hot_keys
+
     def departed(self) -> bool:
         return self.node_id not in self.placement.nodes
 
@@ -303,6 +314,10 @@ class ShardState:
     def handle_request(self, req: pb.KeyRequest) -> list[Action]:
         """A KeyRequest from a client: the reply (if wanted) and the WAL appends."""
         rtype = req.type
+        if rtype == GET or rtype == PUT:
+            accesses = self.accesses
+            for t in req.tuples:
+                accesses[t.key] += 1
         if rtype == GET:
             self.stats["get"] += 1
             resp = self._get(req)
@@ -346,6 +361,7 @@ class ShardState:
         decoded it already (large values, off the loop)."""
         if rtype == GET:
             self.stats["get"] += 1
+            self.accesses[key] += 1
             owned, nrep = self.ownership(key)
             lt = 0
             value = b""
@@ -369,6 +385,7 @@ class ShardState:
             return [Reply(address, b"".join(parts))]
         if rtype == PUT:
             self.stats["put"] += 1
+            self.accesses[key] += 1
             owned, nrep = self.ownership(key)
             invalidate = False
             actions: list[Action] = []

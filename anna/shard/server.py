@@ -49,6 +49,7 @@ COMPACT_BYTES = 64 * 1024 * 1024
 EVENTS = zmq.EVENTS
 POLLIN = zmq.POLLIN
 BUSY_CHECK_MS = 2  # busy mode: how often the gossip and cache sockets are looked at
+KEY_ACCESS_WINDOW_S = 10.0  # per-key access counts: the window the hot keys are counted over
 GC_GEN0_THRESHOLD = 20_000
 BIG_FRAME = 64 * 1024  # requests at least this large are parsed in place (no copy)
 #: Requests at least this large are decoded and logged by the worker thread
@@ -469,6 +470,7 @@ class ShardServer:
         next_hb = now
         next_push = now + push_period
         next_stats = now + 60
+        next_roll = now + KEY_ACCESS_WINDOW_S
         gc_period = min(60.0, max(0.5, kvs.tombstone_ttl_s / 4))
         next_gc = now + gc_period
         next_timer = now
@@ -653,7 +655,12 @@ class ShardServer:
                         len(st.tombs),
                     )
                     next_stats = now + 60
-                next_timer = min(next_gossip, next_hb, next_push, next_stats, next_ae, next_gc)
+                if now >= next_roll:
+                    st.roll_accesses()
+                    next_roll = now + KEY_ACCESS_WINDOW_S
+                next_timer = min(
+                    next_gossip, next_hb, next_push, next_stats, next_ae, next_gc, next_roll
+                )
                 if wal.unsynced and wal.fsync_policy == "interval":
                     next_timer = min(next_timer, wal.last_sync + wal.interval_s)
 
@@ -707,6 +714,7 @@ def main(argv: list[str] | None = None) -> int:
         gauges=frozenset({"keys", "subscribed_keys"}),
     )
     metrics.export_gossip_ages(str(args.shard), lambda: dict(st.gossip_heard))
+    metrics.export_hot_keys(str(args.shard), lambda: st.hot_keys, KEY_ACCESS_WINDOW_S)
     metrics.serve(cfg, "shard", f"shard{args.shard}", args.shard)
 
     def stop(signum: int, frame: object) -> None:

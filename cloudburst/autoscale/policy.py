@@ -18,7 +18,7 @@ storage
 Hysteresis: a condition must hold for ``hysteresis`` consecutive evaluations before
 it acts, and the add and remove thresholds are far apart; after an action on a tier
 (executors or storage) that tier waits ``grace_s`` (new nodes take time to start and
-to take load). Every decision carries the inputs it was made on (the shell logs them
+to take load), counted from when the nodes it added report (``pending_*_nodes``). Every decision carries the inputs it was made on (the shell logs them
 and exports them as metrics).
 
 >>> p = ClusterPolicy(PolicyConfig(hysteresis=1))
@@ -44,6 +44,7 @@ class PolicyConfig:
     min_executor_nodes: int = 1
     max_executor_nodes: int = 4
     hot_function_rate: float = 100.0  # calls per second
+    hot_function_workers: float = 2.0  # busy workers per replica (rate x latency); 0: off
     max_function_replicas: int = 8
     kvs_memory_high: float = 0.7
     kvs_memory_low: float = 0.2
@@ -80,8 +81,13 @@ class NodeLoad:
 @dataclass(frozen=True)
 class FunctionLoad:
     rate: float  # calls per second
-    latency_s: float = 0.0
-    replicas: int = 1
+    latency_s: float = 0.0  # mean run time of its calls this period
+    replicas: int = 1  # nodes its placement spreads over (scheduler replicas)
+
+    @property
+    def workers(self) -> float:
+        """Workers its calls keep busy on average (Little's law: rate x latency)."""
+        return self.rate * self.latency_s
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,9 @@ class Inputs:
             "storage_nodes": float(len(self.storage)),
             "kvs_memory": max((s.memory_fraction for s in self.storage), default=0.0),
             "kvs_latency_s": max((s.latency_s for s in self.storage), default=0.0),
+            "function_rate_max": max((f.rate for f in self.functions.values()), default=0.0),
+            "function_workers_max": max((f.workers for f in self.functions.values()), default=0.0),
+            "key_accesses_max": float(max(self.key_accesses.values(), default=0)),
         }
         return out
 
@@ -173,8 +182,21 @@ class ClusterPolicy:
         nums = inputs.summary()
         out: list[Decision] = []
 
-        def act(action: Action, reason: str) -> None:
-            out.append(Decision(action, reason, nums))
+        def act(action: Action, reason: str, extra: Mapping[str, float] | None = None) -> None:
+            out.append(Decision(action, reason, {**nums, **(extra or {})}))
+
+        # Capacity still on its way (a node added, not reporting yet): the grace period
+        # runs from when it arrives, and what was measured before it does not count
+        # towards the next decision (a node that takes longer to start than grace_s
+        # would otherwise be followed by another add the moment it shows up).
+        for tier, pending in (
+            ("executor", inputs.pending_executor_nodes),
+            ("storage", inputs.pending_storage_nodes),
+        ):
+            if pending:
+                self.last_action[tier] = max(self.last_action.get(tier, now), now)
+                self.streaks.pop(f"{tier}_high", None)
+                self.streaks.pop(f"{tier}_low", None)
 
         # --- executors ---------------------------------------------------------
         live = [n for n in inputs.executors if not n.draining]
@@ -205,19 +227,39 @@ class ClusterPolicy:
                     f"utilization {util:.2f} < {c.executor_low}; least loaded node",
                 )
         for name, fn in sorted(inputs.functions.items()):
-            hot = self._holds(f"hot_function:{name}", fn.rate > c.hot_function_rate)
-            cold = self._holds(f"cold_function:{name}", fn.rate < c.hot_function_rate / 10)
+            fnums = {
+                "function_rate": fn.rate,
+                "function_latency_s": fn.latency_s,
+                "function_replicas": float(fn.replicas),
+            }
+            busy_hot = bool(c.hot_function_workers) and (
+                fn.workers > c.hot_function_workers * fn.replicas
+            )
+            hot = self._holds(f"hot_function:{name}", fn.rate > c.hot_function_rate or busy_hot)
+            cold = self._holds(
+                f"cold_function:{name}",
+                fn.rate < c.hot_function_rate / 10
+                and (not c.hot_function_workers or fn.workers < c.hot_function_workers / 2),
+            )
             if hot and fn.replicas < c.max_function_replicas:
                 want = min(c.max_function_replicas, fn.replicas * 2)
-                act(
-                    Action("replicate_function", name, want),
-                    f"{fn.rate:.0f} calls/s > {c.hot_function_rate:g}",
+                why = (
+                    f"{fn.rate:.0f} calls/s > {c.hot_function_rate:g}"
+                    if fn.rate > c.hot_function_rate
+                    else (
+                        f"{fn.workers:.1f} busy workers ({fn.rate:.1f} calls/s x "
+                        f"{fn.latency_s * 1e3:.0f} ms) > {c.hot_function_workers:g} x "
+                        f"{fn.replicas} replica(s)"
+                    )
                 )
+                act(Action("replicate_function", name, want), why, fnums)
                 self.streaks.pop(f"hot_function:{name}", None)
             elif cold and fn.replicas > 1:
                 act(
                     Action("replicate_function", name, 1),
-                    f"{fn.rate:.1f} calls/s < {c.hot_function_rate / 10:g}",
+                    f"{fn.rate:.1f} calls/s < {c.hot_function_rate / 10:g} and "
+                    f"{fn.workers:.2f} busy workers < {c.hot_function_workers / 2:g}",
+                    fnums,
                 )
 
         # --- storage -----------------------------------------------------------
@@ -250,6 +292,7 @@ class ClusterPolicy:
                 act(
                     Action("set_key_replication", key, c.hot_key_replication),
                     f"{count} accesses > {c.hot_key_accesses}",
+                    {"key_accesses": float(count), "key_replication": float(current)},
                 )
         for key, current in sorted(inputs.key_replication.items()):
             count = inputs.key_accesses.get(key, 0)
@@ -257,6 +300,7 @@ class ClusterPolicy:
                 act(
                     Action("set_key_replication", key, inputs.default_replication),
                     f"{count} accesses < {c.cold_key_accesses}: back to the default",
+                    {"key_accesses": float(count), "key_replication": float(current)},
                 )
 
         for d in out:

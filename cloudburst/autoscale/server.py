@@ -6,8 +6,8 @@ queue, how long its call has run), turn it into the policy's :class:`Inputs`, as
 ``cloudburst_autoscaler_decisions`` (the inputs are in ``cloudburst_autoscaler_input``)
 and carry it out through the actuator (``autoscale.actuator``: local processes or
 Kubernetes replica counts). Key replication goes through the KVS client's
-``set_replication``; a function's placement replication is logged only (the
-scheduler's placement spreads a hot function over the workers as its load rises).
+``set_replication``; a function's placement replication to the scheduler
+(``FunctionReplication``: its calls spread over that many nodes).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cloudburst.autoscale.actuators import KubernetesActuator, LocalActuator
+from cloudburst.autoscale.inputs import BusyMeter, mean_latencies
 from cloudburst.autoscale.policy import (
     ClusterPolicy,
     Decision,
@@ -44,15 +45,24 @@ def executor_inputs(
     status: pb.ClusterStatus,
     draining: set[str] | None = None,
     removable: Callable[[str], bool] = lambda node: True,
+    meter: BusyMeter | None = None,
 ) -> Inputs:
-    """Per executor node: the share of its workers that are busy, and how long the
-    longest call has been running on a worker with calls waiting behind it."""
+    """Per executor node: its workers' mean utilization (with ``meter``: the share of
+    the interval since the last evaluation each was busy, from their busy time; without:
+    the share of them busy now), and how long the longest call has been running on a
+    worker with calls waiting behind it."""
     nodes: dict[str, list[Any]] = defaultdict(list)
     for e in status.executors:
         nodes[e.node_id].append(e)
     loads = []
     for node_id, workers in sorted(nodes.items()):
-        busy = sum(1 for w in workers if w.busy)
+        if meter is None:
+            busy = float(sum(1 for w in workers if w.busy))
+        else:
+            busy = sum(
+                meter.utilization(w.address, w.pid, w.busy > 0, w.busy_s, w.uptime_s)
+                for w in workers
+            )
         wait = max((w.current_call_s for w in workers if w.queue_length), default=0.0)
         loads.append(
             NodeLoad(
@@ -64,6 +74,8 @@ def executor_inputs(
                 removable(node_id),
             )
         )
+    if meter is not None:
+        meter.end_round()
     return Inputs(executors=loads)
 
 
@@ -108,6 +120,50 @@ def function_rates(
     return rates, now
 
 
+def hot_keys(shard_metrics: dict[str, str], period_s: float) -> dict[str, int]:
+    """Accesses per key per evaluation period: the shards' ``anna_key_accesses`` (their
+    most accessed keys in their last access window, summed over the shards) scaled
+    from the window to ``period_s``."""
+    counts: dict[str, float] = defaultdict(float)
+    window = 0.0
+    for text in shard_metrics.values():
+        for labels, value in _samples(text, "anna_key_accesses"):
+            counts[labels.get("key", "")] += value
+        for _, value in _samples(text, "anna_key_access_window_seconds"):
+            window = max(window, value)
+    if not window:
+        return {}
+    return {key: int(round(n * period_s / window)) for key, n in counts.items()}
+
+
+def call_seconds(worker_metrics: dict[str, str]) -> dict[str, dict[str, tuple[float, float]]]:
+    """Per worker, per function: the cumulative ``(seconds, calls)`` of its runs
+    (``cloudburst_call_seconds`` of role executor)."""
+    out: dict[str, dict[str, tuple[float, float]]] = {}
+    for source, text in worker_metrics.items():
+        sums: dict[str, float] = {}
+        counts: dict[str, float] = {}
+        for labels, value in _samples(text, "cloudburst_call_seconds_sum"):
+            if labels.get("role") == "executor" and labels.get("kind") == "function":
+                sums[labels.get("name", "")] = value
+        for labels, value in _samples(text, "cloudburst_call_seconds_count"):
+            if labels.get("role") == "executor" and labels.get("kind") == "function":
+                counts[labels.get("name", "")] = value
+        out[source] = {n: (sums.get(n, 0.0), c) for n, c in counts.items()}
+    return out
+
+
+def kvs_seconds(worker_metrics: dict[str, str]) -> dict[str, dict[str, tuple[float, float]]]:
+    """Per worker: the cumulative ``(seconds, requests)`` of its KVS requests (every
+    type; ``cloudburst_kvs_request_seconds``), under the name ``kvs``."""
+    out: dict[str, dict[str, tuple[float, float]]] = {}
+    for source, text in worker_metrics.items():
+        secs = sum(v for _, v in _samples(text, "cloudburst_kvs_request_seconds_sum"))
+        count = sum(v for _, v in _samples(text, "cloudburst_kvs_request_seconds_count"))
+        out[source] = {"kvs": (secs, count)}
+    return out
+
+
 class Autoscaler:
     def __init__(
         self,
@@ -115,15 +171,25 @@ class Autoscaler:
         actuator: Any,
         status: Callable[[], pb.ClusterStatus],
         kvs: Any = None,
-        scrape: Callable[[], tuple[dict[str, str], str]] | None = None,
+        scrape: Callable[[], Any] | None = None,
+        replicate: Callable[[str, int], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.policy = ClusterPolicy(config_from(cfg.autoscale))
         self.actuator = actuator
         self.status = status
         self.kvs = kvs
-        self.scrape = scrape  # () -> (shard /metrics text by host, scheduler /metrics text)
+        # () -> (shard /metrics text by host, scheduler /metrics text[, worker /metrics
+        # text by worker])
+        self.scrape = scrape
+        self.latencies: dict[str, dict[str, tuple[float, float]]] = {}
+        self.kvs_latencies: dict[str, dict[str, tuple[float, float]]] = {}
+        self.key_replication: dict[str, int] = {}  # keys whose replication we raised
+        # () -> None: tell the scheduler to spread a function over N nodes
+        self.replicate = replicate
+        self.function_replicas: dict[str, int] = {}  # as the scheduler reports them
         self.calls: dict[str, float] = {}
+        self.meter = BusyMeter()  # worker utilization between evaluations
         self.last_step = 0.0
         self.draining: set[str] = set()
         self.history: list[tuple[float, Decision]] = []
@@ -132,21 +198,48 @@ class Autoscaler:
     def step(self, now: float) -> list[Decision]:
         try:
             owns = getattr(self.actuator, "owns", None)
-            inputs = executor_inputs(self.status(), self.draining, owns or (lambda node: True))
+            status = self.status()
+            self.function_replicas = dict(status.function_replicas)
+            inputs = executor_inputs(status, self.draining, owns or (lambda node: True), self.meter)
             starting = getattr(self.actuator, "starting", None)
             if starting is not None:
                 seen = {n.node_id for n in inputs.executors}
                 pending = starting(seen)
                 inputs = dataclasses.replace(inputs, pending_executor_nodes=pending)
             if self.scrape is not None:
-                shards, scheduler = self.scrape()
+                shards, scheduler, *more = self.scrape()
+                workers = more[0] if more else {}
                 rates, self.calls = function_rates(self.calls, scheduler, now - self.last_step)
+                seconds = call_seconds(workers)
+                latency = mean_latencies(self.latencies, seconds)
+                self.latencies = seconds
+                functions = {
+                    name: dataclasses.replace(
+                        load,
+                        latency_s=latency.get(name, 0.0),
+                        replicas=self.function_replicas.get(name, 1),
+                    )
+                    for name, load in rates.items()
+                }
                 storage = []
                 if self.cfg.autoscale.kvs_capacity_bytes:
                     storage = storage_inputs(
                         shards, self.cfg.autoscale.kvs_capacity_bytes, self.cfg.kvs.shard_base_port
                     )
-                inputs = dataclasses.replace(inputs, functions=rates, storage=storage)
+                    # the executors' mean KVS request latency this period (seen from
+                    # the workers: one figure for every storage node)
+                    kvs_now = kvs_seconds(workers)
+                    kvs_latency = mean_latencies(self.kvs_latencies, kvs_now).get("kvs", 0.0)
+                    self.kvs_latencies = kvs_now
+                    storage = [dataclasses.replace(x, latency_s=kvs_latency) for x in storage]
+                inputs = dataclasses.replace(
+                    inputs,
+                    functions=functions,
+                    storage=storage,
+                    key_accesses=hot_keys(shards, self.cfg.autoscale.period_s),
+                    key_replication=dict(self.key_replication),
+                    default_replication=self.cfg.kvs.replication_global,
+                )
             self.last_step = now
         except Exception as exc:
             log.warning("no status from the scheduler: %s", exc)
@@ -157,6 +250,14 @@ class Autoscaler:
         del self.trace[:-1000]
         for name, value in summary.items():
             metrics.AUTOSCALER_INPUT.labels(name).set(value)
+        metrics.AUTOSCALER_FUNCTION_INPUT.clear()
+        for name, fn in inputs.functions.items():
+            metrics.AUTOSCALER_FUNCTION_INPUT.labels(name, "rate").set(fn.rate)
+            metrics.AUTOSCALER_FUNCTION_INPUT.labels(name, "latency_s").set(fn.latency_s)
+            metrics.AUTOSCALER_FUNCTION_INPUT.labels(name, "replicas").set(fn.replicas)
+        metrics.AUTOSCALER_KEY_ACCESSES.clear()
+        for key, count in inputs.key_accesses.items():
+            metrics.AUTOSCALER_KEY_ACCESSES.labels(key).set(count)
         decisions = self.policy.decide(inputs, now)
         for d in decisions:
             log.info("decision: %s", d.log_line())
@@ -186,21 +287,30 @@ class Autoscaler:
             self.actuator.add_storage_node()
         elif kind == "remove_storage_node":
             self.actuator.remove_storage_node(target)
+        elif kind == "replicate_function" and self.replicate is not None:
+            self.replicate(target, d.action.count)
+            self.function_replicas[target] = d.action.count
         elif kind == "set_key_replication" and self.kvs is not None:
             self.kvs.set_replication(target, d.action.count)
+            if d.action.count > self.cfg.kvs.replication_global:
+                self.key_replication[target] = d.action.count
+            else:
+                self.key_replication.pop(target, None)
         else:
             log.info("%s %s: logged only", kind, target)
 
 
-def scrape_local(cfg: Config) -> tuple[dict[str, str], str]:
-    """The ``/metrics`` text of the local cluster's shards (by host) and scheduler."""
+def scrape_local(cfg: Config) -> tuple[dict[str, str], str, dict[str, str]]:
+    """The ``/metrics`` text of the local cluster's shards (by host), scheduler and
+    workers (by worker)."""
     import urllib.request
     from urllib.parse import urlparse
 
     shards: dict[str, str] = {}
     scheduler = ""
+    workers: dict[str, str] = {}
     for rec in metrics.endpoints(cfg.run_dir):
-        if rec.get("role") not in ("shard", "scheduler"):
+        if rec.get("role") not in ("shard", "scheduler", "worker"):
             continue
         try:
             with urllib.request.urlopen(rec["url"], timeout=1.0) as resp:
@@ -209,10 +319,12 @@ def scrape_local(cfg: Config) -> tuple[dict[str, str], str]:
             continue
         if rec["role"] == "scheduler":
             scheduler = text
+        elif rec["role"] == "worker":
+            workers[f"{rec.get('name')}/{rec.get('pid')}"] = text
         else:
             host = urlparse(rec["url"]).hostname or cfg.ip
             shards[host] = shards.get(host, "") + text
-    return shards, scheduler
+    return shards, scheduler, workers
 
 
 def make_actuator(cfg: Config) -> Any:
@@ -243,11 +355,19 @@ def main(argv: list[str] | None = None) -> int:
         scheduler_host(cfg), cfg.ip, port=cfg.scheduler.port, direct=False, timeout=5.0
     )
     actuator = make_actuator(cfg)
+    from cloudburst.shared.kvs import make_kvs_client
+
+    # hot keys' replication (set_key_replication) goes to the KVS routing tier
+    kvs = make_kvs_client(kvs_host(cfg), cfg.kvs.routing_port, ip=cfg.ip, timeout=5.0)
     scaler = Autoscaler(
         cfg,
         actuator,
         lambda: conn._request("status", pb.StatusQuery()).status,
+        kvs=kvs,
         scrape=lambda: scrape_local(cfg),
+        replicate=lambda fn, n: conn._request(
+            "replicate", pb.FunctionReplication(function=fn, replicas=n)
+        ),
     )
     running = [True]
 
@@ -268,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         if stop_all is not None:
             stop_all()
         conn.close()
+        kvs.close()
     return 0
 
 

@@ -37,7 +37,7 @@ import zmq
 from anna.errors import AnnaError, AnnaTimeoutError
 from cloudburst.client.dags import dag_message
 from cloudburst.client.future import _UNSET, CloudburstFuture
-from cloudburst.shared import security, version, wire
+from cloudburst.shared import security, serializer, version, wire
 from cloudburst.shared.config import ExecutorConfig, SchedulerConfig
 from cloudburst.shared.errors import (
     CloudburstException,
@@ -52,6 +52,7 @@ from cloudburst.shared.processes import port_open
 from cloudburst.shared.proto import cloudburst_pb2 as pb
 from cloudburst.shared.reference import CloudburstReference
 from cloudburst.shared.values import from_lattice, to_lattice
+from lattices import LWWPairLattice, make_timestamp
 from scheduler.logic import sources
 
 log = logging.getLogger(__name__)
@@ -1163,6 +1164,17 @@ class CloudburstConnection:
     def put_object(self, key: str, value: Any) -> bool:
         """Store ``value`` under ``key``: a ``set`` as a Set lattice, anything else as
         LWW (a lattice is stored as is)."""
+        pieces = serializer.large_value_pieces(value)
+        if pieces is not None:  # a large array: sent from its own memory, not copied
+            ts = make_timestamp()
+
+            def put_pieces(kvs: Any) -> bool:
+                put = getattr(kvs, "put_lww_pieces", None)
+                if put is None:
+                    return bool(kvs.put(key, LWWPairLattice(ts, b"".join(pieces))))
+                return bool(put(key, ts, pieces))
+
+            return bool(self._kvs_call(put_pieces))
         lattice = to_lattice(value)
         return bool(self._kvs_call(lambda kvs: kvs.put(key, lattice)))
 

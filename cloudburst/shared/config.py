@@ -208,6 +208,9 @@ class AutoscaleConfig:
     min_executor_nodes: int = 1
     max_executor_nodes: int = 4
     hot_function_rate: float = 100.0
+    # a function whose calls keep more than this many workers busy per placement
+    # replica (calls per second x mean latency) is hot too; 0: off
+    hot_function_workers: float = 2.0
     max_function_replicas: int = 8
     kvs_memory_high: float = 0.7
     kvs_memory_low: float = 0.2

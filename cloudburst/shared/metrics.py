@@ -80,6 +80,16 @@ AUTOSCALER_DECISIONS = Counter(
 AUTOSCALER_INPUT = Gauge(
     "cloudburst_autoscaler_input", "the cluster policy's last inputs", ["name"]
 )
+AUTOSCALER_FUNCTION_INPUT = Gauge(
+    "cloudburst_autoscaler_function_input",
+    "the cluster policy's last inputs per function (rate, latency_s, replicas)",
+    ["function", "input"],
+)
+AUTOSCALER_KEY_ACCESSES = Gauge(
+    "cloudburst_autoscaler_key_accesses",
+    "the cluster policy's last per-key access counts (per period; the hottest keys)",
+    ["key"],
+)
 
 
 class FastHistogram(Collector):
@@ -333,6 +343,36 @@ class GossipAgeCollector(Collector):
 
 def export_gossip_ages(shard: str, read: Callable[[], Mapping[str, int]]) -> None:
     REGISTRY.register(GossipAgeCollector(shard, read))
+
+
+class HotKeysCollector(Collector):
+    """``anna_key_accesses{shard, key}``: client GETs and PUTs of the shard's most
+    accessed keys in its last access window (``anna_key_access_window_seconds``); the
+    autoscaler's hot-key input."""
+
+    def __init__(self, shard: str, read: Callable[[], Mapping[str, int]], window: float) -> None:
+        self.shard = shard
+        self.read = read
+        self.window = window
+
+    def collect(self) -> Any:
+        family = GaugeMetricFamily(
+            "anna_key_accesses",
+            "accesses of the shard's most accessed keys in the last access window",
+            labels=["shard", "key"],
+        )
+        for key, count in sorted(self.read().items()):
+            family.add_metric([self.shard, key], float(count))
+        yield family
+        window = GaugeMetricFamily(
+            "anna_key_access_window_seconds", "length of a shard's access window", labels=["shard"]
+        )
+        window.add_metric([self.shard], self.window)
+        yield window
+
+
+def export_hot_keys(shard: str, read: Callable[[], Mapping[str, int]], window: float) -> None:
+    REGISTRY.register(HotKeysCollector(shard, read, window))
 
 
 def export_restarts(sup: Any) -> None:

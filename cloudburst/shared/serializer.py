@@ -279,8 +279,9 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
-def _value_bytes(lay: Layout) -> bytes:
-    """The ``Value`` message (body = 1, type = 2) of a layout, by one join."""
+def value_pieces(lay: Layout) -> list[Any]:
+    """The ``Value`` message (body = 1, type = 2) of a layout as pieces to join or to
+    send as they are (the large ones are views of the object's own memory)."""
     pieces: list[Any] = [b"\x0a", _varint(lay.length)]
     pos = 0
     for off, part in sorted(lay.parts, key=lambda p: p[0]):
@@ -293,7 +294,44 @@ def _value_bytes(lay: Layout) -> bytes:
         pos = off + len(view)
     if lay.kind:
         pieces.append(b"\x10" + _varint(lay.kind))
-    return b"".join(pieces)
+    return pieces
+
+
+def _value_bytes(lay: Layout) -> bytes:
+    """The ``Value`` message of a layout, by one join."""
+    return b"".join(value_pieces(lay))
+
+
+def bytes_or_layout(obj: Any, min_bytes: int) -> bytes | Layout:
+    """The :class:`Layout` of ``obj``'s body when it is at least ``min_bytes`` long with
+    large data to place (as :func:`layout`), else :func:`to_bytes` of ``obj``; ``obj``
+    is pickled once either way (``cb.put`` of a small dict does not pay twice)."""
+    if isinstance(obj, np.ndarray) and not obj.dtype.hasobject:
+        lay = layout(obj, min_bytes)
+        return to_bytes(obj) if lay is None else lay
+    if isinstance(obj, bytes):
+        return Layout(BYTES, len(obj), [(0, obj)], 0) if len(obj) >= min_bytes else to_bytes(obj)
+    if isinstance(obj, str) or type(obj) in (int, float, bool, type(None)):
+        return to_bytes(obj)
+    try:
+        out = _default_layout(obj)
+    except Exception as exc:  # pickling can raise almost anything
+        raise SerializationError(f"cannot serialize {type(obj).__name__}: {exc}") from exc
+    if isinstance(out, bytes):
+        return pb.Value(type=DEFAULT, body=out).SerializeToString()  # type: ignore[no-any-return]
+    return out if out.length >= min_bytes else _value_bytes(out)
+
+
+def large_value_pieces(obj: Any) -> list[Any] | None:
+    """``to_bytes(obj)`` as pieces (no copy of the large data) when ``obj`` has large
+    data to place (a numpy array or a pickle with out-of-band buffers of at least
+    ``OOB_MIN_BYTES``); None otherwise."""
+    if isinstance(obj, bytes | str) or type(obj) in (int, float, bool, type(None)):
+        return None
+    if isinstance(obj, np.ndarray) and (obj.dtype.hasobject or obj.nbytes < OOB_MIN_BYTES):
+        return None
+    lay = layout(obj, OOB_MIN_BYTES)
+    return None if lay is None else value_pieces(lay)
 
 
 def from_bytes(data: bytes | memoryview) -> Any:

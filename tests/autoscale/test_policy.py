@@ -131,3 +131,17 @@ def test_no_node_is_added_while_one_is_still_starting() -> None:
     starting = Inputs(executors=[NodeLoad("a", 1.0)], pending_executor_nodes=1)
     assert p.decide(starting, 0.0) == []
     assert kinds(p.decide(busy(1.0), 1.0)) == ["add_executor_node"]
+
+
+def test_the_grace_period_runs_from_when_an_added_node_arrives() -> None:
+    # A node that takes longer to start than grace_s: no second add the moment it
+    # shows up (the load measured while it started does not count), grace from then.
+    p = ClusterPolicy(PolicyConfig(hysteresis=1, grace_s=3.0))
+    assert kinds(p.decide(busy(1.0), 0.0)) == ["add_executor_node"]
+    for t in range(1, 14):
+        starting = Inputs(executors=[NodeLoad("a", 1.0)], pending_executor_nodes=1)
+        assert p.decide(starting, float(t)) == [], t
+    arrived = Inputs(executors=[NodeLoad("a", 1.0), NodeLoad("b", 0.5)])
+    assert p.decide(arrived, 14.0) == []
+    assert p.decide(arrived, 15.5) == []  # last seen starting at 13, + 3: still in grace
+    assert kinds(p.decide(arrived, 16.5)) == ["add_executor_node"]

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import signal
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
+import numpy as np
 import pytest
+import yaml
 
 from cache.client import CacheClient
+from cache.shm import put_prefix, segment_prefix
+from cloudburst.shared import serializer
 from cloudburst.shared.processes import wait_until
+from cloudburst.shared.values import from_lattice
 from lattices import LWWPairLattice, SetLattice, make_timestamp
 from tests.cache.conftest import PUSH_PERIOD_MS, Cluster
 
@@ -186,3 +196,99 @@ def test_metrics_endpoint(cluster: Cluster, kvs_client) -> None:
         assert "cloudburst_cache_bytes{" in text
     finally:
         cc.close()
+
+
+# ---- cb.put through an adopted segment; put_object's pieces (cache/shm.py) -------------------
+# (here rather than in test_shm_adopt.py: they share this module's KVS)
+
+
+@pytest.fixture
+def shm_dir() -> Path:
+    d = Path("/dev/shm") / f"cbtest-{os.getpid()}-{os.urandom(4).hex()}"
+    d.mkdir()
+    yield d
+    for f in d.iterdir():
+        f.unlink()
+    d.rmdir()
+
+
+DIE_BEFORE_ADOPTION = """
+import os, sys
+from cache.shm import put_prefix, write_segment
+write_segment(sys.argv[1], put_prefix(sys.argv[2]) + f"{os.getpid()}-1", 1 << 20, [])
+os._exit(0)
+"""
+
+
+def test_put_value_through_adopted_segment(cluster: Cluster, shm_dir: Path, kvs_client) -> None:  # noqa: ANN001
+    data = dataclasses.asdict(cluster.cfg)
+    data["cache"]["shm_dir"] = str(shm_dir)
+    path = cluster.tmp / "adopt.yml"
+    path.write_text(yaml.safe_dump(data))
+    cluster.cfg_path = path
+    client = cluster.start_cache("adopt")
+    client.cfg = dataclasses.replace(
+        client.cfg, cache=dataclasses.replace(client.cfg.cache, shm_dir=str(shm_dir))
+    )
+    arr = np.arange(300_000, dtype=np.float64)
+    assert client.put_value("adopt-big", arr) is True
+    # In the KVS (an acknowledged put is durable there) ...
+    kvs = kvs_client()
+    assert np.array_equal(from_lattice(kvs.get("adopt-big")["adopt-big"]), arr)
+    # ... and served from the adopted segment (the worker's file was renamed).
+    (name,) = os.listdir(shm_dir)
+    assert name.startswith(segment_prefix(client.address))
+    got = from_lattice(client.get(["adopt-big"])["adopt-big"])
+    assert np.array_equal(got, arr) and not got.flags.writeable
+    stats = client.stats()
+    assert stats["shm_adopted"] == 1 and stats["shm_bytes"] >= arr.nbytes
+    # Small values and sets take the ordinary put.
+    assert client.put_value("adopt-small", np.arange(3.0)) is True
+    assert client.put_value("adopt-set", {1, 2}) is True
+    assert client.stats()["shm_adopted"] == 1
+    assert from_lattice(kvs.get("adopt-set")["adopt-set"]) == {1, 2}
+    # A segment the cache cannot take (another directory): refused, the worker's file
+    # removed, the value sent over the socket instead (and no segment tried for a while).
+    other = shm_dir.parent / (shm_dir.name + "-other")
+    other.mkdir()
+    try:
+        lost = CacheClient(cfg=client.cfg, address=client.address, kvs_addr=cluster.kvs_addr)
+        lost.cfg = dataclasses.replace(
+            lost.cfg, cache=dataclasses.replace(lost.cfg.cache, shm_dir=str(other))
+        )
+        assert lost.put_value("adopt-refused", arr) is True
+        assert os.listdir(other) == [] and lost._adopt_after > time.monotonic()
+        assert np.array_equal(from_lattice(kvs.get("adopt-refused")["adopt-refused"]), arr)
+        assert client.stats()["shm_adopt_refused"] == 1
+        lost.close()
+    finally:
+        for f in other.iterdir():
+            f.unlink()
+        other.rmdir()
+    # A worker that dies between writing its file and the adoption leaves nothing.
+    subprocess.run(
+        [sys.executable, "-c", DIE_BEFORE_ADOPTION, str(shm_dir), client.address],
+        check=True,
+        timeout=60,
+        cwd=str(Path(__file__).resolve().parents[2]),
+    )
+    wait_until(
+        lambda: not [n for n in os.listdir(shm_dir) if n.startswith(put_prefix(client.address))],
+        timeout=20,
+        what="the dead worker's segment removed",
+    )
+    del got
+    client.release_pins()
+    client.close()
+    cluster.procs.kill("cache-adopt", signal.SIGTERM)
+    wait_until(lambda: not os.listdir(shm_dir), timeout=20, what="segments gone at stop")
+
+
+def test_put_lww_pieces_stores_the_joined_value(kvs_client) -> None:  # noqa: ANN001
+    kvs = kvs_client()
+    arr = np.arange(100_000.0)
+    pieces = serializer.large_value_pieces(arr)
+    assert kvs.put_lww_pieces("pieces/a", 12345, pieces) is True  # general path first
+    assert kvs.put_lww_pieces("pieces/a", 12346, pieces) is True  # address cached
+    got = kvs.get("pieces/a")["pieces/a"]
+    assert got.timestamp == 12346 and np.array_equal(from_lattice(got), arr)

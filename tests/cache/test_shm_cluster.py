@@ -49,6 +49,10 @@ def probe(_lib, arr, small, dct):  # runs on an executor
     }
 
 
+def putter(lib, n):  # runs on an executor: cb.put through an adopted segment
+    return lib.put("shm/put", np.arange(n, dtype=np.float64))
+
+
 def segments(d: Path) -> list[str]:
     return sorted(p.name for p in d.iterdir())
 
@@ -88,9 +92,15 @@ def test_worker_maps_large_array_read_only_and_segments_are_cleaned(tmp_path: Pa
                 assert out["dict_over_mmap"] is True, out  # numpy inside a pickled dict
                 assert out["dict_aligned"] is True and out["dict_sum"] == float(big.sum())
             assert len(segments(shm)) == 2
+            # cb.put of a large array: written once into a segment the cache adopts.
+            assert cloud.register(putter, "shm_putter")(200_000).get(timeout=30) is True
+            expect = np.arange(200_000, dtype=np.float64)
+            assert np.array_equal(cloud.get_object("shm/put"), expect)  # in the KVS
+            assert len(segments(shm)) == 3  # the worker's file, renamed by the cache
             with CacheClient(cfg=cfg, address=address, kvs_addr=kvs, local_bytes=0) as cc:
                 st = cc.stats()
-                assert st is not None and st["shm_segments"] == 2 and st["shm_mapped"] >= 1
+                assert st is not None and st["shm_segments"] == 3 and st["shm_mapped"] >= 1
+                assert st["shm_adopted"] == 1
 
                 def unpinned() -> bool:  # the worker released its pins after each call
                     return (cc.stats(timeout=0.5) or {}).get("shm_pinned_segments") == 0
@@ -98,7 +108,7 @@ def test_worker_maps_large_array_read_only_and_segments_are_cleaned(tmp_path: Pa
                 wait_until(unpinned, timeout=20, what="the worker to release its pins")
                 pid = cc.info()["pid"]
                 os.kill(pid, signal.SIGKILL)
-                assert len(segments(shm)) == 2  # a killed cache leaves its segments...
+                assert len(segments(shm)) == 3  # a killed cache leaves its segments...
 
                 def restarted() -> bool:
                     info = cc.info(timeout=0.5)

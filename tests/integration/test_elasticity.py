@@ -185,3 +185,38 @@ def test_a_load_step_grows_the_pool_and_it_shrinks_after(
         f"load step at 2.0s: grew to {peak} workers (first seen at {grown_at:.1f}s), back "
         f"to 3 {shrink_s:.1f}s after the calls were answered"
     )
+
+
+def crash(cb: Any, x: int) -> int:
+    import os
+
+    os._exit(3)  # the interpreter dies (as a segfaulting extension would)
+
+
+def busy_workers(conn: CloudburstConnection) -> int:
+    from cloudburst.shared.proto import cloudburst_pb2 as pb
+
+    st = conn._request("status", pb.StatusQuery()).status
+    return sum(1 for e in st.executors if e.busy)
+
+
+def test_a_handed_back_call_whose_worker_dies_fails_at_once(
+    cloud: CloudburstConnection,
+) -> None:
+    """Every worker busy: the call waits behind one of them, goes back to the node and
+    runs on a new worker, which dies. The caller watches the worker the scheduler named
+    (alive, still busy): the node tells it the call's worker died, long before the
+    call's timeout."""
+    cloud.register(hold, "hold")
+    cloud.register(crash, "crash")
+    wait_for(lambda: workers(cloud) == 3, 60.0, "the pool at its minimum")
+    holds = [cloud.exec_func("hold", [i, 6.0]) for i in range(3)]
+    wait_for(lambda: busy_workers(cloud) == 3, 30.0, "all three workers busy")
+    t0 = time.monotonic()
+    f = cloud.exec_func("crash", [0])
+    with pytest.raises(CloudburstException) as info:
+        f.get(timeout=60.0)
+    print(f"a handed-back call's worker died: the caller knew {time.monotonic() - t0:.2f}s after")
+    assert "the worker running this call died" in str(info.value), info.value
+    assert "waited behind a busy worker" in str(info.value)
+    assert [h.get(timeout=60.0) for h in holds] == [0, 1, 2]  # the others are unharmed

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,9 +35,11 @@ def test_a_busy_port_is_named_with_the_program_holding_it(tmp_path: Path) -> Non
 
 
 def test_a_process_that_exits_during_start_is_named_with_its_log(tmp_path: Path) -> None:
-    # A regular file where the cache's socket directory should be: the cache exits.
-    blocker = tmp_path / "not-a-dir"
-    blocker.write_text("")
+    # A regular file where the cache's socket directory should be: the cache exits. Its
+    # path is short: a deeper one would move the sockets to /tmp (cache.protocol.socket_dir).
+    fd, name = tempfile.mkstemp(prefix="cb-not-a-dir-", dir="/tmp")
+    os.close(fd)
+    blocker = Path(name)
     cfg, path = launcher_config(tmp_path / "run", cache={"ipc_dir": str(blocker)})
     try:
         began = time.monotonic()
@@ -53,6 +56,7 @@ def test_a_process_that_exits_during_start_is_named_with_its_log(tmp_path: Path)
         assert not local.cluster_pids(cfg), "a failed start left processes running"
     finally:
         cleanup(cfg)
+        blocker.unlink(missing_ok=True)
 
 
 def test_fresh_wipes_and_a_running_cluster_is_never_started_twice_nor_reset(

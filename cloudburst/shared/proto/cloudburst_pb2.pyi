@@ -354,7 +354,7 @@ class DagTrigger(_message.Message):
     def __init__(self, schedule: _Optional[_Union[DagSchedule, _Mapping]] = ..., source: _Optional[str] = ..., target_function: _Optional[str] = ..., arguments: _Optional[_Union[Arguments, _Mapping]] = ..., error: _Optional[_Union[RemoteError, _Mapping]] = ..., session: _Optional[_Union[CallSession, _Mapping]] = ...) -> None: ...
 
 class ExecutorStatus(_message.Message):
-    __slots__ = ("address", "node_id", "functions", "busy", "queue_length", "cached_key_sizes", "has_cache_summary", "pid", "inbox_address", "completed", "leaving", "index", "indexed", "current_call", "current_call_s", "control_address", "gpu")
+    __slots__ = ("address", "node_id", "functions", "busy", "queue_length", "cached_key_sizes", "has_cache_summary", "pid", "inbox_address", "completed", "leaving", "index", "indexed", "current_call", "current_call_s", "control_address", "gpu", "busy_s", "uptime_s")
     class CachedKeySizesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -379,6 +379,8 @@ class ExecutorStatus(_message.Message):
     CURRENT_CALL_S_FIELD_NUMBER: _ClassVar[int]
     CONTROL_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     GPU_FIELD_NUMBER: _ClassVar[int]
+    BUSY_S_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_S_FIELD_NUMBER: _ClassVar[int]
     address: str
     node_id: str
     functions: _containers.RepeatedScalarFieldContainer[str]
@@ -396,7 +398,9 @@ class ExecutorStatus(_message.Message):
     current_call_s: float
     control_address: str
     gpu: bool
-    def __init__(self, address: _Optional[str] = ..., node_id: _Optional[str] = ..., functions: _Optional[_Iterable[str]] = ..., busy: _Optional[int] = ..., queue_length: _Optional[int] = ..., cached_key_sizes: _Optional[_Mapping[str, int]] = ..., has_cache_summary: _Optional[bool] = ..., pid: _Optional[int] = ..., inbox_address: _Optional[str] = ..., completed: _Optional[int] = ..., leaving: _Optional[bool] = ..., index: _Optional[int] = ..., indexed: _Optional[bool] = ..., current_call: _Optional[str] = ..., current_call_s: _Optional[float] = ..., control_address: _Optional[str] = ..., gpu: _Optional[bool] = ...) -> None: ...
+    busy_s: float
+    uptime_s: float
+    def __init__(self, address: _Optional[str] = ..., node_id: _Optional[str] = ..., functions: _Optional[_Iterable[str]] = ..., busy: _Optional[int] = ..., queue_length: _Optional[int] = ..., cached_key_sizes: _Optional[_Mapping[str, int]] = ..., has_cache_summary: _Optional[bool] = ..., pid: _Optional[int] = ..., inbox_address: _Optional[str] = ..., completed: _Optional[int] = ..., leaving: _Optional[bool] = ..., index: _Optional[int] = ..., indexed: _Optional[bool] = ..., current_call: _Optional[str] = ..., current_call_s: _Optional[float] = ..., control_address: _Optional[str] = ..., gpu: _Optional[bool] = ..., busy_s: _Optional[float] = ..., uptime_s: _Optional[float] = ...) -> None: ...
 
 class CallCancel(_message.Message):
     __slots__ = ("call_id", "addresses")
@@ -415,7 +419,7 @@ class StatusQuery(_message.Message):
     def __init__(self, addresses: _Optional[_Iterable[str]] = ..., client_version: _Optional[str] = ...) -> None: ...
 
 class ExecutorInfo(_message.Message):
-    __slots__ = ("address", "node_id", "alive", "functions", "pid", "load", "busy", "queue_length", "current_call", "current_call_s", "gpu")
+    __slots__ = ("address", "node_id", "alive", "functions", "pid", "load", "busy", "queue_length", "current_call", "current_call_s", "gpu", "busy_s", "uptime_s")
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ALIVE_FIELD_NUMBER: _ClassVar[int]
@@ -427,6 +431,8 @@ class ExecutorInfo(_message.Message):
     CURRENT_CALL_FIELD_NUMBER: _ClassVar[int]
     CURRENT_CALL_S_FIELD_NUMBER: _ClassVar[int]
     GPU_FIELD_NUMBER: _ClassVar[int]
+    BUSY_S_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_S_FIELD_NUMBER: _ClassVar[int]
     address: str
     node_id: str
     alive: bool
@@ -438,10 +444,19 @@ class ExecutorInfo(_message.Message):
     current_call: str
     current_call_s: float
     gpu: bool
-    def __init__(self, address: _Optional[str] = ..., node_id: _Optional[str] = ..., alive: _Optional[bool] = ..., functions: _Optional[_Iterable[str]] = ..., pid: _Optional[int] = ..., load: _Optional[int] = ..., busy: _Optional[int] = ..., queue_length: _Optional[int] = ..., current_call: _Optional[str] = ..., current_call_s: _Optional[float] = ..., gpu: _Optional[bool] = ...) -> None: ...
+    busy_s: float
+    uptime_s: float
+    def __init__(self, address: _Optional[str] = ..., node_id: _Optional[str] = ..., alive: _Optional[bool] = ..., functions: _Optional[_Iterable[str]] = ..., pid: _Optional[int] = ..., load: _Optional[int] = ..., busy: _Optional[int] = ..., queue_length: _Optional[int] = ..., current_call: _Optional[str] = ..., current_call_s: _Optional[float] = ..., gpu: _Optional[bool] = ..., busy_s: _Optional[float] = ..., uptime_s: _Optional[float] = ...) -> None: ...
 
 class ClusterStatus(_message.Message):
-    __slots__ = ("executors", "kvs_address", "scheduler_address", "dead", "functions", "dags", "server_version")
+    __slots__ = ("executors", "kvs_address", "scheduler_address", "dead", "functions", "dags", "server_version", "function_replicas")
+    class FunctionReplicasEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     EXECUTORS_FIELD_NUMBER: _ClassVar[int]
     KVS_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     SCHEDULER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
@@ -449,6 +464,7 @@ class ClusterStatus(_message.Message):
     FUNCTIONS_FIELD_NUMBER: _ClassVar[int]
     DAGS_FIELD_NUMBER: _ClassVar[int]
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FUNCTION_REPLICAS_FIELD_NUMBER: _ClassVar[int]
     executors: _containers.RepeatedCompositeFieldContainer[ExecutorInfo]
     kvs_address: str
     scheduler_address: str
@@ -456,10 +472,11 @@ class ClusterStatus(_message.Message):
     functions: int
     dags: int
     server_version: str
-    def __init__(self, executors: _Optional[_Iterable[_Union[ExecutorInfo, _Mapping]]] = ..., kvs_address: _Optional[str] = ..., scheduler_address: _Optional[str] = ..., dead: _Optional[_Iterable[str]] = ..., functions: _Optional[int] = ..., dags: _Optional[int] = ..., server_version: _Optional[str] = ...) -> None: ...
+    function_replicas: _containers.ScalarMap[str, int]
+    def __init__(self, executors: _Optional[_Iterable[_Union[ExecutorInfo, _Mapping]]] = ..., kvs_address: _Optional[str] = ..., scheduler_address: _Optional[str] = ..., dead: _Optional[_Iterable[str]] = ..., functions: _Optional[int] = ..., dags: _Optional[int] = ..., server_version: _Optional[str] = ..., function_replicas: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class SchedulerRequest(_message.Message):
-    __slots__ = ("request_id", "response_address", "register_function", "get_function", "list_functions", "register_dag", "delete_dag", "call", "dag_call", "status", "heartbeat", "delete_function", "cancel")
+    __slots__ = ("request_id", "response_address", "register_function", "get_function", "list_functions", "register_dag", "delete_dag", "call", "dag_call", "status", "heartbeat", "delete_function", "cancel", "replicate")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     REGISTER_FUNCTION_FIELD_NUMBER: _ClassVar[int]
@@ -473,6 +490,7 @@ class SchedulerRequest(_message.Message):
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     DELETE_FUNCTION_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
+    REPLICATE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     response_address: str
     register_function: Function
@@ -486,7 +504,16 @@ class SchedulerRequest(_message.Message):
     heartbeat: ExecutorStatus
     delete_function: str
     cancel: CallCancel
-    def __init__(self, request_id: _Optional[str] = ..., response_address: _Optional[str] = ..., register_function: _Optional[_Union[Function, _Mapping]] = ..., get_function: _Optional[str] = ..., list_functions: _Optional[str] = ..., register_dag: _Optional[_Union[Dag, _Mapping]] = ..., delete_dag: _Optional[str] = ..., call: _Optional[_Union[FunctionCall, _Mapping]] = ..., dag_call: _Optional[_Union[DagCall, _Mapping]] = ..., status: _Optional[_Union[StatusQuery, _Mapping]] = ..., heartbeat: _Optional[_Union[ExecutorStatus, _Mapping]] = ..., delete_function: _Optional[str] = ..., cancel: _Optional[_Union[CallCancel, _Mapping]] = ...) -> None: ...
+    replicate: FunctionReplication
+    def __init__(self, request_id: _Optional[str] = ..., response_address: _Optional[str] = ..., register_function: _Optional[_Union[Function, _Mapping]] = ..., get_function: _Optional[str] = ..., list_functions: _Optional[str] = ..., register_dag: _Optional[_Union[Dag, _Mapping]] = ..., delete_dag: _Optional[str] = ..., call: _Optional[_Union[FunctionCall, _Mapping]] = ..., dag_call: _Optional[_Union[DagCall, _Mapping]] = ..., status: _Optional[_Union[StatusQuery, _Mapping]] = ..., heartbeat: _Optional[_Union[ExecutorStatus, _Mapping]] = ..., delete_function: _Optional[str] = ..., cancel: _Optional[_Union[CallCancel, _Mapping]] = ..., replicate: _Optional[_Union[FunctionReplication, _Mapping]] = ...) -> None: ...
+
+class FunctionReplication(_message.Message):
+    __slots__ = ("function", "replicas")
+    FUNCTION_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    function: str
+    replicas: int
+    def __init__(self, function: _Optional[str] = ..., replicas: _Optional[int] = ...) -> None: ...
 
 class GenericResponse(_message.Message):
     __slots__ = ("success", "error", "response_id", "message", "payload", "schedule", "names")
