@@ -33,6 +33,7 @@ from nacl.exceptions import CryptoError
 
 KEY_LEN = 32
 _pack_nonce = struct.Struct(">Q").pack
+_pack_nonce_into = struct.Struct(">Q").pack_into
 _unpack_nonce = struct.Struct(">Q").unpack_from
 
 HELLO_LEN = 200
@@ -52,6 +53,20 @@ _easy_after = _lib.crypto_box_easy_afternm
 _open_easy_after = _lib.crypto_box_open_easy_afternm
 _from_buffer = _ffi.from_buffer
 _BIG = 64 * 1024  # from this size buffers are allocated without zeroing them
+#: Frames whose payload is at most this many bytes (a KVS request or answer of a small
+#: value) are boxed and opened in the codec's own C buffer (:meth:`CurveCodec.frame`,
+#: :meth:`CurveCodec.open_at`): no per-message allocation but the result, no pointer
+#: arithmetic, no nonce concatenation.
+SMALL = 2048
+# The scratch buffer of a small frame: ZMTP header (2 or 9 bytes, right-aligned at 9),
+# "\x07MESSAGE" (8), short nonce (8), MAC (16), flags (1), payload.
+_S_BODY = 9
+_S_NONCE = _S_BODY + 8
+_S_MAC = _S_BODY + 16
+_S_PLAIN = _S_BODY + 32
+_S_SIZE = _S_PLAIN + 1 + SMALL
+_new = _ffi.new
+_c_buffer = _ffi.buffer
 
 
 try:
@@ -103,10 +118,12 @@ def encode_metadata(props: dict[bytes, bytes]) -> bytes:
     return bytes(out)
 
 
-def decode_metadata(data: bytes) -> dict[bytes, bytes]:
-    """Properties of ZMTP metadata, names lower-cased (CurveError if truncated)."""
+def decode_metadata(data: bytes, start: int = 0) -> dict[bytes, bytes]:
+    """Properties of ZMTP metadata from ``data[start:]``, names lower-cased (CurveError
+    if truncated). The one parser of both mechanisms: NULL's READY (:mod:`anna.zmtp`)
+    and CURVE's INITIATE and READY boxes."""
     props: dict[bytes, bytes] = {}
-    i = 0
+    i = start
     while i < len(data):
         nlen = data[i]
         name = data[i + 1 : i + 1 + nlen]
@@ -154,9 +171,26 @@ class CurveCodec:
 
     ``seal`` numbers its boxes 2, 3, ... (after the handshake's own); ``open`` refuses a
     box whose nonce is not larger than the last one accepted (a replay, a reorder).
+    Small frames (:meth:`frame`, :meth:`open_at`) go through one C buffer of the codec:
+    like the connection, a codec is used by one thread at a time.
     """
 
-    __slots__ = ("key", "send_prefix", "recv_prefix", "send_nonce", "recv_nonce")
+    __slots__ = (
+        "key",
+        "send_prefix",
+        "recv_prefix",
+        "send_nonce",
+        "recv_nonce",
+        "_ckey",
+        "_scratch",
+        "_sbuf",
+        "_mac_at",
+        "_plain_at",
+        "_snonce",
+        "_snbuf",
+        "_rnonce",
+        "_rnbuf",
+    )
 
     def __init__(
         self, key: bytes, is_server: bool, send_nonce: int = 2, recv_nonce: int = 1
@@ -166,6 +200,73 @@ class CurveCodec:
         self.recv_prefix = b"CurveZMQMESSAGEC" if is_server else b"CurveZMQMESSAGES"
         self.send_nonce = send_nonce  # the next nonce to send
         self.recv_nonce = recv_nonce  # the last nonce received
+        # Small frames: the key, both 24-byte nonces and one frame buffer live in C
+        # memory; the counters are written into them in place.
+        self._ckey = _new("unsigned char[]", bytes(key))
+        self._scratch = _new("unsigned char[]", _S_SIZE)
+        self._sbuf = _c_buffer(self._scratch)
+        self._sbuf[_S_BODY:_S_NONCE] = MESSAGE_PREFIX
+        self._mac_at = self._scratch + _S_MAC
+        self._plain_at = self._scratch + _S_PLAIN
+        self._snonce = _new("unsigned char[]", self.send_prefix + bytes(8))
+        self._snbuf = _c_buffer(self._snonce)
+        self._rnonce = _new("unsigned char[]", self.recv_prefix + bytes(8))
+        self._rnbuf = _c_buffer(self._rnonce)
+
+    def frame(self, payload: bytes | bytearray | memoryview, more: bool = False) -> bytes:
+        """The whole ZMTP frame (flags, size, MESSAGE command) carrying ``payload`` of at
+        most :data:`SMALL` bytes, boxed in the codec's buffer: one copy in, one out."""
+        n = len(payload)
+        sbuf = self._sbuf
+        scratch = self._scratch
+        sbuf[_S_PLAIN + 1 : _S_PLAIN + 1 + n] = payload
+        scratch[_S_PLAIN] = 1 if more else 0
+        nonce = self.send_nonce
+        self.send_nonce = nonce + 1
+        _pack_nonce_into(sbuf, _S_NONCE, nonce)
+        _pack_nonce_into(self._snbuf, 16, nonce)
+        if _easy_after(self._mac_at, self._plain_at, n + 1, self._snonce, self._ckey):
+            raise CurveError("sealing failed")  # pragma: no cover - libsodium never fails
+        size = n + 33
+        if size < 256:
+            scratch[_S_BODY - 2] = 0
+            scratch[_S_BODY - 1] = size
+            short: bytes = sbuf[_S_BODY - 2 : _S_BODY + size]
+            return short
+        scratch[0] = 0x02
+        _pack_nonce_into(sbuf, 1, size)
+        long: bytes = sbuf[0 : _S_BODY + size]
+        return long
+
+    def frame_parts(self, parts: list[bytes]) -> bytes:
+        """:meth:`frame` of the payload ``b"".join(parts)`` (at most :data:`SMALL` bytes)."""
+        return self.frame(b"".join(parts))
+
+    def open_at(
+        self, buf: bytes | bytearray, start: int, end: int
+    ) -> tuple[int, bytes | bytearray]:
+        """Like :meth:`open` for the MESSAGE body ``buf[start:end]`` of a small frame
+        (payload at most :data:`SMALL` bytes), read where it lies; the payload as bytes."""
+        n = end - start
+        if n < 33 or n > SMALL + 33 or not buf.startswith(MESSAGE_PREFIX, start):
+            if n > SMALL + 33:
+                return self.open(buf[start:end])
+            raise CurveError("expected a MESSAGE command")
+        (nonce,) = _unpack_nonce(buf, start + 8)
+        if nonce <= self.recv_nonce:
+            raise CurveError(f"MESSAGE nonce {nonce} not above {self.recv_nonce} (replay)")
+        _pack_nonce_into(self._rnbuf, 16, nonce)
+        if _open_easy_after(
+            self._plain_at,
+            _from_buffer(buf) + (start + 16),
+            n - 16,
+            self._rnonce,
+            self._ckey,
+        ):
+            raise CurveError("MESSAGE box does not open (tampered or wrong key)")
+        self.recv_nonce = nonce
+        payload: bytes = self._sbuf[_S_PLAIN + 1 : _S_PLAIN + n - 32]
+        return self._scratch[_S_PLAIN], payload
 
     def seal(self, payload: bytes | bytearray | memoryview, more: bool = False) -> bytearray:
         """The MESSAGE command body carrying one frame (``more``: not the last)."""

@@ -29,8 +29,19 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import Protocol
 
-from anna.curve import CurveClient, CurveCodec, CurveError, CurveServer, error_body, parse_error
+from anna.curve import (
+    SMALL,
+    CurveClient,
+    CurveCodec,
+    CurveError,
+    CurveServer,
+    decode_metadata,
+    encode_metadata,
+    error_body,
+    parse_error,
+)
 
 GREETING_LEN = 64
 SIGNATURE = b"\xff" + b"\x00" * 8 + b"\x7f"
@@ -38,6 +49,9 @@ SIGNATURE = b"\xff" + b"\x00" * 8 + b"\x7f"
 GREETING = SIGNATURE + b"\x03\x00" + b"NULL".ljust(20, b"\x00") + b"\x00" + b"\x00" * 31
 CURVE_GREETING_CLIENT = SIGNATURE + b"\x03\x00" + b"CURVE".ljust(20, b"\x00") + b"\x00" + bytes(31)
 CURVE_GREETING_SERVER = SIGNATURE + b"\x03\x00" + b"CURVE".ljust(20, b"\x00") + b"\x01" + bytes(31)
+#: What a server open to NULL peers sends first (signature and major version): the peer
+#: then sends its whole greeting, and ours is completed with the mechanism it names.
+GREETING_HEAD = SIGNATURE + b"\x03"
 #: The largest command frame accepted before a CURVE peer is authenticated (HELLO is
 #: 200 bytes, INITIATE 257 + metadata): a huge size header is cut off at once.
 HANDSHAKE_MAX_FRAME = 4096
@@ -95,6 +109,19 @@ class Curve:
         )
 
 
+class NullPeers(Protocol):
+    """Which NULL-mechanism peers a CURVE :class:`ZmtpServer` still serves (see
+    :mod:`anna.insecure`, ``kvs.allow_insecure_clients``)."""
+
+    def peer_allowed(self, host: str) -> bool:
+        """Whether a connection from ``host`` may greet with NULL."""
+        ...
+
+    def reply_address(self, frames: Sequence[bytes | bytearray]) -> str | None:
+        """Where a NULL peer's message is answered (over NULL); None: drop it."""
+        ...
+
+
 def command_frame(body: bytes) -> bytes:
     """A command frame (flags, size, ``body``) around a command body."""
     n = len(body)
@@ -105,7 +132,7 @@ def command_frame(body: bytes) -> bytes:
 
 def ready_command(socket_type: bytes) -> bytes:
     """A READY command frame carrying ``Socket-Type`` (RFC 23, NULL mechanism)."""
-    body = b"\x05READY" + b"\x0bSocket-Type" + struct.pack(">I", len(socket_type)) + socket_type
+    body = b"\x05READY" + encode_metadata({b"Socket-Type": socket_type})
     return bytes([FLAG_COMMAND, len(body)]) + body
 
 
@@ -142,21 +169,10 @@ def parse_ready(body: bytes) -> dict[bytes, bytes]:
     """Properties of a READY command body (after the flags and size octets)."""
     if len(body) < 6 or body[0] != 5 or body[1:6] != b"READY":
         raise ZmtpError(f"expected a READY command, got {body[:16]!r}")
-    props: dict[bytes, bytes] = {}
-    i = 6
-    while i < len(body):
-        nlen = body[i]
-        name = body[i + 1 : i + 1 + nlen]
-        i += 1 + nlen
-        if i + 4 > len(body):
-            raise ZmtpError("truncated READY property")
-        (vlen,) = struct.unpack_from(">I", body, i)
-        i += 4
-        if i + vlen > len(body):
-            raise ZmtpError("truncated READY property value")
-        props[name.lower()] = body[i : i + vlen]
-        i += vlen
-    return props
+    try:
+        return decode_metadata(body, 6)
+    except CurveError as exc:
+        raise ZmtpError(f"bad READY command: {exc}") from None
 
 
 def handshake(sock: socket.socket, socket_type: bytes, deadline: float) -> dict[bytes, bytes]:
@@ -190,8 +206,11 @@ def handshake(sock: socket.socket, socket_type: bytes, deadline: float) -> dict[
     )
     if size > 65536:
         raise ZmtpError("READY command too large")
-    props = parse_ready(_recv_exact(sock, size, deadline))
-    return props
+    body = _recv_exact(sock, size, deadline)
+    reason = parse_error(body)
+    if reason is not None:
+        raise ZmtpRefused(f"the server refused this client: ERROR {reason}")
+    return parse_ready(body)
 
 
 def _recv_command(sock: socket.socket, deadline: float) -> bytes:
@@ -325,6 +344,9 @@ class PushConnection:
         """
         codec = self.codec
         if codec is not None:
+            if len(data) <= SMALL:  # the whole frame boxed in the codec's buffer
+                self._write([codec.frame(data)], join=True)
+                return
             data = codec.seal(data)
         self._write([frame_header(len(data)), data], join=len(data) < COPY_BELOW)
 
@@ -333,6 +355,9 @@ class PushConnection:
         codec = self.codec
         pieces: list[bytes | bytearray] = []
         for m in messages:
+            if codec is not None and len(m) <= SMALL:
+                pieces.append(codec.frame(m))
+                continue
             body: bytes | bytearray = m if codec is None else codec.seal(m)
             pieces.append(frame_header(len(body)))
             pieces.append(body)
@@ -342,6 +367,10 @@ class PushConnection:
         """One single-frame message given as pieces (a large value is not joined)."""
         codec = self.codec
         if codec is not None:
+            n = sum(map(len, parts))
+            if n <= SMALL:
+                self._write([codec.frame_parts(parts)], join=True)
+                return
             box = codec.seal_parts(parts)
             self._write([frame_header(len(box)), box], join=False)
             return
@@ -437,6 +466,8 @@ class Inbound:
         "refusal",
         "peer_key",
         "writer",
+        "either",
+        "plain_peer",
     )
 
     def __init__(
@@ -446,6 +477,7 @@ class Inbound:
         server: bool = True,
         socket_type: bytes = b"PULL",
         max_frame: int = 0,
+        either: bool = False,
     ) -> None:
         self.sock = sock
         self.fd = sock.fileno()
@@ -469,10 +501,17 @@ class Inbound:
         # How handshake replies go out (None: straight to the socket). A server's
         # outbound connection queues them behind its own greeting, in order.
         self.writer: Callable[[bytes], None] | None = None
+        # A CURVE server that also takes NULL from this peer: the peer's greeting
+        # decides (our greeting is completed with its mechanism); plain_peer: it chose
+        # NULL (unauthenticated: the caller vets its messages).
+        self.either = either and self.secure and server
+        self.plain_peer = False
 
     def opening(self) -> bytes:
         """What this side sends first on an accepted connection: its greeting (and, as
-        CURVE client, HELLO; as NULL, READY)."""
+        CURVE client, HELLO; as NULL, READY); open to NULL too: only the greeting's head."""
+        if self.either:
+            return GREETING_HEAD
         side = self.side
         if side is None:
             return GREETING + ready_command(b"PULL")
@@ -537,12 +576,23 @@ class Inbound:
             return None
         return out
 
-    def _message(self, body: bytes | bytearray, out: list[list[bytes | bytearray]]) -> None:
+    def _message(
+        self,
+        body: bytes | bytearray,
+        out: list[list[bytes | bytearray]],
+        start: int = 0,
+        end: int = -1,
+    ) -> None:
+        """The MESSAGE box ``body`` (or ``body[start:end]``, read in place), opened."""
         codec = self.codec
         if codec is None:
             raise ZmtpError("message before the CURVE handshake completed")
+        payload: bytes | bytearray
         try:
-            flags, payload = codec.open(body)
+            if end < 0:
+                flags, payload = codec.open(body)
+            else:
+                flags, payload = codec.open_at(body, start, end)
         except CurveError as exc:
             self.refusal = str(exc)
             raise ZmtpError(str(exc)) from None
@@ -607,6 +657,21 @@ class Inbound:
         if sent < len(frame):  # a few hundred bytes into a fresh socket: never short
             raise ZmtpError("handshake send was short")
 
+    def _choose(self, mechanism: bytes) -> None:
+        """Open to NULL: complete our greeting with the peer's mechanism."""
+        self.either = False
+        if mechanism == b"CURVE":
+            self._write(CURVE_GREETING_SERVER[len(GREETING_HEAD) :])
+        elif mechanism == b"NULL":
+            self.secure = False
+            self.side = None
+            self.plain_peer = True
+            self.max_frame = self.max_after
+            self._write(GREETING[len(GREETING_HEAD) :] + ready_command(b"PULL"))
+        else:
+            self.refusal = f"peer speaks the {mechanism!r} mechanism"
+            raise ZmtpError("peer wants another security mechanism")
+
     def _parse(self) -> list[list[bytes | bytearray]]:
         buf = self.buf
         pos = self.pos
@@ -618,7 +683,9 @@ class Inbound:
             if buf[pos] != 0xFF or buf[pos + 9] != 0x7F or buf[pos + 10] < 3:
                 raise ZmtpError("not a ZMTP 3 peer")
             mechanism = bytes(buf[pos + 12 : pos + 32]).rstrip(b"\x00")
-            if mechanism != (b"CURVE" if self.secure else b"NULL"):
+            if self.either:
+                self._choose(mechanism)
+            elif mechanism != (b"CURVE" if self.secure else b"NULL"):
                 self.refusal = f"peer speaks the {mechanism!r} mechanism"
                 raise ZmtpError("peer wants another security mechanism")
             pos += GREETING_LEN
@@ -655,7 +722,7 @@ class Inbound:
                     max_frame = self.max_frame
                 else:
                     self.frames = frames
-                    self._message(buf[start:pos], out)
+                    self._message(buf, out, start, pos)
                     frames = self.frames
                 continue
             if flags & FLAG_COMMAND:
@@ -766,6 +833,7 @@ def _open_inbound(sock: socket.socket, conn: Inbound) -> bool:
 
 
 _NULL_PULL_HELLO = GREETING + ready_command(b"PULL")
+_NULL_PUSH_HELLO = GREETING + ready_command(b"PUSH")
 
 
 class PullListener:
@@ -885,10 +953,16 @@ class _Outbound:
         "inbound",
         "writing",
         "waiting",
+        "key",
+        "secure",
     )
 
-    def __init__(self, address: str, sock: socket.socket, curve: Curve | None) -> None:
+    def __init__(
+        self, address: str, sock: socket.socket, curve: Curve | None, key: str = ""
+    ) -> None:
         self.address = address
+        self.key = key or address  # in ZmtpServer.outbound (NULL ones: "null|" + address)
+        self.secure = curve is not None
         self.sock = sock
         self.fd = sock.fileno()
         self.pending: deque[memoryview] = deque()
@@ -923,6 +997,12 @@ class ZmtpServer:
     are closed on accept), frames over ``max_frame`` bytes (before authentication:
     ``HANDSHAKE_MAX_FRAME``) close the connection, and a CURVE handshake not finished
     within ``handshake_timeout`` seconds is dropped.
+
+    ``null_peers`` (with ``curve``; ``kvs.allow_insecure_clients``): a peer it allows
+    may greet with NULL instead; only its messages that name an answer address the
+    policy accepts are returned (others are dropped and counted), and answers to such
+    an address go out over NULL (``plain``: those addresses, shareable between the
+    servers of one process). Everyone else is refused as without it.
     """
 
     def __init__(
@@ -935,8 +1015,13 @@ class ZmtpServer:
         max_frame: int = MAX_MESSAGE,
         max_per_peer: int = 1024,
         handshake_timeout: float = 5.0,
+        null_peers: NullPeers | None = None,
+        plain: OrderedDict[str, None] | None = None,
     ) -> None:
         self.curve = curve
+        self.null_peers = null_peers if curve is not None else None
+        # Answer addresses of NULL peers' requests (most recent last, bounded).
+        self.plain: OrderedDict[str, None] = OrderedDict() if plain is None else plain
         self.max_frame = max_frame
         self.max_per_peer = max_per_peer
         self.handshake_timeout = handshake_timeout
@@ -981,6 +1066,8 @@ class ZmtpServer:
                 if got is None:
                     self._drop_in(conn)
                 elif got:
+                    if conn.plain_peer:
+                        got = self._vet_plain(got)
                     out.extend(got)
             elif fd == self.lfd:
                 self._accept_all()
@@ -991,6 +1078,26 @@ class ZmtpServer:
         if self.handshaking:
             self._expire_handshakes()
         return out
+
+    def _vet_plain(self, messages: list[list[bytes | bytearray]]) -> list[list[bytes | bytearray]]:
+        """A NULL peer's messages: only client requests whose answer address the policy
+        accepts; those addresses are answered over NULL."""
+        policy = self.null_peers
+        assert policy is not None
+        plain = self.plain
+        kept: list[list[bytes | bytearray]] = []
+        for msg in messages:
+            address = policy.reply_address(msg)
+            if address is None:
+                self.stats["null_refused"] += 1
+                continue
+            plain[address] = None
+            plain.move_to_end(address)
+            if len(plain) > MAX_OUT_CONNECTIONS:
+                plain.popitem(last=False)
+            self.stats["null_requests"] += 1
+            kept.append(msg)
+        return kept
 
     def _accept_all(self) -> None:
         peers: list[str] = []
@@ -1005,7 +1112,8 @@ class ZmtpServer:
                 sock.close()
                 self.stats["conn_over_limit"] += 1
                 continue
-            c = Inbound(sock, curve, server=True, max_frame=self.max_frame)
+            either = self.null_peers is not None and self.null_peers.peer_allowed(peer)
+            c = Inbound(sock, curve, server=True, max_frame=self.max_frame, either=either)
             if curve is not None:
                 if not _open_inbound(sock, c):
                     continue
@@ -1060,24 +1168,33 @@ class ZmtpServer:
 
     def send(self, address: str, data: bytes | bytearray | memoryview) -> None:
         """Queue one single-frame message to ``address`` (a ``tcp://host:port``)."""
-        oc = self.outbound.get(address)
+        if self.plain and address in self.plain:
+            oc = self.outbound.get("null|" + address) or self._connect(address, True)
+        else:
+            oc = self.outbound.get(address) or self._connect(address)
         if oc is None:
-            oc = self._connect(address)
-            if oc is None:
-                return
-        if self.curve is not None:
+            return
+        if oc.secure:
             codec = oc.inbound.codec
             if codec is None:  # CURVE handshake not finished: wait unsealed
                 self._wait_plain(oc, data)
                 return
-            data = codec.seal(data)
-        n = len(data)
-        head = bytes((0, n)) if n < 256 else b"\x02" + _pack_long(n)
+            if len(data) <= SMALL:
+                data = codec.frame(data)  # the whole frame, header included
+                head = b""
+            else:
+                data = codec.seal(data)
+                head = frame_header(len(data))
+            n = len(data)
+        else:
+            n = len(data)
+            head = bytes((0, n)) if n < 256 else b"\x02" + _pack_long(n)
         if oc.waiting is not None:  # handshake not finished
             if self._over(oc, n):
                 self.stats["send_dropped"] += 1
                 return
-            oc.waiting.append(memoryview(head))
+            if head:  # (empty: a CURVE frame with its header)
+                oc.waiting.append(memoryview(head))
             oc.waiting.append(_owned(data))
             self._queued(oc, len(head) + n)
             return
@@ -1088,7 +1205,8 @@ class ZmtpServer:
             if self.corked and not oc.writing:
                 self.dirty[oc.fd] = oc
             self._queued(oc, len(head) + n)
-            oc.pending.append(memoryview(head))
+            if head:
+                oc.pending.append(memoryview(head))
             oc.pending.append(_owned(data))
             return
         try:
@@ -1108,7 +1226,8 @@ class ZmtpServer:
                     else:
                         oc.pending.append(rest[sent - len(head) :])
         except (BlockingIOError, InterruptedError):
-            oc.pending.append(memoryview(head))
+            if head:
+                oc.pending.append(memoryview(head))
             oc.pending.append(_owned(data))
             sent, total = 0, len(head) + n
         except OSError:
@@ -1146,14 +1265,16 @@ class ZmtpServer:
     def send_parts(self, address: str, parts: Sequence[bytes]) -> None:
         """Queue one single-frame message made of ``parts`` (immutable, not copied:
         a large value's answer goes out straight from the stored value)."""
-        if self.curve is not None:
+        plain = bool(self.plain) and address in self.plain
+        if self.curve is not None and not plain:
             self.send(address, b"".join(parts))  # the box is one buffer anyway
             return
-        oc = self.outbound.get(address)
+        if plain:
+            oc = self.outbound.get("null|" + address) or self._connect(address, True)
+        else:
+            oc = self.outbound.get(address) or self._connect(address)
         if oc is None:
-            oc = self._connect(address)
-            if oc is None:
-                return
+            return
         n = sum(map(len, parts))
         head = bytes((0, n)) if n < 256 else b"\x02" + _pack_long(n)
         queue = oc.waiting if oc.waiting is not None else oc.pending
@@ -1184,7 +1305,8 @@ class ZmtpServer:
             if self.out_by_fd.get(oc.fd) is oc and oc.pending and not oc.writing:
                 self._flush(oc)
 
-    def _connect(self, address: str) -> _Outbound | None:
+    def _connect(self, address: str, plain: bool = False) -> _Outbound | None:
+        """A new outbound connection (``plain``: NULL, to a NULL peer's answer address)."""
         try:
             host, port = parse_tcp(address)
         except ValueError:
@@ -1203,16 +1325,21 @@ class ZmtpServer:
             sock.close()
             self.stats["send_dropped"] += 1
             return None
-        oc = _Outbound(address, sock, self.curve)
-        if self.curve is not None:
+        if plain:
+            oc = _Outbound(address, sock, None, "null|" + address)
+            hello = _NULL_PUSH_HELLO
+        else:
+            oc = _Outbound(address, sock, self.curve)
+            hello = self.hello_push
+        if oc.secure:
             # WELCOME and READY must follow our greeting (which may still be queued).
             oc.inbound.writer = partial(self._handshake_out, oc)
-        self.outbound[address] = oc
+        self.outbound[oc.key] = oc
         self.out_by_fd[oc.fd] = oc
         self.epoll.register(oc.fd, select.EPOLLIN)
         # Our greeting and READY go first; the peer reads them before our messages.
-        oc.pending.append(memoryview(self.hello_push))
-        oc.pending_bytes = len(self.hello_push)
+        oc.pending.append(memoryview(hello))
+        oc.pending_bytes = len(hello)
         if err == 0:
             self._flush(oc)
         else:
@@ -1266,6 +1393,10 @@ class ZmtpServer:
         if ev & select.EPOLLIN:
             got = oc.inbound.read()  # the peer's greeting/READY; a PULL sends nothing else
             if got is None:
+                if not oc.secure and not oc.inbound.handshaken and self.curve is not None:
+                    # A NULL answer address that does not take NULL (a CURVE client
+                    # listens there now): answer it over CURVE again.
+                    self.plain.pop(oc.address, None)
                 self._drop_out(oc)
                 return
             if got:
@@ -1289,8 +1420,8 @@ class ZmtpServer:
             self._flush(oc)
 
     def _drop_out(self, oc: _Outbound) -> None:
-        if self.outbound.get(oc.address) is oc:
-            del self.outbound[oc.address]
+        if self.outbound.get(oc.key) is oc:
+            del self.outbound[oc.key]
         if self.out_by_fd.get(oc.fd) is not oc:
             return  # already dropped (its descriptor may belong to a newer connection)
         del self.out_by_fd[oc.fd]

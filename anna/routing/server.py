@@ -11,18 +11,21 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import select
 import signal
 import sys
 import time
+from collections import OrderedDict
 from typing import Any
 
 import zmq
 
-from anna import wire
+from anna import insecure, wire
 from anna.membership import make_node
 from anna.outbox import Outbox
 from anna.routing.logic import RoutingState, Send
 from anna.shard.server import die_with_parent
+from anna.zmtp import ZmtpServer
 from cloudburst.shared import metrics, security
 from cloudburst.shared.config import Config, load_config
 from cloudburst.shared.errors import WireError
@@ -31,6 +34,8 @@ from cloudburst.shared.logs import setup_logging
 log = logging.getLogger(__name__)
 
 DRAIN = 512
+#: Routing's largest message (a membership table, an address request).
+MAX_MESSAGE = 64 * 1024 * 1024
 
 
 def normalize_address(addr: str, default_port: int = 6450) -> str:
@@ -71,20 +76,64 @@ class RoutingServer:
         self.sec = security.server_security(cfg)
         self.outbox = Outbox(self.ctx, self.state.stats, self.sec)
         # Answers to a request's response_address: CURVE server toward the asker.
-        self.answers = (
+        self.answers: Outbox | _Answers = (
             Outbox(self.ctx, self.state.stats, self.sec, serve=True) if self.sec else self.outbox
         )
         self.running = True
+        self.sock: Any = None
+        # kvs.allow_insecure_clients: anna.zmtp servers instead of the libzmq socket.
+        self.zservers: list[ZmtpServer] = []
+        self.zpoll: Any = None
 
     def bind(self) -> None:
+        cfg = self.cfg
+        ports = [cfg.kvs.routing_port + r for r in range(max(1, cfg.kvs.routing_threads))]
+        null_peers = security.insecure_clients(
+            cfg, self.sec, "routing", insecure.address_request_address
+        )
+        if null_peers is not None:
+            # libzmq cannot take NULL and CURVE on one socket; anna.zmtp's server can
+            # (the peer's greeting decides). Answers to NULL peers go out over NULL.
+            opts = security.zmtp_server_options(self.sec, cfg, null_peers)
+            opts["max_frame"] = min(opts["max_frame"], MAX_MESSAGE)
+            plain: OrderedDict[str, None] = OrderedDict()
+            for port in ports:
+                self.zservers.append(
+                    ZmtpServer(cfg.ip, port, self.state.stats, plain=plain, **opts)
+                )
+            self.answers = _Answers(self.zservers[0], self.answers)
+            self.zpoll = select.poll()
+            for z in self.zservers:
+                self.zpoll.register(z.fileno(), select.POLLIN)
+            return
         self.sock = security.server_socket(self.ctx, zmq.PULL, self.sec)
         self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.MAXMSGSIZE, 64 * 1024 * 1024)
+        self.sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)
         self.sock.setsockopt(zmq.RCVHWM, 100000)
-        for r in range(max(1, self.cfg.kvs.routing_threads)):
-            self.sock.bind(f"tcp://{self.cfg.ip}:{self.cfg.kvs.routing_port + r}")
+        for port in ports:
+            self.sock.bind(f"tcp://{cfg.ip}:{port}")
 
-    def perform(self, sends: list[Send], outbox: Outbox | None = None) -> None:
+    def receive(self, timeout_ms: int) -> list[list[bytes]]:
+        """The messages that arrive within ``timeout_ms`` (at most ``DRAIN`` per socket)."""
+        if self.zservers:
+            got: list[list[bytes | bytearray]] = []
+            if len(self.zservers) == 1:
+                got = self.zservers[0].poll(timeout_ms / 1000.0)
+            elif self.zpoll.poll(timeout_ms):
+                for z in self.zservers:
+                    got.extend(z.poll(0))
+            return [[f if type(f) is bytes else bytes(f) for f in m] for m in got]
+        sock = self.sock
+        out: list[list[bytes]] = []
+        sock.poll(timeout_ms)
+        for _ in range(DRAIN):
+            try:
+                out.append(sock.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                break
+        return out
+
+    def perform(self, sends: list[Send], outbox: Outbox | _Answers | None = None) -> None:
         out = outbox or self.outbox
         for s in sends:
             if len(s.frames) == 1:
@@ -94,22 +143,15 @@ class RoutingServer:
 
     def run(self) -> None:
         st = self.state
-        sock = self.sock
         period = max(0.01, self.cfg.kvs.heartbeat_period_s)
         self.perform(st.start(time.monotonic()))
         next_tick = time.monotonic() + period
         next_stats = time.monotonic() + 60
         while self.running:
             timeout = max(0, int((next_tick - time.monotonic()) * 1000) + 1)
-            if not sock.poll(timeout):
-                pass
             sends: list[Send] = []
             answers: list[Send] = []
-            for _ in range(DRAIN):
-                try:
-                    frames = sock.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
+            for frames in self.receive(timeout):
                 try:
                     if len(frames) == 1:
                         req = wire.decode_address_request(frames[0])
@@ -149,8 +191,34 @@ class RoutingServer:
         self.outbox.close()
         if self.answers is not self.outbox:
             self.answers.close()
-        self.sock.close(0)
+        if self.sock is not None:
+            self.sock.close(0)
+        for z in self.zservers:
+            z.flush_all(0.2)
+            z.close()
         security.term(self.ctx)
+
+
+class _Answers:
+    """Routing's answers when it also serves NULL peers: ``tcp://`` ones through its
+    ZMTP server (NULL to a NULL peer's answer address, else CURVE), the rest (ipc://,
+    multi-frame) through the libzmq outbox."""
+
+    def __init__(self, server: ZmtpServer, outbox: Outbox | _Answers) -> None:
+        self.server = server
+        self.outbox = outbox
+
+    def send(self, addr: str, data: bytes) -> None:
+        if addr.startswith("tcp://"):
+            self.server.send(addr, data)
+        else:
+            self.outbox.send(addr, data)
+
+    def send_multipart(self, addr: str, frames: list[bytes]) -> None:
+        self.outbox.send_multipart(addr, frames)
+
+    def close(self) -> None:
+        self.outbox.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,7 @@ from typing import Any, cast
 
 import zmq
 
-from anna import wire
+from anna import insecure, wire
 from anna.listing import list_keys_response
 from anna.membership import digest, make_node, node_id_for
 from anna.outbox import Outbox
@@ -203,11 +203,15 @@ class ShardServer:
         # thread between the network and this loop (two thread wake-ups fewer per
         # request). Clients still see a libzmq PULL peer.
         sec = self.sec
+        # kvs.allow_insecure_clients: Anna's own (NULL) clients from listed networks.
+        null_peers = security.insecure_clients(
+            self.cfg, sec, f"shard {self.index}", insecure.key_request_address
+        )
         self.req = ZmtpServer(
             ip,
             kvs.shard_base_port + self.index,
             self.state.stats,
-            **security.zmtp_server_options(sec, self.cfg),
+            **security.zmtp_server_options(sec, self.cfg, null_peers),
         )
         self.gossip = security.server_socket(self.ctx, zmq.PULL, sec)
         self.gossip.bind(f"tcp://{ip}:{kvs.gossip_base_port + self.index}")

@@ -74,6 +74,12 @@ class KvsConfig:
     # client sends and a shard accepts (VALUE_TOO_LARGE beyond it). At most 2 GiB
     # (the transport's frame limit). A shard holds about two copies of a stored value.
     max_value_bytes: int = 1536 * 1024 * 1024
+    # Anna's own clients speak only ZMTP's NULL mechanism (no keys). With CURVE on, the
+    # routing and shard request ports serve them only if this is true, and only from
+    # insecure_client_networks (comma-separated networks; their answers go only there
+    # too). Off: refused like any peer without keys. See docs/security.md.
+    allow_insecure_clients: bool = False
+    insecure_client_networks: str = "127.0.0.0/8"
 
 
 @dataclass(frozen=True)

@@ -34,13 +34,14 @@ import os
 import stat
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import zmq
 
-from anna import zmtp
+from anna import insecure, zmtp
 from cloudburst.shared.errors import CloudburstException
 
 log = logging.getLogger(__name__)
@@ -300,9 +301,12 @@ def max_frame_bytes(cfg: Any) -> int:
     return int(min(zmtp.MAX_MESSAGE, limit))
 
 
-def zmtp_server_options(sec: Security | None, cfg: Any) -> dict[str, Any]:
+def zmtp_server_options(
+    sec: Security | None, cfg: Any, null_peers: zmtp.NullPeers | None = None
+) -> dict[str, Any]:
     """Keyword arguments for :class:`anna.zmtp.ZmtpServer`: CURVE if on, and the
-    frame and per-peer limits of ``cfg.security`` (with or without CURVE)."""
+    frame and per-peer limits of ``cfg.security`` (with or without CURVE); ``null_peers``
+    (:func:`insecure_clients`) the NULL peers it still serves."""
     sc = cfg.security
     max_frame = max_frame_bytes(cfg)
     return {
@@ -310,7 +314,28 @@ def zmtp_server_options(sec: Security | None, cfg: Any) -> dict[str, Any]:
         "max_frame": max_frame,
         "max_per_peer": sc.max_connections_per_peer,
         "handshake_timeout": sc.handshake_timeout_s,
+        "null_peers": null_peers,
     }
+
+
+def insecure_clients(
+    cfg: Any,
+    sec: Security | None,
+    what: str,
+    request_address: Callable[[insecure.Frames], str | None],
+) -> insecure.InsecureClients | None:
+    """The NULL peers a KVS server process (``what``: "routing", "shard 0") still
+    serves with CURVE on (``kvs.allow_insecure_clients``; None: none), logged loudly.
+    SecurityError: a bad ``kvs.insecure_client_networks``."""
+    try:
+        policy = insecure.from_config(cfg.kvs, sec is not None, request_address)
+    except ValueError as exc:
+        raise SecurityError(str(exc)) from None
+    if policy is not None:
+        log.warning(insecure.warning(policy, what))
+    elif sec is None and cfg.kvs.allow_insecure_clients:
+        log.info("kvs.allow_insecure_clients has no effect: CURVE is off")
+    return policy
 
 
 def server_socket(ctx: zmq.Context[Any], kind: int, sec: Security | None) -> Any:

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from anna.curve import (
+    SMALL,
     CurveClient,
     CurveCodec,
     CurveError,
@@ -73,6 +74,70 @@ def test_message_roundtrip(payload, more):
     sender = CurveCodec(key, is_server=False)
     receiver = CurveCodec(key, is_server=True)
     assert receiver.open(sender.seal(payload, more)) == (int(more), payload)
+
+
+def _body(frame: bytes) -> bytes:
+    """The MESSAGE body of a whole ZMTP frame (short or long header)."""
+    if frame[0] & 0x02:
+        assert struct.unpack(">Q", frame[1:9])[0] == len(frame) - 9
+        return frame[9:]
+    assert frame[1] == len(frame) - 2
+    return frame[2:]
+
+
+@given(st.binary(max_size=SMALL), st.booleans(), st.integers(0, 5))
+def test_small_frames_in_the_codec_buffer_match_the_general_path(payload, more, at):
+    """frame/frame_parts/open_at (the codec's C buffer) against seal/open, mixed on one
+    stream: the same bodies, one nonce sequence."""
+    key = bytes(range(32))
+    sender = CurveCodec(key, is_server=False)
+    receiver = CurveCodec(key, is_server=True)
+    frame = sender.frame(payload, more)
+    assert frame[0] & 0x01 == 0  # a frame of the ZMTP stream: "more" is inside the box
+    body = _body(frame)
+    assert body[:8] == b"\x07MESSAGE" and len(body) == len(payload) + 33
+    assert receiver.open_at(b"\xaa" * at + body + b"tail", at, at + len(body)) == (
+        int(more),
+        payload,
+    )
+    parts = [payload[: len(payload) // 2], payload[len(payload) // 2 :]]
+    assert receiver.open(_body(sender.frame_parts(parts))) == (0, payload)
+    assert receiver.open_at(sender.seal(payload), 0, len(payload) + 33) == (0, payload)
+
+
+def test_small_frame_header_sizes_and_fallback():
+    key = bytes(range(32))
+    sender = CurveCodec(key, is_server=False)
+    receiver = CurveCodec(key, is_server=True)
+    short = sender.frame(b"x" * 222)
+    assert len(short) == 2 + 255  # the largest short frame
+    long = sender.frame(b"x" * 223)
+    assert long[0] == 0x02  # a long header from 256 bytes
+    assert receiver.open(_body(short)) == (0, b"x" * 222)
+    assert receiver.open(_body(long)) == (0, b"x" * 223)
+    big = sender.seal(b"y" * (SMALL + 1))  # over SMALL: open_at falls back to open
+    assert receiver.open_at(b"z" + bytes(big), 1, 1 + len(big)) == (0, b"y" * (SMALL + 1))
+
+
+def test_open_at_refuses_replays_tampering_and_other_commands():
+    client, server = established()
+    assert client.codec and server.codec
+    first = _body(client.codec.frame(b"one"))
+    second = _body(client.codec.frame(b"two"))
+    assert server.codec.open_at(second, 0, len(second)) == (0, b"two")
+    for old in (first, second):
+        with pytest.raises(CurveError, match="replay"):
+            server.codec.open_at(old, 0, len(old))
+    bad = bytearray(_body(client.codec.frame(b"three")))
+    bad[-1] ^= 1
+    with pytest.raises(CurveError, match="does not open"):
+        server.codec.open_at(bytes(bad), 0, len(bad))
+    with pytest.raises(CurveError, match="expected a MESSAGE"):
+        server.codec.open_at(b"\x05READY" + bytes(40), 0, 46)
+    with pytest.raises(CurveError, match="expected a MESSAGE"):
+        server.codec.open_at(first[:32], 0, 32)
+    last = _body(client.codec.frame(b"four"))  # the stream goes on after refusals
+    assert server.codec.open_at(last, 0, len(last)) == (0, b"four")
 
 
 def test_replayed_and_decreasing_nonces_are_refused():
