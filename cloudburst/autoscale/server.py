@@ -20,6 +20,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from cloudburst.autoscale.actuators import KubernetesActuator, LocalActuator
@@ -33,6 +34,7 @@ from cloudburst.autoscale.policy import (
     StorageLoad,
     config_from,
 )
+from cloudburst.health import heartbeat_path
 from cloudburst.shared import metrics
 from cloudburst.shared.config import Config, kvs_host, load_config, scheduler_host
 from cloudburst.shared.logs import setup_logging
@@ -341,6 +343,13 @@ def make_actuator(cfg: Config) -> Any:
     return LocalActuator(cfg, f"{cfg.run_dir}/autoscale", ips or None)
 
 
+def beat(cfg: Config) -> None:
+    """Touch the heartbeat file ``python -m cloudburst.health autoscaler`` checks."""
+    path = Path(heartbeat_path(cfg))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cloudburst.autoscale.server")
     parser.add_argument("--config", help="YAML config file (defaults + env overrides apply)")
@@ -380,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         while running[0]:
             scaler.step(time.monotonic())
+            beat(cfg)
             end = time.monotonic() + cfg.autoscale.period_s
             while running[0] and time.monotonic() < end:
                 time.sleep(0.1)
