@@ -37,6 +37,7 @@ from cloudburst.autoscale.policy import (
 from cloudburst.health import heartbeat_path
 from cloudburst.shared import metrics
 from cloudburst.shared.config import Config, kvs_host, load_config, scheduler_host
+from cloudburst.shared.errors import ConnectionFailed
 from cloudburst.shared.logs import setup_logging
 from cloudburst.shared.proto import cloudburst_pb2 as pb
 
@@ -359,10 +360,23 @@ def main(argv: list[str] | None = None) -> int:
         cfg, "autoscaler", "autoscaler", "%(asctime)s autoscaler %(levelname)s: %(message)s"
     )
     from cloudburst.client.client import CloudburstConnection
+    from cloudburst.shared import security
 
-    conn = CloudburstConnection(
-        scheduler_host(cfg), cfg.ip, port=cfg.scheduler.port, direct=False, timeout=5.0
-    )
+    # With CURVE on: the cluster's pair for its KVS client (set_key_replication, like
+    # the other servers'); the scheduler connection takes the client pair
+    # ($CLOUDBURST_SECURITY__KEYS_DIR).
+    security.server_security(cfg)
+    # The scheduler may start after it (a Kubernetes rollout starts every pod at once):
+    # wait for it rather than exit.
+    while True:
+        try:
+            conn = CloudburstConnection(
+                scheduler_host(cfg), cfg.ip, port=cfg.scheduler.port, direct=False, timeout=5.0
+            )
+            break
+        except ConnectionFailed as exc:
+            log.warning("waiting for the scheduler: %s", exc)
+            time.sleep(2.0)
     actuator = make_actuator(cfg)
     from cloudburst.shared.kvs import make_kvs_client
 

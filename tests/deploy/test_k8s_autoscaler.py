@@ -392,3 +392,94 @@ def test_the_image_wheelhouse_has_the_autoscale_extra() -> None:
     reqs = out.stdout.split("\n")
     assert any(r.startswith("kubernetes") for r in reqs), reqs
     assert any(r.startswith("pyzmq") for r in reqs), reqs
+
+
+@pytest.mark.integration
+def test_the_autoscaler_pod_command_runs_with_its_keys_and_passes_its_probes(
+    tmp_path: Path, procs: Any
+) -> None:
+    # The prod pod's command (python -m cloudburst.autoscale.server) with its keys and
+    # environment against a CURVE KVS node and scheduler, its Kubernetes actuator
+    # pointed at the fake API server: it runs, beats, and both probes pass.
+    from dataclasses import replace
+
+    from cloudburst.local import free_port_config, write_config
+    from cloudburst.shared import security
+    from cloudburst.shared.config import SecurityConfig
+    from cloudburst.shared.processes import wait_until
+    from tests.deploy.test_k8s_manifests import _install_keys
+
+    docs = _render("prod")
+    dep, c = _autoscaler(docs)
+    _, keys = _install_keys(dep, tmp_path)
+    cfg = replace(
+        free_port_config(tmp_path, workers=1),
+        security=SecurityConfig(curve="true", keys_dir=str(keys)),
+    )
+    path = write_config(cfg, tmp_path / "c.yml")
+    api = FakeApi()
+    auto = Config().autoscale
+    api.replicas = {
+        ("deployments", auto.k8s_executor_deployment): 2,
+        ("statefulsets", auto.k8s_storage_statefulset): 3,
+    }
+    api.thread.start()
+    try:
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "f", "cluster": {"server": api.url}}],
+                    "users": [{"name": "f", "user": {}}],
+                    "contexts": [{"name": "f", "context": {"cluster": "f", "user": "f"}}],
+                    "current-context": "f",
+                }
+            )
+        )
+        base = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDBURST_")}
+        # the pod's literal environment, less the Service names (no DNS for them here:
+        # the config's loopback addresses stand in) and with the pod's namespace
+        pod_env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
+        for name in ("CLOUDBURST_KVS__HOST", "CLOUDBURST_SCHEDULER__HOST"):
+            del pod_env[name]
+        pod_env[security.KEYS_ENV] = str(keys)
+        pod_env["CLOUDBURST_AUTOSCALE__K8S_NAMESPACE"] = NS
+        pod_env["CLOUDBURST_AUTOSCALE__PERIOD_S"] = "1"
+        env = {
+            **base,
+            **pod_env,
+            "CLOUDBURST_CONFIG": str(path),
+            "KUBECONFIG": str(kubeconfig),
+            "KUBERNETES_SERVICE_HOST": "",  # not in a pod: the kubeconfig
+        }
+        procs.python("kvs", "anna.local", "--config", str(path))
+        procs.python("scheduler", "scheduler.server", "--config", str(path))
+        argv = c["command"][1:]  # (without the image's entrypoint script)
+        assert argv == ["python", "-m", "cloudburst.autoscale.server"]
+        scaler = procs.python("autoscaler", argv[2], env=env)
+
+        def probe(deep: bool) -> subprocess.CompletedProcess[str]:
+            cmd = [sys.executable, "-m", "cloudburst.health", "autoscaler"]
+            return subprocess.run(
+                cmd + (["--deep"] if deep else []),
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+
+        try:
+            wait_until(lambda: probe(False).returncode == 0, 90, "autoscaler heartbeat")
+        except Exception:
+            raise AssertionError(probe(False).stdout + scaler.log_tail(50)) from None
+        wait_until(lambda: probe(True).returncode == 0, 90, "autoscaler ready")
+        assert scaler.alive(), scaler.log_tail()
+        assert "actuator kubernetes" in scaler.log_tail(200)
+        assert "no status from the scheduler" not in scaler.log_tail(200)
+    finally:
+        procs.stop_all()
+        api.server.shutdown()
+        api.server.server_close()
+        api.thread.join(timeout=5)
