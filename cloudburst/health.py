@@ -14,7 +14,7 @@ storage answer a membership request (storage: and list this node live), the
 scheduler answers a status query, the cache answers a ping. A cheap liveness probe matters: under CPU limits a
 probe that imports half the code base times out and restarts healthy pods.
 
-autoscaler (``cloudburst.autoscale.server``, no port of its own): its heartbeat file
+autoscaler (``cloudburst.autoscale.server``, nothing to connect to but its metrics): its heartbeat file
 (:func:`heartbeat_path`, touched after every evaluation) is younger than
 ``3 * autoscale.period_s + AUTOSCALER_GRACE_S`` (a loop stuck in a step, e.g. an API
 call that never returns, fails it); ``--deep``: also the scheduler it reads

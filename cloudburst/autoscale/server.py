@@ -359,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(
         cfg, "autoscaler", "autoscaler", "%(asctime)s autoscaler %(levelname)s: %(message)s"
     )
+    # its decisions and inputs (cloudburst_autoscaler_*) on /metrics
+    metrics.serve(cfg, "autoscaler", "autoscaler")
     from cloudburst.client.client import CloudburstConnection
     from cloudburst.shared import security
 

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -478,6 +479,17 @@ def test_the_autoscaler_pod_command_runs_with_its_keys_and_passes_its_probes(
         assert scaler.alive(), scaler.log_tail()
         assert "actuator kubernetes" in scaler.log_tail(200)
         assert "no status from the scheduler" not in scaler.log_tail(200)
+        # its decisions' inputs on its /metrics port
+        from cloudburst.shared import metrics
+
+        def served() -> bool:
+            recs = [r for r in metrics.endpoints(cfg.run_dir) if r["role"] == "autoscaler"]
+            if not recs:
+                return False
+            with urllib.request.urlopen(recs[-1]["url"], timeout=5) as resp:
+                return "cloudburst_autoscaler_input" in resp.read().decode()
+
+        wait_until(served, 60, "the autoscaler's metrics")
     finally:
         procs.stop_all()
         api.server.shutdown()

@@ -41,6 +41,7 @@ METRICS_ROLE = {
     "storage": "routing",
     "scheduler": "scheduler",
     "executor": "executor-node",
+    "autoscaler": "autoscaler",
 }
 
 
