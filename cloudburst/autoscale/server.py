@@ -339,6 +339,7 @@ def make_actuator(cfg: Config) -> Any:
             a.k8s_storage_statefulset,
             routing=f"{kvs_host(cfg)}:{cfg.kvs.routing_port}",
             shard_base_port=cfg.kvs.shard_base_port,
+            ip=cfg.ip,
         )
     ips = [ip.strip() for ip in a.executor_ips.split(",") if ip.strip()]
     return LocalActuator(cfg, f"{cfg.run_dir}/autoscale", ips or None)

@@ -334,14 +334,36 @@ def test_the_pods_config_makes_a_kubernetes_actuator_that_patches_the_executors(
         )
         act = make_actuator(cfg)
         act.add_executor_node()
+        # a storage scale-down's hand-off asks routing (by its Service name) with
+        # answers to this pod's address (not 0.0.0.0: another pod cannot reply there)
+        import anna.admin
+
+        asked: list[tuple[Any, ...]] = []
+
+        def fake_depart(routing: str, node: str, own: Any, ip: str, timeout: float) -> Any:
+            asked.append((routing, node, ip))
+            return anna.admin.DepartOutcome("departed", 0.0)
+
+        monkeypatch.setattr(anna.admin, "depart_and_wait", fake_depart)
+        assert act.remove_storage_node()
     finally:
         api.server.shutdown()
         api.server.server_close()
         api.thread.join(timeout=5)
     assert api.replicas[("deployments", auto.k8s_executor_deployment)] == 3
-    patches = [(m, p) for m, p, _ in api.log if m == "PATCH"]
+    assert api.replicas[("statefulsets", auto.k8s_storage_statefulset)] == 2
+    patches = [p for m, p, _ in api.log if m == "PATCH"]
     assert patches == [
-        ("PATCH", f"/apis/apps/v1/namespaces/{NS}/deployments/{auto.k8s_executor_deployment}/scale")
+        f"/apis/apps/v1/namespaces/{NS}/deployments/{auto.k8s_executor_deployment}/scale",
+        f"/apis/apps/v1/namespaces/{NS}/statefulsets/{auto.k8s_storage_statefulset}/scale",
+    ]
+    # the pod the StatefulSet removes (its highest ordinal: 10.0.0.12 in the fake API)
+    assert asked == [
+        (
+            f"{cfg.kvs.host}:{cfg.kvs.routing_port}",
+            f"10.0.0.12:{cfg.kvs.shard_base_port}",
+            "10.1.2.3",
+        )
     ]
 
 
