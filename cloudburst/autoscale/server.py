@@ -283,7 +283,11 @@ class Autoscaler:
             self.actuator.add_executor_node()
         elif kind == "remove_executor_node":
             if self.actuator.remove_executor_node(target):
-                self.draining.add(target)
+                # Only an actuator that stops the node itself (and reaps it) knows it
+                # is the one draining; Kubernetes picks the pod a scale-down removes:
+                # marking the policy's target would hide a live node for ever.
+                if getattr(self.actuator, "reap", None) is not None:
+                    self.draining.add(target)
             else:
                 log.info("node %s was not started by this autoscaler: kept", target)
         elif kind == "add_storage_node":
