@@ -14,8 +14,8 @@ storage answer a membership request (storage: and list this node live), the
 scheduler answers a status query, the cache answers a ping. A cheap liveness probe matters: under CPU limits a
 probe that imports half the code base times out and restarts healthy pods.
 
-autoscaler (``cloudburst.autoscale.server``, nothing to connect to but its metrics): its heartbeat file
-(:func:`heartbeat_path`, touched after every evaluation) is younger than
+autoscaler (``cloudburst.autoscale.server``, nothing to connect to but its metrics):
+its heartbeat file (:func:`heartbeat_path`, touched after every evaluation) is younger than
 ``3 * autoscale.period_s + AUTOSCALER_GRACE_S`` (a loop stuck in a step, e.g. an API
 call that never returns, fails it); ``--deep``: also the scheduler it reads
 (``scheduler.host``) answers a status query.
@@ -43,10 +43,10 @@ def heartbeat_path(cfg: Config) -> str:
     return os.path.join(cfg.run_dir, "autoscale", "heartbeat")
 
 
-def _heartbeat(cfg: Config, now: float | None = None) -> str | None:
+def _heartbeat(cfg: Config) -> str | None:
     path = heartbeat_path(cfg)
     try:
-        age = (time.time() if now is None else now) - os.stat(path).st_mtime
+        age = time.time() - os.stat(path).st_mtime
     except OSError:
         return f"no heartbeat at {path}"
     limit = 3 * cfg.autoscale.period_s + AUTOSCALER_GRACE_S
