@@ -3,6 +3,8 @@
 #   python -m anna.local --seed routing     a KVS storage node (its routing + shards)
 #   python -m scheduler.server              the scheduler
 #   python -m executor.node                 an executor node (cache + workers)
+#   python -m cloudburst.autoscale.server   the autoscaler (the wheelhouse has the
+#                                           `autoscale` extra: the kubernetes client)
 #   python -m cloudburst.health ROLE        probe: exit 0 when ROLE serves here
 # Config: the file $CLOUDBURST_CONFIG (default /etc/cloudburst/cloudburst.yml, mount
 # your own) plus CLOUDBURST_<SECTION>__<FIELD> environment overrides. CLOUDBURST_IP

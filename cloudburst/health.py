@@ -13,6 +13,12 @@ accepts a connection). With ``--deep`` (readiness) it also makes a real exchange
 storage answer a membership request (storage: and list this node live), the
 scheduler answers a status query, the cache answers a ping. A cheap liveness probe matters: under CPU limits a
 probe that imports half the code base times out and restarts healthy pods.
+
+autoscaler (``cloudburst.autoscale.server``, nothing to connect to but its metrics):
+its heartbeat file (:func:`heartbeat_path`, touched after every evaluation) is younger than
+``3 * autoscale.period_s + AUTOSCALER_GRACE_S`` (a loop stuck in a step, e.g. an API
+call that never returns, fails it); ``--deep``: also the scheduler it reads
+(``scheduler.host``) answers a status query.
 """
 
 from __future__ import annotations
@@ -21,11 +27,32 @@ import argparse
 import os
 import socket
 import sys
+import time
 
 from cloudburst.shared.config import Config, load_config
 from cloudburst.shared.processes import port_open
 
-ROLES = ("routing", "storage", "scheduler", "executor", "cache")
+ROLES = ("routing", "storage", "scheduler", "executor", "cache", "autoscaler")
+#: Seconds an autoscaler's heartbeat may be late beyond three evaluation periods (a
+#: step may wait on the scheduler, the KVS hand-off of a storage node: 30 s, the API).
+AUTOSCALER_GRACE_S = 60.0
+
+
+def heartbeat_path(cfg: Config) -> str:
+    """The file the autoscaler touches after every evaluation (in ``run_dir``)."""
+    return os.path.join(cfg.run_dir, "autoscale", "heartbeat")
+
+
+def _heartbeat(cfg: Config) -> str | None:
+    path = heartbeat_path(cfg)
+    try:
+        age = time.time() - os.stat(path).st_mtime
+    except OSError:
+        return f"no heartbeat at {path}"
+    limit = 3 * cfg.autoscale.period_s + AUTOSCALER_GRACE_S
+    if age > limit:
+        return f"heartbeat {path} is {age:.0f}s old (limit {limit:.0f}s)"
+    return None
 
 
 def _ports(role: str, cfg: Config) -> list[tuple[str, int]]:
@@ -37,7 +64,7 @@ def _ports(role: str, cfg: Config) -> list[tuple[str, int]]:
         return [("routing", kvs.routing_port), *shards]
     if role == "scheduler":
         return [("scheduler", cfg.scheduler.port)]
-    if role == "cache":
+    if role in ("cache", "autoscaler"):
         return []
     base = cfg.executor.base_port
     return [(f"worker {i}", base + i) for i in range(cfg.executor.workers)] if base else []
@@ -97,12 +124,14 @@ def _deep(role: str, cfg: Config, timeout: float) -> str | None:
                 return f"the cache on {_cache_socket(cfg)} does not answer"
         finally:
             client.close()
-    elif role == "scheduler":
+    elif role in ("scheduler", "autoscaler"):
         from cloudburst.client.client import CloudburstConnection
 
+        # the autoscaler's input: the scheduler where it is (scheduler.host)
+        host = cfg.ip if role == "scheduler" else (cfg.scheduler.host or cfg.ip)
         try:
             conn = CloudburstConnection(
-                f"{cfg.ip}:{cfg.scheduler.port}",
+                f"{host}:{cfg.scheduler.port}",
                 ip=cfg.ip,
                 timeout=timeout,
                 keys_dir=_keys_dir(cfg),
@@ -112,7 +141,7 @@ def _deep(role: str, cfg: Config, timeout: float) -> str | None:
         try:
             conn.status()
         except Exception as exc:  # noqa: BLE001
-            return f"scheduler on {cfg.ip}:{cfg.scheduler.port} does not answer: {exc}"
+            return f"scheduler on {host}:{cfg.scheduler.port} does not answer: {exc}"
         finally:
             conn.close()
     return None
@@ -125,6 +154,10 @@ def check(role: str, cfg: Config, timeout: float, deep: bool = False) -> str | N
     for what, port in _ports(role, cfg):
         if not port_open(cfg.ip, port, timeout=timeout):
             return f"{what} does not accept connections on {cfg.ip}:{port}"
+    if role == "autoscaler":
+        late = _heartbeat(cfg)
+        if late:
+            return late
     if role == "cache":
         path = _cache_socket(cfg)
         if not _unix_open(path, timeout):

@@ -62,11 +62,15 @@ if [ -z "${BASE:-}" ]; then
   fi
 fi
 
-# The wheelhouse: the runtime dependencies of pyproject.toml, for the image's Python
-# (3.11, manylinux). Keyed by the dependency list, so a change rebuilds it.
+# The wheelhouse: the runtime dependencies of pyproject.toml and of its extras the
+# image's roles need (autoscale: the `kubernetes` client of the autoscaler's Kubernetes
+# actuator, deploy/k8s/base/autoscaler.yaml), for the image's Python (3.11,
+# manylinux). Keyed by the dependency list, so a change rebuilds it.
 reqs="$("$PY" - "$ROOT/pyproject.toml" <<'PY'
 import sys, tomllib
-print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]))
+project = tomllib.load(open(sys.argv[1], "rb"))["project"]
+extras = project["optional-dependencies"]
+print("\n".join([*project["dependencies"], *extras["autoscale"]]))
 PY
 )"
 key="$(printf '%s' "$reqs" | sha256sum | cut -c1-16)"

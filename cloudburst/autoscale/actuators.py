@@ -189,6 +189,7 @@ class KubernetesActuator:
         depart: Callable[[str], None] | None = None,
         routing: str = "",
         shard_base_port: int = 6200,
+        ip: str = "127.0.0.1",
     ) -> None:
         from kubernetes import client, config
 
@@ -205,13 +206,14 @@ class KubernetesActuator:
         self.storage_statefulset = storage_statefulset
         self.shard_base_port = shard_base_port
         self.routing = routing
+        self.ip = ip  # this pod's address: routing's answers to the hand-off come here
         self.depart = depart or self._depart
 
     def _depart(self, pod_ip: str) -> None:
         from anna.admin import depart_and_wait
 
         node = f"{pod_ip}:{self.shard_base_port}"
-        out = depart_and_wait(self.routing, node, [], ip="0.0.0.0", timeout=30.0)
+        out = depart_and_wait(self.routing, node, [], ip=self.ip, timeout=30.0)
         log.info("storage node %s departed: %s", node, out.status)
 
     def replicas(self, kind: str) -> int:

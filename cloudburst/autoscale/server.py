@@ -20,6 +20,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from cloudburst.autoscale.actuators import KubernetesActuator, LocalActuator
@@ -33,8 +34,10 @@ from cloudburst.autoscale.policy import (
     StorageLoad,
     config_from,
 )
+from cloudburst.health import heartbeat_path
 from cloudburst.shared import metrics
 from cloudburst.shared.config import Config, kvs_host, load_config, scheduler_host
+from cloudburst.shared.errors import ConnectionFailed
 from cloudburst.shared.logs import setup_logging
 from cloudburst.shared.proto import cloudburst_pb2 as pb
 
@@ -280,7 +283,11 @@ class Autoscaler:
             self.actuator.add_executor_node()
         elif kind == "remove_executor_node":
             if self.actuator.remove_executor_node(target):
-                self.draining.add(target)
+                # Only an actuator that stops the node itself (and reaps it) knows it
+                # is the one draining; Kubernetes picks the pod a scale-down removes:
+                # marking the policy's target would hide a live node for ever.
+                if getattr(self.actuator, "reap", None) is not None:
+                    self.draining.add(target)
             else:
                 log.info("node %s was not started by this autoscaler: kept", target)
         elif kind == "add_storage_node":
@@ -336,9 +343,17 @@ def make_actuator(cfg: Config) -> Any:
             a.k8s_storage_statefulset,
             routing=f"{kvs_host(cfg)}:{cfg.kvs.routing_port}",
             shard_base_port=cfg.kvs.shard_base_port,
+            ip=cfg.ip,
         )
     ips = [ip.strip() for ip in a.executor_ips.split(",") if ip.strip()]
     return LocalActuator(cfg, f"{cfg.run_dir}/autoscale", ips or None)
+
+
+def beat(cfg: Config) -> None:
+    """Touch the heartbeat file ``python -m cloudburst.health autoscaler`` checks."""
+    path = Path(heartbeat_path(cfg))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -349,11 +364,26 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(
         cfg, "autoscaler", "autoscaler", "%(asctime)s autoscaler %(levelname)s: %(message)s"
     )
+    # its decisions and inputs (cloudburst_autoscaler_*) on /metrics
+    metrics.serve(cfg, "autoscaler", "autoscaler")
     from cloudburst.client.client import CloudburstConnection
+    from cloudburst.shared import security
 
-    conn = CloudburstConnection(
-        scheduler_host(cfg), cfg.ip, port=cfg.scheduler.port, direct=False, timeout=5.0
-    )
+    # With CURVE on: the cluster's pair for its KVS client (set_key_replication, like
+    # the other servers'); the scheduler connection takes the client pair
+    # ($CLOUDBURST_SECURITY__KEYS_DIR).
+    security.server_security(cfg)
+    # The scheduler may start after it (a Kubernetes rollout starts every pod at once):
+    # wait for it rather than exit.
+    while True:
+        try:
+            conn = CloudburstConnection(
+                scheduler_host(cfg), cfg.ip, port=cfg.scheduler.port, direct=False, timeout=5.0
+            )
+            break
+        except ConnectionFailed as exc:
+            log.warning("waiting for the scheduler: %s", exc)
+            time.sleep(2.0)
     actuator = make_actuator(cfg)
     from cloudburst.shared.kvs import make_kvs_client
 
@@ -380,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         while running[0]:
             scaler.step(time.monotonic())
+            beat(cfg)
             end = time.monotonic() + cfg.autoscale.period_s
             while running[0] and time.monotonic() < end:
                 time.sleep(0.1)

@@ -39,6 +39,7 @@ OFFSETS = {
     "cache": 3,
     "supervisor": 4,
     "kvs": 5,  # anna.local, the KVS's supervisor
+    "autoscaler": 6,  # cloudburst.autoscale.server
     "shard": 10,
     "worker": 50,
 }

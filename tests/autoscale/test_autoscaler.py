@@ -77,6 +77,35 @@ def test_decisions_are_logged_with_inputs_and_carried_out(
     assert scaler.step(20.0) == []
 
 
+class ReplicaActuator:
+    """Like the Kubernetes actuator: a scale-down lowers a count, the platform picks
+    the node that goes (no ``owns``, no ``reap``)."""
+
+    def __init__(self) -> None:
+        self.replicas = 2
+
+    def add_executor_node(self) -> str:
+        self.replicas += 1
+        return f"replica {self.replicas}"
+
+    def remove_executor_node(self, node: str) -> bool:
+        self.replicas -= 1
+        return True
+
+
+def test_a_replica_count_scale_down_marks_no_node_draining() -> None:
+    cfg = replace(load_config(None, env={}), autoscale={"hysteresis": 1, "grace_s": 5.0})
+    act = ReplicaActuator()
+    idle = status({"a": [(0, 0, 0.0)] * 2, "b": [(0, 0, 0.0)] * 2})
+    scaler = Autoscaler(cfg, act, lambda: idle)
+    [d] = scaler.step(0.0)
+    assert d.action.kind == "remove_executor_node" and act.replicas == 1
+    # the policy's target may not be the pod that goes: both still count as live
+    assert scaler.draining == set()
+    inputs = executor_inputs(idle, scaler.draining)
+    assert not any(n.draining for n in inputs.executors)
+
+
 SHARD_METRICS = """# HELP process_resident_memory_bytes Resident memory size in bytes.
 # TYPE process_resident_memory_bytes gauge
 process_resident_memory_bytes 4.0e+08

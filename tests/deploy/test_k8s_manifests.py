@@ -41,6 +41,7 @@ METRICS_ROLE = {
     "storage": "routing",
     "scheduler": "scheduler",
     "executor": "executor-node",
+    "autoscaler": "autoscaler",
 }
 
 
@@ -131,6 +132,7 @@ def test_selectors_match_pod_labels(rendered: Any) -> None:
         "cloudburst-storage",
         "cloudburst-scheduler",
         "cloudburst-executor",
+        "cloudburst-autoscaler",
     }
     pod_labels = []
     for w in workloads:
@@ -352,7 +354,7 @@ def test_every_pod_has_curve_on_and_the_keys_mounted(rendered: Any) -> None:
     keys_dir = cfg.security.keys_dir
     assert os.path.isabs(keys_dir)
     workloads = [d for d in docs if d["kind"] in WORKLOADS]
-    assert len(workloads) == 4
+    assert len(workloads) == 5
     for w in workloads:
         name = w["metadata"]["name"]
         pod = w["spec"]["template"]["spec"]
