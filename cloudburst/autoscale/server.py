@@ -334,6 +334,17 @@ def scrape_local(cfg: Config) -> tuple[dict[str, str], str, dict[str, str]]:
     return shards, scheduler, workers
 
 
+def make_scrape(cfg: Config, actuator: Any) -> Callable[[], Any]:
+    """Where the inputs' ``/metrics`` come from: with the Kubernetes actuator the
+    namespace's pods (``cloudburst.autoscale.discovery``, through the actuator's API
+    client), else the endpoints recorded in the local ``run_dir``."""
+    if isinstance(actuator, KubernetesActuator):
+        from cloudburst.autoscale.discovery import KubernetesScraper
+
+        return KubernetesScraper(actuator.core, actuator.namespace, cfg)
+    return lambda: scrape_local(cfg)
+
+
 def make_actuator(cfg: Config) -> Any:
     a = cfg.autoscale
     if a.actuator == "kubernetes":
@@ -394,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         actuator,
         lambda: conn._request("status", pb.StatusQuery()).status,
         kvs=kvs,
-        scrape=lambda: scrape_local(cfg),
+        scrape=make_scrape(cfg, actuator),
         replicate=lambda fn, n: conn._request(
             "replicate", pb.FunctionReplication(function=fn, replicas=n)
         ),

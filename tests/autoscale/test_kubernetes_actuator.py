@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
 
@@ -16,10 +17,12 @@ NS = "cb"
 
 
 class FakeApi:
-    """Deployments/StatefulSets ``/scale`` (GET, PATCH) and pods (GET)."""
+    """Deployments/StatefulSets ``/scale`` (GET, PATCH) and pods (GET; list: ``pods``,
+    V1Pod dicts, filtered by an equality ``labelSelector``)."""
 
     def __init__(self) -> None:
         self.replicas = {("deployments", "exec"): 2, ("statefulsets", "kvs"): 3}
+        self.pods: list[dict[str, Any]] = []
         self.log: list[tuple[str, str, Any]] = []
         api = self
 
@@ -58,7 +61,23 @@ class FakeApi:
                 key = self._scale_target()
                 if key in api.replicas:
                     return self._reply(200, self._scale(key))  # type: ignore[arg-type]
-                parts = self.path.strip("/").split("/")
+                path, _, query = self.path.partition("?")
+                parts = path.strip("/").split("/")
+                if parts == ["api", "v1", "namespaces", NS, "pods"]:
+                    want = dict(
+                        kv.split("=", 1)
+                        for kv in parse_qs(query).get("labelSelector", [""])[0].split(",")
+                        if kv
+                    )
+                    items = [
+                        p
+                        for p in api.pods
+                        if want.items() <= p["metadata"].get("labels", {}).items()
+                    ]
+                    return self._reply(
+                        200,
+                        {"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items},
+                    )
                 if parts[:4] == ["api", "v1", "namespaces", NS] and parts[4] == "pods":
                     ordinal = int(parts[5].rsplit("-", 1)[1])
                     return self._reply(

@@ -68,16 +68,21 @@ def _request(method: str, path: str) -> tuple[str, str, str, str]:
     group = "" if parts[0] == "api" else parts[1]
     rest = parts[parts.index("namespaces") + 2 :]
     resource = rest[0] + (f"/{rest[2]}" if len(rest) > 2 else "")
+    if len(rest) == 1:  # a collection: list
+        assert method == "GET", path
+        return "list", group, resource, ""
     return {"GET": "get", "PATCH": "patch"}[method], group, resource, rest[1]
 
 
 @pytest.fixture(scope="module")
 def requests() -> set[tuple[str, str, str, str]]:
     """What the actuator asks of the API server: scale executors up and down, storage
-    up and down (the pod that goes is read first, for its address)."""
+    up and down (the pod that goes is read first, for its address); and what the
+    autoscaler's inputs take: list the pods (cloudburst.autoscale.discovery)."""
     from kubernetes import client
 
     from cloudburst.autoscale.actuators import KubernetesActuator
+    from cloudburst.autoscale.server import make_scrape
 
     auto = Config().autoscale
     api = FakeApi()
@@ -98,6 +103,7 @@ def requests() -> set[tuple[str, str, str, str]]:
         assert act.remove_executor_node("any")
         act.add_storage_node()
         assert act.remove_storage_node()
+        assert make_scrape(Config(), act)() == ({}, "", {})  # (no pods in the fake)
     finally:
         api.server.shutdown()
         api.server.server_close()
@@ -134,6 +140,7 @@ def test_the_role_allows_what_the_actuator_does_and_nothing_more(
     assert {r[2] for r in requests} == {"deployments/scale", "statefulsets/scale", "pods"}
     for verb, group, resource, name in sorted(requests):
         assert _allowed(role, verb, group, resource, name), (verb, group, resource, name)
+    assert ("list", "", "pods", "") in requests
     # and not, say, deleting a pod or patching the Deployment itself
     assert not _allowed(role, "delete", "", "pods", "cloudburst-storage-0")
     assert not _allowed(role, "patch", "apps", "deployments", auto.k8s_executor_deployment)
