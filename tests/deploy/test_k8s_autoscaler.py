@@ -147,6 +147,40 @@ def test_the_role_allows_what_the_actuator_does_and_nothing_more(
     assert not _allowed(role, "patch", "apps", "deployments/scale", "cloudburst-scheduler")
 
 
+def _bytes(quantity: str) -> int:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+    for suffix, n in units.items():
+        if quantity.endswith(suffix):
+            return int(quantity[: -len(suffix)]) * n
+    return int(quantity)
+
+
+def test_the_autoscaler_finds_the_pods_it_scrapes_and_their_capacity(
+    docs: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    # cloudburst.autoscale.discovery lists pods by its selector and reads their role
+    # from the component label: every role it scrapes is a pod template so labelled
+    from cloudburst.autoscale import discovery
+
+    key, value = discovery.LABEL_SELECTOR.split("=")
+    components = set()
+    for d in docs:
+        if d["kind"] in ("Deployment", "StatefulSet"):
+            labels = d["spec"]["template"]["metadata"]["labels"]
+            if labels.get(key) == value:
+                components.add(labels.get(discovery.COMPONENT))
+    assert set(discovery.ROLES) <= components
+    # its storage capacity is a storage pod's memory limit, and the ports it scrapes
+    # are the fixed ones (metrics.base_port set: not random)
+    _, c = _autoscaler(docs)
+    cfg = _pod_config(docs, c, tmp_path, **{"status.podIP": "10.1.2.3", "metadata.namespace": NS})
+    (storage,) = _one(docs, "StatefulSet", cfg.autoscale.k8s_storage_statefulset)["spec"][
+        "template"
+    ]["spec"]["containers"]
+    assert cfg.autoscale.kvs_capacity_bytes == _bytes(storage["resources"]["limits"]["memory"])
+    assert cfg.metrics.base_port
+
+
 def test_executor_pods_drain_in_a_prestop_hook_within_their_grace(
     docs: list[dict[str, Any]],
 ) -> None:
