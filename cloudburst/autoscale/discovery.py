@@ -3,8 +3,9 @@
 Locally (:func:`cloudburst.autoscale.server.scrape_local`) the processes record their
 metrics URLs in ``run_dir``; a pod does not see those files. Here the autoscaler lists
 the Cloudburst pods of its namespace (label ``app.kubernetes.io/name=cloudburst``), and
-for every running, ready one scrapes the ports its role serves (the fixed port scheme
-of :func:`cloudburst.shared.metrics.port_for`, ``metrics.base_port`` from the shared
+for every running, ready one (a pod being deleted is not: its node is leaving) scrapes
+the ports its role serves (the fixed port scheme of
+:func:`cloudburst.shared.metrics.port_for`, ``metrics.base_port`` from the shared
 ConfigMap):
 
 - ``component: storage``: its shards (``base + 10 + i``, ``i < kvs.shards``), keyed by
@@ -42,7 +43,7 @@ class Pod:
     name: str
     ip: str
     component: str
-    ready: bool  # phase Running and condition Ready
+    ready: bool  # phase Running, condition Ready, not being deleted
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ def pod_from(obj: Any) -> Pod:
     conditions = (status.conditions or []) if status is not None else []
     ready = (
         status is not None
+        and getattr(meta, "deletion_timestamp", None) is None  # not going away
         and status.phase == "Running"
         and any(c.type == "Ready" and c.status == "True" for c in conditions)
     )

@@ -89,6 +89,9 @@ def test_pod_from_a_v1pod() -> None:
     assert not discovery.pod_from(v1("Running", "False", "10.0.0.1")).ready
     assert not discovery.pod_from(v1("Pending", "True", None)).ready
     assert discovery.pod_from(v1("Pending", "True", None)).ip == ""
+    going = v1("Running", "True", "10.0.0.1")
+    going.metadata.deletion_timestamp = "2026-01-01T00:00:00Z"  # draining, departing
+    assert not discovery.pod_from(going).ready
 
 
 def test_scrape_leaves_out_what_does_not_answer_and_skips_a_slow_host() -> None:
