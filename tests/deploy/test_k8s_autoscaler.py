@@ -170,6 +170,16 @@ def test_the_autoscaler_finds_the_pods_it_scrapes_and_their_capacity(
             if labels.get(key) == value:
                 components.add(labels.get(discovery.COMPONENT))
     assert set(discovery.ROLES) <= components
+    # and the NetworkPolicy lets the autoscaler's pod reach their metrics ports
+    dep, _ = _autoscaler(docs)
+    own = dep["spec"]["template"]["metadata"]["labels"]
+    (policy,) = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    assert any(
+        "podSelector" in src and src["podSelector"]["matchLabels"].items() <= own.items()
+        for rule in policy["spec"]["ingress"]
+        if "ports" not in rule  # every port
+        for src in rule["from"]
+    )
     # its storage capacity is a storage pod's memory limit, and the ports it scrapes
     # are the fixed ones (metrics.base_port set: not random)
     _, c = _autoscaler(docs)
