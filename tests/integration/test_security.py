@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -145,16 +146,16 @@ def test_every_port_refuses_null_wrong_and_unknown_keys(secure):
     }
     assert expected <= set(ports), (expected, ports)
     assert len(ports) >= len(expected) + 4  # + executor workers (2 each), cache peer/replies
-    failures = []
-    passive = []
-    for port, who in sorted(ports.items()):
+
+    def check(port: int, who: str) -> tuple[list[str], bool]:
+        """This port's failures, and whether it is a passive listener."""
         if _passive(port):
             # A KVS client's answer listener (anna.zmtp.PullListener) handles connections
             # only while its owner waits for an answer: an intruder gets no byte back,
             # not even a greeting, and nothing it sends is read (tests/anna/
             # test_zmtp_curve.py: refused when polled).
-            passive.append(port)
-            continue
+            return [], True
+        failed = []
         for label, curve, words in (
             ("NULL", None, ("CURVE",)),
             ("wrong server key", wrong_server, ("server key", "CURVE", "refused")),
@@ -167,15 +168,21 @@ def test_every_port_refuses_null_wrong_and_unknown_keys(secure):
                 # (its owner was waiting for a KVS answer) greets; now it is idle again
                 # and silent. libzmq listeners greet from their I/O thread at any time.
                 if port not in expected and _passive(port):
-                    passive.append(port)
-                    break
-                failures.append(f"{port} {who} {label}: {exc!r}")
+                    return [], True
+                failed.append(f"{port} {who} {label}: {exc!r}")
                 continue
             except BaseException as exc:  # collect, then report every port at once
-                failures.append(f"{port} {who} {label}: {exc!r}")
+                failed.append(f"{port} {who} {label}: {exc!r}")
                 continue
             if not any(w in text for w in words):
-                failures.append(f"{port} {who} {label}: unclear error {text!r}")
+                failed.append(f"{port} {who} {label}: unclear error {text!r}")
+        return failed, False
+
+    # Every port at once (each probe may wait seconds for a silent listener).
+    with ThreadPoolExecutor(max_workers=len(ports)) as pool:
+        results = dict(zip(ports, pool.map(lambda item: check(*item), ports.items()), strict=True))
+    failures = [f for port in sorted(results) for f in results[port][0]]
+    passive = [port for port in sorted(results) if results[port][1]]
     assert not failures, "\n".join(failures)
     assert not expected & set(passive)
     assert len(passive) < len(ports) // 2 + 1, (passive, ports)
