@@ -41,7 +41,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from cloudburst.shared.spans import encode_varint as _varint
+from anna.wire import varint as _varint
 from cloudburst.shared.spans import lww_value_span, value_body_span
 
 SHM_DIR = "/dev/shm"

@@ -65,6 +65,23 @@ def die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None]:
     return preexec
 
 
+def terminate(
+    procs: Sequence[Any], grace: float, clock: Callable[[], float] = time.monotonic
+) -> None:
+    """SIGTERM every live process of ``procs`` (Popen-like), wait for them together
+    up to ``grace`` seconds, then SIGKILL and reap whichever is left."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = clock() + grace
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.05, deadline - clock()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
 def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
     """Write ``data`` so that a reader sees the old or the new file, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -206,17 +223,7 @@ class Supervised:
         self.stopping = True
         batches = [[n] for n in order] + [[n for n in self.procs if n not in order]]
         for batch in batches:
-            procs = [self.procs[n] for n in batch if n in self.procs]
-            for proc in procs:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-            deadline = self.clock() + grace
-            for proc in procs:
-                try:
-                    proc.wait(timeout=max(0.05, deadline - self.clock()))
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=5)
+            terminate([self.procs[n] for n in batch if n in self.procs], grace, self.clock)
         self.poll()
         self.write_state()
 

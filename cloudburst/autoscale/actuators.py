@@ -21,14 +21,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from cloudburst.shared.config import Config, kvs_host, replace, scheduler_host
 from cloudburst.shared.processes import SERVER_ENV
-from cloudburst.supervisor import die_with_parent
+from cloudburst.supervisor import die_with_parent, terminate
 
 log = logging.getLogger(__name__)
 
@@ -156,17 +155,9 @@ class LocalActuator:
         return done
 
     def stop_all(self, timeout: float = 20.0) -> None:
-        procs = [*self.executors.values(), *self.storage.values(), *self.draining.values()]
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for proc in procs:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        terminate(
+            [*self.executors.values(), *self.storage.values(), *self.draining.values()], timeout
+        )
         self.executors.clear()
         self.storage.clear()
         self.draining.clear()

@@ -30,9 +30,9 @@ from typing import Any
 import cloudpickle
 import numpy as np
 
+from anna.wire import varint as _varint
 from cloudburst.shared.errors import SerializationError
 from cloudburst.shared.proto import cloudburst_pb2 as pb
-from cloudburst.shared.spans import encode_varint as _varint
 from cloudburst.shared.spans import value_body_span
 
 DEFAULT = pb.DEFAULT

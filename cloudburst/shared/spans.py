@@ -20,20 +20,6 @@ from __future__ import annotations
 from typing import Any
 
 
-def encode_varint(n: int) -> bytes:
-    """Protobuf base-128 varint of a non-negative int (the encoder of ``_varint``).
-
-    >>> encode_varint(300)
-    b'\\xac\\x02'
-    """
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def _varint(buf: memoryview | bytes, off: int) -> tuple[int, int]:
     result = shift = 0
     while True:

@@ -210,18 +210,6 @@ def served() -> Iterator[Served]:
         s.close()
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeApi]:
-    api = FakeApi()
-    api.thread.start()
-    try:
-        yield api
-    finally:
-        api.server.shutdown()
-        api.server.server_close()
-        api.thread.join(timeout=5)
-
-
 def test_the_scraped_pods_inputs_reach_the_policy(fake: FakeApi, served: Served) -> None:
     from kubernetes import client
 

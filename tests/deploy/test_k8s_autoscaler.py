@@ -6,7 +6,6 @@ tests/autoscale, are checked against the rendered Role), and executor pods drain
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -20,29 +19,12 @@ import yaml
 from cloudburst.shared.config import Config
 from executor import drain
 from tests.autoscale.test_kubernetes_actuator import NS, FakeApi
-
-ROOT = Path(__file__).resolve().parents[2]
-K8S = ROOT / "deploy" / "k8s"
-OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if p.is_dir())
-
-
-def _render(overlay: str) -> list[dict[str, Any]]:
-    kubectl = shutil.which("kubectl")
-    assert kubectl, "kubectl is needed to render deploy/k8s (kubectl kustomize)"
-    out = subprocess.run(
-        [kubectl, "kustomize", str(K8S / "overlays" / overlay)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr
-    return [d for d in yaml.safe_load_all(out.stdout) if d]
+from tests.deploy.k8s import OVERLAYS, ROOT, render
 
 
 @pytest.fixture(scope="module", params=OVERLAYS)
 def docs(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
-    return _render(request.param)
+    return render(request.param)
 
 
 def _one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
@@ -105,9 +87,7 @@ def requests() -> set[tuple[str, str, str, str]]:
         assert act.remove_storage_node()
         assert make_scrape(Config(), act)() == ({}, "", {})  # (no pods in the fake)
     finally:
-        api.server.shutdown()
-        api.server.server_close()
-        api.thread.join(timeout=5)
+        api.stop()
     return {_request(m, p) for m, p, _ in api.log}
 
 
@@ -398,9 +378,7 @@ def test_the_pods_config_makes_a_kubernetes_actuator_that_patches_the_executors(
         monkeypatch.setattr(anna.admin, "depart_and_wait", fake_depart)
         assert act.remove_storage_node()
     finally:
-        api.server.shutdown()
-        api.server.server_close()
-        api.thread.join(timeout=5)
+        api.stop()
     assert api.replicas[("deployments", auto.k8s_executor_deployment)] == 3
     assert api.replicas[("statefulsets", auto.k8s_storage_statefulset)] == 2
     patches = [p for m, p, _ in api.log if m == "PATCH"]
@@ -483,7 +461,7 @@ def test_the_autoscaler_pod_command_runs_with_its_keys_and_passes_its_probes(
     from cloudburst.shared.processes import wait_until
     from tests.deploy.test_k8s_manifests import _install_keys
 
-    docs = _render("prod")
+    docs = render("prod")
     dep, c = _autoscaler(docs)
     _, keys = _install_keys(dep, tmp_path)
     cfg = replace(
@@ -565,6 +543,4 @@ def test_the_autoscaler_pod_command_runs_with_its_keys_and_passes_its_probes(
         wait_until(served, 60, "the autoscaler's metrics")
     finally:
         procs.stop_all()
-        api.server.shutdown()
-        api.server.server_close()
-        api.thread.join(timeout=5)
+        api.stop()

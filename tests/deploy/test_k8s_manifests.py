@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -30,10 +29,8 @@ from cloudburst.shared.config import Config, SecurityConfig, load_config
 from cloudburst.shared.metrics import port_for
 from cloudburst.shared.processes import ProcessGroup, wait_until
 from executor.node import node_id
+from tests.deploy.k8s import K8S, OVERLAYS, ROOT, render
 
-ROOT = Path(__file__).resolve().parents[2]
-K8S = ROOT / "deploy" / "k8s"
-OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if p.is_dir())
 WORKLOADS = ("Deployment", "StatefulSet")
 # Which process of a pod serves the pod's "metrics" port (cloudburst.shared.metrics).
 METRICS_ROLE = {
@@ -45,23 +42,9 @@ METRICS_ROLE = {
 }
 
 
-def _render(overlay: str) -> list[dict[str, Any]]:
-    kubectl = shutil.which("kubectl")
-    assert kubectl, "kubectl is needed to render deploy/k8s (kubectl kustomize)"
-    out = subprocess.run(
-        [kubectl, "kustomize", str(K8S / "overlays" / overlay)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr
-    return [d for d in yaml.safe_load_all(out.stdout) if d]
-
-
 @pytest.fixture(scope="module", params=OVERLAYS)
 def rendered(request: pytest.FixtureRequest) -> tuple[str, list[dict[str, Any]]]:
-    return request.param, _render(request.param)
+    return request.param, render(request.param)
 
 
 def _kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -452,7 +435,7 @@ def test_deep_probes_use_the_installed_keys(tmp_path: Path, procs: ProcessGroup)
     # A CURVE KVS node and scheduler with the keys as a prod pod has them: the readiness
     # probes (cluster pair for the KVS, client pair for the scheduler) pass with the
     # container's environment, and fail with keys of another cluster.
-    docs = _render("prod")
+    docs = render("prod")
     (sched,) = [d for d in _kind(docs, "Deployment") if d["metadata"]["name"].endswith("scheduler")]
     _, dst = _install_keys(sched, tmp_path)
     cfg = replace(
