@@ -23,7 +23,8 @@ of going through libzmq, so a request is one ``send`` and its answer one ``poll`
 servers it is an ordinary PUSH/PULL peer. While waiting for an answer the client polls
 without sleeping for up to ``spin_us`` microseconds (default 100) before it blocks:
 answers that come back within that window skip a thread wake-up, which costs
-20-40 us on these VMs; ``spin_us=0`` always blocks.
+20-40 us on these VMs; ``spin_us=0`` always blocks. With ``curve`` the window is
+``zmtp.CURVE_SPIN_EXTRA_US`` longer (the boxes lengthen the round trip).
 
 Not thread-safe: use one client per thread.
 """
@@ -162,7 +163,7 @@ class AnnaTcpClient:
         self.local = local
         self.offset = offset
         self.timeout = timeout
-        self.spin = max(0, spin_us) / 1e6
+        self.spin = zmtp.spin_window_s(spin_us, curve is not None)
         self._call_timeout = timeout  # the timeout of the call in progress (messages)
         self.routing_address = f"tcp://{host}:{port}"
         self.ip = ip or _local_ip_for(host)

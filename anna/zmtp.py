@@ -66,6 +66,13 @@ RECV_CHUNK = 64 * 1024
 MAX_OUT_CONNECTIONS = 4096
 COPY_BELOW = 65536  # smaller messages are joined with their header into one buffer
 ACCEPT_PAUSE_S = 0.1  # out of descriptors: how long the listener is not watched
+#: How much longer both spin-before-sleep windows (the shard's ``kvs.shard_spin_us``,
+#: the client's ``spin_us``) are under CURVE, when they are not 0. Each side's
+#: turnaround there carries two more boxes (open what came in, seal what goes out,
+#: 15-30 us on these VMs): with the NULL-sized windows most CURVE round trips fell just
+#: outside them, so both sides slept and paid a thread wake-up each (docs/security.md,
+#: "Cost").
+CURVE_SPIN_EXTRA_US = 50
 
 _pack_long = struct.Struct(">Q").pack
 _unpack_long = struct.Struct(">Q").unpack_from
@@ -142,6 +149,14 @@ def frame_header(size: int, more: bool = False) -> bytes:
     if size < 256:
         return bytes((flags, size))
     return bytes((flags | FLAG_LONG,)) + _pack_long(size)
+
+
+def spin_window_s(spin_us: int, curve: bool) -> float:
+    """A spin-before-sleep window in seconds: ``spin_us`` (0 or less: never spin),
+    widened by :data:`CURVE_SPIN_EXTRA_US` under CURVE."""
+    if spin_us <= 0:
+        return 0.0
+    return (spin_us + (CURVE_SPIN_EXTRA_US if curve else 0)) / 1e6
 
 
 def _remaining(deadline: float) -> float:

@@ -32,7 +32,7 @@ from anna.shard import bigvalue
 from anna.shard.biglane import BigLane
 from anna.shard.logic import Append, Reply, ReplyParts, SendInternal, ShardState
 from anna.shard.wal import WriteAheadLog, write_records
-from anna.zmtp import ZmtpServer
+from anna.zmtp import ZmtpServer, spin_window_s
 from cloudburst.shared import metrics, security
 from cloudburst.shared.config import Config, load_config
 from cloudburst.shared.errors import WireError
@@ -477,7 +477,7 @@ class ShardServer:
         next_aux = now
         busy = False
         busy_timeout = BUSY_CHECK_MS / 1000.0
-        spin = max(0, kvs.shard_spin_us) / 1e6
+        spin = spin_window_s(kvs.shard_spin_us, req.curve is not None)
         req_fd = req.fileno()
         big = self.big
         big_keys = self.big_keys

@@ -492,3 +492,25 @@ def test_replies_to_new_listeners_while_the_server_loops(server):
         stop.set()
         t.join(5)
     assert server.stats["send_dropped"] == 0
+
+
+def test_spin_windows_are_wider_under_curve():
+    """Under CURVE both spin windows grow by CURVE_SPIN_EXTRA_US (the boxes lengthen
+    each side's turnaround); 0 still means never spin."""
+    extra = zmtp.CURVE_SPIN_EXTRA_US
+    assert zmtp.spin_window_s(100, False) == pytest.approx(100e-6)
+    assert zmtp.spin_window_s(100, True) == pytest.approx((100 + extra) * 1e-6)
+    assert zmtp.spin_window_s(0, True) == 0.0
+    assert zmtp.spin_window_s(-5, True) == 0.0
+    from anna.client import AnnaTcpClient
+
+    keys = zmtp.Curve(*keypair(), server_public=keypair()[0])
+    plain = AnnaTcpClient("127.0.0.1", local=True, routing_port=1, spin_us=100)
+    sealed = AnnaTcpClient("127.0.0.1", local=True, routing_port=1, spin_us=100, curve=keys)
+    off = AnnaTcpClient("127.0.0.1", local=True, routing_port=1, spin_us=0, curve=keys)
+    try:
+        assert sealed.spin == pytest.approx(plain.spin + extra * 1e-6)
+        assert off.spin == 0.0
+    finally:
+        for c in (plain, sealed, off):
+            c.close()
