@@ -490,10 +490,7 @@ class CacheClient:
         sock = self._sock
         if sock is None:
             return
-        self._drain_monitor()
-        if not self._up:
-            return  # a restarted cache reads the values from the KVS
-        try:
+        try:  # (no connection: ZMQ_IMMEDIATE refuses it; a new cache reads the KVS)
             sock.send_multipart(protocol.encode_note(self._next_rid(), notes), zmq.NOBLOCK)
         except zmq.ZMQError:
             pass
