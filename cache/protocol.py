@@ -156,10 +156,14 @@ def socket_dir(ipc_dir: str) -> str:
     if len(base) + len("/cache-") + 16 + len(".sock") <= _MAX_IPC_PATH:
         return base
     digest = hashlib.sha1(base.encode()).hexdigest()[:16]
-    return os.path.join(_SHORT_ROOT, f"cloudburst-{os.getuid()}", digest)
+    root = os.environ.get(SOCKET_ROOT_ENV) or _SHORT_ROOT
+    return os.path.join(root, f"cloudburst-{os.getuid()}", digest)
 
 
 _SHORT_ROOT = "/tmp"
+#: Where the short fallback directories go instead of /tmp (the test suite points it
+#: at a directory of its own, removed at the end, so killed test nodes leave nothing).
+SOCKET_ROOT_ENV = "CLOUDBURST_SOCKET_ROOT"
 
 
 def make_socket_dir(ipc_dir: str) -> str:

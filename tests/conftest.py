@@ -10,7 +10,10 @@ point test servers and clients at the user's cluster.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +26,14 @@ collect_ignore = [] if os.environ.get("CB_CLUSTER_TESTS") == "1" else ["cluster"
 
 for _name in [k for k in os.environ if k.startswith("CLOUDBURST_")]:
     del os.environ[_name]
+
+# Test clusters live in deep pytest directories, so their ipc sockets go to the short
+# fallback (cache.protocol.socket_dir); a killed test node cannot remove its own. Every
+# process of the session puts them under this directory instead of /tmp, and the
+# session removes it at the end.
+_SOCKET_ROOT = tempfile.mkdtemp(prefix="cbt-", dir="/tmp")
+os.environ["CLOUDBURST_SOCKET_ROOT"] = _SOCKET_ROOT
+atexit.register(shutil.rmtree, _SOCKET_ROOT, True)
 
 
 @pytest.fixture(autouse=True)

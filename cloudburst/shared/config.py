@@ -27,8 +27,11 @@ from cloudburst.shared.errors import ConfigError
 
 ENV_PREFIX = "CLOUDBURST_"
 #: CLOUDBURST_* variables that are not config overrides (the config file; the
-#: cluster the ``cloudburst`` command talks to; test/bench switches).
-NOT_OVERRIDES = frozenset(ENV_PREFIX + name for name in ("CONFIG", "ADDRESS", "DEBUG", "EXTRAS"))
+#: cluster the ``cloudburst`` command talks to; test/bench switches; the root of the
+#: short ipc socket directories, cache.protocol.SOCKET_ROOT_ENV).
+NOT_OVERRIDES = frozenset(
+    ENV_PREFIX + name for name in ("CONFIG", "ADDRESS", "DEBUG", "EXTRAS", "SOCKET_ROOT")
+)
 
 
 @dataclass(frozen=True)

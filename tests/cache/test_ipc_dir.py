@@ -24,9 +24,10 @@ def test_a_short_dir_is_used_as_it_is(tmp_path):
 
 @pytest.fixture
 def short_root(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A short stand-in for /tmp (pytest's tmp_path is itself too deep)."""
+    """A short stand-in for /tmp (pytest's tmp_path is itself too deep), given the way
+    a deployment gives it (``CLOUDBURST_SOCKET_ROOT``)."""
     root = tempfile.mkdtemp(prefix="cbipc", dir="/tmp")
-    monkeypatch.setattr(protocol, "_SHORT_ROOT", root)
+    monkeypatch.setenv(protocol.SOCKET_ROOT_ENV, root)
     try:
         yield Path(root)
     finally:
@@ -55,6 +56,11 @@ def test_a_long_dir_moves_to_a_short_owner_only_one(short_root):
         sock.close(0)
     finally:
         ctx.term()
+
+
+def test_without_the_variable_the_fallback_is_under_tmp(monkeypatch):
+    monkeypatch.delenv(protocol.SOCKET_ROOT_ENV, raising=False)
+    assert protocol.socket_dir("/x" + "/y" * 60).startswith(f"/tmp/cloudburst-{os.getuid()}/")
 
 
 def test_a_fallback_parent_that_is_not_ours_is_refused(short_root):
