@@ -56,6 +56,8 @@ _ids = itertools.count()
 _put_files = itertools.count()
 #: After the cache refused to adopt a segment, values are sent this long.
 ADOPT_RETRY_S = 60.0
+#: :meth:`CacheClient.put_direct` of a payload this large goes through the cache.
+DIRECT_PUT_BYTES = 64 * 1024
 
 
 class CacheError(CloudburstException):
@@ -101,6 +103,8 @@ class CacheClient:
         # Shared-memory values (cache/shm.py): ask with getm, map MAPPED answers.
         self.shm = self.cfg.cache.shm_threshold_bytes > 0
         self._pins: list[bytes] = []  # segments mapped since the last release_pins()
+        #: put_direct's acknowledged values the cache has not been told yet
+        self._notes: list[tuple[str, int, bytes]] = []
         # cb.put of large values through segments (put_value); after a refusal (shared
         # memory off, another filesystem) not tried again before this time.
         self._adopt_after = 0.0
@@ -174,6 +178,8 @@ class CacheClient:
         if sock is None:
             raise CloudburstException("CacheClient is closed")
         timeout = self.timeout if timeout is None else timeout
+        if self._notes:  # the cache reads them before this request
+            self._send_notes()
         first = not self._waited
         self._waited = True
         self._drain_monitor(CONNECT_WAIT_S if first else 0.0)
@@ -311,7 +317,12 @@ class CacheClient:
     def release_pins(self) -> None:
         """Tell the cache that the segments read since the last call may be dropped
         (mappings kept by this process stay valid; the executor calls this after each
-        function call). No reply is awaited."""
+        function call), and the values it PUT with :meth:`put_direct`. No reply is
+        awaited."""
+        if self._notes:
+            with self._lock:
+                if self._notes:
+                    self._send_notes()
         if not self._pins:
             return
         with self._lock:
@@ -449,6 +460,41 @@ class CacheClient:
             return errs[keys] == protocol.NO_ERROR
         return {k: e == protocol.NO_ERROR for k, e in errs.items()}
 
+    def put_direct(self, key: str, lattice: Lattice[Any], timeout: float | None = None) -> bool:
+        """PUT one key straight to the KVS; the cache learns the acknowledged value after
+        the call (:meth:`release_pins` sends it as a ``note``, as does this client's next
+        request, which it precedes): it then holds it as if the PUT had gone through it.
+        True once the KVS acknowledged (False: a LATTICE error).
+
+        The executor stores a DAG's ``output_key`` this way: one round trip to the shard
+        (this client's own KVS client, as ``CloudburstConnection.put_object``) instead of
+        two libzmq hops more through the cache (worker -> cache -> shard -> cache ->
+        worker), which cost more than the PUT itself (docs/benchmarks.md). A payload of
+        ``DIRECT_PUT_BYTES`` or more takes :meth:`put` (a note would copy it again).
+        """
+        try:
+            ltype, payload = codec.to_payload(lattice)
+        except LatticeError as exc:
+            raise CacheError(f"cannot PUT {key!r}: {exc}") from None
+        if len(payload) >= DIRECT_PUT_BYTES:
+            return bool(self.put(key, lattice, timeout))
+        with self._lock:  # the KVS client is not thread-safe
+            ok = bool(self._kvs().put(key, lattice, timeout=timeout))
+            if ok:
+                self._notes.append((key, ltype, payload))
+        return ok
+
+    def _send_notes(self) -> None:
+        """Send the pending notes of :meth:`put_direct` (under the lock)."""
+        notes, self._notes = self._notes, []
+        sock = self._sock
+        if sock is None:
+            return
+        try:  # (no connection: ZMQ_IMMEDIATE refuses it; a new cache reads the KVS)
+            sock.send_multipart(protocol.encode_note(self._next_rid(), notes), zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+
     # ---- session pins (SINGLE/MULTI DAG calls: cache/pins.py) ----------------------------
 
     def pin_get(
@@ -532,6 +578,8 @@ class CacheClient:
     def close(self) -> None:
         """Close the sockets (and the fallback KVS client, if one was made)."""
         with self._lock:
+            if self._notes and self._sock is not None:
+                self._send_notes()
             if self._sock is not None:
                 try:
                     self._sock.disable_monitor()

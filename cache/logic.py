@@ -156,6 +156,7 @@ class CacheState:
         self.reqs: dict[str, _KvsReq] = {}  # request id -> req sent to a shard
         self.lookups: dict[str, tuple[float, list[str]]] = {}  # rid -> (deadline, keys)
         self.looking_up: dict[str, list[_KvsReq]] = {}  # key -> reqs waiting for addresses
+        self.subscribe_found: set[str] = set()  # noted keys to subscribe once located
         self.waiting: list[_KvsReq] = []  # reqs in backoff
         self._seq = 0
         self._rr = 0
@@ -444,6 +445,24 @@ class CacheState:
             actions += self._dispatch(req, now)
         return actions
 
+    def client_note(self, tuples: Sequence[tuple[str, int, bytes]], now: float) -> list[Action]:
+        """A client PUT these values to the KVS itself and the KVS acknowledged them
+        (``note``, no reply): taken as acknowledged PUTs (merged into held entries, other
+        keys subscribed to). A key whose shards are unknown here is looked up first."""
+        self.stats["notes"] += len(tuples)
+        actions: list[Action] = []
+        for key, ltype, payload in tuples:
+            if ltype == pb.NONE:
+                continue
+            if key in self.entries or key in self.subs or self.addresses.get(key):
+                actions += self._acked(key, ltype, payload)
+            elif key not in self.subscribe_found:
+                self.subscribe_found.add(key)
+                if key not in self.looking_up:
+                    self.looking_up[key] = []
+                    actions += self._lookup(key, now)
+        return actions
+
     def client_adopt(
         self,
         identity: bytes,
@@ -510,15 +529,7 @@ class CacheState:
                 return []
             self.looking_up[req.key] = [req]
             req.state = "lookup"
-            rid = self._next_rid()
-            self.lookups[rid] = (now + self.attempt_timeout, [req.key])
-            msg = pb.KeyAddressRequest(
-                response_address=self.address_response_address, keys=[req.key], request_id=rid
-            )
-            self._rr += 1
-            target = self.routing[self._rr % len(self.routing)]
-            self.stats["address_lookups"] += 1
-            return [KvsSend(target, msg.SerializeToString())]
+            return self._lookup(req.key, now)
         req.attempts += 1
         shard = shards[(req.attempts - 1) % len(shards)]
         req.rid = self._next_rid()
@@ -553,6 +564,18 @@ class CacheState:
         else:
             self.stats["kvs_gets"] += 1
         return [KvsSend(shard, kreq.SerializeToString())]
+
+    def _lookup(self, key: str, now: float) -> list[Action]:
+        """Ask routing where ``key`` lives (``looking_up[key]`` is set by the caller)."""
+        rid = self._next_rid()
+        self.lookups[rid] = (now + self.attempt_timeout, [key])
+        msg = pb.KeyAddressRequest(
+            response_address=self.address_response_address, keys=[key], request_id=rid
+        )
+        self._rr += 1
+        target = self.routing[self._rr % len(self.routing)]
+        self.stats["address_lookups"] += 1
+        return [KvsSend(target, msg.SerializeToString())]
 
     def _retry(self, req: _KvsReq, now: float, why: str) -> list[Action]:
         """A transient failure: forget the key's addresses and try again shortly."""
@@ -610,11 +633,15 @@ class CacheState:
         for ka in resp.addresses:
             if ka.ips:
                 self.addresses[ka.key] = list(ka.ips)
-                if ka.key in self.subs:
+                if ka.key in self.subscribe_found:
+                    self.subscribe_found.discard(ka.key)
+                    actions += self._subscribe(ka.key)
+                elif ka.key in self.subs:
                     # A held key whose replicas changed (membership change): subscribe
                     # at the new owners, which push the current value at once.
                     actions += self._subscribe(ka.key)
         for key in lookup[1]:
+            self.subscribe_found.discard(key)  # (not located: a later read fetches it)
             reqs = self.looking_up.pop(key, [])
             for req in reqs:
                 if self.addresses.get(key):
@@ -675,18 +702,24 @@ class CacheState:
                 actions += self._finish(req, 0, t.error, b"", now)
             return actions
         if t.error == pb.NO_ERROR:
-            entry = self.entries.get(key)
             if req.segment:
                 actions += self._keep_adopted(key, req)
-            elif entry is not None:
-                actions += self._merge_into(key, entry, req.lattice_type, req.payload)  # type: ignore[arg-type]
-            elif key not in self.subs:
-                # Subscribing makes the shard push the full merged value shortly.
-                actions += self._subscribe(key)
+            else:
+                actions += self._acked(key, req.lattice_type, req.payload)  # type: ignore[arg-type]
         elif t.error == pb.LATTICE:
             self.stats["lattice_errors"] += 1
         actions += self._finish(req, req.lattice_type, t.error, b"", now)
         return actions
+
+    def _acked(self, key: str, ltype: int, payload: bytes) -> list[Action]:
+        """The KVS acknowledged a PUT of ``payload`` under ``key``: merge it into the held
+        entry; a key not held is subscribed to (the shard pushes its merged value)."""
+        entry = self.entries.get(key)
+        if entry is not None:
+            return self._merge_into(key, entry, ltype, payload)
+        if key not in self.subs:
+            return self._subscribe(key)
+        return []
 
     def _store(self, key: str, ltype: int, payload: bytes) -> list[Action]:
         """A fetched value: keep it (merged with what may have been pushed meanwhile)."""
@@ -697,9 +730,9 @@ class CacheState:
         return actions + self._insert(key, Entry(key, ltype, payload))
 
     def _merge_into(self, key: str, entry: Entry, ltype: int, payload: bytes) -> list[Action]:
-        if ltype == entry.lattice_type == pb.LWW and len(payload) >= JOIN_PUT_BYTES:
-            # A large LWW value (a push of what we hold, typically): decide on the
-            # timestamps, without parsing or copying the values.
+        if ltype == entry.lattice_type == pb.LWW:
+            # An LWW value (a push of what we hold, a note): decide on the timestamps,
+            # without parsing or copying the values.
             try:
                 newer = _lww_newer(payload, entry.payload)
             except (ValueError, IndexError):
@@ -772,6 +805,7 @@ class CacheState:
             for rid in [r for r, (d, _) in self.lookups.items() if d <= now]:
                 _, keys = self.lookups.pop(rid)
                 for key in keys:
+                    self.subscribe_found.discard(key)
                     for req in self.looking_up.pop(key, []):
                         actions += self._retry(req, now, "address lookup timed out")
         if self.waiting:

@@ -25,12 +25,20 @@ request               frames after the op                 reply frames
 ``getm``              as ``getv``                         as ``getv`` (+ MAPPED)
 ``release``           ``rid, segment name*``              (none)
 ``adopt``             ``rid, key, segment, offset``       as ``put``
+``note``              ``rid, packed (key, hdr1, payload)*`` (none)
 ====================  ==================================  ===============================
 
 ``hdr2`` is two bytes ``[lattice_type, anna_error]`` (``anna_error`` KEY_DNE = never
 written, payload empty); ``hdr1`` is one byte ``[lattice_type]``; ``errors`` holds one
 ``AnnaError`` byte per put tuple (0 = acknowledged by the KVS, 4 = LATTICE, 3 =
 TIMEOUT, ...). A malformed request gets ``[op, rid, b"error", message]``.
+
+``note`` tells the cache about values the client PUT to the KVS itself and the KVS
+acknowledged (an executor's ``output_key`` write: one round trip to the shard instead
+of two hops more through the cache): the cache takes them as it takes an acknowledged
+``put`` (merged into a held entry; a key it does not hold is subscribed to, the shard
+pushes its merged value). The triples are one frame of ``(u32 little-endian length,
+bytes)*`` (as ``getv``'s keys); no reply.
 
 ``getv`` is a conditional GET: the client sends the version it holds of each key
 (``b""`` for none); for a cached key with that version the cache answers error 255
@@ -78,6 +86,9 @@ OP_RELEASE = b"release"
 #: shared-memory segment ``segment`` (cache/shm.py ``put_prefix``); the cache takes
 #: the file over (no copy) and answers as ``put``.
 OP_ADOPT = b"adopt"
+#: ``rid, packed (key, hdr1, payload)*``: values the sender PUT to the KVS itself and the
+#: KVS acknowledged; the cache takes them like an acknowledged ``put`` (no reply).
+OP_NOTE = b"note"
 STREAM_PREFIX = b"stream."
 
 OK = b"ok"
@@ -223,6 +234,18 @@ def encode_put(rid: bytes, tuples: Sequence[tuple[str, int, bytes]]) -> list[byt
     for key, ltype, payload in tuples:
         frames += [key.encode(), bytes([ltype]), payload]
     return frames
+
+
+def encode_note(rid: bytes, tuples: Sequence[tuple[str, int, bytes]]) -> list[bytes]:
+    """A ``note``: ``put``'s triples packed in one frame."""
+    return [OP_NOTE, rid, _pack_strings(encode_put(rid, tuples)[2:])]
+
+
+def decode_note_args(frames: Sequence[bytes]) -> list[tuple[str, int, bytes]]:
+    """``(key, lattice_type, payload)`` tuples of a ``note`` (frames after ``op, rid``)."""
+    if len(frames) != 1:
+        raise WireError(f"note: expected 1 frame, got {len(frames)}")
+    return decode_put_args(_unpack_strings(frames[0], "note"))
 
 
 def encode_adopt(rid: bytes, key: str, segment: str, offset: int) -> list[bytes]:

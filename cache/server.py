@@ -236,6 +236,8 @@ class CacheServer:
                 return st.client_put(identity, rid, protocol.decode_put_args(frames[3:]), now)
             if op == protocol.OP_ADOPT:
                 return self.on_adopt(identity, rid, frames[3:], now)
+            if op == protocol.OP_NOTE:
+                return st.client_note(protocol.decode_note_args(frames[3:]), now)
         except WireError as exc:
             self.shell_stats["malformed"] += 1
             return [Reply(identity, protocol.reply_error(op, rid, str(exc)))]

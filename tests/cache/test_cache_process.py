@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from cache.client import CacheClient
+from cache.client import DIRECT_PUT_BYTES, CacheClient
 from cache.shm import put_prefix, segment_prefix
 from cloudburst.shared import serializer
 from cloudburst.shared.processes import wait_until
@@ -118,6 +118,41 @@ def test_lattice_type_mismatch(cluster: Cluster) -> None:
         wait_until(
             lambda: cc.get("set")["set"].reveal() == {b"a", b"b"}, timeout=5, what="set merge"
         )
+    finally:
+        cc.close()
+
+
+def test_put_direct_is_durable_at_return_and_the_cache_follows(
+    cluster: Cluster, kvs_client
+) -> None:
+    """``put_direct`` (an executor's ``output_key`` write): at the KVS when it returns;
+    the cache learns the value after the call (``release_pins``) or before this
+    client's next request, so its held copy is never read stale afterwards."""
+    kvs = kvs_client()
+    cc = cluster.start_cache("pd")
+    try:
+        assert cc.put("od", lww(b"old"))
+        assert cc.get("od")["od"].reveal() == b"old"  # held (and subscribed) here
+        for i in range(6):
+            value = f"new{i}".encode()
+            assert cc.put_direct("od", lww(value))
+            assert kvs.get("od")["od"].reveal() == value  # acknowledged by the KVS
+            if i % 2:
+                cc.release_pins()  # the call ended: the note goes now
+            assert cc.get("od")["od"].reveal() == value  # ... or before this request
+        stats = cc.stats()
+        assert stats["notes"] == 6 and stats["kvs_puts"] == 1 and stats["misses"] == 1
+        assert cc.put_direct("od", SetLattice({b"a"})) is False  # the KVS's LATTICE
+        assert cc.get("od")["od"].reveal() == b"new5"
+        # A key never seen here: located, subscribed, then held (pushed by the shard).
+        assert cc.put_direct("fresh", lww(b"f"))
+        cc.release_pins()
+        wait_until(lambda: "fresh" in (cc.cached_key_sizes() or {}), 10, "fresh held")
+        assert cc.get("fresh")["fresh"].reveal() == b"f"
+        # A large payload goes through the cache (a note would copy it once more).
+        assert cc.put_direct("big", lww(bytes(DIRECT_PUT_BYTES)))
+        assert cc.stats()["kvs_puts"] == 2
+        assert kvs.get("big")["big"].reveal() == bytes(DIRECT_PUT_BYTES)
     finally:
         cc.close()
 

@@ -355,3 +355,45 @@ def test_push_after_resubscription_updates_the_copy() -> None:
     push.tuples.add(key="k", lattice_type=lt, payload=payload)
     st.key_response(push, 1.0)
     assert get_reply(st.client_get(b"c", b"2", ["k"], 1.0))[0][2] == payload
+
+
+def test_note_merges_into_the_held_entry_without_a_kvs_request() -> None:
+    """A value the client PUT to the KVS itself (``note``): taken like an acknowledged
+    PUT, no write-through and no reply."""
+    st = make()
+    fetch(st, ["k"], {"k": lww(1, b"a")})
+    lt, payload = codec.to_payload(lww(2, b"b"))
+    assert st.client_note([("k", lt, payload)], 0.1) == []
+    ((lt2, _, p2),) = get_reply(st.client_get(b"c", b"g", ["k"], 0.2))
+    assert codec.from_payload(lt2, p2) == lww(2, b"b")
+    # An older note loses the LWW merge: the held value stays.
+    lt, payload = codec.to_payload(lww(1, b"old"))
+    st.client_note([("k", lt, payload)], 0.3)
+    ((lt3, _, p3),) = get_reply(st.client_get(b"c", b"h", ["k"], 0.4))
+    assert codec.from_payload(lt3, p3) == lww(2, b"b")
+    assert st.stats["notes"] == 2 and st.stats["kvs_puts"] == 0
+
+
+def test_note_of_an_unknown_key_locates_it_then_subscribes() -> None:
+    st = make()
+    lt, payload = codec.to_payload(lww(1, b"out"))
+    acts = st.client_note([("out", lt, payload)], 0.0)
+    assert [a.address for a in sent(acts, KvsSend)] == [ROUTING]  # where does it live?
+    assert st.client_note([("out", lt, payload)], 0.0) == []  # one lookup at a time
+    acts = route(st, acts)
+    subs = [a for a in sent(acts, KvsSend) if a.address == subscription_address(SHARD)]
+    assert len(subs) == 1 and "out" in st.subs and not st.subscribe_found
+    assert "out" not in st.key_sizes()  # held once the shard pushes its merged value
+    push = pb.KeyResponse(type=pb.PUT)
+    push.tuples.add(key="out", lattice_type=lt, payload=payload)
+    st.key_response(push, 0.1)
+    ((lt2, _, p2),) = get_reply(st.client_get(b"c", b"g", ["out"], 0.2))
+    assert codec.from_payload(lt2, p2) == lww(1, b"out")
+
+
+def test_note_lookup_that_times_out_is_forgotten() -> None:
+    st = make()
+    lt, payload = codec.to_payload(lww(1, b"x"))
+    assert sent(st.client_note([("lost", lt, payload)], 0.0), KvsSend)
+    st.tick(5.0)  # routing never answered
+    assert not st.subscribe_found and not st.looking_up and "lost" not in st.subs

@@ -77,3 +77,12 @@ def test_getv_malformed() -> None:
         protocol.decode_getv_args([b"\x05\x00\x00\x00ab", b""])
     with pytest.raises(WireError):
         protocol.decode_getv_body([b"\x01\x00\x00"], 1)  # NO_ERROR but no payload frame
+
+
+@given(st.lists(st.tuples(keys, st.integers(0, 6), st.binary(max_size=50)), min_size=1, max_size=5))
+def test_note_round_trip(tuples: list[tuple[str, int, bytes]]) -> None:
+    frames = protocol.encode_note(b"r", tuples)
+    assert frames[:2] == [protocol.OP_NOTE, b"r"] and len(frames) == 3  # one frame
+    assert protocol.decode_note_args(frames[2:]) == tuples
+    with pytest.raises(WireError):
+        protocol.decode_note_args([frames[2][:-1]])  # truncated

@@ -236,6 +236,28 @@ def test_output_key_stores_the_result(cloud: CloudburstConnection) -> None:
     assert cloud.get_object("out-key-1") == {"v": 7}
 
 
+def test_output_key_is_durable_when_the_call_returns_and_caches_follow(
+    cloud: CloudburstConnection,
+) -> None:
+    """The executor writes ``output_key`` straight to the KVS and tells its node cache
+    afterwards (``CacheClient.put_direct``): when the call returns the KVS has the value;
+    a function reading the key through the node cache, which held an older value,
+    sees the new one."""
+    cloud.register(lambda _, x: x, "okey_id")
+    read = cloud.register(lambda lib, k: lib.get(k), "okey_read")
+    cloud.register_dag("okey_store", ["okey_id"], [])
+    for i in range(8):
+        value = {"i": i, "pad": "x" * 100}
+        assert (
+            cloud.call_dag("okey_store", {"okey_id": value}, output_key="okey/k").get(timeout=15)
+            == value
+        )
+        assert cloud.get_object("okey/k") == value  # durable before the call returned
+        # Read through the node cache (held since the first read; eventually current
+        # for the other worker, right away for the writer).
+        wait_until(lambda v=value: read("okey/k").get(timeout=15) == v, 10, f"cached value {i}")
+
+
 def test_get_timeout_raises_then_the_result_still_comes(cloud: CloudburstConnection) -> None:
     slow = cloud.register(lambda _: (time.sleep(1.5), "late")[1], "to_slow")
     fut = slow()

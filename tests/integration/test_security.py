@@ -121,6 +121,10 @@ def test_readme_example_with_keys(secure):
         assert cloud_sq(2).get(timeout=30) == 4
         assert local_cloud.register_dag("sec_dag", ["sec_square"], [])
         assert local_cloud.call_dag("sec_dag", {"sec_square": [2]}).get(timeout=30) == 4
+        # The executor stores output_key straight to the KVS, with the cluster's keys.
+        out = local_cloud.call_dag("sec_dag", {"sec_square": [3]}, output_key="sec-out")
+        assert out.get(timeout=30) == 9
+        assert local_cloud.get_object("sec-out") == 9
         local_cloud.put_object("sec-key", b"secret value")
         assert local_cloud.get_object("sec-key") == b"secret value"
     finally:
