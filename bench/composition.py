@@ -32,6 +32,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -174,7 +175,8 @@ CALL_VARIANTS = [
 
 def bench_calls(calls: int, warmup: int) -> dict[str, Runs]:
     """Single calls on one cluster with ``wal_fsync: always``, all variants interleaved
-    in rounds of 10 calls (side by side: machine noise hits them alike):
+    in rounds of 10 calls, each after one unmeasured call, in a new random order each
+    round (side by side: machine noise and neighbours hit them alike):
 
     * ``f(x).get()`` / ``exec_func``: the README's call form (result straight back);
     * ``call_dag 1 fn``: a one-function DAG; ``call_dag output_key``: the same, stored;
@@ -241,11 +243,21 @@ def bench_calls(calls: int, warmup: int) -> dict[str, Runs]:
                         if got != (i + 1) ** 2:
                             raise AssertionError(f"{name}: wrong result {got!r}")
                 out: dict[str, Runs] = {name: [] for name in variants}
+                order = list(variants.items())
+                shuffle = random.Random(0).shuffle
                 for _ in range(REPEAT):
                     samples: dict[str, list[float]] = {name: [] for name in variants}
                     i = 0
                     while i < calls:
-                        for name, call in variants.items():
+                        # A new order each round: a variant right after the floor ran
+                        # ~60 us slower whichever it was; shuffled, no variant keeps
+                        # that place.
+                        shuffle(order)
+                        for name, call in order:
+                            # One unmeasured call first: the variant before may not
+                            # have touched the cluster (the floor), whose processes
+                            # then slept; no variant pays for its neighbour.
+                            call(i)
                             for j in range(i, min(calls, i + 10)):
                                 t0 = time.perf_counter()
                                 call(j)
