@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -29,6 +30,13 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "cloudburst", *args],
         cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=120,
     )  # fmt: skip
+
+
+def _followed_enough(lines: list[str]) -> bool:
+    rows = [r.split(None, 1) for r in lines if r.strip()]
+    sources = {p[0] for p in rows}
+    jsons = sum(1 for p in rows if len(p) == 2 and p[1].startswith("{"))
+    return {"kvs", "scheduler", "executor", "supervisor"} <= sources and jsons > 10
 
 
 def test_follow_one_call_through_the_logs(tmp_path: Path) -> None:
@@ -76,15 +84,33 @@ def test_follow_one_call_through_the_logs(tmp_path: Path) -> None:
              "--run-dir", cfg.run_dir],
             cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
+        # Read what it prints until every process's lines (and 10+ of them) came, at
+        # most 30 s (a fixed 4 s wait before; this takes ~1 s on a quiet machine).
+        got: list[str] = []
+
+        def read() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                got.append(line)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
         try:
-            time.sleep(4)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not _followed_enough(list(got)):
+                time.sleep(0.1)
         finally:
             proc.terminate()
             try:
-                output, _ = proc.communicate(timeout=20)
+                proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
-                output, _ = proc.communicate(timeout=20)
+                proc.wait(timeout=20)
+            reader.join(timeout=20)
+            if proc.stdout is not None and not reader.is_alive():
+                proc.stdout.close()
+        assert not reader.is_alive()
+        output = "".join(got)
         rows = [r for r in output.splitlines() if r.strip()]
         sources = {r.split(None, 1)[0] for r in rows}
         assert {"kvs", "scheduler", "executor", "supervisor"} <= sources, sources
