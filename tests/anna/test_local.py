@@ -69,7 +69,9 @@ def test_children_die_with_the_launcher(kvs_factory: Any, sig: int) -> None:
 
 def test_a_crashed_shard_is_restarted(kvs_factory: Any) -> None:
     kvs: KvsCluster = kvs_factory(shards=1)
-    client = kvs.client()
+    # 3 s, not 10: a GET sent to the killed shard waits out the client's timeout before
+    # the poll tries again (the restart itself takes ~1 s)
+    client = kvs.client(timeout=3.0)
     try:
         from lattices import LWWPairLattice
 
