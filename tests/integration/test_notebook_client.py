@@ -227,12 +227,12 @@ def test_waiting_is_honest(short_park: Any) -> None:
     with short_park.connect() as cloud:
         slow = cloud.register(_sleepy, "nb_sleepy_honest")
         inc = cloud.register(lambda _, x: x + 1, "nb_inc_honest")
-        # A future passed as an argument waits as long as its upstream runs (6 s),
-        # not the executor's 2 s park limit.
-        up = slow(6.0)
+        # A future passed as an argument waits as long as its upstream runs (4 s: twice
+        # the limit), not the executor's 2 s park limit.
+        up = slow(4.0)
         down = inc(up)
-        assert down.get(timeout=60) == 7.0
-        assert up.get(timeout=1) == 6.0
+        assert down.get(timeout=60) == 5.0
+        assert up.get(timeout=1) == 4.0
 
         # ... but an upstream that fails fails it, saying which.
         def boom(_: Any) -> int:
