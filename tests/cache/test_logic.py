@@ -352,7 +352,8 @@ def test_push_after_resubscription_updates_the_copy() -> None:
     st = make()
     fetch(st, ["k"], {"k": lww(1, b"old")})
     st.resubscribe_all()
-    push = push_of("k", *codec.to_payload(lww(2, b"new")))
+    lt, payload = codec.to_payload(lww(2, b"new"))
+    push = push_of("k", lt, payload)
     st.key_response(push, 1.0)
     assert get_reply(st.client_get(b"c", b"2", ["k"], 1.0))[0][2] == payload
 
