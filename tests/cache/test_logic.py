@@ -69,6 +69,13 @@ def lww(ts: int, v: bytes) -> LWWPairLattice:
     return LWWPairLattice(ts, v)
 
 
+def push_of(key: str, lattice_type: int, payload: bytes) -> pb.KeyResponse:
+    """The KVS's push of one key's value (a PUT-typed KeyResponse)."""
+    push = pb.KeyResponse(type=pb.PUT)
+    push.tuples.add(key=key, lattice_type=lattice_type, payload=payload)
+    return push
+
+
 def fetch(st: CacheState, keys: list[str], store: dict, now: float = 0.0) -> list:
     acts = route(st, st.client_get(b"c", b"1", keys, now), now)
     out = []
@@ -118,15 +125,13 @@ def test_push_updates_cached_value() -> None:
     st = make()
     fetch(st, ["k"], {"k": lww(1, b"old")})
     lt, payload = codec.to_payload(lww(5, b"new"))
-    push = pb.KeyResponse(type=pb.PUT)
-    push.tuples.add(key="k", lattice_type=lt, payload=payload)
+    push = push_of("k", lt, payload)
     st.key_response(push, 0.2)
     ((lt2, _, p2),) = get_reply(st.client_get(b"c", b"3", ["k"], 0.3))
     assert codec.from_payload(lt2, p2) == lww(5, b"new")
     # An older pushed value never goes back in time (merge, not replace).
     lt, payload = codec.to_payload(lww(2, b"older"))
-    push = pb.KeyResponse(type=pb.PUT)
-    push.tuples.add(key="k", lattice_type=lt, payload=payload)
+    push = push_of("k", lt, payload)
     st.key_response(push, 0.4)
     ((lt3, _, p3),) = get_reply(st.client_get(b"c", b"4", ["k"], 0.5))
     assert codec.from_payload(lt3, p3) == lww(5, b"new")
@@ -135,8 +140,7 @@ def test_push_updates_cached_value() -> None:
 def test_push_for_unsubscribed_key_is_ignored() -> None:
     st = make()
     lt, payload = codec.to_payload(lww(5, b"x"))
-    push = pb.KeyResponse(type=pb.PUT)
-    push.tuples.add(key="other", lattice_type=lt, payload=payload)
+    push = push_of("other", lt, payload)
     assert st.key_response(push, 0.0) == []
     assert st.key_sizes() == {}
 
@@ -203,8 +207,7 @@ def test_put_of_uncached_key_subscribes() -> None:
     acts = shard_answer(st, kreq, {})
     subs = [a for a in sent(acts, KvsSend) if a.address == subscription_address(SHARD)]
     assert subs and "new" in st.subs
-    push = pb.KeyResponse(type=pb.PUT)
-    push.tuples.add(key="new", lattice_type=lt, payload=payload)
+    push = push_of("new", lt, payload)
     st.key_response(push, 0.1)
     assert "new" in st.key_sizes()
 
@@ -255,8 +258,7 @@ def test_conditional_get_skips_payload_of_known_version() -> None:
     assert protocol.decode_getv_body(body, 1) == [(lt, protocol.NOT_MODIFIED, b"", version)]
     # A pushed update makes a new version: the client's copy is no longer confirmed.
     lt2, p2 = codec.to_payload(lww(9, b"w"))
-    push = pb.KeyResponse(type=pb.PUT)
-    push.tuples.add(key="k", lattice_type=lt2, payload=p2)
+    push = push_of("k", lt2, p2)
     st.key_response(push, 0.3)
     (reply,) = sent(st.client_get(b"c", b"4", ["k"], 0.4, known=[version]), Reply)
     _, _, body = protocol.decode_reply(reply.frames)
@@ -350,9 +352,8 @@ def test_push_after_resubscription_updates_the_copy() -> None:
     st = make()
     fetch(st, ["k"], {"k": lww(1, b"old")})
     st.resubscribe_all()
-    push = pb.KeyResponse(type=pb.PUT)
     lt, payload = codec.to_payload(lww(2, b"new"))
-    push.tuples.add(key="k", lattice_type=lt, payload=payload)
+    push = push_of("k", lt, payload)
     st.key_response(push, 1.0)
     assert get_reply(st.client_get(b"c", b"2", ["k"], 1.0))[0][2] == payload
 
@@ -384,8 +385,7 @@ def test_note_of_an_unknown_key_locates_it_then_subscribes() -> None:
     subs = [a for a in sent(acts, KvsSend) if a.address == subscription_address(SHARD)]
     assert len(subs) == 1 and "out" in st.subs and not st.subscribe_found
     assert "out" not in st.key_sizes()  # held once the shard pushes its merged value
-    push = pb.KeyResponse(type=pb.PUT)
-    push.tuples.add(key="out", lattice_type=lt, payload=payload)
+    push = push_of("out", lt, payload)
     st.key_response(push, 0.1)
     ((lt2, _, p2),) = get_reply(st.client_get(b"c", b"g", ["out"], 0.2))
     assert codec.from_payload(lt2, p2) == lww(1, b"out")
