@@ -708,7 +708,6 @@ class Inbound:
         frames = self.frames
         max_frame = self.max_frame
         secure = self.secure
-        codec = self.codec
         while end - pos >= 2:
             flags = buf[pos]
             if flags & FLAG_LONG:
@@ -736,22 +735,10 @@ class Inbound:
                 if flags & FLAG_COMMAND:
                     self._command(bytes(buf[start:pos]))
                     max_frame = self.max_frame
-                    codec = self.codec
-                elif codec is not None:
-                    # A MESSAGE box (_message inlined: the per-request path), opened
-                    # where it lies in the receive buffer.
-                    try:
-                        mflags, payload = codec.open_at(buf, start, pos)
-                    except CurveError as exc:
-                        self.refusal = str(exc)
-                        raise ZmtpError(str(exc)) from None
-                    if not mflags & 0x02:  # (else a command the peer encrypted: PING)
-                        frames.append(payload)
-                        if not mflags & 0x01:
-                            out.append(frames)
-                            frames = []
                 else:
-                    raise ZmtpError("message before the CURVE handshake completed")
+                    self.frames = frames
+                    self._message(buf, out, start, pos)
+                    frames = self.frames
                 continue
             if flags & FLAG_COMMAND:
                 # READY (the socket type is checked by the libzmq peer) or PING (only
