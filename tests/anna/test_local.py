@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from cloudburst.local import alive
 from cloudburst.shared.processes import port_open
 from tests.anna.conftest import KvsCluster, poll
 
@@ -18,14 +19,6 @@ pytestmark = pytest.mark.integration
 def _children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(x) for x in path.read_text().split()] if path.exists() else []
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.split(")")[1].split()[0] != "Z"
 
 
 def _listening_ports(pids: list[int]) -> set[int]:
@@ -62,7 +55,7 @@ def test_children_die_with_the_launcher(kvs_factory: Any, sig: int) -> None:
         }
     assert _listening_ports(kids) == expected
     os.kill(launcher, sig)  # the launcher only, not its process group
-    poll(lambda: not any(_alive(k) for k in kids), 15, "children to exit")
+    poll(lambda: not any(alive(k) for k in kids), 15, "children to exit")
     # A main thread shows as a zombie while the others still exit (and hold sockets).
     poll(lambda: not port_open("127.0.0.1", kv["routing_port"]), 5, "routing's port to close")
 

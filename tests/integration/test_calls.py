@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from cloudburst.client.client import CloudburstConnection
+from cloudburst.local import alive
 from cloudburst.shared import errors
 from cloudburst.shared.processes import ProcessGroup, free_port, port_open, wait_until
 from cloudburst.shared.proto.cloudburst_pb2 import DAG_ALREADY_EXISTS
@@ -70,21 +71,13 @@ def _workers(conn: CloudburstConnection) -> dict[str, int]:
     return {e["address"]: e["pid"] for e in conn.status()["executor_list"]}
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except OSError:
-        return False
-
-
 def _wait_whole(conn: CloudburstConnection, gone: str = "", within: float = 30) -> None:
     """Until the node replaced every worker that died: the scheduler lists ``WORKERS``
     workers, every one of them a live process (and ``gone`` is not listed)."""
 
     def whole() -> bool:
         w = _workers(conn)
-        return len(w) == WORKERS and gone not in w and all(map(_pid_alive, w.values()))
+        return len(w) == WORKERS and gone not in w and all(map(alive, w.values()))
 
     wait_until(whole, within, "the node to replace its worker")
 

@@ -10,21 +10,10 @@ from typing import Any
 import pytest
 
 from cloudburst.client.client import CloudburstConnection
+from cloudburst.local import alive
 from cloudburst.shared.processes import ProcessGroup, free_port, port_open, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except OSError:
-        return False
 
 
 def test_killing_a_node_kills_its_workers_and_the_scheduler_notices(
@@ -41,7 +30,7 @@ def test_killing_a_node_kills_its_workers_and_the_scheduler_notices(
     assert len(new) == 2 and len({e["node_id"] for e in new}) == 1
     pids = [e["pid"] for e in new]
     os.kill(procs.procs["node2"].pid, signal.SIGKILL)  # the node only, not its group
-    wait_until(lambda: not any(_alive(p) for p in pids), 10, "node 2's workers to die with it")
+    wait_until(lambda: not any(alive(p) for p in pids), 10, "node 2's workers to die with it")
     wait_until(
         lambda: (
             not (

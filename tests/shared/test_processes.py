@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
 import pytest
 
+from cloudburst.local import alive
 from cloudburst.shared.errors import CloudburstTimeoutError
 from cloudburst.shared.processes import (
     ProcessGroup,
@@ -33,19 +33,6 @@ time.sleep(60)
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers kill(0); look at its state.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def test_start_wait_and_stop(tmp_path) -> None:
     port = free_port()
     with ProcessGroup(log_dir=tmp_path) as group:
@@ -64,10 +51,10 @@ def test_children_of_children_are_stopped(tmp_path) -> None:
         log = tmp_path / "parent.log"
         wait_until(lambda: log.exists() and log.read_text().strip() != "", 20, "child pid")
         child = int(log.read_text().split()[0])
-        assert _alive(child)
+        assert alive(child)
     finally:
         group.stop_all()
-    wait_until(lambda: not _alive(child), timeout=5, what="grandchild exit")
+    wait_until(lambda: not alive(child), timeout=5, what="grandchild exit")
 
 
 def test_check_alive_reports_exit_with_log(tmp_path) -> None:
